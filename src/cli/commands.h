@@ -1,0 +1,10 @@
+// Each CLI subcommand lives in its own cmd_<name>.cc and registers itself on the app here.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace dlx::cli {
+
+void add_inspect_command(CLI::App& app);
+void add_forward_command(CLI::App& app);
+
+}  // namespace dlx::cli

@@ -1,0 +1,253 @@
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace dlx {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kMaxHeader = 100ull << 20;  // the format's own limit is 100 MB
+
+TensorInfo parse_entry(const std::string& path, const std::string& name, const json& e, size_t data_size) {
+  auto bad = [&](const std::string& why) { fail("{}: tensor '{}': {}", path, name, why); };
+  if (!e.is_object()) bad("header entry is not an object");
+  if (!e.contains("dtype") || !e["dtype"].is_string()) bad("missing or non-string 'dtype'");
+  if (!e.contains("shape") || !e["shape"].is_array()) bad("missing or non-array 'shape'");
+  if (!e.contains("data_offsets") || !e["data_offsets"].is_array() || e["data_offsets"].size() != 2)
+    bad("'data_offsets' must be [begin, end]");
+  TensorInfo ti;
+  ti.name = name;
+  std::string dt = e["dtype"].get<std::string>();
+  if (!dtype_from_name(dt, &ti.dtype))
+    bad("unsupported dtype '" + dt + "' (supported: BF16, F16, F32, F8_E4M3, I64, I32, I8, U8)");
+  uint64_t numel = 1;
+  for (const auto& d : e["shape"]) {
+    if (!d.is_number_unsigned()) bad("shape entries must be non-negative integers");
+    uint64_t v = d.get<uint64_t>();
+    if (v > (1ull << 40) || (v && numel > (1ull << 48) / v)) bad("shape is implausibly large");
+    numel *= v;
+    ti.shape.push_back(int64_t(v));
+  }
+  for (const auto& o : e["data_offsets"])
+    if (!o.is_number_unsigned()) bad("data_offsets must be non-negative integers");
+  ti.begin = e["data_offsets"][0].get<uint64_t>();
+  ti.end = e["data_offsets"][1].get<uint64_t>();
+  if (ti.end < ti.begin) bad(fmt::format("data_offsets [{}, {}] end before begin", ti.begin, ti.end));
+  if (ti.end > data_size)
+    bad(fmt::format("data_offsets end {} is past the data area ({} bytes; file truncated?)", ti.end, data_size));
+  uint64_t want = numel * dtype_size(ti.dtype);
+  if (ti.end - ti.begin != want)
+    bad(fmt::format("holds {} bytes but dtype {} shape {} needs {}", ti.end - ti.begin, dt, shape_str(ti.shape), want));
+  return ti;
+}
+
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail("{}: cannot stat", path);
+  }
+  size_ = size_t(st.st_size);
+  if (size_ < 8) {
+    ::close(fd);
+    fail("{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path, size_);
+  }
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) fail("{}: mmap failed: {}", path, std::strerror(errno));
+  size_t sz = size_;
+  map_ = std::shared_ptr<void>(p, [sz](void* q) { ::munmap(q, sz); });
+
+  const auto* bytes = static_cast<const unsigned char*>(p);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+  if (n > kMaxHeader) fail("{}: header length {} exceeds the 100 MB limit (not a safetensors file?)", path, n);
+  if (8 + n > size_) fail("{}: header length {} runs past the end of the file ({} bytes; truncated?)", path, n, size_);
+  data_start_ = 8 + n;
+  json header;
+  try {
+    header = json::parse(bytes + 8, bytes + 8 + n);
+  } catch (const json::exception& e) {
+    fail("{}: header is not valid JSON: {}", path, e.what());
+  }
+  if (!header.is_object()) fail("{}: header is not a JSON object", path);
+  size_t data_size = size_ - data_start_;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object()) fail("{}: __metadata__ is not an object", path);
+      for (auto m = it.value().begin(); m != it.value().end(); ++m)
+        metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    infos_[it.key()] = parse_entry(path, it.key(), it.value(), data_size);
+  }
+  // No two tensors may share bytes.
+  std::vector<const TensorInfo*> order;
+  for (const auto& [name, ti] : infos_)
+    if (ti.end > ti.begin) order.push_back(&ti);
+  std::sort(order.begin(), order.end(), [](auto a, auto b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < order.size(); ++i)
+    if (order[i]->begin < order[i - 1]->end)
+      fail("{}: tensors '{}' and '{}' overlap in the data area", path, order[i - 1]->name, order[i]->name);
+}
+
+SafetensorsFile::~SafetensorsFile() = default;
+
+Tensor SafetensorsFile::get(const std::string& name) const {
+  auto it = infos_.find(name);
+  if (it == infos_.end()) fail("{}: no tensor named '{}'", path_, name);
+  char* base = static_cast<char*>(map_.get()) + data_start_ + it->second.begin;
+  return Tensor(it->second.dtype, it->second.shape, base, map_);
+}
+
+std::shared_ptr<TensorStore> TensorStore::open_file(const std::string& path) {
+  auto store = std::make_shared<TensorStore>();
+  store->files_.push_back(std::make_unique<SafetensorsFile>(path));
+  for (const auto& [name, ti] : store->files_.back()->tensors()) store->where_[name] = store->files_.back().get();
+  return store;
+}
+
+std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
+  fs::path d(dir);
+  fs::path single = d / "model.safetensors";
+  fs::path index = d / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    json j;
+    try {
+      std::ifstream in(index);
+      j = json::parse(in);
+    } catch (const json::exception& e) {
+      fail("{}: not valid JSON: {}", index.string(), e.what());
+    }
+    if (!j.contains("weight_map") || !j["weight_map"].is_object())
+      fail("{}: missing 'weight_map' object", index.string());
+    auto store = std::make_shared<TensorStore>();
+    std::map<std::string, SafetensorsFile*> by_file;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) fail("{}: weight_map['{}'] is not a file name", index.string(), it.key());
+      std::string shard = it.value().get<std::string>();
+      if (shard.find('/') != std::string::npos || shard == "..")
+        fail("{}: weight_map['{}'] names '{}', which is not a file in the directory", index.string(), it.key(), shard);
+      auto f = by_file.find(shard);
+      if (f == by_file.end()) {
+        fs::path sp = d / shard;
+        if (!fs::exists(sp)) fail("{}: shard '{}' (for tensor '{}') does not exist", index.string(), shard, it.key());
+        store->files_.push_back(std::make_unique<SafetensorsFile>(sp.string()));
+        f = by_file.emplace(shard, store->files_.back().get()).first;
+      }
+      if (!f->second->has(it.key()))
+        fail("{}: tensor '{}' is listed in the index but missing from the shard", f->second->path(), it.key());
+      store->where_[it.key()] = f->second;
+    }
+    return store;
+  }
+  if (fs::exists(single)) return open_file(single.string());
+  fail("{}: no model.safetensors or model.safetensors.index.json", dir);
+}
+
+Tensor TensorStore::get(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail("checkpoint has no tensor named '{}'", name);
+  return it->second->get(name);
+}
+
+const TensorInfo& TensorStore::info(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail("checkpoint has no tensor named '{}'", name);
+  return it->second->tensors().at(name);
+}
+
+const std::string& TensorStore::file_of(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail("checkpoint has no tensor named '{}'", name);
+  return it->second->path();
+}
+
+std::vector<std::string> TensorStore::names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, f] : where_) out.push_back(n);
+  return out;
+}
+
+namespace {
+
+std::string temp_name(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+void write_all(FILE* f, const void* p, size_t n, const std::string& path) {
+  if (n && std::fwrite(p, 1, n, f) != n) fail("{}: write failed: {}", path, std::strerror(errno));
+}
+
+// Writes via `body(FILE*)` to a temp file, then renames; the temp file is removed on any failure.
+template <typename Body>
+void atomic_write(const std::string& path, Body body) {
+  std::string tmp = temp_name(path);
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
+  try {
+    body(f);
+    if (std::fflush(f) != 0 || fsync(fileno(f)) != 0) fail("{}: flush failed: {}", tmp, std::strerror(errno));
+  } catch (...) {
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::fclose(f) != 0) {
+    std::remove(tmp.c_str());
+    fail("{}: close failed", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail("{}: cannot rename temp file into place: {}", path, std::strerror(errno));
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  atomic_write(path, [&](FILE* f) { write_all(f, contents.data(), contents.size(), path); });
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  size_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    check(t.device() == Device::CPU, "write_safetensors: tensor '{}' is not on the CPU", name);
+    check(!header.contains(name), "write_safetensors: duplicate tensor name '{}'", name);
+    header[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
+    offset += t.nbytes();
+  }
+  std::string h = header.dump();
+  h.resize((h.size() + 7) / 8 * 8, ' ');  // pad so the data area starts 8-byte aligned
+  uint64_t n = h.size();
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = (n >> (8 * i)) & 0xff;
+  atomic_write(path, [&](FILE* f) {
+    write_all(f, len, 8, path);
+    write_all(f, h.data(), h.size(), path);
+    for (const auto& [name, t] : tensors) write_all(f, t.data(), t.nbytes(), path);
+  });
+}
+
+}  // namespace dlx

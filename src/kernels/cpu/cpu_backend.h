@@ -1,0 +1,25 @@
+#pragma once
+#include "kernels/backend.h"
+
+namespace dlx {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  std::string name() const override;
+  DType act_dtype() const override { return DType::F32; }
+  Tensor empty(DType dtype, Shape shape) override;
+  Tensor upload(const Tensor& host) override;
+  Tensor to_host_f32(const Tensor& t) override;
+  Tensor from_host_f32(const Tensor& host) override;
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override;
+  void matmul_packed(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) override;
+  void rope(Tensor& x, const Tensor& positions, double theta) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void add(Tensor& x, const Tensor& y) override;
+};
+
+}  // namespace dlx

@@ -1,0 +1,34 @@
+// PackedWeight: the one in-memory layout every quantized linear kind (GPTQ, AWQ, ...) is converted into at
+// load time, so that each backend has a single low-bit matmul kernel to write.
+//
+//   qweight  I32 [N, K*bits/32]   row n holds W[n, k] for k ascending; word j of row n packs the
+//                                  32/bits values k = j*(32/bits) + i at bits [bits*i, bits*i + bits)
+//                                  (low bits = lower k); values are unsigned 0 .. 2^bits-1
+//   scales   F32 [N, G]           per output row and group
+//   zeros    F32 [N, G]           scale * zero point, pre-multiplied:  W[n, k] = s*q - zs  (g = k / group_size)
+//   perm     I32 [K] or undefined act-order: the kernel's column j is the checkpoint's input column perm[j],
+//                                  i.e. the kernel computes y = x[:, perm] · Wp^T; rows were reordered at load
+//                                  so that groups are contiguous in k
+//
+// K must be a multiple of 32/bits and of group_size; group_size == K means one group (GPTQ's -1).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace dlx {
+
+struct PackedWeight {
+  int bits = 4;
+  int64_t n = 0, k = 0;
+  int64_t group_size = 0;
+  Tensor qweight, scales, zeros, perm;
+
+  int64_t groups() const { return group_size ? k / group_size : 0; }
+  int64_t words_per_row() const { return k * bits / 32; }
+  size_t nbytes() const {
+    return qweight.nbytes() + scales.nbytes() + zeros.nbytes() + (perm.defined() ? perm.nbytes() : 0);
+  }
+};
+
+}  // namespace dlx

@@ -1,0 +1,146 @@
+#include "model/config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace dlx {
+
+using json = nlohmann::json;
+
+std::string_view arch_name(Arch a) { return a == Arch::Dream ? "Dream" : "LLaDA"; }
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", path);
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
+namespace {
+
+// Field readers that name the file and field in every error.
+struct Fields {
+  const json& j;
+  const std::string& src;
+  bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
+  int64_t integer(const char* k) const {
+    if (!has(k)) fail("{}: missing field '{}'", src, k);
+    if (!j[k].is_number_integer()) fail("{}: field '{}' must be an integer", src, k);
+    return j[k].get<int64_t>();
+  }
+  int64_t integer_or(const char* k, int64_t def) const { return has(k) ? integer(k) : def; }
+  int64_t positive(const char* k) const {
+    int64_t v = integer(k);
+    if (v <= 0) fail("{}: field '{}' must be positive, got {}", src, k, v);
+    return v;
+  }
+  double number_or(const char* k, double def) const {
+    if (!has(k)) return def;
+    if (!j[k].is_number()) fail("{}: field '{}' must be a number", src, k);
+    return j[k].get<double>();
+  }
+  bool boolean_or(const char* k, bool def) const {
+    if (!has(k)) return def;
+    if (!j[k].is_boolean()) fail("{}: field '{}' must be true or false", src, k);
+    return j[k].get<bool>();
+  }
+  // eos_token_id may be a list in some configs; the first entry is used.
+  int64_t token_id_or(const char* k, int64_t def) const {
+    if (!has(k)) return def;
+    if (j[k].is_array() && !j[k].empty() && j[k][0].is_number_integer()) return j[k][0].get<int64_t>();
+    return integer(k);
+  }
+};
+
+DType parse_torch_dtype(const Fields& f) {
+  if (!f.has("torch_dtype")) return DType::BF16;
+  std::string s = f.j["torch_dtype"].is_string() ? f.j["torch_dtype"].get<std::string>() : "";
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "float16") return DType::F16;
+  if (s == "float32") return DType::F32;
+  fail("{}: field 'torch_dtype' is '{}' (supported: bfloat16, float16, float32)", f.src, s);
+}
+
+void parse_dream(const Fields& f, ModelConfig& c) {
+  c.arch = Arch::Dream;
+  c.hidden_size = f.positive("hidden_size");
+  c.intermediate_size = f.positive("intermediate_size");
+  c.num_layers = f.positive("num_hidden_layers");
+  c.num_heads = f.positive("num_attention_heads");
+  c.num_kv_heads = f.has("num_key_value_heads") ? f.positive("num_key_value_heads") : c.num_heads;
+  c.head_dim = f.has("head_dim") ? f.positive("head_dim") : c.hidden_size / c.num_heads;
+  c.vocab_size = f.positive("vocab_size");
+  c.max_position_embeddings = f.integer_or("max_position_embeddings", 32768);
+  c.rope_theta = f.number_or("rope_theta", 10000.0);
+  c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-6);
+  c.qkv_bias = true;  // Qwen2 always has q/k/v biases
+  c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
+  c.mask_token_id = f.token_id_or("mask_token_id", -1);
+  c.bos_token_id = f.token_id_or("bos_token_id", -1);
+  c.eos_token_id = f.token_id_or("eos_token_id", -1);
+  c.pad_token_id = f.token_id_or("pad_token_id", c.eos_token_id);
+}
+
+void parse_llada(const Fields& f, ModelConfig& c) {
+  c.arch = Arch::LLaDA;
+  c.hidden_size = f.positive("d_model");
+  c.num_layers = f.positive("n_layers");
+  c.num_heads = f.positive("n_heads");
+  c.num_kv_heads = f.has("n_kv_heads") ? f.positive("n_kv_heads") : c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  // OLMo: mlp_hidden_size is the fused gate+up width when set; LLaDA's checkpoints store it as the per-branch
+  // width (12288 = ff_proj rows). mlp_ratio * d_model is the fallback.
+  c.intermediate_size = f.has("mlp_hidden_size") ? f.positive("mlp_hidden_size")
+                                                 : int64_t(f.number_or("mlp_ratio", 4.0) * double(c.hidden_size));
+  c.vocab_size = f.has("embedding_size") ? f.positive("embedding_size") : f.positive("vocab_size");
+  c.max_position_embeddings = f.integer_or("max_sequence_length", 4096);
+  c.rope_theta = f.number_or("rope_theta", 10000.0);
+  c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-5);
+  c.qkv_bias = f.boolean_or("include_bias", false) || f.boolean_or("include_qkv_bias", false);
+  c.tie_word_embeddings = f.boolean_or("weight_tying", false);
+  c.mask_token_id = f.token_id_or("mask_token_id", 126336);
+  c.bos_token_id = f.token_id_or("bos_token_id", -1);
+  c.eos_token_id = f.token_id_or("eos_token_id", -1);
+  c.pad_token_id = f.token_id_or("pad_token_id", -1);
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: not a JSON object", source);
+  Fields f{j, source};
+  ModelConfig c;
+  if (!f.has("model_type") || !j["model_type"].is_string())
+    fail("{}: missing field 'model_type' (supported: \"Dream\", \"llada\")", source);
+  c.model_type = j["model_type"].get<std::string>();
+  if (c.model_type == "Dream" || c.model_type == "dream") {
+    parse_dream(f, c);
+  } else if (c.model_type == "llada" || c.model_type == "LLaDA") {
+    parse_llada(f, c);
+  } else {
+    fail("{}: unsupported model_type '{}' (supported: \"Dream\" (Dream-v0 7B, Qwen2 layout), \"llada\" (LLaDA-8B))",
+         source, c.model_type);
+  }
+  c.dtype = parse_torch_dtype(f);
+  if (c.hidden_size % c.num_heads != 0 && !f.has("head_dim"))
+    fail("{}: hidden size {} is not divisible by the number of heads {}", source, c.hidden_size, c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("{}: number of heads {} is not a multiple of the number of key/value heads {}", source, c.num_heads,
+         c.num_kv_heads);
+  if (c.head_dim % 2 != 0) fail("{}: head dimension {} must be even for RoPE", source, c.head_dim);
+  if (c.mask_token_id >= c.vocab_size) fail("{}: mask_token_id {} is outside the vocabulary ({})", source, c.mask_token_id, c.vocab_size);
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& model_dir) {
+  std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  if (!std::filesystem::exists(path)) fail("{}: not found (is '{}' a model directory?)", path, model_dir);
+  return parse_model_config(read_json_file(path), path);
+}
+
+}  // namespace dlx

@@ -1,0 +1,47 @@
+// Typed model configuration, parsed from a checkpoint's config.json. Dream (Qwen2 field names) and LLaDA
+// (OLMo field names) both map onto ModelConfig; the architecture decides the tensor names and the
+// generation conventions (Dream shifts logits by one position, LLaDA does not).
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace dlx {
+
+enum class Arch { Dream, LLaDA };
+std::string_view arch_name(Arch a);
+
+struct ModelConfig {
+  Arch arch = Arch::Dream;
+  std::string model_type;  // as written in config.json
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-6;
+  bool qkv_bias = false;
+  bool tie_word_embeddings = false;
+  DType dtype = DType::BF16;  // torch_dtype; the loader uses the tensors' own dtypes
+  int64_t mask_token_id = -1;
+  int64_t bos_token_id = -1;
+  int64_t eos_token_id = -1;
+  int64_t pad_token_id = -1;
+  bool shift_logits() const { return arch == Arch::Dream; }
+};
+
+// Parses config.json text or object; `source` names the file in errors. Unknown model types are
+// rejected with the list of supported ones; missing or invalid fields are named.
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
+ModelConfig load_model_config(const std::string& model_dir);
+
+// Reads a JSON file with errors that name it.
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace dlx

@@ -1,0 +1,175 @@
+#include "model/model.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "kernels/quant/quant_config.h"
+
+namespace dlx {
+
+namespace {
+
+Tensor load_vector(const TensorStore& store, const std::string& name, int64_t n) {
+  Tensor t = store.get(name);
+  check(is_float(t.dtype()) && t.dtype() != DType::F8_E4M3, "{}: tensor '{}' has dtype {}, expected BF16, F16 or F32",
+        store.file_of(name), name, dtype_name(t.dtype()));
+  check(t.shape() == Shape{n}, "{}: tensor '{}' has shape {}, expected [{}] from config.json", store.file_of(name), name,
+        shape_str(t.shape()), n);
+  return t;
+}
+
+Tensor load_matrix(const TensorStore& store, const std::string& name, int64_t rows, int64_t cols) {
+  Tensor t = store.get(name);
+  check(t.dtype() == DType::BF16 || t.dtype() == DType::F16 || t.dtype() == DType::F32,
+        "{}: tensor '{}' has dtype {}, expected BF16, F16 or F32", store.file_of(name), name, dtype_name(t.dtype()));
+  check(t.shape() == Shape{rows, cols}, "{}: tensor '{}' has shape {}, expected [{}, {}] from config.json",
+        store.file_of(name), name, shape_str(t.shape()), rows, cols);
+  return t;
+}
+
+void check_family(const std::string& f, const char* flag) {
+  check(f.empty() || f == "bf16" || f == "gptq" || f == "awq", "{} must be bf16, gptq or awq (got '{}')", flag, f);
+}
+
+}  // namespace
+
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
+  check_family(opts.attn_weight_family, "linear_attn_weight_dtype");
+  check_family(opts.mlp_weight_family, "linear_mlp_weight_dtype");
+  std::unique_ptr<Model> m(new Model());
+  m->dir_ = dir;
+  m->cfg_ = load_model_config(dir);
+  m->quant_ = load_quant_config(dir);
+  m->store_ = TensorStore::open_dir(dir);
+  m->backend_ = make_backend(opts.device);
+  const ModelConfig& c = m->cfg_;
+  const ArchNames& names = arch_names(c.arch);
+  const TensorStore& store = *m->store_;
+  Backend& be = *m->backend_;
+
+  m->embed_ = be.upload(load_matrix(store, names.embed, c.vocab_size, c.hidden_size));
+  m->final_norm_ = be.upload(load_vector(store, names.final_norm, c.hidden_size));
+
+  LoadContext ctx{store, m->quant_.get(), be, opts.dequant_cache};
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  auto spec = [&](const std::string& prefix, LinearRole role) {
+    LinearSpec s;
+    s.prefix = prefix;
+    switch (role) {
+      case LinearRole::Q: s.in_features = H, s.out_features = c.num_heads * D, s.bias = c.qkv_bias; break;
+      case LinearRole::K:
+      case LinearRole::V: s.in_features = H, s.out_features = c.num_kv_heads * D, s.bias = c.qkv_bias; break;
+      case LinearRole::O: s.in_features = c.num_heads * D, s.out_features = H; break;
+      case LinearRole::Gate:
+      case LinearRole::Up: s.in_features = H, s.out_features = I; break;
+      case LinearRole::Down: s.in_features = I, s.out_features = H; break;
+    }
+    return s;
+  };
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights lw;
+    std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
+    lw.attn_norm = be.upload(load_vector(store, p + names.attn_norm, H));
+    lw.ffn_norm = be.upload(load_vector(store, p + names.ffn_norm, H));
+    for (LinearRole r : kLinearRoles) {
+      const std::string& fam = is_attention_role(r) ? opts.attn_weight_family : opts.mlp_weight_family;
+      lw.linear[int(r)] = load_linear(ctx, spec(p + names.linear[int(r)], r), fam);
+    }
+    m->layers_.push_back(std::move(lw));
+  }
+  // The LM head is never quantized by GPTQ/AWQ tools; a tied model reuses the embedding table.
+  std::string head = c.tie_word_embeddings && !store.has(names.lm_head) ? names.embed : names.lm_head;
+  LinearSpec hs;
+  hs.prefix = head.substr(0, head.size() - std::string(".weight").size());
+  hs.in_features = H;
+  hs.out_features = c.vocab_size;
+  m->lm_head_ = load_linear(ctx, hs, "bf16");
+  return m;
+}
+
+size_t Model::weight_bytes() const {
+  size_t n = embed_.nbytes() + final_norm_.nbytes() + lm_head_->info().bytes;
+  if (cfg_.tie_word_embeddings && lm_head_->spec().prefix + ".weight" == arch_names(cfg_.arch).embed) n -= embed_.nbytes();
+  for (const auto& l : layers_) {
+    n += l.attn_norm.nbytes() + l.ffn_norm.nbytes();
+    for (const auto& lin : l.linear) n += lin->info().bytes;
+  }
+  return n;
+}
+
+Tensor Model::forward(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& logit_rows,
+                      const Tensor& positions) {
+  check(ids.dtype() == DType::I64 && ids.rank() == 2, "input_ids must be I64 [batch, length], got {} {}",
+        dtype_name(ids.dtype()), shape_str(ids.shape()));
+  const int64_t B = ids.dim(0), L = ids.dim(1), T = B * L;
+  check(B > 0 && L > 0, "input_ids is empty ({})", shape_str(ids.shape()));
+  check(!key_mask.defined() || (key_mask.dtype() == DType::U8 && key_mask.shape() == ids.shape()),
+        "key mask must be U8 {}", shape_str(ids.shape()));
+  const ModelConfig& c = cfg_;
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t id = ids.data<int64_t>()[t];
+    check(id >= 0 && id < c.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", t / L, t % L, id,
+          c.vocab_size);
+  }
+  Tensor pos = positions;
+  if (!pos.defined()) {
+    pos = Tensor::zeros(DType::I64, {B, L});
+    for (int64_t t = 0; t < T; ++t) pos.data<int64_t>()[t] = t % L;
+  }
+  check(pos.dtype() == DType::I64 && pos.numel() == T, "positions must be I64 {}", shape_str(ids.shape()));
+  for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
+
+  Backend& be = *backend_;
+  const DType at = be.act_dtype();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
+  const float eps = float(c.rms_norm_eps);
+  // Activation buffers, allocated once per call.
+  Tensor h = be.empty(at, {T, H}), x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
+  Tensor q = be.empty(at, {B, L, Hq, D}), k = be.empty(at, {B, L, Hkv, D}), v = be.empty(at, {B, L, Hkv, D});
+  Tensor att = be.empty(at, {B, L, Hq, D});
+  Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
+  const Tensor* mask = key_mask.defined() ? &key_mask : nullptr;
+
+  be.embedding(ids.reshape({T}), embed_, h);
+  for (const LayerWeights& lw : layers_) {
+    auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) {
+      Tensor o2 = out.reshape({in.dim(0), out.numel() / in.dim(0)});
+      lw.linear[int(r)]->forward(be, in, o2);
+    };
+    be.rmsnorm(h, lw.attn_norm, eps, x);
+    lin(LinearRole::Q, x, q);
+    lin(LinearRole::K, x, k);
+    lin(LinearRole::V, x, v);
+    be.rope(q, pos, c.rope_theta);
+    be.rope(k, pos, c.rope_theta);
+    be.attention(q, k, v, mask, att);
+    Tensor att2 = att.reshape({T, Hq * D});
+    lin(LinearRole::O, att2, tmp);
+    be.add(h, tmp);
+    be.rmsnorm(h, lw.ffn_norm, eps, x);
+    lin(LinearRole::Gate, x, gate);
+    lin(LinearRole::Up, x, up);
+    be.silu_mul(gate, up, gate);
+    lin(LinearRole::Down, gate, tmp);
+    be.add(h, tmp);
+  }
+  be.rmsnorm(h, final_norm_, eps, x);
+  Tensor rows = x;
+  if (!logit_rows.empty()) {
+    // Gather the requested rows on the host side of the interface (small: R x H).
+    Tensor xh = be.to_host_f32(x);
+    Tensor sel = Tensor::zeros(DType::F32, {int64_t(logit_rows.size()), H});
+    for (size_t i = 0; i < logit_rows.size(); ++i)
+      std::copy_n(xh.data<float>() + logit_rows[i] * H, H, sel.data<float>() + int64_t(i) * H);
+    rows = be.from_host_f32(sel);
+  }
+  Tensor logits = be.empty(at, {rows.dim(0), c.vocab_size});
+  lm_head_->forward(be, rows, logits);
+  Tensor out = be.to_host_f32(logits);
+  return logit_rows.empty() ? out.reshape({B, L, c.vocab_size}) : out;
+}
+
+}  // namespace dlx

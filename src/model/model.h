@@ -1,0 +1,65 @@
+// A loaded model: typed config, weights (views into the mmap'd checkpoint or uploaded to a device), and one
+// forward pass shared by Dream and LLaDA:
+//   h = embed(ids)
+//   per layer:  h += o(attention(rope(q(n1)), rope(k(n1)), v(n1)))   with n1 = rmsnorm(h)   (bidirectional)
+//               h += down(silu(gate(n2)) * up(n2))                    with n2 = rmsnorm(h)
+//   logits = lm_head(rmsnorm(h))   (only for the requested rows)
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kernels/backend.h"
+#include "kernels/linear.h"
+#include "model/arch.h"
+#include "model/config.h"
+
+namespace dlx {
+
+struct QuantConfig;
+
+struct LoadOptions {
+  std::string device = "cpu";
+  // Force a linear family per layer group: "" (what the checkpoint holds), "bf16", "gptq" or "awq".
+  std::string attn_weight_family, mlp_weight_family;
+  bool dequant_cache = false;
+};
+
+struct LayerWeights {
+  Tensor attn_norm, ffn_norm;
+  std::unique_ptr<Linear> linear[7];  // indexed by LinearRole
+};
+
+class Model {
+ public:
+  static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& opts = {});
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend& backend() { return *backend_; }
+  const std::string& dir() const { return dir_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  const Linear& lm_head() const { return *lm_head_; }
+  const QuantConfig* quant() const { return quant_.get(); }
+  size_t weight_bytes() const;
+
+  // ids I64 [B, L] (host); key_mask U8 [B, L] (1 = real token) or undefined; positions I64 [B, L] or undefined
+  // (0..L-1 per row). Returns F32 logits on the host: [B, L, V] when logit_rows is empty, else [R, V] for the
+  // flat rows b*L + l listed.
+  Tensor forward(const Tensor& ids, const Tensor& key_mask = {}, const std::vector<int64_t>& logit_rows = {},
+                 const Tensor& positions = {});
+
+ private:
+  Model() = default;
+  std::string dir_;
+  ModelConfig cfg_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<QuantConfig> quant_;
+  std::shared_ptr<class TensorStore> store_;
+  Tensor embed_, final_norm_;
+  std::vector<LayerWeights> layers_;
+  std::unique_ptr<Linear> lm_head_;
+};
+
+}  // namespace dlx
