@@ -6,5 +6,8 @@ namespace dlx::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_forward_command(CLI::App& app);
+void add_random_model_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace dlx::cli

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   });
   dlx::cli::add_inspect_command(app);
   dlx::cli::add_forward_command(app);
+  dlx::cli::add_random_model_command(app);
+  dlx::cli::add_tokenize_command(app);
+  dlx::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

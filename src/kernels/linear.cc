@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "kernels/quant/quant_kinds.h"
 
 namespace dlx {
 
@@ -79,6 +80,11 @@ std::unique_ptr<Linear> make_dense_linear(LinearSpec spec, Tensor weight, Tensor
 const std::vector<LinearKind>& linear_kinds() {
   static const std::vector<LinearKind> kinds = [] {
     std::vector<LinearKind> v;
+    v.push_back(gptq_w4a16_kind());
+    v.push_back(gptq_w8a16_kind());
+    v.push_back(awq_w4a16_kind());
+    v.push_back(diffulex_int8_gptq_kind());
+    v.push_back(diffulex_int8_awq_kind());
     v.push_back(dense_kind());
     return v;
   }();

@@ -1,63 +1,125 @@
 #include "kernels/cpu/qmatmul.h"
 
+#include <cmath>
 #include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/matmul.h"
 
 namespace dlx {
 
-// Portable version: per output row, per group, sum_k x[k] * q[k] then one multiply-add with the group's
-// scale and scaled zero (y = s * sum(x q) - zs * sum(x)).
-void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) {
-  const int64_t M = x.dim(0), K = w.k, N = w.n, G = w.groups(), gs = w.group_size;
-  check(x.dim(1) == K, "cpu qmatmul: input has {} features, weight expects {}", x.dim(1), K);
-  const int bits = w.bits, per = 32 / bits;
-  const uint32_t qmask = (1u << bits) - 1;
-  const int64_t words = w.words_per_row();
-  // Apply the act-order permutation once: xp[:, j] = x[:, perm[j]].
-  Tensor xperm;
-  const float* xp = x.data<float>();
-  if (w.perm.defined()) {
-    xperm = Tensor::zeros(DType::F32, {M, K});
-    const int32_t* perm = w.perm.data<int32_t>();
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t j = 0; j < K; ++j) xperm.data<float>()[m * K + j] = xp[m * K + perm[j]];
-    xp = xperm.data<float>();
-  }
-  // Per-group sums of x, shared by every output row.
-  std::vector<float> xsum(static_cast<size_t>(M * G));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0;
-      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
-      xsum[size_t(m * G + g)] = s;
-    }
-  const uint32_t* qw = reinterpret_cast<const uint32_t*>(w.qweight.data());
-  const float* sc = w.scales.data<float>();
-  const float* zs = w.zeros.data<float>();
-  float* yp = y.data<float>();
-  parallel_for(N, 4, [&](int64_t n0, int64_t n1) {
-    std::vector<float> row(static_cast<size_t>(K));
+namespace qmatmul_impl {
+
+namespace {
+
+inline uint32_t code_at(const uint32_t* row, int bits, int64_t j) {
+  const int per = 32 / bits;
+  return (row[j / per] >> (bits * (j % per))) & ((1u << bits) - 1);
+}
+
+}  // namespace
+
+bool avx2_supports(const PackedWeight& w) { return (w.bits == 4 || w.bits == 8) && w.group_size % 8 == 0; }
+
+// Portable version of both strategies; any bits dividing 32 and any group size.
+void rows_ref(const Args& a, int64_t n0, int64_t n1) {
+  const int64_t K = a.K, G = a.G, gs = a.group_size;
+  if (a.M <= kQFusedMaxRows) {
     for (int64_t n = n0; n < n1; ++n) {
-      const uint32_t* r = qw + n * words;
-      for (int64_t j = 0; j < words; ++j)
-        for (int i = 0; i < per; ++i) row[size_t(j * per + i)] = float((r[j] >> (bits * i)) & qmask);
-      for (int64_t m = 0; m < M; ++m) {
-        const float* xm = xp + m * K;
+      const uint32_t* row = a.qweight + n * a.words;
+      for (int64_t m = 0; m < a.M; ++m) {
+        const float* xm = a.x + m * K;
         float acc = 0;
         for (int64_t g = 0; g < G; ++g) {
           float dot = 0;
-          for (int64_t k = g * gs; k < (g + 1) * gs; ++k) dot += xm[k] * row[size_t(k)];
-          acc += sc[n * G + g] * dot - zs[n * G + g] * xsum[size_t(m * G + g)];
+          for (int64_t k = g * gs; k < (g + 1) * gs; ++k) dot += xm[k] * float(code_at(row, a.bits, k));
+          acc += a.scales[n * G + g] * dot - a.zeros[n * G + g] * a.xsum[m * G + g];
         }
-        yp[m * N + n] = acc;
+        a.y[m * a.ldy + n] = acc;
       }
     }
+    return;
+  }
+  thread_local std::vector<float> panel;
+  panel.resize(size_t(kPanelRows * K));
+  for (int64_t p0 = n0; p0 < n1; p0 += kPanelRows) {
+    const int rows = int(std::min<int64_t>(kPanelRows, n1 - p0));
+    for (int r = 0; r < rows; ++r) {
+      const int64_t n = p0 + r;
+      const uint32_t* row = a.qweight + n * a.words;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t g = k / gs;
+        panel[size_t(r * K + k)] = a.scales[n * G + g] * float(code_at(row, a.bits, k)) - a.zeros[n * G + g];
+      }
+    }
+    matmul_impl::panel_ref(a.x, a.M, K, panel.data(), rows, a.y, a.ldy, p0);
+  }
+}
+
+}  // namespace qmatmul_impl
+
+void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y, QMatmulPath path) {
+  const int64_t M = x.dim(0), K = w.k, N = w.n, G = w.groups(), gs = w.group_size;
+  check(x.dtype() == DType::F32 && y.dtype() == DType::F32, "cpu qmatmul: activations must be F32");
+  check(x.rank() == 2 && x.dim(1) == K, "cpu qmatmul: input {} does not match the weight's {} input features",
+        shape_str(x.shape()), K);
+  check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cpu qmatmul: output {} should be [{}, {}]",
+        shape_str(y.shape()), M, N);
+  check(32 % w.bits == 0 && gs > 0 && K % gs == 0 && K % (32 / w.bits) == 0,
+        "cpu qmatmul: packed weight with {} bits, K {} and group size {} is not valid", w.bits, K, gs);
+  bool avx2 = path != QMatmulPath::Portable && cpu_has_avx2() && qmatmul_impl::avx2_supports(w);
+  if (path == QMatmulPath::Avx2)
+    check(avx2, "cpu qmatmul: the AVX2 path needs an AVX2/FMA CPU, 4 or 8 bits and a group size multiple of 8");
+
+  // Act-order: xp[:, j] = x[:, perm[j]], once per call.
+  const float* xp = x.data<float>();
+  thread_local std::vector<float> xperm, xsum, xt;
+  if (w.perm.defined()) {
+    xperm.resize(size_t(M * K));
+    const int32_t* perm = w.perm.data<int32_t>();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < K; ++j) xperm[size_t(m * K + j)] = xp[m * K + perm[j]];
+    xp = xperm.data();
+  }
+  // Per-group sums of x, for the fused strategy's zero-point term.
+  xsum.assign(size_t(M * G), 0.0f);
+  if (M <= kQFusedMaxRows)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t g = 0; g < G; ++g) {
+        float s = 0;
+        for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
+        xsum[size_t(m * G + g)] = s;
+      }
+  // The AVX2 fused blocks read x rearranged (see qmatmul.h).
+  const int64_t B = qmatmul_impl::block_columns(w.bits);
+  const bool blocks = avx2 && M <= kQFusedMaxRows && gs % B == 0;
+  if (blocks) {
+    const int per = 32 / w.bits;
+    xt.resize(size_t(M * K));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t b = 0; b < K; b += B)
+        for (int i = 0; i < per; ++i) {
+          const float scale = i == per - 1 ? 1.0f : std::ldexp(1.0f, -w.bits * i);
+          for (int j = 0; j < 8; ++j) xt[size_t(m * K + b + 8 * i + j)] = xp[m * K + b + per * j + i] * scale;
+        }
+  }
+  qmatmul_impl::Args a{xp, xsum.data(), blocks ? xt.data() : nullptr, M, K, G, gs, w.bits, reinterpret_cast<const uint32_t*>(w.qweight.data()),
+                       w.words_per_row(), w.scales.data<float>(), w.zeros.data<float>(), y.data<float>(), N};
+  const int64_t tiles = (N + kPanelRows - 1) / kPanelRows;
+  parallel_for(tiles, 4, [&](int64_t t0, int64_t t1) {
+    const int64_t n0 = t0 * kPanelRows, n1 = std::min(N, t1 * kPanelRows);
+    if (avx2)
+      qmatmul_impl::rows_avx2(a, n0, n1);
+    else
+      qmatmul_impl::rows_ref(a, n0, n1);
   });
-  if (bias)
+  if (bias) {
+    float* yp = y.data<float>();
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) yp[m * N + n] += load_as_f32(bias->data(), bias->dtype(), size_t(n));
+  }
 }
 
 }  // namespace dlx

@@ -68,8 +68,11 @@ std::unique_ptr<QuantConfig> load_quant_config(const std::string& model_dir) {
     if (j.contains("quantization_config") && !j["quantization_config"].is_null())
       return std::make_unique<QuantConfig>(parse(j["quantization_config"], cfg.string() + " (quantization_config)"));
   }
-  fs::path qc = fs::path(model_dir) / "quantize_config.json";
-  if (fs::exists(qc)) return std::make_unique<QuantConfig>(parse(read_json_file(qc.string()), qc.string()));
+  // AutoGPTQ writes quantize_config.json; older AutoAWQ releases wrote quant_config.json (w_bit, q_group_size).
+  for (const char* name : {"quantize_config.json", "quant_config.json"}) {
+    fs::path qc = fs::path(model_dir) / name;
+    if (fs::exists(qc)) return std::make_unique<QuantConfig>(parse(read_json_file(qc.string()), qc.string()));
+  }
   return nullptr;
 }
 

@@ -1,5 +1,6 @@
 // The quantization settings of a checkpoint: `quantization_config` in config.json, else quantize_config.json
-// (AutoGPTQ), else nothing (dense, or a tensor-name scan by the linear kinds).
+// (AutoGPTQ), else quant_config.json (older AutoAWQ), else nothing (dense, or a tensor-shape scan by the
+// linear kinds, see kernels/quant/quant_checks.h).
 #pragma once
 #include <memory>
 #include <string>

@@ -1,0 +1,134 @@
+// Helpers shared by the diffusion samplers (dream_sampler, llada_sampler): operations on one row of logits
+// over the vocabulary (softmax, top-k / top-p filtering, categorical and Gumbel sampling, confidence
+// measures), the choice of which masked positions to reveal in a step, and stop-token truncation.
+// All functions are pure, single-row and allocation-free unless noted, so callers can run rows in parallel.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/tensor.h"
+#include "engine/rng.h"
+
+namespace dlx {
+
+// ---- The samplers' view of the model ----
+
+// Returns logits F32 [B, L, V] (host) for token ids I64 [B, L]; `key_mask` U8 [B, L] (1 = real token, 0 = left
+// padding) may be undefined (all valid). Raw model logits: the Dream sampler applies Dream's shift itself.
+using LogitsFn = std::function<Tensor(const Tensor& ids, const Tensor& key_mask)>;
+// The same, computing only the rows the sampler reads: `rows` lists flat indices b * L + l into `ids`
+// (ascending, distinct) and the result is F32 [rows.size(), V] in that order (the shape of
+// Model::forward(ids, key_mask, rows)). Saves the LM head on rows whose logits would be thrown away.
+using RowLogitsFn =
+    std::function<Tensor(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows)>;
+// Called after each step with (index of the step just done, 0-based; total steps; tokens revealed so far over
+// all rows). In threshold / tokens_per_step modes `total` is an upper bound and the loop may end earlier.
+using StepCallback = std::function<void(int step, int total, int64_t revealed)>;
+
+// Logits of some rows of a canvas, whichever callback produced them.
+class LogitRows {
+ public:
+  // Checks that `logits` is host F32 [B, L, V] for `ids` [B, L] (every row present).
+  static LogitRows all(Tensor logits, const Tensor& ids);
+  // Checks that `logits` is host F32 [rows.size(), V] (the listed flat rows of `ids`, ascending).
+  static LogitRows some(Tensor logits, const Tensor& ids, std::vector<int64_t> rows);
+  int64_t vocab() const { return vocab_; }
+  // Logits of flat row b * L + l; it must be one of the rows asked for.
+  const float* row(int64_t flat) const;
+
+ private:
+  Tensor data_;
+  std::vector<int64_t> rows_;  // empty: data_ holds every row
+  int64_t vocab_ = 0;
+};
+
+// Asks for the logits of `rows` (flat, any order, repeats allowed) of `ids` through whichever callback is set.
+struct LogitsSource {
+  LogitsFn all;
+  RowLogitsFn rows;
+  LogitRows fetch(const Tensor& ids, const Tensor& key_mask, std::vector<int64_t> wanted) const;
+};
+
+// The canvas: I64 [B, P + new_tokens] = prompt followed by new_tokens copies of mask_id.
+Tensor make_canvas(const Tensor& prompt_ids, int64_t new_tokens, int64_t mask_id);
+// key_mask for the canvas: prompt_mask (U8 [B, P]) followed by ones; undefined when prompt_mask is.
+Tensor extend_key_mask(const Tensor& prompt_mask, int64_t batch, int64_t prompt_len, int64_t total_len);
+
+// ---- One row of logits / probabilities of length n ----
+
+// out = softmax(x); max-subtracted, sum accumulated in double; -inf entries give 0. `out` may alias `x`.
+void softmax(const float* x, int64_t n, float* out);
+// Index of the first maximum.
+int64_t argmax(const float* x, int64_t n);
+// Dream's top_k_logits: entries below the k-th largest value become -inf (ties with it are kept). k <= 0: off.
+void top_k_filter(float* logits, int64_t n, int64_t k);
+// Dream's top_p_logits (nucleus): in descending order (ties: lower index first), an entry is removed when the
+// probability mass strictly before it exceeds top_p; the first entry is always kept. Removed entries become
+// -inf. top_p >= 1: off. Only the head of the order is sorted, so the cost is ~O(n) for peaked rows.
+void top_p_filter(float* logits, int64_t n, double top_p);
+// Inverse-CDF draw from `probs` (need not sum to exactly 1) with u uniform in [0, 1); never returns a
+// zero-probability entry.
+int64_t sample_categorical(const float* probs, int64_t n, double u);
+// sum p * log(p + 1e-10), as Dream's neg_entropy confidence (0 for a one-hot row, more negative when flatter).
+double neg_entropy(const float* probs, int64_t n);
+// Largest minus second largest probability (Dream's topk_margin confidence); the second is 0 when n == 1.
+double top2_margin(const float* probs, int64_t n);
+// softmax(logits)[token] computed in double (LLaDA's low_confidence measure).
+double softmax_prob(const float* logits, int64_t n, int64_t token);
+// Sets the listed token ids to -inf (ids outside [0, n) are ignored).
+void suppress_tokens(float* logits, int64_t n, std::span<const int64_t> ids);
+// Classifier-free guidance as in LLaDA: out = uncond + (scale + 1) * (cond - uncond). `out` may alias either.
+void cfg_combine(const float* cond, const float* uncond, int64_t n, float scale, float* out);
+
+// ---- Choosing a token at one masked position ----
+
+struct TokenChoice {
+  int64_t token = 0;
+  double prob = 0;        // probability of `token` under the (filtered, tempered) distribution
+  double confidence = 0;  // the ranking measure chosen by the sampler
+};
+
+struct TokenSampling {
+  float temperature = 0;  // 0: greedy argmax
+  float top_p = 1;        // 1: off
+  int64_t top_k = 0;      // 0: off
+};
+
+enum class Confidence { Prob, Margin, NegEntropy };
+
+// Dream's sample_tokens on one row, in place: logits /= temperature (when > 0), top-p, then top-k filtering,
+// then softmax (the row then holds the probabilities). The token is drawn with uniform u when temperature > 0,
+// else it is the argmax. confidence = prob | top1 - top2 | neg_entropy of the filtered distribution.
+TokenChoice sample_token(float* logits, int64_t n, const TokenSampling& s, Confidence kind, double u);
+
+// LLaDA's add_gumbel_noise + argmax: temperature 0 is the plain argmax and draws nothing; otherwise the token is
+// argmax_v exp(l_v) / (-log u_v)^T, taken in log space as l_v - T log(-log u_v) (same argmax, no overflow),
+// with one uniform per vocabulary entry from `rng` in index order. prob = softmax(logits)[token] in double.
+TokenChoice gumbel_choice(const float* logits, int64_t n, double temperature, Rng* rng);
+
+// ---- Choosing which masked positions to reveal in one step of one row ----
+
+struct Proposal {
+  int64_t pos = 0;        // position in the sequence
+  int64_t token = 0;      // token that would be written there
+  double prob = 0;        // its probability (threshold mode compares this)
+  double confidence = 0;  // ranking score (top-k modes sort by this)
+};
+
+// Indices into `props` of the min(k, size) highest confidences; ties go to the lower position.
+std::vector<size_t> pick_top_k(const std::vector<Proposal>& props, int64_t k);
+// Fast-dLLM parallel decoding: every proposal with prob >= threshold, and always the most probable one (ties:
+// lower position), so each step makes progress. Empty only when `props` is.
+std::vector<size_t> pick_above_threshold(const std::vector<Proposal>& props, double threshold);
+
+// ---- After generation ----
+
+// Index of the first id in ids[0, n) that is one of `stop_ids`, or n when there is none.
+int64_t find_stop(const int64_t* ids, int64_t n, std::span<const int64_t> stop_ids);
+// For each row of `out` (I64 [B, L]): how many generated tokens (after the first `prompt_len`) come before the
+// first stop id (EOS, pad, ...). Decode out[b, prompt_len : prompt_len + result[b]].
+std::vector<int64_t> generated_lengths(const Tensor& out, int64_t prompt_len, std::span<const int64_t> stop_ids);
+
+}  // namespace dlx

@@ -1,0 +1,234 @@
+// AVX2 + FMA inner loops of the CPU low-bit matmul (see qmatmul.h). Compiled with -mavx2 -mfma and called only
+// after cpu_has_avx2().
+//
+// Unpacking 8 codes into 8 floats (one ymm), in kernel column order k .. k+7:
+//   4-bit: one word w holds k .. k+7 at bits 4i:      broadcast w, shift lane i right by 4i, & 0xF, to float
+//   8-bit: two words hold k .. k+3 and k+4 .. k+7:   lanes 0-3 <- w0, lanes 4-7 <- w1, shift by 8*(i%4), & 0xFF
+// so a group of group_size (multiple of 8) columns is group_size/8 such steps. When the group size allows,
+// the fused strategy uses the cheaper block form described in qmatmul.h (one load per 8 words, then one AND
+// and one conversion per 8 codes, against the pre-arranged xt).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/qmatmul.h"
+
+namespace dlx::qmatmul_impl {
+
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+template <int BITS>
+struct Unpack {
+  __m256i shifts, mask, spread;
+  Unpack() {
+    if constexpr (BITS == 4) {
+      shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    } else {
+      shifts = _mm256_setr_epi32(0, 8, 16, 24, 0, 8, 16, 24);
+      spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    }
+    mask = _mm256_set1_epi32((1 << BITS) - 1);
+  }
+  // Codes of columns 8*step .. 8*step + 7 of a row of words.
+  inline __m256 operator()(const uint32_t* row, int64_t step) const {
+    __m256i v;
+    if constexpr (BITS == 4) {
+      v = _mm256_set1_epi32(int(row[step]));
+    } else {
+      __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 2 * step));
+      v = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(two), spread);
+    }
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(v, shifts), mask));
+  }
+};
+
+// MR rows of x against NR output rows starting at n0, fused: the codes never leave registers.
+template <int BITS, int MR, int NR>
+void fused_tile(const Args& a, int64_t m0, int64_t n0, const Unpack<BITS>& unpack) {
+  const int64_t K = a.K, G = a.G, steps = a.group_size / 8;
+  const uint32_t* rows[NR];
+  for (int r = 0; r < NR; ++r) rows[r] = a.qweight + (n0 + r) * a.words;
+  __m256 total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) total[i][r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    const int64_t s0 = g * steps;
+    for (int64_t s = s0; s < s0 + steps; ++s) {
+      __m256 wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = unpack(rows[r], s);
+      for (int i = 0; i < MR; ++i) {
+        __m256 xv = _mm256_loadu_ps(a.x + (m0 + i) * K + s * 8);
+        for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]);
+      for (int i = 0; i < MR; ++i) total[i][r] = _mm256_fmadd_ps(acc[i][r], sv, total[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* zs = a.zeros + (n0 + r) * G;
+      const float* xs = a.xsum + (m0 + i) * G;
+      float z = 0;
+      for (int64_t g = 0; g < G; ++g) z += zs[g] * xs[g];
+      a.y[(m0 + i) * a.ldy + n0 + r] = hsum(total[i][r]) - z;
+    }
+}
+
+// Code I of each word of w as floats, scaled by 2^(bits*I) except for the top code (see qmatmul.h).
+template <int BITS, int I>
+inline __m256 code_part(__m256i w) {
+  if constexpr (I == 32 / BITS - 1) {
+    return _mm256_cvtepi32_ps(_mm256_srli_epi32(w, BITS * I));
+  } else {
+    return _mm256_cvtepi32_ps(_mm256_and_si256(w, _mm256_set1_epi32(int(((1u << BITS) - 1) << (BITS * I)))));
+  }
+}
+
+template <int BITS, int MR, int NR, int I>
+inline void block_step(const __m256i (&wv)[NR], const float* const (&x)[MR], __m256 (&acc)[MR][NR]) {
+  __m256 f[NR];
+  for (int r = 0; r < NR; ++r) f[r] = code_part<BITS, I>(wv[r]);
+  for (int i = 0; i < MR; ++i) {
+    __m256 xv = _mm256_loadu_ps(x[i] + 8 * I);
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(f[r], xv, acc[i][r]);
+  }
+}
+
+template <int BITS, int MR, int NR, int... I>
+inline void block_steps(std::integer_sequence<int, I...>, const __m256i (&wv)[NR], const float* const (&x)[MR],
+                        __m256 (&acc)[MR][NR]) {
+  (block_step<BITS, MR, NR, I>(wv, x, acc), ...);
+}
+
+// The fused tile in block form: group_size % (8p) == 0 and a.xt arranged as in qmatmul.h.
+template <int BITS, int MR, int NR>
+void block_tile(const Args& a, int64_t m0, int64_t n0) {
+  constexpr int P = 32 / BITS, B = 8 * P;
+  const int64_t K = a.K, G = a.G, blocks = a.group_size / B;
+  const uint32_t* rows[NR];
+  for (int r = 0; r < NR; ++r) rows[r] = a.qweight + (n0 + r) * a.words;
+  __m256 total[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) total[i][r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    for (int64_t b = g * blocks; b < (g + 1) * blocks; ++b) {
+      __m256i wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + b * 8));
+      const float* x[MR];
+      for (int i = 0; i < MR; ++i) x[i] = a.xt + (m0 + i) * K + b * B;
+      block_steps<BITS, MR, NR>(std::make_integer_sequence<int, P>{}, wv, x, acc);
+    }
+    for (int r = 0; r < NR; ++r) {
+      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]);
+      for (int i = 0; i < MR; ++i) total[i][r] = _mm256_fmadd_ps(acc[i][r], sv, total[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* zs = a.zeros + (n0 + r) * G;
+      const float* xs = a.xsum + (m0 + i) * G;
+      float z = 0;
+      for (int64_t g = 0; g < G; ++g) z += zs[g] * xs[g];
+      a.y[(m0 + i) * a.ldy + n0 + r] = hsum(total[i][r]) - z;
+    }
+}
+
+template <int BITS, int MR, int NR>
+inline void tile(const Args& a, int64_t m, int64_t n, const Unpack<BITS>& u) {
+  if (a.xt)
+    block_tile<BITS, MR, NR>(a, m, n);
+  else
+    fused_tile<BITS, MR, NR>(a, m, n, u);
+}
+
+// MR rows of x from m against output rows [n, n1), n1 - n <= 4: NR output rows at a time, the widest that
+// keeps the per-group accumulators in the 16 ymm registers (4 for a single row of x, 2 otherwise).
+template <int BITS, int MR>
+inline void tile_rows(const Args& a, int64_t m, int64_t n, int64_t n1, const Unpack<BITS>& u) {
+  if (n + 4 > n1) {
+    for (int64_t r = n; r < n1; ++r) tile<BITS, MR, 1>(a, m, r, u);
+  } else if constexpr (MR == 1) {
+    tile<BITS, 1, 4>(a, m, n, u);
+  } else {
+    tile<BITS, MR, 2>(a, m, n, u);
+    tile<BITS, MR, 2>(a, m, n + 2, u);
+  }
+}
+
+// Output rows [n0, n1) in tiles of 4; for each tile, every row of x in blocks of up to 4, so a tile's packed
+// words are read from memory once and from L1 after that.
+template <int BITS>
+void fused_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int64_t ne = std::min(n + 4, n1);
+    int64_t m = 0;
+    for (; m + 4 <= a.M; m += 4) tile_rows<BITS, 4>(a, m, n, ne, u);
+    switch (a.M - m) {
+      case 3: tile_rows<BITS, 3>(a, m, n, ne, u); break;
+      case 2: tile_rows<BITS, 2>(a, m, n, ne, u); break;
+      case 1: tile_rows<BITS, 1>(a, m, n, ne, u); break;
+      default: break;
+    }
+  }
+}
+
+// Dequantizes `rows` output rows from n0 into panel (row-major, stride K): s * q - zs.
+template <int BITS>
+void dequant_panel(const Args& a, int64_t n0, int rows, float* panel, const Unpack<BITS>& unpack) {
+  const int64_t K = a.K, G = a.G, steps = a.group_size / 8;
+  for (int r = 0; r < rows; ++r) {
+    const uint32_t* row = a.qweight + (n0 + r) * a.words;
+    float* out = panel + r * K;
+    for (int64_t g = 0; g < G; ++g) {
+      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]), zv = _mm256_set1_ps(a.zeros[(n0 + r) * G + g]);
+      for (int64_t s = g * steps; s < (g + 1) * steps; ++s)
+        _mm256_storeu_ps(out + s * 8, _mm256_fmsub_ps(unpack(row, s), sv, zv));
+    }
+  }
+}
+
+template <int BITS>
+void rows_bits(const Args& a, int64_t n0, int64_t n1) {
+  const Unpack<BITS> u;
+  if (a.M <= kQFusedMaxRows) {
+    fused_rows<BITS>(a, n0, n1, u);
+    return;
+  }
+  thread_local std::vector<float> panel;
+  panel.resize(size_t(kPanelRows * a.K));
+  for (int64_t p0 = n0; p0 < n1; p0 += kPanelRows) {
+    const int rows = int(std::min<int64_t>(kPanelRows, n1 - p0));
+    dequant_panel<BITS>(a, p0, rows, panel.data(), u);
+    matmul_impl::panel_avx2(a.x, a.M, a.K, panel.data(), rows, a.y, a.ldy, p0);
+  }
+}
+
+}  // namespace
+
+void rows_avx2(const Args& a, int64_t n0, int64_t n1) {
+  if (a.bits == 4)
+    rows_bits<4>(a, n0, n1);
+  else
+    rows_bits<8>(a, n0, n1);
+}
+
+}  // namespace dlx::qmatmul_impl

@@ -1,0 +1,536 @@
+// The CUDA backend: shape/dtype checks on the host, then the kernels of launch.h or cuBLASLt (gemm.h) on one
+// stream. See cuda_backend.h for the memory rules and docs/CUDA.md for how it is built and tested.
+#ifdef DIFFULEX_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/cuda/allocator.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/launch.h"
+
+namespace dlx {
+
+namespace {
+
+using cuda::bf16_t;
+using cuda::check_cuda;
+using cuda::Elt;
+
+const char* device_name(Device d) { return d == Device::CUDA ? "the GPU" : "the host"; }
+
+// Fails unless t is a `dtype` tensor on the GPU.
+void need(const Tensor& t, DType dtype, const char* op, const char* what) {
+  check(t.defined(), "cuda {}: {} is missing", op, what);
+  check(t.device() == Device::CUDA && t.dtype() == dtype, "cuda {}: {} must be a {} tensor on the GPU, got {} on {}",
+        op, what, dtype_name(dtype), dtype_name(t.dtype()), device_name(t.device()));
+}
+
+// A float weight on the GPU read elementwise by a kernel.
+Elt float_weight(const Tensor& t, const char* op, const char* what) {
+  check(t.defined() && t.device() == Device::CUDA, "cuda {}: {} must be on the GPU (uploaded)", op, what);
+  switch (t.dtype()) {
+    case DType::BF16: return Elt::BF16;
+    case DType::F16: return Elt::F16;
+    case DType::F32: return Elt::F32;
+    default: fail("cuda {}: {} has dtype {}, expected BF16, F16 or F32", op, what, dtype_name(t.dtype()));
+  }
+}
+
+void same_numel(const Tensor& a, const Tensor& b, const char* op) {
+  check(a.numel() == b.numel(), "cuda {}: shapes {} and {} differ in size", op, shape_str(a.shape()),
+        shape_str(b.shape()));
+}
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
+// A small host input (token ids, positions, key mask) mirrored on the device. The copy is redone only when the
+// bytes change; it is enqueued on the backend's stream, so kernels queued earlier still read the old contents.
+class HostMirror {
+ public:
+  const void* get(const void* host, size_t bytes, cuda::DeviceAllocator& alloc, cudaStream_t stream, const char* op) {
+    if (dev_ && bytes == last_.size() && std::memcmp(host, last_.data(), bytes) == 0) return dev_.get();
+    if (!dev_ || bytes > capacity_) {
+      dev_ = alloc.activation(bytes, op);
+      capacity_ = cuda::DeviceAllocator::round_size(bytes);
+    }
+    last_.assign(static_cast<const unsigned char*>(host), static_cast<const unsigned char*>(host) + bytes);
+    // From pageable memory the copy is staged before the call returns, so `host` may change afterwards.
+    check_cuda(cudaMemcpyAsync(dev_.get(), host, bytes, cudaMemcpyHostToDevice, stream), op);
+    return dev_.get();
+  }
+
+ private:
+  std::vector<unsigned char> last_;
+  std::shared_ptr<void> dev_;
+  size_t capacity_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    check_cuda(cudaSetDevice(0), "device selection");
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDeviceProperties(&prop, 0), "device query");
+    name_ = fmt::format("cuda ({}, sm_{}{})", prop.name, prop.major, prop.minor);
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
+    alloc_ = std::make_shared<cuda::DeviceAllocator>();
+    gemm_ = std::make_unique<cuda::Gemm>(stream_, *alloc_);
+    sync_each_op_ = env_flag("DIFFULEX_CUDA_SYNC");
+  }
+
+  ~CudaBackend() override {
+    (void)cudaStreamSynchronize(stream_);
+    inv_freq_.clear();
+    table_ = Tensor();
+    gemm_.reset();
+    (void)cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::CUDA; }
+  std::string name() const override { return name_; }
+  DType act_dtype() const override { return DType::BF16; }
+  cudaStream_t stream() const { return stream_; }
+  cuda::DeviceAllocator& allocator() { return *alloc_; }
+  cuda::Gemm& gemm() { return *gemm_; }
+
+  Tensor empty(DType dtype, Shape shape) override {
+    int64_t n = 1;
+    for (int64_t d : shape) {
+      check(d >= 0, "cuda empty: negative dimension in shape {}", shape_str(shape));
+      n *= d;
+    }
+    auto block = alloc_->activation(size_t(n) * dtype_size(dtype), "empty");
+    void* p = block.get();
+    return Tensor(dtype, std::move(shape), p, std::move(block), Device::CUDA);
+  }
+
+  Tensor upload(const Tensor& host) override {
+    if (host.device() == Device::CUDA) return host;
+    // fp16 weights become bf16: the GEMMs and kernels take bf16 (same range as f32, 8 mantissa bits).
+    const DType dt = host.dtype() == DType::F16 ? DType::BF16 : host.dtype();
+    auto block = alloc_->weight(host.nbytes(), "upload");
+    if (dt != host.dtype()) {
+      std::vector<uint16_t> tmp(size_t(host.numel()));
+      const uint16_t* src = host.data<uint16_t>();
+      parallel_for(host.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+        for (int64_t i = a; i < b; ++i) tmp[size_t(i)] = f32_to_bf16(f16_to_f32(src[i]));
+      });
+      check_cuda(cudaMemcpy(block.get(), tmp.data(), host.nbytes(), cudaMemcpyHostToDevice), "upload");
+    } else {
+      check_cuda(cudaMemcpy(block.get(), host.data(), host.nbytes(), cudaMemcpyHostToDevice), "upload");
+    }
+    void* p = block.get();
+    return Tensor(dt, host.shape(), p, std::move(block), Device::CUDA);
+  }
+
+  // Device tensors come back through page-locked memory: bf16 is widened on the GPU and the f32 result is copied
+  // straight into a pinned block that becomes the returned tensor's storage (no host conversion pass, no page
+  // faults on a fresh buffer, full PCIe speed for the logits).
+  Tensor to_host_f32(const Tensor& t) override {
+    check(is_float(t.dtype()), "cuda to_host_f32: tensor has dtype {}, expected a float", dtype_name(t.dtype()));
+    const int64_t n = t.numel();
+    if (t.device() == Device::CPU) {
+      if (t.dtype() == DType::F32) return t;
+      Tensor out = Tensor::zeros(DType::F32, t.shape());
+      float* o = out.data<float>();
+      parallel_for(n, 1 << 16, [&](int64_t a, int64_t b) {
+        for (int64_t i = a; i < b; ++i) o[i] = load_as_f32(t.data(), t.dtype(), size_t(i));
+      });
+      return out;
+    }
+    check(t.dtype() == DType::F32 || t.dtype() == DType::BF16, "cuda to_host_f32: device tensor has dtype {}",
+          dtype_name(t.dtype()));
+    auto block = alloc_->pinned(size_t(n) * 4, "to_host_f32");
+    const void* src = t.data();
+    Tensor wide;
+    if (t.dtype() == DType::BF16) {
+      wide = empty(DType::F32, {n});
+      cuda::launch_bf16_to_f32(t.data<bf16_t>(), wide.data<float>(), n, stream_);
+      src = wide.data();
+    }
+    check_cuda(cudaMemcpyAsync(block.get(), src, size_t(n) * 4, cudaMemcpyDeviceToHost, stream_), "to_host_f32");
+    check_cuda(cudaStreamSynchronize(stream_), "to_host_f32");
+    void* p = block.get();
+    return Tensor(DType::F32, t.shape(), p, std::move(block), Device::CPU);
+  }
+
+  Tensor from_host_f32(const Tensor& host) override {
+    check(host.device() == Device::CPU && is_float(host.dtype()), "cuda from_host_f32: expected a float host tensor");
+    std::vector<uint16_t> tmp(size_t(host.numel()));
+    parallel_for(host.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) tmp[size_t(i)] = f32_to_bf16(load_as_f32(host.data(), host.dtype(), size_t(i)));
+    });
+    Tensor out = empty(DType::BF16, host.shape());
+    check_cuda(cudaMemcpyAsync(out.data(), tmp.data(), out.nbytes(), cudaMemcpyHostToDevice, stream_),
+               "from_host_f32");
+    after("from_host_f32");
+    return out;
+  }
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
+    check(ids.dtype() == DType::I64, "cuda embedding: ids must be I64, got {}", dtype_name(ids.dtype()));
+    const Elt tt = float_weight(table, "embedding", "the table");
+    check(table.rank() == 2, "cuda embedding: table must be [vocab, hidden], got {}", shape_str(table.shape()));
+    const int64_t T = ids.numel(), V = table.dim(0), H = table.dim(1);
+    need(out, DType::BF16, "embedding", "the output");
+    check(out.numel() == T * H, "cuda embedding: output {} should hold [{}, {}]", shape_str(out.shape()), T, H);
+    const int64_t* dev_ids = ids.data<int64_t>();
+    if (ids.device() == Device::CPU) {
+      const int64_t* id = ids.data<int64_t>();
+      for (int64_t t = 0; t < T; ++t)
+        check(id[t] >= 0 && id[t] < V, "token id {} is outside the vocabulary [0, {})", id[t], V);
+      dev_ids = static_cast<const int64_t*>(ids_.get(id, size_t(T) * 8, *alloc_, stream_, "embedding (ids)"));
+    }
+    cuda::launch_embedding(dev_ids, table.data(), tt, T, H, out.data<bf16_t>(), stream_);
+    after("embedding");
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    need(x, DType::BF16, "rmsnorm", "the input");
+    need(out, DType::BF16, "rmsnorm", "the output");
+    same_numel(x, out, "rmsnorm");
+    const int64_t H = x.dim(-1), T = x.numel() / std::max<int64_t>(H, 1);
+    const Elt wt = float_weight(weight, "rmsnorm", "the weight");
+    check(weight.numel() == H, "cuda rmsnorm: weight has {} elements for rows of {}", weight.numel(), H);
+    cuda::launch_rmsnorm(x.data<bf16_t>(), weight.data(), wt, T, H, eps, out.data<bf16_t>(), stream_);
+    after("rmsnorm");
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    need(x, DType::BF16, "matmul", "the input");
+    need(y, DType::BF16, "matmul", "the output");
+    check(w.device() == Device::CUDA, "cuda matmul: the weight must be uploaded to the GPU");
+    check(x.rank() == 2 && w.rank() == 2 && w.dim(1) == x.dim(1), "cuda matmul: weight {} does not match input {}",
+          shape_str(w.shape()), shape_str(x.shape()));
+    const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+    check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cuda matmul: output {} should be [{}, {}]",
+          shape_str(y.shape()), M, N);
+    Elt bt = Elt::BF16;
+    if (bias) {
+      bt = float_weight(*bias, "matmul", "the bias");
+      check(bias->numel() == N, "cuda matmul: bias has {} elements for {} outputs", bias->numel(), N);
+    }
+    if (w.dtype() == DType::BF16) {
+      const bool fused_bias = bias && bt == Elt::BF16;
+      gemm_->bf16(x.data(), w.data(), fused_bias ? bias->data() : nullptr, y.data(), M, N, K);
+      if (bias && !fused_bias) cuda::launch_add_bias(y.data<bf16_t>(), bias->data(), bt, M, N, stream_);
+    } else if (w.dtype() == DType::F32) {
+      // Dense f32 weights (--dequant-cache): widen x, multiply in fp32, round once at the end.
+      Tensor xf = empty(DType::F32, {M, K}), yf = empty(DType::F32, {M, N});
+      cuda::launch_bf16_to_f32(x.data<bf16_t>(), xf.data<float>(), M * K, stream_);
+      gemm_->f32(xf.data<float>(), w.data<float>(), yf.data<float>(), M, N, K);
+      cuda::launch_f32_bias_to_bf16(yf.data<float>(), bias ? bias->data() : nullptr, bt, M, N, y.data<bf16_t>(),
+                                    stream_);
+    } else {
+      fail("cuda matmul: weight has dtype {}, expected BF16 or F32", dtype_name(w.dtype()));
+    }
+    after("matmul");
+  }
+
+  void matmul_packed(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) override {
+    need(x, DType::BF16, "matmul_packed", "the input");
+    need(y, DType::BF16, "matmul_packed", "the output");
+    const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
+    check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
+          shape_str(x.shape()), K);
+    check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cuda matmul_packed: output {} should be [{}, {}]",
+          shape_str(y.shape()), M, N);
+    check(w.bits > 0 && w.bits <= 16 && 32 % w.bits == 0 && gs > 0 && K % gs == 0 && K % (32 / w.bits) == 0,
+          "cuda matmul_packed: packed weight with {} bits, K {} and group size {} is not valid", w.bits, K, gs);
+    need(w.qweight, DType::I32, "matmul_packed", "qweight");
+    need(w.scales, DType::F32, "matmul_packed", "scales");
+    need(w.zeros, DType::F32, "matmul_packed", "zeros");
+    check(w.qweight.numel() == N * w.words_per_row() && w.scales.numel() == N * w.groups() &&
+              w.zeros.numel() == N * w.groups(),
+          "cuda matmul_packed: packed tensors do not match [{}, {}] with group size {}", N, K, gs);
+    if (w.perm.defined()) {
+      need(w.perm, DType::I32, "matmul_packed", "perm");
+      check(w.perm.numel() == K, "cuda matmul_packed: perm has {} entries for K = {}", w.perm.numel(), K);
+    }
+    cuda::QGemmArgs a{};
+    a.x = x.data<bf16_t>();
+    a.M = M, a.K = K, a.N = N;
+    a.qweight = static_cast<const uint32_t*>(w.qweight.data());
+    a.bits = w.bits;
+    a.scales = w.scales.data<float>();
+    a.zeros = w.zeros.data<float>();
+    a.group_size = gs;
+    a.perm = w.perm.defined() ? w.perm.data<int32_t>() : nullptr;
+    if (bias) {
+      a.bias_type = float_weight(*bias, "matmul_packed", "the bias");
+      check(bias->numel() == N, "cuda matmul_packed: bias has {} elements for {} outputs", bias->numel(), N);
+      a.bias = bias->data();
+    }
+    a.y = y.data<bf16_t>();
+    cuda::launch_qgemm(a, stream_);
+    after("matmul_packed");
+  }
+
+  void rope(Tensor& x, const Tensor& positions, double theta) override {
+    need(x, DType::BF16, "rope", "the input");
+    check(x.rank() >= 2, "cuda rope: input {} needs [.., heads, head_dim]", shape_str(x.shape()));
+    const int64_t D = x.dim(-1), heads = x.dim(-2), T = x.numel() / std::max<int64_t>(D * heads, 1);
+    check(D % 2 == 0, "cuda rope: head dim {} is odd", D);
+    check(positions.dtype() == DType::I64 && positions.numel() == T, "cuda rope: {} positions for {} tokens",
+          positions.numel(), T);
+    cuda::launch_rope(x.data<bf16_t>(), T, heads, D, rope_table(positions, T, theta, D), stream_);
+    after("rope");
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) override {
+    need(q, DType::BF16, "attention", "q");
+    need(k, DType::BF16, "attention", "k");
+    need(v, DType::BF16, "attention", "v");
+    need(out, DType::BF16, "attention", "the output");
+    check(q.rank() == 4 && k.rank() == 4 && k.shape() == v.shape() && out.shape() == q.shape() &&
+              k.dim(0) == q.dim(0) && k.dim(3) == q.dim(3),
+          "cuda attention: q {}, k {}, v {}, out {} do not fit [B, L, heads, D]", shape_str(q.shape()),
+          shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
+    const int64_t B = q.dim(0), Lq = q.dim(1), Hq = q.dim(2), D = q.dim(3), S = k.dim(1), Hkv = k.dim(2);
+    check(Hkv > 0 && Hq % Hkv == 0, "attention: {} query heads is not a multiple of {} key/value heads", Hq, Hkv);
+    check(cuda::attention_supports_head_dim(D), "cuda attention: head dim {} is not supported (16, 32, 64, 128, 256)",
+          D);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out})
+      check(cuda::aligned16(t->data()), "cuda attention: tensors must be 16-byte aligned");
+    const uint8_t* mask = nullptr;
+    if (key_mask) {
+      check(key_mask->dtype() == DType::U8 && key_mask->numel() == B * S, "cuda attention: key mask must be U8 [{}, {}]",
+            B, S);
+      mask = key_mask->data<uint8_t>();
+      if (key_mask->device() == Device::CPU)
+        mask = static_cast<const uint8_t*>(mask_.get(mask, size_t(B * S), *alloc_, stream_, "attention (mask)"));
+    }
+    cuda::launch_attention(q.data<bf16_t>(), k.data<bf16_t>(), v.data<bf16_t>(), mask, out.data<bf16_t>(), B, Lq, S,
+                           Hq, Hkv, D, stream_);
+    after("attention");
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    need(gate, DType::BF16, "silu_mul", "gate");
+    need(up, DType::BF16, "silu_mul", "up");
+    need(out, DType::BF16, "silu_mul", "the output");
+    same_numel(gate, up, "silu_mul");
+    same_numel(gate, out, "silu_mul");
+    cuda::launch_silu_mul(gate.data<bf16_t>(), up.data<bf16_t>(), out.data<bf16_t>(), gate.numel(), stream_);
+    after("silu_mul");
+  }
+
+  void add(Tensor& x, const Tensor& y) override {
+    need(x, DType::BF16, "add", "x");
+    need(y, DType::BF16, "add", "y");
+    same_numel(x, y, "add");
+    cuda::launch_add(x.data<bf16_t>(), y.data<bf16_t>(), x.numel(), stream_);
+    after("add");
+  }
+
+ private:
+  // With DIFFULEX_CUDA_SYNC=1, wait after every op so that a kernel fault is reported by the op that caused it.
+  void after(const char* op) {
+    if (sync_each_op_) check_cuda(cudaStreamSynchronize(stream_), op);
+  }
+
+  // The (cos, sin) table for these positions, rebuilt only when the host positions, theta or D change (the q and
+  // k calls of every layer of a forward share one). Device positions are not compared: rebuilt every call.
+  const float* rope_table(const Tensor& positions, int64_t T, double theta, int64_t D) {
+    const size_t bytes = size_t(T) * 8;
+    const bool host = positions.device() == Device::CPU;
+    if (host && table_.defined() && theta == table_theta_ && D == table_d_ && bytes == table_pos_.size() &&
+        std::memcmp(positions.data(), table_pos_.data(), bytes) == 0)
+      return table_.data<float>();
+    const int64_t* pos = positions.data<int64_t>();
+    if (host) pos = static_cast<const int64_t*>(positions_.get(pos, bytes, *alloc_, stream_, "rope (positions)"));
+    table_ = empty(DType::F32, {T, D / 2, 2});
+    cuda::launch_rope_table(pos, inv_freq(theta, D), T, D / 2, table_.data<float>(), stream_);
+    table_theta_ = theta;
+    table_d_ = D;
+    if (host)
+      table_pos_.assign(positions.data<unsigned char>(), positions.data<unsigned char>() + bytes);
+    else
+      table_pos_.clear();
+    return table_.data<float>();
+  }
+
+  // inv_freq[i] = 1 / theta^(2i/D) in float32, as the CPU reference computes it; cached per (theta, D).
+  const float* inv_freq(double theta, int64_t D) {
+    auto key = std::make_pair(theta, D);
+    auto it = inv_freq_.find(key);
+    if (it == inv_freq_.end()) {
+      Tensor host = Tensor::zeros(DType::F32, {D / 2});
+      for (int64_t i = 0; i < D / 2; ++i)
+        host.data<float>()[i] = float(1.0 / std::pow(theta, double(2 * i) / double(D)));
+      it = inv_freq_.emplace(key, upload(host)).first;
+    }
+    return it->second.data<float>();
+  }
+
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<cuda::DeviceAllocator> alloc_;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  HostMirror ids_, positions_, mask_;
+  std::map<std::pair<double, int64_t>, Tensor> inv_freq_;
+  Tensor table_;  // rope (cos, sin) table and the key it was built for
+  std::vector<unsigned char> table_pos_;
+  double table_theta_ = 0;
+  int64_t table_d_ = 0;
+  bool sync_each_op_ = false;
+};
+
+CudaBackend& as_cuda(Backend& be) {
+  auto* c = dynamic_cast<CudaBackend*>(&be);
+  check(c != nullptr, "backend '{}' is not the CUDA backend", be.name());
+  return *c;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) *why = fmt::format("no usable CUDA device ({})", cudaGetErrorString(e));
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA device found";
+    return false;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (why) *why = "cannot query CUDA device 0";
+    return false;
+  }
+  if (prop.major < 9) {
+    if (why)
+      *why = fmt::format("device 0 ({}) is sm_{}{}; this build targets sm_90 (Hopper) and later", prop.name,
+                         prop.major, prop.minor);
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend() {
+  std::string why;
+  check(cuda_available(&why), "cuda: {}", why);
+  return std::make_unique<CudaBackend>();
+}
+
+CudaMemoryStats cuda_memory_stats(Backend& be) {
+  CudaBackend& c = as_cuda(be);
+  const cuda::AllocatorStats s = c.allocator().stats();
+  CudaMemoryStats m;
+  m.weight_bytes = s.weight_bytes;
+  m.activation_bytes = s.active_bytes;
+  m.activation_peak_bytes = s.peak_active_bytes;
+  m.activation_cached_bytes = s.cached_bytes;
+  size_t free_b = 0, total_b = 0;
+  check_cuda(cudaMemGetInfo(&free_b, &total_b), "memory query");
+  m.device_used_bytes = total_b - free_b;
+  m.device_total_bytes = total_b;
+  return m;
+}
+
+void cuda_synchronize(Backend& be) { check_cuda(cudaStreamSynchronize(as_cuda(be).stream()), "synchronize"); }
+
+struct CudaEventTimer::Impl {
+  cudaStream_t stream;
+  std::vector<cudaEvent_t> events;
+  size_t used = 0;
+};
+
+CudaEventTimer::CudaEventTimer(Backend& be) : impl_(std::make_unique<Impl>()) { impl_->stream = as_cuda(be).stream(); }
+
+CudaEventTimer::~CudaEventTimer() {
+  for (cudaEvent_t e : impl_->events) (void)cudaEventDestroy(e);
+}
+
+void CudaEventTimer::mark() {
+  if (impl_->used == impl_->events.size()) {
+    cudaEvent_t e;
+    check_cuda(cudaEventCreate(&e), "timer event");
+    impl_->events.push_back(e);
+  }
+  check_cuda(cudaEventRecord(impl_->events[impl_->used++], impl_->stream), "timer event");
+}
+
+std::vector<double> CudaEventTimer::intervals_ms() {
+  std::vector<double> out;
+  if (impl_->used < 2) return out;
+  check_cuda(cudaEventSynchronize(impl_->events[impl_->used - 1]), "timer");
+  for (size_t i = 0; i + 1 < impl_->used; ++i) {
+    float ms = 0;
+    check_cuda(cudaEventElapsedTime(&ms, impl_->events[i], impl_->events[i + 1]), "timer");
+    out.push_back(ms);
+  }
+  return out;
+}
+
+void CudaEventTimer::clear() { impl_->used = 0; }
+
+double cuda_measure_copy_gbps(Backend& be, size_t bytes, int reps) {
+  CudaBackend& c = as_cuda(be);
+  Tensor a = cuda_random_tensor(be, DType::F32, {int64_t(bytes / 4)}, 7, 0.0f, 1.0f);
+  Tensor b = be.empty(DType::F32, {int64_t(bytes / 4)});
+  CudaEventTimer timer(be);
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    timer.clear();
+    timer.mark();
+    check_cuda(cudaMemcpyAsync(b.data(), a.data(), a.nbytes(), cudaMemcpyDeviceToDevice, c.stream()), "copy ceiling");
+    timer.mark();
+    if (r > 0) ms.push_back(timer.intervals_ms()[0]);  // r = 0 is the warm-up
+  }
+  return 2.0 * double(a.nbytes()) / (median(ms) * 1e-3) / 1e9;
+}
+
+double cuda_measure_bf16_tflops(Backend& be, int64_t n, int reps) {
+  CudaBackend& c = as_cuda(be);
+  Tensor x = cuda_random_tensor(be, DType::BF16, {n, n}, 11, 0.0f, 1.0f);
+  Tensor w = cuda_random_tensor(be, DType::BF16, {n, n}, 12, 0.0f, 1.0f);
+  Tensor y = be.empty(DType::BF16, {n, n});
+  CudaEventTimer timer(be);
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    timer.clear();
+    timer.mark();
+    c.gemm().bf16(x.data(), w.data(), nullptr, y.data(), n, n, n);
+    timer.mark();
+    if (r > 0) ms.push_back(timer.intervals_ms()[0]);
+  }
+  return 2.0 * double(n) * double(n) * double(n) / (median(ms) * 1e-3) / 1e12;
+}
+
+Tensor cuda_random_tensor(Backend& be, DType dtype, Shape shape, uint64_t seed, float mean, float std) {
+  CudaBackend& c = as_cuda(be);
+  check(dtype == DType::BF16 || dtype == DType::F32, "cuda random tensor: dtype {} is not BF16 or F32",
+        dtype_name(dtype));
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  auto block = c.allocator().weight(size_t(n) * dtype_size(dtype), "random weights");
+  cuda::launch_fill_random(block.get(), dtype == DType::BF16 ? Elt::BF16 : Elt::F32, n, seed, mean, std, c.stream());
+  void* p = block.get();
+  return Tensor(dtype, std::move(shape), p, std::move(block), Device::CUDA);
+}
+
+}  // namespace dlx
+#endif  // DIFFULEX_HAVE_CUDA

@@ -1,0 +1,65 @@
+// The CUDA backend (built when DIFFULEX_HAVE_CUDA is defined; see docs/CUDA.md).
+//
+// Memory: weights are uploaded once as stored (bf16 and f32 as is, fp16 converted to bf16 because the GEMMs
+// take bf16; packed low-bit tensors as is) and activations are bf16 buffers from a caching allocator. Every op is
+// enqueued on the backend's one stream; only the host copies (to_host_f32) wait for it. The small host inputs of
+// the interface (token ids, positions, the key mask) are copied to the device by the op that needs them and kept
+// there while they stay the same, so the per-layer rope and attention calls of one forward copy them once.
+//
+// This header needs no CUDA headers: the tests, the bench and make_backend use it in any build, and call these
+// functions only when DIFFULEX_HAVE_CUDA is defined.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace dlx {
+
+// Whether a CUDA device can be used; when not, `why` says what is missing (no device, no driver, ...).
+bool cuda_available(std::string* why = nullptr);
+
+// The backend on device 0 (CUDA_VISIBLE_DEVICES chooses). Throws Error when no device is usable.
+std::unique_ptr<Backend> make_cuda_backend();
+
+struct CudaMemoryStats {
+  size_t weight_bytes = 0;            // uploaded weights (and the GEMM workspace)
+  size_t activation_bytes = 0;        // activation buffers in use now
+  size_t activation_peak_bytes = 0;   // most ever in use at once
+  size_t activation_cached_bytes = 0; // freed buffers kept for reuse
+  size_t device_used_bytes = 0;       // whole device, from cudaMemGetInfo (other processes included)
+  size_t device_total_bytes = 0;
+};
+// `be` must be a CUDA backend.
+CudaMemoryStats cuda_memory_stats(Backend& be);
+// Waits for every op enqueued so far.
+void cuda_synchronize(Backend& be);
+
+// Times a sequence of ops on the backend's stream with device events: mark() before, between and after the ops,
+// then intervals_ms() waits and returns the time between consecutive marks.
+class CudaEventTimer {
+ public:
+  explicit CudaEventTimer(Backend& be);
+  ~CudaEventTimer();
+  void mark();
+  std::vector<double> intervals_ms();
+  void clear();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Measured ceilings of the device, for the bench: a device-to-device copy of `bytes` (GB/s counting bytes read
+// plus written) and an n x n x n bf16 GEMM through the backend's cuBLASLt path on random data (TFLOP/s). Each is
+// the median of `reps` timed runs after a warm-up.
+double cuda_measure_copy_gbps(Backend& be, size_t bytes, int reps);
+double cuda_measure_bf16_tflops(Backend& be, int64_t n, int reps);
+
+// A device tensor of `dtype` (BF16 or F32) filled with approximately normal(mean, std) values from a counter-based
+// hash of (seed, index): random weights at real model sizes without a host copy.
+Tensor cuda_random_tensor(Backend& be, DType dtype, Shape shape, uint64_t seed, float mean, float std);
+
+}  // namespace dlx

@@ -1,0 +1,144 @@
+// Memory-bound elementwise kernels: embedding gather, silu(gate)*up, residual add, bias add, conversions.
+// Where every pointer is 16-byte aligned and the length a multiple of 8, threads move 8 bf16 (16 bytes) at a
+// time; otherwise one element at a time. Grid-stride loops, so any n works with a capped grid.
+#include "kernels/cuda/common.cuh"
+
+namespace dlx::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void embedding_kernel(const int64_t* ids, const void* table, Elt tt, int64_t T, int64_t H, bf16_t* out) {
+  const int64_t t = blockIdx.x;
+  const int64_t row = ids[t];
+  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out[t * H + h] = f2bf(load_elt(table, tt, row * H + h));
+}
+
+__device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+__global__ void silu_mul_vec(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
+    Bf16x8 g, u, o;
+    g.u = gate[i];
+    u.u = up[i];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o.h[j] = f2bf(silu_mul1(bf2f(g.h[j]), bf2f(u.h[j])));
+    out[i] = o.u;
+  }
+}
+
+__global__ void silu_mul_scalar(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = f2bf(silu_mul1(bf2f(gate[i]), bf2f(up[i])));
+}
+
+__global__ void add_vec(uint4* x, const uint4* y, int64_t n8) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
+    Bf16x8 a, b;
+    a.u = x[i];
+    b.u = y[i];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) a.h[j] = f2bf(bf2f(a.h[j]) + bf2f(b.h[j]));
+    x[i] = a.u;
+  }
+}
+
+__global__ void add_scalar(bf16_t* x, const bf16_t* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = f2bf(bf2f(x[i]) + bf2f(y[i]));
+}
+
+__global__ void add_bias_kernel(bf16_t* y, const void* bias, Elt bt, int64_t M, int64_t N) {
+  const int64_t total = M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = f2bf(bf2f(y[i]) + load_elt(bias, bt, i % N));
+}
+
+__global__ void f32_bias_to_bf16_kernel(const float* acc, const void* bias, Elt bt, int64_t M, int64_t N, bf16_t* y) {
+  const int64_t total = M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = f2bf(acc[i] + (bias ? load_elt(bias, bt, i % N) : 0.0f));
+}
+
+__global__ void bf16_to_f32_kernel(const bf16_t* in, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = bf2f(in[i]);
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+__global__ void fill_random_kernel(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t r = splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i));
+    // Four 16-bit uniforms: their sum has mean 2 and variance 4/12, so (sum - 2) * sqrt(3) has unit variance.
+    const float u = float(r & 0xffff) + float((r >> 16) & 0xffff) + float((r >> 32) & 0xffff) + float(r >> 48);
+    const float z = (u * (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
+    const float v = mean + std * z;
+    if (type == Elt::BF16)
+      static_cast<bf16_t*>(dst)[i] = f2bf(v);
+    else
+      static_cast<float*>(dst)[i] = v;
+  }
+}
+
+}  // namespace
+
+void launch_fill_random(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_random_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(dst, type, n, seed, mean, std);
+  check_launch("fill random");
+}
+
+void launch_embedding(const int64_t* ids, const void* table, Elt table_type, int64_t T, int64_t H, bf16_t* out,
+                      cudaStream_t stream) {
+  if (T == 0) return;
+  embedding_kernel<<<unsigned(T), kThreads, 0, stream>>>(ids, table, table_type, T, H, out);
+  check_launch("embedding");
+}
+
+void launch_silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (n % 8 == 0 && aligned16(gate) && aligned16(up) && aligned16(out))
+    silu_mul_vec<<<blocks_for(n / 8, kThreads), kThreads, 0, stream>>>(
+        reinterpret_cast<const uint4*>(gate), reinterpret_cast<const uint4*>(up), reinterpret_cast<uint4*>(out), n / 8);
+  else
+    silu_mul_scalar<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate, up, out, n);
+  check_launch("silu_mul");
+}
+
+void launch_add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (n % 8 == 0 && aligned16(x) && aligned16(y))
+    add_vec<<<blocks_for(n / 8, kThreads), kThreads, 0, stream>>>(reinterpret_cast<uint4*>(x),
+                                                                  reinterpret_cast<const uint4*>(y), n / 8);
+  else
+    add_scalar<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+  check_launch("add");
+}
+
+void launch_add_bias(bf16_t* y, const void* bias, Elt bias_type, int64_t M, int64_t N, cudaStream_t stream) {
+  if (M * N == 0) return;
+  add_bias_kernel<<<blocks_for(M * N, kThreads), kThreads, 0, stream>>>(y, bias, bias_type, M, N);
+  check_launch("matmul bias");
+}
+
+void launch_f32_bias_to_bf16(const float* acc, const void* bias, Elt bias_type, int64_t M, int64_t N, bf16_t* y,
+                             cudaStream_t stream) {
+  if (M * N == 0) return;
+  f32_bias_to_bf16_kernel<<<blocks_for(M * N, kThreads), kThreads, 0, stream>>>(acc, bias, bias_type, M, N, y);
+  check_launch("matmul f32 output");
+}
+
+void launch_bf16_to_f32(const bf16_t* in, float* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  bf16_to_f32_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(in, out, n);
+  check_launch("bf16 to f32");
+}
+
+}  // namespace dlx::cuda

@@ -1,0 +1,264 @@
+// Bidirectional grouped-query attention for head dims 16..128, FlashAttention-2 style: scores, probabilities and
+// the output accumulator live in registers; no [Lq, S] matrix exists anywhere in memory.
+//
+// Layouts (bf16): q [B, Lq, Hq, D], k/v [B, S, Hkv, D], out [B, Lq, Hq, D]; mask U8 [B, S] (1 = attend) or none;
+// query head h reads key/value head h / (Hq / Hkv).
+//
+// A block of 4 warps owns 64 query rows of one (batch, head); warp w owns rows 16w .. 16w+15. Keys are walked in
+// tiles of 64 with a two-stage cp.async pipeline: while tile t is being used, tile t+1 (K, V and a per-key bias of
+// 0 or -inf for masked / out-of-range keys) is already on its way into the other shared-memory stage. Per tile a
+// warp runs, with mma.sync m16n8k16 (bf16 in, fp32 accumulate):
+//   S[16 x 64] = Q K^T      Q's fragments are loaded once (ldmatrix) and kept in registers; K fragments come from
+//                           shared memory with ldmatrix (K row-major [key][d] is the column-major B operand);
+//   online softmax          in the accumulator layout: a thread holds rows g = lane/4 and g+8, columns
+//                           2*(lane%4)+{0,1} of each 8-key slice, so row max / sum need two quad shuffles; scores
+//                           are pre-scaled by log2(e)/sqrt(D) and exponentiated with exp2;
+//   O[16 x D] += P V        P is re-packed from the S accumulators straight into A fragments (the m16n8 C layout
+//                           of two adjacent key slices is the m16k16 A layout), V fragments via ldmatrix.trans.
+// Rows (Q, K, V tiles) are padded by 8 bf16 so that the 8 row addresses of an ldmatrix fall in distinct banks.
+// Rows whose keys are all masked produce zeros, as in the CPU reference.
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+
+namespace dlx::cuda {
+
+namespace {
+
+constexpr int kWarps = 4, kBQ = 16 * kWarps, kBK = 64;
+static_assert(kBQ == kBK, "load_rows moves tiles of kBK rows, Q's included");
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; src_bytes = 0 writes zeros (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a (16x16, row) * b (16x8, col)
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+template <int D>
+constexpr size_t fa2_smem_bytes() {
+  return size_t(kBQ + 4 * kBK) * (D + 8) * 2 + 2 * kBK * 4;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
+                                                          const bf16_t* __restrict__ v,
+                                                          const uint8_t* __restrict__ mask, bf16_t* __restrict__ out,
+                                                          int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv,
+                                                          float scale_log2) {
+  constexpr int LD = D + 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem);
+  bf16_t* Ks = Qs + kBQ * LD;     // [2][kBK][LD]
+  bf16_t* Vs = Ks + 2 * kBK * LD;  // [2][kBK][LD]
+  float* kbias = reinterpret_cast<float*>(Vs + 2 * kBK * LD);  // [2][kBK]
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int mi = lane / 8, mr = lane % 8;  // which 8x8 matrix this lane addresses in an ldmatrix.x4, and its row
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
+  const int64_t kh = h / (Hq / Hkv);
+  const int ntiles = int((S + kBK - 1) / kBK);
+
+  // Rows [r0, r0 + 64) of head `hd` of a [*, heads, D] tensor into a shared tile (zeros past `limit`).
+  auto load_rows = [&](bf16_t* dst, const bf16_t* src, int64_t row_base, int64_t r0, int64_t limit, int64_t heads,
+                       int64_t hd) {
+    constexpr int kVecs = D / 8;
+    for (int i = threadIdx.x; i < kBK * kVecs; i += kWarps * 32) {
+      const int r = i / kVecs, cc = i % kVecs;
+      const bool ok = r0 + r < limit;
+      const bf16_t* s = src + ((row_base + (ok ? r0 + r : 0)) * heads + hd) * D + cc * 8;
+      cp_async16(dst + r * LD + cc * 8, s, ok ? 16 : 0);
+    }
+  };
+  auto load_kv = [&](int t, int stage) {
+    const int64_t j0 = int64_t(t) * kBK;
+    load_rows(Ks + stage * kBK * LD, k, b * S, j0, S, Hkv, kh);
+    load_rows(Vs + stage * kBK * LD, v, b * S, j0, S, Hkv, kh);
+    for (int j = threadIdx.x; j < kBK; j += kWarps * 32) {
+      const bool ok = j0 + j < S && (mask == nullptr || mask[b * S + j0 + j] != 0);
+      kbias[stage * kBK + j] = ok ? 0.0f : -INFINITY;
+    }
+  };
+
+  load_rows(Qs, q, b * Lq, q0, Lq, Hq, h);
+  if (ntiles > 0) load_kv(0, 0);
+  cp_async_commit();
+
+  uint32_t qf[D / 16][4];
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g and g+8
+
+  for (int t = 0; t < ntiles; ++t) {
+    const int st = t & 1;
+    if (t + 1 < ntiles) load_kv(t + 1, st ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // everything but the tile just issued has landed
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], Qs + (warp * 16 + (mi % 2) * 8 + mr) * LD + kk * 16 + (mi / 2) * 8);
+    }
+    const bf16_t* Kt = Ks + st * kBK * LD;
+    const bf16_t* Vt = Vs + st * kBK * LD;
+    const float* bias = kbias + st * kBK;
+
+    // S = Q K^T: 8 slices of 8 keys.
+    float s[kBK / 8][4];
+#pragma unroll
+    for (int j = 0; j < kBK / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int jp = 0; jp < kBK / 16; ++jp) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, Kt + (jp * 16 + (mi / 2) * 8 + mr) * LD + kk * 16 + (mi % 2) * 8);
+        mma16816(s[2 * jp], qf[kk], kf[0], kf[1]);
+        mma16816(s[2 * jp + 1], qf[kk], kf[2], kf[3]);
+      }
+    }
+
+    // Online softmax.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kBK / 8; ++j) {
+      const float b0 = bias[j * 8 + 2 * c], b1 = bias[j * 8 + 2 * c + 1];
+      s[j][0] = s[j][0] * scale_log2 + b0;
+      s[j][1] = s[j][1] * scale_log2 + b1;
+      s[j][2] = s[j][2] * scale_log2 + b0;
+      s[j][3] = s[j][3] * scale_log2 + b1;
+      mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // A row with no unmasked key yet keeps p = 0 and alpha = 1 (avoids -inf - -inf).
+    const bool live0 = mn0 != -INFINITY, live1 = mn1 != -INFINITY;
+    const float alpha0 = live0 ? exp2f(m0 - mn0) : 1.0f, alpha1 = live1 ? exp2f(m1 - mn1) : 1.0f;
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kBK / 8; ++j) {
+      s[j][0] = live0 ? exp2f(s[j][0] - mn0) : 0.0f;
+      s[j][1] = live0 ? exp2f(s[j][1] - mn0) : 0.0f;
+      s[j][2] = live1 ? exp2f(s[j][2] - mn1) : 0.0f;
+      s[j][3] = live1 ? exp2f(s[j][3] - mn1) : 0.0f;
+      sum0 += s[j][0] + s[j][1];
+      sum1 += s[j][2] + s[j][3];
+    }
+    l0 = l0 * alpha0 + sum0;  // per-thread partial sums; the quad is reduced at the end
+    l1 = l1 * alpha1 + sum1;
+    m0 = mn0;
+    m1 = mn1;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[i][0] *= alpha0;
+      o[i][1] *= alpha0;
+      o[i][2] *= alpha1;
+      o[i][3] *= alpha1;
+    }
+
+    // O += P V: 4 steps of 16 keys.
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, Vt + (kk * 16 + (mi % 2) * 8 + mr) * LD + dp * 16 + (mi / 2) * 8);
+        mma16816(o[2 * dp], pa, vf[0], vf[1]);
+        mma16816(o[2 * dp + 1], pa, vf[2], vf[3]);
+      }
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+  const int64_t r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) {
+    const int col = i * 8 + 2 * c;
+    if (r0 < Lq)
+      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r0) * Hq + h) * D + col) = pack_bf16x2(o[i][0] * inv0, o[i][1] * inv0);
+    if (r1 < Lq)
+      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r1) * Hq + h) * D + col) = pack_bf16x2(o[i][2] * inv1, o[i][3] * inv1);
+  }
+}
+
+template <int D>
+void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
+                  int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, cudaStream_t stream) {
+  constexpr size_t bytes = fa2_smem_bytes<D>();
+  static bool configured = false;  // raising the dynamic shared-memory limit once per kernel is enough
+  if (!configured) {
+    check_cuda(cudaFuncSetAttribute(fa2_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+               "attention (shared memory size)");
+    configured = true;
+  }
+  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(D)));
+  dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
+  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, scale_log2);
+  check_launch("attention");
+}
+
+}  // namespace
+
+bool flash_attention_supports(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
+
+void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
+                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream) {
+  switch (D) {
+    case 16: return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
+    case 32: return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
+    case 64: return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
+    case 128: return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
+    default: check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
+  }
+}
+
+}  // namespace dlx::cuda

@@ -1,0 +1,50 @@
+// Dense GEMM through cuBLASLt: y[M, N] = x[M, K] · w[N, K]^T, everything row-major as the rest of the engine.
+// In cuBLAS's column-major terms that is y^T (N x M) = w (N x K, the row-major [N, K] buffer read transposed)
+// times x^T (K x M): the "TN" case, cuBLASLt's fastest layout. bf16 operands accumulate in fp32 (the bias, when
+// given in bf16, is added by the epilogue); fp32 operands (dense --dequant-cache weights) use fp32 compute.
+// Descriptors and the algorithm are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked
+// once per such key by timing the heuristic's top candidates on the call's own operands (at M = 288 the tile
+// shapes differ by 10-30%); DIFFULEX_CUDA_GEMM_TUNE=0 takes the heuristic's first choice instead.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+namespace dlx::cuda {
+
+class DeviceAllocator;
+
+class Gemm {
+ public:
+  Gemm(cudaStream_t stream, DeviceAllocator& alloc);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // bf16 x, w, y; bias bf16 [N] or null.
+  void bf16(const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N, int64_t K);
+  // f32 x, w, y (no bias).
+  void f32(const float* x, const float* w, float* y, int64_t M, int64_t N, int64_t K);
+
+ private:
+  struct Plan;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, int>;  // M, N, K, dtype, bias, alignment
+  Plan& plan(const Key& key, const void* x, const void* w, const void* bias, void* y);
+  void launch(Plan& p, const cublasLtMatmulAlgo_t& algo, const void* x, const void* w, const void* bias, void* y,
+              cublasStatus_t* status);
+  void run(const Key& key, const void* x, const void* w, const void* bias, void* y);
+
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  std::shared_ptr<void> workspace_;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+  bool tune_ = true;
+  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
+};
+
+}  // namespace dlx::cuda

@@ -1,0 +1,77 @@
+// Host-side entry points of the CUDA kernels (the *.cu files). Plain C++: the backend (cuda_backend.cc) checks
+// shapes and dtypes and passes raw device pointers here; each launcher enqueues its kernel(s) on `stream` and
+// checks the launch, throwing dlx::Error that names the op (see cuda_check.h).
+//
+// Activations are bf16 (passed as uint16_t* so that this header needs no CUDA type headers). Weights that a
+// kernel reads elementwise (embedding table, norm weight, bias) come in any float dtype listed by Elt.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace dlx::cuda {
+
+using bf16_t = uint16_t;  // raw bf16 bits in device memory
+
+enum class Elt : int { BF16 = 0, F16 = 1, F32 = 2 };
+
+// The kernels move 16 bytes per access where every pointer allows it.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// out[t, :] = table[ids[t], :]   (ids device I64 [T], already range-checked on the host)
+void launch_embedding(const int64_t* ids, const void* table, Elt table_type, int64_t T, int64_t H, bf16_t* out,
+                      cudaStream_t stream);
+
+// out[t, :] = w * x[t, :] / sqrt(mean(x[t, :]^2) + eps)   (fp32 math; out may alias x)
+void launch_rmsnorm(const bf16_t* x, const void* w, Elt w_type, int64_t T, int64_t H, float eps, bf16_t* out,
+                    cudaStream_t stream);
+
+// RoPE angles: table[t, i] = (cos, sin) of float(positions[t]) * inv_freq[i], i < D/2 (device F32 [T, D/2, 2]).
+void launch_rope_table(const int64_t* positions, const float* inv_freq, int64_t T, int64_t half, float* table,
+                       cudaStream_t stream);
+// Rotate-half RoPE in place on x [T, heads, D] with a table from launch_rope_table.
+void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const float* table, cudaStream_t stream);
+
+// Bidirectional grouped-query attention, flash style. mask: device U8 [B, S] or null. Head dims 16..128 run the
+// register-resident mma.sync kernel (flash_attention.cu), 256 the WMMA kernel with shared-memory accumulators
+// (attention.cu). attention_supports_head_dim is false for any other D.
+bool attention_supports_head_dim(int64_t D);
+void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
+                      int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream);
+bool flash_attention_supports(int64_t D);
+void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
+                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream);
+
+// out = silu(gate) * up over n elements (out may alias gate or up).
+void launch_silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t stream);
+// x += y over n elements.
+void launch_add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t stream);
+// y[m, n] += bias[n]   (y bf16 [M, N])
+void launch_add_bias(bf16_t* y, const void* bias, Elt bias_type, int64_t M, int64_t N, cudaStream_t stream);
+// y[m, n] = bf16(acc[m, n] + bias[n])   (acc F32 [M, N]; bias may be null)
+void launch_f32_bias_to_bf16(const float* acc, const void* bias, Elt bias_type, int64_t M, int64_t N, bf16_t* y,
+                             cudaStream_t stream);
+void launch_bf16_to_f32(const bf16_t* in, float* out, int64_t n, cudaStream_t stream);
+// dst[i] = mean + std * z_i with z_i approximately standard normal (sum of four uniforms from a hash of (seed, i));
+// dst is BF16 or F32. Random weights for the bench and test inputs.
+void launch_fill_random(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std, cudaStream_t stream);
+
+// Low-bit linear on a PackedWeight (kernels/packed_weight.h): y[M, N] = x[M, K] (columns permuted by perm when
+// perm != null) · W^T (+ bias), W[n, k] = scales[n, g] * q[n, k] - zeros[n, g], g = k / group_size. fp32
+// accumulation; the codes are unpacked in registers (see qgemm.cu).
+struct QGemmArgs {
+  const bf16_t* x;
+  int64_t M, K, N;
+  const uint32_t* qweight;  // [N, K*bits/32]
+  int bits;
+  const float* scales;  // [N, G]
+  const float* zeros;   // [N, G]
+  int64_t group_size;
+  const int32_t* perm;  // [K] or null
+  const void* bias;     // [N] or null
+  Elt bias_type;
+  bf16_t* y;
+};
+void launch_qgemm(const QGemmArgs& a, cudaStream_t stream);
+
+}  // namespace dlx::cuda

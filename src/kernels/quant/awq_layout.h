@@ -1,0 +1,42 @@
+// The AutoAWQ "gemm" checkpoint layout (FORMATS.md §5), in one place: loader, tests and the quantizer's writer.
+//
+// For a linear with in_features K, out_features N (N % 8 == 0), 4 bits, G = K / group_size groups:
+//   qweight  I32 [K, N/8]   packed along the OUTPUT dim, interleaved: nibble j of word (k, c) holds
+//                           column 8c + kOrder[j], kOrder = [0, 2, 4, 6, 1, 3, 5, 7]
+//   qzeros   I32 [G, N/8]   same interleaved packing, zero stored as is
+//   scales   F16 [G, N]
+//   W[n, k] = scales[k / group_size, n] * (q(k, n) - z(k / group_size, n))      (no g_idx: groups are sequential)
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/quant/packed_words.h"
+#include "kernels/quant/quant_codes.h"
+
+namespace dlx {
+
+struct AwqTensors {
+  Tensor qweight, qzeros, scales;
+};
+
+namespace awq {
+
+constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};     // nibble j -> column offset
+constexpr int kNibbleOf[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // column offset -> nibble (the inverse)
+
+// Nibble for column n of a row of words packed with the AWQ order (row = N/8 words).
+inline uint32_t nibble(const void* words, int64_t row, int64_t n_out, int64_t n) {
+  return (load_word(words, row * (n_out / 8) + n / 8) >> (4 * kNibbleOf[n % 8])) & 0xFu;
+}
+inline uint32_t code(const void* qweight, int64_t n_out, int64_t k, int64_t n) { return nibble(qweight, k, n_out, n); }
+inline uint32_t zero(const void* qzeros, int64_t n_out, int64_t g, int64_t n) { return nibble(qzeros, g, n_out, n); }
+
+}  // namespace awq
+
+// Packs 4-bit codes (codes.g_idx must be empty or sequential; N % 8 == 0) into the checkpoint tensors.
+AwqTensors pack_awq(const QuantCodes& codes, DType scale_dtype = DType::F16);
+
+// Reads the tensors back (shapes must already be valid).
+QuantCodes unpack_awq(const AwqTensors& t, int64_t group_size);
+
+}  // namespace dlx

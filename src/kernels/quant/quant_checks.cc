@@ -1,0 +1,108 @@
+#include "kernels/quant/quant_checks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "kernels/quant/quant_config.h"
+
+namespace dlx {
+
+bool QuantTensorSet::has(const char* suffix) const { return store_.has(name(suffix)); }
+
+const std::string& QuantTensorSet::file(const char* suffix) const {
+  return store_.file_of(has(suffix) ? name(suffix) : name("qweight"));
+}
+
+Tensor QuantTensorSet::require(const char* suffix, const std::string& why) const {
+  check(has(suffix), "{}: checkpoint has no tensor '{}' ({})", file(suffix), name(suffix), why);
+  return store_.get(name(suffix));
+}
+
+void QuantTensorSet::check_dtype(const char* suffix, const Tensor& t, std::initializer_list<DType> allowed) const {
+  std::string want;
+  for (DType d : allowed) {
+    if (t.dtype() == d) return;
+    want += (want.empty() ? "" : " or ") + std::string(dtype_name(d));
+  }
+  fail("{}: tensor '{}' has dtype {}, expected {}", file(suffix), name(suffix), dtype_name(t.dtype()), want);
+}
+
+void QuantTensorSet::check_shape(const char* suffix, const Tensor& t, const Shape& want, const std::string& why) const {
+  check(t.shape() == want, "{}: tensor '{}' has shape {}, expected {} ({})", file(suffix), name(suffix),
+        shape_str(t.shape()), shape_str(want), why);
+}
+
+void QuantTensorSet::check_finite(const char* suffix, const Tensor& t) const {
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = load_as_f32(t.data(), t.dtype(), size_t(i));
+    check(std::isfinite(v), "{}: tensor '{}' has a non-finite value ({}) at flat index {}", file(suffix), name(suffix), v,
+          i);
+  }
+}
+
+std::vector<int32_t> QuantTensorSet::act_order_perm(const char* suffix, const Tensor& g_idx, int64_t k,
+                                                    int64_t group_size) const {
+  check_dtype(suffix, g_idx, {DType::I32});
+  check_shape(suffix, g_idx, {k}, "one group index per input feature");
+  const int64_t G = k / group_size;
+  const int32_t* gi = g_idx.data<int32_t>();
+  std::vector<int64_t> count(size_t(G), 0);
+  bool sequential = true;
+  for (int64_t i = 0; i < k; ++i) {
+    check(gi[i] >= 0 && gi[i] < G, "{}: tensor '{}' has value {} at index {}, outside the {} groups [0, {})",
+          file(suffix), name(suffix), gi[i], i, G, G);
+    ++count[size_t(gi[i])];
+    sequential = sequential && gi[i] == i / group_size;
+  }
+  for (int64_t g = 0; g < G; ++g)
+    check(count[size_t(g)] == group_size, "{}: tensor '{}' puts {} input rows in group {}, expected group_size {}",
+          file(suffix), name(suffix), count[size_t(g)], g, group_size);
+  if (sequential) return {};
+  std::vector<int32_t> perm(static_cast<size_t>(k));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return gi[a] < gi[b]; });
+  return perm;
+}
+
+Tensor QuantTensorSet::bias(const LinearSpec& spec) const {
+  if (!has("bias")) {
+    check(!spec.bias, "{}: checkpoint has no tensor '{}' (the architecture has a bias there)", file("qweight"),
+          name("bias"));
+    return {};
+  }
+  Tensor b = store_.get(name("bias"));
+  check_dtype("bias", b, {DType::F16, DType::BF16, DType::F32});
+  check_shape("bias", b, {spec.out_features}, "one per output feature");
+  return b;
+}
+
+bool quant_skips_module(const QuantConfig* q, const std::string& prefix) {
+  if (!q) return false;
+  const std::string dotted = "." + prefix + ".";
+  for (const std::string& m : q->modules_to_not_convert)
+    if (!m.empty() && dotted.find("." + m + ".") != std::string::npos) return true;
+  return false;
+}
+
+std::string quant_layout(const LoadContext& ctx, const LinearSpec& s) {
+  const std::string qn = s.prefix + ".qweight";
+  if (!ctx.store.has(qn) || quant_skips_module(ctx.quant, s.prefix)) return "";
+  const TensorInfo& ti = ctx.store.info(qn);
+  if (ti.dtype == DType::I8) return "";
+  if (ctx.quant) return ctx.quant->method;
+  const int64_t K = s.in_features, N = s.out_features;
+  if (ti.shape.size() == 2 && ti.shape[0] == K && ti.shape[1] * 8 == N) return "awq";
+  return "gptq";
+}
+
+int gptq_bits(const LoadContext& ctx, const LinearSpec& s) {
+  if (ctx.quant) return ctx.quant->bits;
+  const TensorInfo& ti = ctx.store.info(s.prefix + ".qweight");
+  if (!ti.shape.empty() && ti.shape[0] * 4 == s.in_features) return 8;
+  return 4;
+}
+
+}  // namespace dlx

@@ -1,0 +1,126 @@
+// CPU W4A16 matmul (fused, kernels/cpu/qmatmul.h) against the dense bf16 matmul (kernels/cpu/matmul.h) and
+// the --dequant-cache F32 copy, at Dream-7B layer shapes (N x K): qkv 4608x3584, o 3584x3584, gate+up
+// 37888x3584, down 3584x18944; M = 1, 8, 32, 128. weight_GBps counts the bytes of each variant's own weight
+// (packed int4 + F32 scales/zeros, bf16, or F32) read per call; the speed-up is the ratio of times.
+//   build/diffulex_bench --benchmark_filter='W4A16|DenseBf16|DequantCacheF32'
+#include <benchmark/benchmark.h>
+
+#include <memory>
+
+#include "core/tensor.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/qmatmul.h"
+#include "kernels/quant/packed_convert.h"
+
+namespace {
+
+constexpr int64_t kGroup = 128;
+
+// xorshift64: fast enough to fill a 136M-element weight in a moment.
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  float uniform() { return float(next() >> 40) / float(1 << 24); }  // [0, 1)
+};
+
+// A random 4-bit packed weight, one per shape at a time (the big shapes are hundreds of MB in the dense forms).
+const dlx::PackedWeight& packed(int64_t n, int64_t k) {
+  static std::unique_ptr<dlx::PackedWeight> w;
+  if (!w || w->n != n || w->k != k) {
+    w = std::make_unique<dlx::PackedWeight>();
+    w->bits = 4;
+    w->n = n;
+    w->k = k;
+    w->group_size = kGroup;
+    w->qweight = dlx::Tensor::zeros(dlx::DType::I32, {n, w->words_per_row()});
+    w->scales = dlx::Tensor::zeros(dlx::DType::F32, {n, w->groups()});
+    w->zeros = dlx::Tensor::zeros(dlx::DType::F32, {n, w->groups()});
+    Rng r{0x9E3779B97F4A7C15ull};
+    for (int64_t i = 0; i < w->qweight.numel(); ++i) w->qweight.data<uint32_t>()[i] = uint32_t(r.next());
+    for (int64_t i = 0; i < w->scales.numel(); ++i) {
+      float s = 0.001f + 0.004f * r.uniform();
+      w->scales.data<float>()[i] = s;
+      w->zeros.data<float>()[i] = 8.0f * s;
+    }
+  }
+  return *w;
+}
+
+const dlx::Tensor& dense(int64_t n, int64_t k, dlx::DType t) {
+  static std::unique_ptr<dlx::Tensor> cache;
+  if (!cache || cache->dim(0) != n || cache->dim(1) != k || cache->dtype() != t) {
+    cache.reset();
+    dlx::Tensor f32 = dlx::dequantize_packed(packed(n, k));
+    if (t == dlx::DType::F32) {
+      cache = std::make_unique<dlx::Tensor>(f32);
+    } else {
+      cache = std::make_unique<dlx::Tensor>(dlx::Tensor::zeros(dlx::DType::BF16, {n, k}));
+      for (int64_t i = 0; i < f32.numel(); ++i) cache->data<uint16_t>()[i] = dlx::f32_to_bf16(f32.data<float>()[i]);
+    }
+  }
+  return *cache;
+}
+
+dlx::Tensor input(int64_t m, int64_t k) {
+  dlx::Tensor x = dlx::Tensor::zeros(dlx::DType::F32, {m, k});
+  Rng r{42};
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = r.uniform() * 2.0f - 1.0f;
+  return x;
+}
+
+void counters(benchmark::State& st, double weight_bytes) {
+  const double M = double(st.range(0)), N = double(st.range(1)), K = double(st.range(2));
+  st.counters["weight_GBps"] = benchmark::Counter(weight_bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOPs"] = benchmark::Counter(2.0 * M * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void W4A16(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const dlx::PackedWeight& w = packed(N, K);
+  dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  for (auto _ : st) {
+    dlx::cpu_qmatmul(x, w, nullptr, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(st, double(w.nbytes()));
+}
+
+void DenseBf16(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const dlx::Tensor& w = dense(N, K, dlx::DType::BF16);
+  dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  for (auto _ : st) {
+    dlx::cpu_matmul(x, w, nullptr, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(st, double(w.nbytes()));
+}
+
+void DequantCacheF32(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const dlx::Tensor& w = dense(N, K, dlx::DType::F32);
+  dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  for (auto _ : st) {
+    dlx::cpu_matmul(x, w, nullptr, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(st, double(w.nbytes()));
+}
+
+void Shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K"});
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}})
+    for (int64_t m : {1, 2, 3, 4, 8, 32, 128}) b->Args({m, n, k});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(W4A16)->Apply(Shapes);
+BENCHMARK(DenseBf16)->Apply(Shapes);
+BENCHMARK(DequantCacheF32)->Apply(Shapes);
+
+}  // namespace

@@ -1,0 +1,54 @@
+// `diffulex bench` on the CPU with a tiny random preset (what CI can run): valid JSON with a positive time for every
+// batch size, the per-op table, and the op sequence of Model::forward (one embedding, 2 rmsnorms per layer + 1).
+// On a machine with a GPU the same is checked with --device cuda.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "../test_util.h"
+
+namespace dlx {
+
+namespace {
+
+void check_bench_json(const std::string& device) {
+  auto r = test::run_cli("bench --device " + device +
+                         " --random-config dream-tiny --batch 1,3 --length 16 --block 4 --warmup 1 --iters 3");
+  ASSERT_EQ(r.status, 0) << r.output;
+  nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["device"], device);
+  EXPECT_GT(j["ceilings"]["copy_GBps"].get<double>(), 0.0);
+  ASSERT_EQ(j["runs"].size(), 2u);
+  for (const auto& run : j["runs"]) {
+    EXPECT_GT(run["forward_ms_median"].get<double>(), 0.0);
+    EXPECT_GT(run["TFLOPs"].get<double>(), 0.0);
+    const auto& ops = run["ops"];
+    EXPECT_EQ(ops["embedding"]["calls"], 1);
+    EXPECT_EQ(ops["rmsnorm"]["calls"], 2 * 2 + 1);  // dream-tiny has 2 layers
+    EXPECT_EQ(ops["matmul_qkv"]["calls"], 3 * 2);
+    EXPECT_EQ(ops["attention"]["calls"], 2);
+    EXPECT_EQ(ops["lm_head"]["calls"], 1);
+    EXPECT_GT(ops["lm_head"]["ms_median"].get<double>(), 0.0);
+  }
+}
+
+TEST(BenchCli, CpuTinyPresetPrintsJson) { check_bench_json("cpu"); }
+
+TEST(BenchCli, RejectsBothModelAndPreset) {
+  auto r = test::run_cli("bench --device cpu --random-config dream-tiny --model /nonexistent");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("exactly one of --model"), std::string::npos) << r.output;
+}
+
+#ifdef DIFFULEX_HAVE_CUDA
+TEST(CudaBenchCli, CudaTinyPresetPrintsJson) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  check_bench_json("cuda");
+}
+#endif
+
+}  // namespace
+
+}  // namespace dlx

@@ -1,0 +1,82 @@
+// Shared test helpers: temp directories, random tensors, error norms, running the CLI.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace dlx::test {
+
+// A fresh directory under the system temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("diffulex_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
+             std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string str() const { return path_.string(); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string source_path(const std::string& rel) { return std::string(DIFFULEX_SOURCE_DIR) + "/" + rel; }
+
+inline Tensor random_tensor(DType dtype, Shape shape, std::mt19937_64& rng, float std = 1.0f) {
+  Tensor t = Tensor::zeros(dtype, std::move(shape));
+  std::normal_distribution<float> nd(0.0f, std);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = nd(rng);
+    switch (dtype) {
+      case DType::F32: t.data<float>()[i] = v; break;
+      case DType::BF16: t.data<uint16_t>()[i] = f32_to_bf16(v); break;
+      case DType::F16: t.data<uint16_t>()[i] = f32_to_f16(v); break;
+      default: ADD_FAILURE() << "random_tensor: unsupported dtype";
+    }
+  }
+  return t;
+}
+
+// ||a - b|| / ||b|| over all elements (both read as f32).
+inline double rel_error(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.numel(), b.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel() && i < b.numel(); ++i) {
+    double x = load_as_f32(a.data(), a.dtype(), size_t(i)), y = load_as_f32(b.data(), b.dtype(), size_t(i));
+    if (std::isnan(x) || std::isnan(y)) return INFINITY;
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+struct CmdResult {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the diffulex binary with `args` (a shell-quoted string), capturing stdout+stderr.
+inline CmdResult run_cli(const std::string& args) {
+  std::string cmd = std::string(DIFFULEX_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  CmdResult r{-1, ""};
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+}  // namespace dlx::test

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# CUDA checks for the lent GPU machine (docs/CUDA.md). Two steps, because that machine has nvcc, CMake and the
+# CUDA libraries but not the Debian libraries diffulex builds against (fmt, CLI11, nlohmann-json, PCRE2, utf8proc,
+# GoogleTest):
+#
+#   tools/gpu_test.sh pack   on the build machine: builds build-cuda (CUDA ON, sm_90 + PTX) and copies the two
+#                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
+#                            (git-ignored through .git/info/exclude; the device call carries it).
+#   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
+#                            CPU backend), the golden fixtures with --device cuda, compute-sanitizer (memcheck on
+#                            all of them, racecheck and synccheck on the shared-memory kernels; run last, each
+#                            under a time limit), and the benchmark `diffulex bench --device cuda --random-config
+#                            dream-7b` (before the sanitizers). Logs and JSON go to $OUT
+#                            (or ./gpu_out); the summary is printed last.
+#
+# Options for run (environment): BENCH_PRESETS="dream-7b llada-8b" (default dream-7b), SKIP_SANITIZER=1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/.gpubin
+
+pack() {
+  set -e
+  cmake -S "$ROOT" -B "$ROOT/build-cuda" -DCMAKE_BUILD_TYPE=Release -DDIFFULEX_CUDA=ON >/dev/null
+  cmake --build "$ROOT/build-cuda" -j2 --target diffulex diffulex_tests
+  rm -rf "$BIN"
+  mkdir -p "$BIN/lib"
+  cp "$ROOT/build-cuda/diffulex" "$ROOT/build-cuda/diffulex_tests" "$BIN/"
+  # Shared libraries from this machine's Debian packages (not the C/C++ runtime, not CUDA's: the GPU machine has
+  # its own driver and toolkit).
+  for lib in $(ldd "$BIN/diffulex_tests" "$BIN/diffulex" | awk '/=> \//{print $3}' | sort -u); do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libgcc_s.so*|libstdc++.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcublas*|libcuda*) ;;
+      *) cp -L "$lib" "$BIN/lib/" ;;
+    esac
+  done
+  strip "$BIN/diffulex" "$BIN/diffulex_tests"
+  du -sh "$BIN"
+  ls "$BIN/lib"
+}
+
+run() {
+  local out=${OUT:-$ROOT/gpu_out}
+  mkdir -p "$out"
+  local status=0
+  # The binaries find the fixtures and the CLI through paths compiled in on the build machine.
+  if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$ROOT" /work/main; fi
+  mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
+  local cublas_py
+  cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
+  nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+  head -12 "$out/nvidia-smi.txt"
+  nvcc --version | tail -2
+  if ldd "$BIN/diffulex_tests" | grep -q "not found"; then
+    ldd "$BIN/diffulex_tests"
+    echo "missing shared libraries"; return 1
+  fi
+
+  echo "== unit tests and golden fixtures on cuda"
+  local filter='*Cuda*:BenchCli*:Golden*:ForwardCli*'
+  "$BIN/diffulex_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |cuda golden|^\[  FAILED  \]|Failure|error" "$out/tests.log" | head -60
+
+  for preset in ${BENCH_PRESETS:-dream-7b}; do
+    echo "== bench $preset"
+    "$BIN/diffulex" bench --device cuda --random-config "$preset" --batch 1,8,32 --length 288 --block 32 \
+      --output "$out/bench_$preset.json" >"$out/bench_$preset.log" 2>&1 || { status=1; tail -5 "$out/bench_$preset.log"; }
+    python3 - "$out/bench_$preset.json" <<'EOF' || true
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = j.get("ceilings", {})
+print(f"{j['backend']}  ceilings: copy {c.get('copy_GBps', 0):.0f} GB/s, bf16 {c.get('matmul_TFLOPs', 0):.0f} TFLOP/s")
+for r in j["runs"]:
+    print(f"B={r['batch']:>3} T={r['tokens']:>5}  forward {r['forward_ms_median']:8.2f} ms  {r['TFLOPs']:6.1f} TFLOP/s  "
+          f"weights {r['weight_GBps']:6.0f} GB/s  floor {r.get('floor_ms', 0):6.2f} ms  ops sum {r.get('ops_ms_sum', 0):8.2f} ms  "
+          f"act peak {r['memory'].get('activation_peak_bytes', 0)/2**30:.2f} GiB  device used {r['memory'].get('device_used_bytes', 0)/2**30:.1f} GiB")
+    ops = sorted(r.get("ops", {}).items(), key=lambda kv: -kv[1]["ms_median"])
+    print("      " + ", ".join(f"{k} {v['ms_median']:.2f}" for k, v in ops))
+EOF
+  done
+  if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
+    echo "== compute-sanitizer"
+    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/diffulex_tests" \
+      --gtest_filter='CudaOps*:*CudaGolden*:CudaForward.DequantCache*:CudaForward.LogitRows*' >"$out/memcheck.log" 2>&1 || status=1
+    timeout 150 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN/diffulex_tests" \
+      --gtest_filter='CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*' >"$out/racecheck.log" 2>&1 || status=1
+    timeout 90 compute-sanitizer --tool synccheck --error-exitcode 3 "$BIN/diffulex_tests" \
+      --gtest_filter='CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*' >"$out/synccheck.log" 2>&1 || status=1
+    for f in memcheck racecheck synccheck; do
+      echo "$f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$f.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
+    done
+  fi
+
+  echo "== done (status $status)"
+  return $status
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *) echo "usage: tools/gpu_test.sh pack|run" >&2; exit 2 ;;
+esac
