@@ -141,12 +141,17 @@ TEST(ChatTemplateReal, Qwen3ThinkingSwitch) {
 
 Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::none();
-    case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::none();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value(j.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value(j.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_unsigned:
+      return Value(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value(j.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       ValueList items;
       for (const auto& x : j) items.push_back(from_json(x));
@@ -157,7 +162,9 @@ Value from_json(const nlohmann::ordered_json& j) {
       for (const auto& [k, v] : j.items()) m.set(k, from_json(v));
       return Value(std::move(m));
     }
-    default: ADD_FAILURE() << "unsupported JSON value " << j.dump(); return Value();
+    default:
+      ADD_FAILURE() << "unsupported JSON value " << j.dump();
+      return Value();
   }
 }
 
@@ -209,8 +216,7 @@ std::string error_of(const std::string& tmpl, const std::map<std::string, std::s
 }
 
 TEST(ChatTemplateErrors, UnterminatedTagNamesTagAndPosition) {
-  EXPECT_EQ(error_of("ab\ncd {{ name"),
-            "chat template line 2, col 4 (offset 6): unterminated tag '{{' (missing '}}')");
+  EXPECT_EQ(error_of("ab\ncd {{ name"), "chat template line 2, col 4 (offset 6): unterminated tag '{{' (missing '}}')");
   EXPECT_TRUE(Contains(error_of("{% if x %}\n{% for m in messages %}"),
                        "line 2, col 1 (offset 11): unclosed '{% for %}' block (missing '{% endfor %}')"));
   EXPECT_TRUE(Contains(error_of("x {# never closed"), "unterminated comment"));
@@ -218,7 +224,8 @@ TEST(ChatTemplateErrors, UnterminatedTagNamesTagAndPosition) {
 }
 
 TEST(ChatTemplateErrors, UnknownFilterTestAndTag) {
-  EXPECT_EQ(error_of("{{ x }}\n{{ x | frobnicate }}"), "chat template line 2, col 8 (offset 15): unknown filter 'frobnicate'");
+  EXPECT_EQ(error_of("{{ x }}\n{{ x | frobnicate }}"),
+            "chat template line 2, col 8 (offset 15): unknown filter 'frobnicate'");
   EXPECT_TRUE(Contains(error_of("{{ x is frobnicated }}"), "unknown test 'frobnicated'"));
   EXPECT_TRUE(Contains(error_of("{% frobnicate %}"), "unknown tag 'frobnicate'"));
   EXPECT_TRUE(Contains(error_of("{% include 'x.jinja' %}"), "unsupported tag 'include'"));
@@ -245,8 +252,8 @@ TEST(ChatTemplateErrors, RunTimeErrorsNameTheProblem) {
 }
 
 TEST(ChatTemplateErrors, DeepNestingIsAnErrorNotACrash) {
-  EXPECT_TRUE(Contains(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"),
-                       "nested too deeply"));
+  EXPECT_TRUE(
+      Contains(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"), "nested too deeply"));
   std::string blocks;
   for (int i = 0; i < 5000; ++i) blocks += "{% if true %}";
   EXPECT_TRUE(Contains(error_of(blocks), "nested too deeply"));
@@ -279,7 +286,8 @@ TEST(ChatTemplateJinja, DefaultOptionsKeepBlockWhitespace) {
 }
 
 TEST(ChatTemplateJinja, TemplateRendersManyTimes) {
-  const jinja::Template t("{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}");
+  const jinja::Template t(
+      "{% set ns = namespace(n=0) %}{% for x in xs %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}");
   for (int n = 1; n <= 3; ++n) {
     ValueList xs;
     for (int i = 1; i <= n; ++i) xs.emplace_back(i);

@@ -58,7 +58,9 @@ TEST(CpuMatmul, BothPathsMatchReference) {
     Tensor w = test::random_tensor(c.wt, {c.N, c.K}, rng, 0.1f);
     Tensor ref = ref_matmul(x, w, nullptr);
     EXPECT_LT(test::rel_error(run_impl(false, x, w), ref), 1e-5) << c.M << "x" << c.N << "x" << c.K;
-    if (cpu_has_avx2()) EXPECT_LT(test::rel_error(run_impl(true, x, w), ref), 1e-5) << c.M << "x" << c.N << "x" << c.K;
+    if (cpu_has_avx2()) {
+      EXPECT_LT(test::rel_error(run_impl(true, x, w), ref), 1e-5) << c.M << "x" << c.N << "x" << c.K;
+    }
   }
 }
 

@@ -199,7 +199,12 @@ TEST(QuantLinear, FamilyForcingAndExclusions) {
   EXPECT_THROW(load(*store, &q, spec_of(16, 64), "bf16"), Error);
   EXPECT_EQ(load(*store, &q, spec_of(16, 64), "gptq")->info().kind, "gptq_w4a16");
 
-  // A layer listed in modules_to_not_convert stays dense even next to packed tensors.
+  // Listed in modules_to_not_convert but stored packed only: the tensors win.
+  QuantConfig listed = q;
+  listed.modules_to_not_convert = {"up_proj"};
+  EXPECT_EQ(load(*store, &listed, spec_of(16, 64))->info().kind, "gptq_w4a16");
+
+  // A layer listed in modules_to_not_convert stays dense when it has a dense weight next to packed tensors.
   ts.push_back({kPrefix + ".weight", dense});
   test::TempDir dir2;
   auto store2 = test::write_checkpoint(dir2, ts);

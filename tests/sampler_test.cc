@@ -276,6 +276,8 @@ TEST(SamplingFilter, TopPMatchesReference) {
     const double scale = trial % 3 == 0 ? 0.01 : trial % 3 == 1 ? 1.0 : 8.0;
     std::vector<float> x(static_cast<size_t>(n));
     for (float& v : x) v = float(r.uniform() * scale);
+    if (trial % 4 == 3)  // coarse values: many ties, kept or removed by index order
+      for (float& v : x) v = std::floor(v * 4) / 4;
     for (double p : {0.05, 0.3, 0.5, 0.9, 0.95, 0.999}) {
       std::vector<float> y = x;
       top_p_filter(y.data(), n, p);
@@ -310,7 +312,7 @@ TEST(SamplingRow, ConfidenceMeasuresMatchHandValues) {
   EXPECT_NEAR(top2_margin(p, 7), 0.25, 1e-6);
   double ent = 0;
   for (float v : p) ent += double(v) * std::log(double(v) + 1e-10);
-  EXPECT_NEAR(neg_entropy(p, 7), ent, 1e-9);
+  EXPECT_NEAR(neg_entropy(p, 7), ent, 1e-6);
   EXPECT_NEAR(ent, -0.9042, 1e-3);
   const float one[] = {1.0f};
   EXPECT_EQ(top2_margin(one, 1), 1.0);

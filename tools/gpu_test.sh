@@ -13,7 +13,8 @@
 #                            dream-7b` (before the sanitizers). Logs and JSON go to $OUT
 #                            (or ./gpu_out); the summary is printed last.
 #
-# Options for run (environment): BENCH_PRESETS="dream-7b llada-8b" (default dream-7b), SKIP_SANITIZER=1.
+# Options for run (environment): BENCH_PRESETS="dream-7b llada-8b" (default dream-7b), BENCH_NOTUNE=1 (also B=1
+# with cuBLASLt's first heuristic choice instead of timed algorithm selection), SKIP_SANITIZER=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +40,22 @@ pack() {
   ls "$BIN/lib"
 }
 
+# One line per batch size (and the per-op times) from a bench JSON file.
+summarize() {
+  python3 - "$1" <<'EOF' || true
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = j.get("ceilings", {})
+print(f"{j['source']} on {j['backend']}  ceilings: copy {c.get('copy_GBps', 0):.0f} GB/s, bf16 {c.get('matmul_TFLOPs', 0):.0f} TFLOP/s")
+for r in j["runs"]:
+    print(f"B={r['batch']:>3} T={r['tokens']:>5}  forward {r['forward_ms_median']:8.2f} ms  {r['TFLOPs']:6.1f} TFLOP/s  "
+          f"weights {r['weight_GBps']:6.0f} GB/s  floor {r.get('floor_ms', 0):6.2f} ms  ops sum {r.get('ops_ms_sum', 0):8.2f} ms  "
+          f"act peak {r['memory'].get('activation_peak_bytes', 0)/2**30:.2f} GiB  device used {r['memory'].get('device_used_bytes', 0)/2**30:.1f} GiB")
+    ops = sorted(r.get("ops", {}).items(), key=lambda kv: -kv[1]["ms_median"])
+    print("      " + ", ".join(f"{k} {v['ms_median']:.2f}" for k, v in ops))
+EOF
+}
+
 run() {
   local out=${OUT:-$ROOT/gpu_out}
   mkdir -p "$out"
@@ -49,8 +66,7 @@ run() {
   local cublas_py
   cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
   export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
-  nvidia-smi >"$out/nvidia-smi.txt" 2>&1
-  head -12 "$out/nvidia-smi.txt"
+  nvidia-smi 2>&1 | head -12
   nvcc --version | tail -2
   if ldd "$BIN/diffulex_tests" | grep -q "not found"; then
     ldd "$BIN/diffulex_tests"
@@ -65,20 +81,16 @@ run() {
   for preset in ${BENCH_PRESETS:-dream-7b}; do
     echo "== bench $preset"
     "$BIN/diffulex" bench --device cuda --random-config "$preset" --batch 1,8,32 --length 288 --block 32 \
-      --output "$out/bench_$preset.json" >"$out/bench_$preset.log" 2>&1 || { status=1; tail -5 "$out/bench_$preset.log"; }
-    python3 - "$out/bench_$preset.json" <<'EOF' || true
-import json, sys
-j = json.load(open(sys.argv[1]))
-c = j.get("ceilings", {})
-print(f"{j['backend']}  ceilings: copy {c.get('copy_GBps', 0):.0f} GB/s, bf16 {c.get('matmul_TFLOPs', 0):.0f} TFLOP/s")
-for r in j["runs"]:
-    print(f"B={r['batch']:>3} T={r['tokens']:>5}  forward {r['forward_ms_median']:8.2f} ms  {r['TFLOPs']:6.1f} TFLOP/s  "
-          f"weights {r['weight_GBps']:6.0f} GB/s  floor {r.get('floor_ms', 0):6.2f} ms  ops sum {r.get('ops_ms_sum', 0):8.2f} ms  "
-          f"act peak {r['memory'].get('activation_peak_bytes', 0)/2**30:.2f} GiB  device used {r['memory'].get('device_used_bytes', 0)/2**30:.1f} GiB")
-    ops = sorted(r.get("ops", {}).items(), key=lambda kv: -kv[1]["ms_median"])
-    print("      " + ", ".join(f"{k} {v['ms_median']:.2f}" for k, v in ops))
-EOF
+      --output "$out/bench_$preset.json" >>"$out/bench.log" 2>&1 || { status=1; tail -5 "$out/bench.log"; }
+    summarize "$out/bench_$preset.json"
   done
+  if [ "${BENCH_NOTUNE:-0}" = 1 ]; then
+    echo "== bench dream-7b, B=1, GEMM algorithm = cuBLASLt heuristic's first choice (no timing)"
+    DIFFULEX_CUDA_GEMM_TUNE=0 "$BIN/diffulex" bench --device cuda --random-config dream-7b --batch 1 --no-ceilings \
+      --output "$out/bench_dream-7b_notune.json" >>"$out/bench.log" 2>&1 || status=1
+    summarize "$out/bench_dream-7b_notune.json"
+  fi
+
   if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     echo "== compute-sanitizer"
     timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/diffulex_tests" \

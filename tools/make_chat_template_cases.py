@@ -147,6 +147,11 @@ CONSTRUCTS = [
     ("nested_dict_literal_in_output", "{{ {'a': {'b': 1}} }}{{ {'x': [1, {'y': 2}]}['x'][1]['y'] }}", {}),
     ("dict_literal_ends_tag", "{% set d = {'a': {'b': 1}}%}{{ d.a.b }}", {}),
     ("integer_attribute_index", "{{ xs.0 }}{{ xs.1 }}", {"xs": ["p", "q"]}),
+    ("unknown_filter_in_untaken_branch", "{% if false %}{{ x | frobnicate }}{% endif %}ok{{ 'y' if true else z | frobnicate }}", {}),
+    ("messages_helpers", "{{ messages | length }}|{{ (messages | last).content }}|{{ messages[-1].role == 'user' }}|{{ messages | tojson }}",
+     {}, [{"role": "system", "content": "s"}, {"role": "user", "content": "q \"x\""}]),
+    ("unicode_whitespace_strip", "[{{ '\u00a0 x \u3000' | trim }}][{{ '\u2028y\u2029'.strip() }}][{{ 'a\u00a0b'.split() }}]", {}),
+    ("float_output", "{{ 1e3 }}|{{ 2.50 }}|{{ 1 / 3 }}|{{ 1e-5 }}|{{ 1e16 }}|{{ 123456789.125 }}|{{ -0.0 }}|{{ 3 * 0.1 }}", {}),
 ]
 
 # Templates that must fail (syntax or run-time error), checked only for failing.
@@ -175,6 +180,9 @@ ERRORS = [
     ("unbalanced_paren", "{{ (1 + 2 }}", {}),
     ("bad_expression", "{{ 1 + }}", {}),
     ("range_too_big", "{{ range(200000) | length }}", {}),
+    ("inline_if_in_if_test", "{% if 1 if true else 2 %}x{% endif %}", {}),
+    ("unknown_filter_in_taken_branch", "{% if true %}{{ 'x' | frobnicate }}{% endif %}", {}),
+    ("unknown_filter_in_loop_in_branch", "{% if false %}{% for x in xs %}{{ x | frobnicate }}{% endfor %}{% endif %}", {"xs": [1]}),
 ]
 
 

@@ -399,6 +399,9 @@ json run_bench(const Args& a) {
     Shapes s{B, L, T, cfg.hidden_size, cfg.intermediate_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
              cfg.vocab_size, R, cfg.num_layers};
 
+#ifdef DIFFULEX_HAVE_CUDA
+    if (is_cuda(be)) cuda_reset_peak(be);  // the activation peak of this batch size alone
+#endif
     auto forward = [&](OpTimer* timer, std::map<std::string, OpStat>* stats, bool count) {
       if (model)
         model->forward(ids, mask, rows, pos);

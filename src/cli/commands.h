@@ -6,6 +6,7 @@ namespace dlx::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_forward_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 void add_random_model_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_bench_command(CLI::App& app);

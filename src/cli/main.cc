@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   });
   dlx::cli::add_inspect_command(app);
   dlx::cli::add_forward_command(app);
+  dlx::cli::add_generate_command(app);
   dlx::cli::add_random_model_command(app);
   dlx::cli::add_tokenize_command(app);
   dlx::cli::add_bench_command(app);

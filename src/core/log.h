@@ -28,6 +28,7 @@ class Progress {
   Progress(std::string label, int64_t total);
   ~Progress();  // finishes the line
   void update(int64_t done, const std::string& extra = "");
+  void set_total(int64_t total) { total_ = total; }
   double elapsed_s() const;
 
  private:

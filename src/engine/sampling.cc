@@ -128,33 +128,54 @@ void top_p_filter(float* logits, int64_t n, double top_p) {
   if (top_p >= 1.0 || n <= 1) return;
   const float m = row_max(logits, n);
   check(std::isfinite(m), "top_p_filter: the row has no finite logit");
+  std::vector<double> w(static_cast<size_t>(n));  // unnormalized probabilities
   double total = 0;
-  for (int64_t i = 0; i < n; ++i) total += std::exp(double(logits[i]) - double(m));
+  for (int64_t i = 0; i < n; ++i) total += w[size_t(i)] = std::exp(logits[i] - m);  // float exp, double sums
+  const double budget = top_p * total;  // compare unnormalized masses
 
   // Strict total order: larger logit first, then lower index (torch's sort order is unspecified for ties).
   std::vector<int32_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
 
-  // Sort a head of m entries; if the mass of the head already exceeds top_p, the cut lies inside it (the
-  // mass before any later entry is even larger), else double m.
-  int64_t cut = n;  // entries order[cut..] are removed
-  for (int64_t m_head = std::min<int64_t>(n, 64);; m_head = std::min<int64_t>(n, 2 * m_head)) {
-    std::nth_element(order.begin(), order.begin() + (m_head - 1), order.end(), before);
-    std::sort(order.begin(), order.begin() + m_head, before);
-    double mass_before = 0;
-    int64_t j = 0;
-    for (; j < m_head; ++j) {
-      if (j > 0 && mass_before > top_p) break;
-      mass_before += std::exp(double(logits[order[j]]) - double(m)) / total;
+  // The first `cut` entries of the order are kept, with cut = the smallest j >= 1 whose head mass exceeds top_p
+  // (entry j then has more than top_p before it). A weighted quickselect finds it in expected O(n): the entries
+  // in order[0, lo) precede everything in order[lo, hi) and weigh `acc`; those in order[hi, n) follow it.
+  int64_t lo = 0, hi = n, cut = n;
+  double acc = 0;
+  uint64_t pick = 0x9e3779b97f4a7c15ull;  // deterministic pivot choice
+  while (hi - lo > 32) {
+    pick = pick * 6364136223846793005ull + 1442695040888963407ull;
+    std::swap(order[size_t(lo + int64_t((pick >> 33) % uint64_t(hi - lo)))], order[size_t(hi - 1)]);
+    const int32_t pivot = order[size_t(hi - 1)];
+    const auto mid_it = std::partition(order.begin() + lo, order.begin() + (hi - 1),
+                                       [&](int32_t a) { return before(a, pivot); });
+    const int64_t mid = mid_it - order.begin();
+    std::swap(order[size_t(mid)], order[size_t(hi - 1)]);  // pivot at mid
+    double head = 0;
+    for (int64_t j = lo; j < mid; ++j) head += w[size_t(order[size_t(j)])];
+    if (acc + head > budget) {
+      hi = mid;  // the cut is inside the entries before the pivot
+    } else if (acc + head + w[size_t(pivot)] > budget) {
+      lo = hi = mid + 1;  // the pivot is the last kept entry
+      cut = mid + 1;
+    } else {
+      acc += head + w[size_t(pivot)];
+      lo = mid + 1;
     }
-    if (j < m_head || mass_before > top_p) {
-      cut = j;
-      break;
-    }
-    if (m_head == n) break;  // whole row kept
   }
-  for (int64_t j = cut; j < n; ++j) logits[order[j]] = kNegInf;
+  if (lo < hi) {  // finish the small segment by sorting it; the cut is at most hi (rounding aside)
+    if (hi < n) cut = hi;
+    std::sort(order.begin() + lo, order.begin() + hi, before);
+    for (int64_t j = lo; j < hi; ++j) {
+      acc += w[size_t(order[size_t(j)])];
+      if (acc > budget) {
+        cut = j + 1;
+        break;
+      }
+    }
+  }
+  for (int64_t j = std::max<int64_t>(cut, 1); j < n; ++j) logits[order[size_t(j)]] = kNegInf;
 }
 
 int64_t sample_categorical(const float* probs, int64_t n, double u) {
@@ -176,7 +197,7 @@ int64_t sample_categorical(const float* probs, int64_t n, double u) {
 double neg_entropy(const float* probs, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i)
-    if (probs[i] > 0) s += double(probs[i]) * std::log(double(probs[i]) + 1e-10);
+    if (probs[i] > 0) s += double(probs[i]) * double(std::log(probs[i] + 1e-10f));  // float32, as the reference
   return s;
 }
 

@@ -66,7 +66,7 @@ int64_t argmax(const float* x, int64_t n);
 void top_k_filter(float* logits, int64_t n, int64_t k);
 // Dream's top_p_logits (nucleus): in descending order (ties: lower index first), an entry is removed when the
 // probability mass strictly before it exceeds top_p; the first entry is always kept. Removed entries become
-// -inf. top_p >= 1: off. Only the head of the order is sorted, so the cost is ~O(n) for peaked rows.
+// -inf. top_p >= 1: off. Expected O(n): a weighted quickselect finds the cut, only a short segment is sorted.
 void top_p_filter(float* logits, int64_t n, double top_p);
 // Inverse-CDF draw from `probs` (need not sum to exactly 1) with u uniform in [0, 1); never returns a
 // zero-probability entry.

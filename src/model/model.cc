@@ -102,74 +102,102 @@ size_t Model::weight_bytes() const {
 
 Tensor Model::forward(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& logit_rows,
                       const Tensor& positions) {
+  ForwardState st = begin_forward(ids, key_mask, positions);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  return finish_forward(st, logit_rows);
+}
+
+ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions) {
   check(ids.dtype() == DType::I64 && ids.rank() == 2, "input_ids must be I64 [batch, length], got {} {}",
         dtype_name(ids.dtype()), shape_str(ids.shape()));
   const int64_t B = ids.dim(0), L = ids.dim(1), T = B * L;
   check(B > 0 && L > 0, "input_ids is empty ({})", shape_str(ids.shape()));
   check(!key_mask.defined() || (key_mask.dtype() == DType::U8 && key_mask.shape() == ids.shape()),
         "key mask must be U8 {}", shape_str(ids.shape()));
-  const ModelConfig& c = cfg_;
   for (int64_t t = 0; t < T; ++t) {
     int64_t id = ids.data<int64_t>()[t];
-    check(id >= 0 && id < c.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", t / L, t % L, id,
-          c.vocab_size);
+    check(id >= 0 && id < cfg_.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", t / L, t % L,
+          id, cfg_.vocab_size);
   }
-  Tensor pos = positions;
-  if (!pos.defined()) {
-    pos = Tensor::zeros(DType::I64, {B, L});
-    for (int64_t t = 0; t < T; ++t) pos.data<int64_t>()[t] = t % L;
+  ForwardState st;
+  st.B = B;
+  st.L = L;
+  st.key_mask = key_mask;
+  st.positions = positions;
+  if (!st.positions.defined()) {
+    st.positions = Tensor::zeros(DType::I64, {B, L});
+    for (int64_t t = 0; t < T; ++t) st.positions.data<int64_t>()[t] = t % L;
   }
-  check(pos.dtype() == DType::I64 && pos.numel() == T, "positions must be I64 {}", shape_str(ids.shape()));
-  for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
+  check(st.positions.dtype() == DType::I64 && st.positions.numel() == T, "positions must be I64 {}",
+        shape_str(ids.shape()));
+  st.h = backend_->empty(backend_->act_dtype(), {T, cfg_.hidden_size});
+  backend_->embedding(ids.reshape({T}), embed_, st.h);
+  return st;
+}
 
+void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer) {
   Backend& be = *backend_;
+  const ModelConfig& c = cfg_;
   const DType at = be.act_dtype();
+  const int64_t B = st.B, L = st.L, T = B * L;
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
   const float eps = float(c.rms_norm_eps);
-  // Activation buffers, allocated once per call.
-  Tensor h = be.empty(at, {T, H}), x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
+  const LayerWeights& lw = layers_[size_t(layer)];
+  Tensor& h = st.h;
+  Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
   Tensor q = be.empty(at, {B, L, Hq, D}), k = be.empty(at, {B, L, Hkv, D}), v = be.empty(at, {B, L, Hkv, D});
   Tensor att = be.empty(at, {B, L, Hq, D});
   Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
-  const Tensor* mask = key_mask.defined() ? &key_mask : nullptr;
+  const Tensor* mask = st.key_mask.defined() ? &st.key_mask : nullptr;
+  auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) {
+    if (observer) observer(layer, r, in);
+    Tensor o2 = out.reshape({in.dim(0), out.numel() / in.dim(0)});
+    lw.linear[int(r)]->forward(be, in, o2);
+  };
+  be.rmsnorm(h, lw.attn_norm, eps, x);
+  lin(LinearRole::Q, x, q);
+  lin(LinearRole::K, x, k);
+  lin(LinearRole::V, x, v);
+  be.rope(q, st.positions, c.rope_theta);
+  be.rope(k, st.positions, c.rope_theta);
+  be.attention(q, k, v, mask, att);
+  lin(LinearRole::O, att.reshape({T, Hq * D}), tmp);
+  be.add(h, tmp);
+  be.rmsnorm(h, lw.ffn_norm, eps, x);
+  lin(LinearRole::Gate, x, gate);
+  lin(LinearRole::Up, x, up);
+  be.silu_mul(gate, up, gate);
+  lin(LinearRole::Down, gate, tmp);
+  be.add(h, tmp);
+}
 
-  be.embedding(ids.reshape({T}), embed_, h);
-  for (const LayerWeights& lw : layers_) {
-    auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) {
-      Tensor o2 = out.reshape({in.dim(0), out.numel() / in.dim(0)});
-      lw.linear[int(r)]->forward(be, in, o2);
-    };
-    be.rmsnorm(h, lw.attn_norm, eps, x);
-    lin(LinearRole::Q, x, q);
-    lin(LinearRole::K, x, k);
-    lin(LinearRole::V, x, v);
-    be.rope(q, pos, c.rope_theta);
-    be.rope(k, pos, c.rope_theta);
-    be.attention(q, k, v, mask, att);
-    Tensor att2 = att.reshape({T, Hq * D});
-    lin(LinearRole::O, att2, tmp);
-    be.add(h, tmp);
-    be.rmsnorm(h, lw.ffn_norm, eps, x);
-    lin(LinearRole::Gate, x, gate);
-    lin(LinearRole::Up, x, up);
-    be.silu_mul(gate, up, gate);
-    lin(LinearRole::Down, gate, tmp);
-    be.add(h, tmp);
-  }
-  be.rmsnorm(h, final_norm_, eps, x);
+Tensor Model::finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows) {
+  Backend& be = *backend_;
+  const int64_t T = st.B * st.L, H = cfg_.hidden_size;
+  for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
+  Tensor x = be.empty(be.act_dtype(), {T, H});
+  be.rmsnorm(st.h, final_norm_, float(cfg_.rms_norm_eps), x);
   Tensor rows = x;
   if (!logit_rows.empty()) {
-    // Gather the requested rows on the host side of the interface (small: R x H).
+    // Only the rows that need logits go through the LM head (the largest matmul at real vocabulary sizes).
     Tensor xh = be.to_host_f32(x);
     Tensor sel = Tensor::zeros(DType::F32, {int64_t(logit_rows.size()), H});
     for (size_t i = 0; i < logit_rows.size(); ++i)
       std::copy_n(xh.data<float>() + logit_rows[i] * H, H, sel.data<float>() + int64_t(i) * H);
     rows = be.from_host_f32(sel);
   }
-  Tensor logits = be.empty(at, {rows.dim(0), c.vocab_size});
+  Tensor logits = be.empty(be.act_dtype(), {rows.dim(0), cfg_.vocab_size});
   lm_head_->forward(be, rows, logits);
   Tensor out = be.to_host_f32(logits);
-  return logit_rows.empty() ? out.reshape({B, L, c.vocab_size}) : out;
+  return logit_rows.empty() ? out.reshape({st.B, st.L, cfg_.vocab_size}) : out;
+}
+
+void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear) {
+  check(layer >= 0 && layer < int64_t(layers_.size()), "replace_linear: layer {} out of range", layer);
+  auto& slot = layers_[size_t(layer)].linear[int(role)];
+  check(linear->in_features() == slot->in_features() && linear->out_features() == slot->out_features(),
+        "replace_linear: shape mismatch for '{}'", slot->spec().prefix);
+  slot = std::move(linear);
 }
 
 }  // namespace dlx

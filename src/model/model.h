@@ -5,6 +5,7 @@
 //               h += down(silu(gate(n2)) * up(n2))                    with n2 = rmsnorm(h)
 //   logits = lm_head(rmsnorm(h))   (only for the requested rows)
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,17 @@ struct LoadOptions {
   // Force a linear family per layer group: "" (what the checkpoint holds), "bf16", "gptq" or "awq".
   std::string attn_weight_family, mlp_weight_family;
   bool dequant_cache = false;
+};
+
+// Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
+using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
+
+// The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head).
+struct ForwardState {
+  int64_t B = 0, L = 0;
+  Tensor h;          // hidden states [B*L, H] in the backend's activation dtype
+  Tensor key_mask;   // U8 [B, L] or undefined
+  Tensor positions;  // I64 [B, L] (host)
 };
 
 struct LayerWeights {
@@ -49,6 +61,14 @@ class Model {
   // flat rows b*L + l listed.
   Tensor forward(const Tensor& ids, const Tensor& key_mask = {}, const std::vector<int64_t>& logit_rows = {},
                  const Tensor& positions = {});
+
+  ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {});
+  void run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer = {});
+  Tensor finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows = {});
+
+  // Swaps one linear layer (the quantizer replaces each layer by its quantized version as it goes).
+  void replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear);
+  const TensorStore& store() const { return *store_; }
 
  private:
   Model() = default;

@@ -43,7 +43,7 @@ class AddedTokenMatcher {
  private:
   struct Node {
     std::vector<std::pair<unsigned char, int32_t>> next;  // sorted by byte
-    int32_t token = -1;                                    // index into tokens_ when a pattern ends here
+    int32_t token = -1;                                   // index into tokens_ when a pattern ends here
   };
   // Longest pattern starting at text[pos]: {token index, length}, or {-1, 0}.
   std::pair<int32_t, size_t> longest_at(std::string_view text, size_t pos) const;

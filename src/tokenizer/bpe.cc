@@ -100,7 +100,9 @@ BpeModel BpeModel::parse(const json& j, const BpeEntries& lifted, const std::str
     const int32_t ia = m.token_to_id(a), ib = m.token_to_id(b), im = m.token_to_id(a + b);
     if (ia < 0 || ib < 0 || im < 0)
       fail("{}: model.merges[{}] uses a token missing from model.vocab: '{}'", where, rank,
-           ia < 0 ? a : ib < 0 ? b : a + b);
+           ia < 0   ? a
+           : ib < 0 ? b
+                    : a + b);
     // A repeated pair takes its last rank, as in HF (its merge map is built by inserting in order).
     m.merges_.insert_or_assign(pair_key(ia, ib), std::make_pair(static_cast<int32_t>(rank), im));
   };

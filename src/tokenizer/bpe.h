@@ -45,8 +45,8 @@ class BpeModel {
   // Appends the ids of one word.
   void tokenize(std::string_view word, std::vector<int32_t>& out) const;
 
-  int32_t token_to_id(std::string_view token) const;  // -1 when absent
-  const std::string* id_to_token(int32_t id) const;   // nullptr when absent
+  int32_t token_to_id(std::string_view token) const;                              // -1 when absent
+  const std::string* id_to_token(int32_t id) const;                               // nullptr when absent
   int32_t id_limit() const { return static_cast<int32_t>(id_to_token_.size()); }  // max id + 1
   int32_t token_count() const { return static_cast<int32_t>(vocab_.size()); }     // vocabulary entries
 

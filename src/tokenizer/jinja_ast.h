@@ -34,8 +34,8 @@ enum class ExprKind {
 struct Expr {
   ExprKind kind;
   size_t offset = 0;
-  Value value;       // Literal
-  std::string name;  // Name, Attr, Filter, Test; the operator of Unary/Binary
+  Value value;                   // Literal
+  std::string name;              // Name, Attr, Filter, Test; the operator of Unary/Binary
   std::vector<std::string> ops;  // Compare
   bool negated = false;          // Test: `is not`
   std::vector<ExprPtr> items;

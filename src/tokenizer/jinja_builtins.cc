@@ -3,13 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <ctime>
 #include <initializer_list>
 #include <map>
 
+#include "tokenizer/jinja_call.h"
 #include "tokenizer/jinja_str.h"
 
 namespace dlx::jinja {
@@ -19,64 +17,6 @@ using K = Value::Kind;
 
 // Jinja's sandbox refuses ranges longer than this (MAX_RANGE), and so do we.
 constexpr int64_t kMaxRange = 100000;
-
-// Binds a call's positional and keyword arguments to a Python-like parameter list.
-class Args {
- public:
-  Args(std::string_view fn, const CallArgs& call, std::initializer_list<std::string_view> params)
-      : fn_(fn), params_(params), slots_(params.size(), nullptr) {
-    if (call.args.size() > params_.size()) {
-      throw EvalError(fmt::format("{}() takes at most {} argument(s), {} given", fn, params_.size(), call.args.size()));
-    }
-    for (size_t i = 0; i < call.args.size(); ++i) slots_[i] = &call.args[i];
-    for (const auto& [key, v] : call.kwargs) {
-      const auto it = std::find(params_.begin(), params_.end(), key);
-      if (it == params_.end()) throw EvalError(fmt::format("{}() got an unexpected keyword argument '{}'", fn, key));
-      const size_t i = static_cast<size_t>(it - params_.begin());
-      if (slots_[i]) throw EvalError(fmt::format("{}() got multiple values for argument '{}'", fn, key));
-      slots_[i] = &v;
-    }
-  }
-  // The argument, or nullptr when omitted or passed as None.
-  const Value* get(size_t i) const { return slots_[i] && !slots_[i]->is_none() ? slots_[i] : nullptr; }
-  Value get_or(size_t i, Value def) const { return slots_[i] ? *slots_[i] : def; }
-  const Value& required(size_t i) const {
-    if (!slots_[i]) throw EvalError(fmt::format("{}() missing required argument '{}'", fn_, params_[i]));
-    return *slots_[i];
-  }
-  std::string str(size_t i) const { return expect_str(required(i), params_[i]); }
-  std::optional<std::string> opt_str(size_t i) const {
-    const Value* v = get(i);
-    if (!v) return std::nullopt;
-    return expect_str(*v, params_[i]);
-  }
-  int64_t integer(size_t i, int64_t def) const {
-    const Value* v = get(i);
-    if (!v) return def;
-    if (v->is_undefined()) v->fail_undefined();
-    if (v->kind() != K::Int && v->kind() != K::Bool) {
-      throw EvalError(fmt::format("{}(): argument '{}' must be an integer, not {}", fn_, params_[i], v->type_name()));
-    }
-    return v->as_int();
-  }
-
- private:
-  std::string expect_str(const Value& v, std::string_view param) const {
-    if (v.is_undefined()) v.fail_undefined();
-    if (!v.is_string()) {
-      throw EvalError(fmt::format("{}(): argument '{}' must be a string, not {}", fn_, param, v.type_name()));
-    }
-    return v.str();
-  }
-
-  std::string_view fn_;
-  std::vector<std::string_view> params_;
-  std::vector<const Value*> slots_;
-};
-
-void no_call_args(std::string_view fn, const CallArgs& a) {
-  if (!a.args.empty() || !a.kwargs.empty()) throw EvalError(fmt::format("{}() takes no arguments", fn));
-}
 
 Value bind(std::string name, Value self, Value (*fn)(const Value&, const CallArgs&)) {
   return Value::function(name, [self = std::move(self), fn](const CallArgs& a) { return fn(self, a); });
@@ -91,16 +31,20 @@ int64_t codepoint_index(const std::string& s, size_t byte) {
 Value str_method(std::string_view name, const Value& self) {
   using Impl = Value (*)(const Value&, const CallArgs&);
   static const std::map<std::string_view, Impl> methods = {
-      {"strip", [](const Value& s, const CallArgs& a) {
+      {"strip",
+       [](const Value& s, const CallArgs& a) {
          return Value(pystr::strip(s.str(), Args("strip", a, {"chars"}).opt_str(0), true, true));
        }},
-      {"lstrip", [](const Value& s, const CallArgs& a) {
+      {"lstrip",
+       [](const Value& s, const CallArgs& a) {
          return Value(pystr::strip(s.str(), Args("lstrip", a, {"chars"}).opt_str(0), true, false));
        }},
-      {"rstrip", [](const Value& s, const CallArgs& a) {
+      {"rstrip",
+       [](const Value& s, const CallArgs& a) {
          return Value(pystr::strip(s.str(), Args("rstrip", a, {"chars"}).opt_str(0), false, true));
        }},
-      {"startswith", [](const Value& s, const CallArgs& a) {
+      {"startswith",
+       [](const Value& s, const CallArgs& a) {
          const Value& p = Args("startswith", a, {"prefix"}).required(0);
          const ValueList options = p.kind() == K::List ? p.list() : ValueList{p};
          for (const Value& o : options) {
@@ -109,7 +53,8 @@ Value str_method(std::string_view name, const Value& self) {
          }
          return Value(false);
        }},
-      {"endswith", [](const Value& s, const CallArgs& a) {
+      {"endswith",
+       [](const Value& s, const CallArgs& a) {
          const Value& p = Args("endswith", a, {"suffix"}).required(0);
          const ValueList options = p.kind() == K::List ? p.list() : ValueList{p};
          for (const Value& o : options) {
@@ -119,7 +64,8 @@ Value str_method(std::string_view name, const Value& self) {
          }
          return Value(false);
        }},
-      {"split", [](const Value& s, const CallArgs& a) {
+      {"split",
+       [](const Value& s, const CallArgs& a) {
          const Args args("split", a, {"sep", "maxsplit"});
          const std::optional<std::string> sep = args.opt_str(0);
          if (sep && sep->empty()) throw EvalError("split(): empty separator");
@@ -127,32 +73,46 @@ Value str_method(std::string_view name, const Value& self) {
          for (std::string& part : pystr::split(s.str(), sep, args.integer(1, -1))) out.emplace_back(std::move(part));
          return Value(std::move(out));
        }},
-      {"replace", [](const Value& s, const CallArgs& a) {
+      {"replace",
+       [](const Value& s, const CallArgs& a) {
          const Args args("replace", a, {"old", "new", "count"});
          return Value(pystr::replace(s.str(), args.str(0), args.str(1), args.integer(2, -1)));
        }},
-      {"upper", [](const Value& s, const CallArgs& a) { no_call_args("upper", a);
-         return Value(pystr::upper(s.str())); }},
-      {"lower", [](const Value& s, const CallArgs& a) { no_call_args("lower", a);
-         return Value(pystr::lower(s.str())); }},
-      {"title", [](const Value& s, const CallArgs& a) { no_call_args("title", a);
-         return Value(pystr::title(s.str())); }},
-      {"capitalize", [](const Value& s, const CallArgs& a) {
+      {"upper",
+       [](const Value& s, const CallArgs& a) {
+         no_call_args("upper", a);
+         return Value(pystr::upper(s.str()));
+       }},
+      {"lower",
+       [](const Value& s, const CallArgs& a) {
+         no_call_args("lower", a);
+         return Value(pystr::lower(s.str()));
+       }},
+      {"title",
+       [](const Value& s, const CallArgs& a) {
+         no_call_args("title", a);
+         return Value(pystr::title(s.str()));
+       }},
+      {"capitalize",
+       [](const Value& s, const CallArgs& a) {
          no_call_args("capitalize", a);
          return Value(pystr::capitalize(s.str()));
        }},
-      {"find", [](const Value& s, const CallArgs& a) {
+      {"find",
+       [](const Value& s, const CallArgs& a) {
          const size_t hit = s.str().find(Args("find", a, {"sub"}).str(0));
          return Value(hit == std::string::npos ? int64_t{-1} : codepoint_index(s.str(), hit));
        }},
-      {"count", [](const Value& s, const CallArgs& a) {
+      {"count",
+       [](const Value& s, const CallArgs& a) {
          const std::string sub = Args("count", a, {"sub"}).str(0);
          if (sub.empty()) return Value(static_cast<int64_t>(pystr::codepoint_count(s.str()) + 1));
          int64_t n = 0;
          for (size_t p = s.str().find(sub); p != std::string::npos; p = s.str().find(sub, p + sub.size())) ++n;
          return Value(n);
        }},
-      {"join", [](const Value& s, const CallArgs& a) {
+      {"join",
+       [](const Value& s, const CallArgs& a) {
          std::string out;
          bool first = true;
          for (const Value& v : iterate(Args("join", a, {"iterable"}).required(0))) {
@@ -171,12 +131,6 @@ Value str_method(std::string_view name, const Value& self) {
 
 // ---- dict methods (the read-only ones; the sandbox forbids mutation) ----
 
-ValueList item_pairs(const ValueMap& m) {
-  ValueList out;
-  for (const auto& [k, v] : m) out.push_back(Value::tuple({Value(k), v}));
-  return out;
-}
-
 bool is_dict_method(std::string_view name) {
   return name == "get" || name == "items" || name == "keys" || name == "values";
 }
@@ -193,7 +147,7 @@ Value dict_method(std::string_view name, const Value& self) {
   if (name == "items") {
     return bind("items", self, [](const Value& d, const CallArgs& a) {
       no_call_args("items", a);
-         return Value(item_pairs(d.map()));
+      return Value(item_pairs(d.map()));
     });
   }
   if (name == "keys") {
@@ -212,386 +166,20 @@ Value dict_method(std::string_view name, const Value& self) {
   });
 }
 
-// ---- filters ----
-
-int64_t length_of(const Value& v) {
-  switch (v.kind()) {
-    case K::Undefined: return 0;
-    case K::String: return static_cast<int64_t>(pystr::codepoint_count(v.str()));
-    case K::List: return static_cast<int64_t>(v.list().size());
-    case K::Map: return static_cast<int64_t>(v.map().size());
-    default: throw EvalError(fmt::format("object of type '{}' has no len()", v.type_name()));
-  }
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (const char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
-
-// Jinja's title filter: each run between [-\s({[<] separators gets an upper first letter, the rest lower.
-std::string title_filter(const std::string& s) {
-  const std::vector<size_t> off = pystr::codepoint_offsets(s);
-  std::string out;
-  bool word_start = true;
-  for (size_t i = 0; i + 1 < off.size(); ++i) {
-    const std::string_view cp = std::string_view(s).substr(off[i], off[i + 1] - off[i]);
-    const bool sep = cp == "-" || cp == "(" || cp == "{" || cp == "[" || cp == "<" || pystr::isspace(cp);
-    out += sep ? std::string(cp) : (word_start ? pystr::upper(cp) : pystr::lower(cp));
-    word_start = sep;
-  }
-  return out;
-}
-
-// Looks up a dotted attribute path ("a.b") the way Jinja's selectattr/map/join(attribute=) do.
-Value attribute_path(const Value& v, const std::string& path) {
-  Value cur = v;
-  size_t start = 0;
-  while (true) {
-    const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    const bool is_index = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    cur = is_index ? get_item(cur, Value(static_cast<int64_t>(std::stoll(part)))) : get_item(cur, Value(part));
-    if (dot == std::string::npos) return cur;
-    start = dot + 1;
-  }
-}
-
-CallArgs tail_args(const CallArgs& a, size_t from) {
-  CallArgs rest;
-  if (a.args.size() > from) rest.args.assign(a.args.begin() + static_cast<std::ptrdiff_t>(from), a.args.end());
-  rest.kwargs = a.kwargs;
-  return rest;
-}
-
-// select/reject/selectattr/rejectattr: keep the items whose (attribute) value passes the named test
-// (truthiness when no test is named) == keep.
-Value select_items(const Value& seq, const CallArgs& a, bool by_attr, bool keep) {
-  size_t next = 0;
-  std::string attr;
-  if (by_attr) {
-    if (a.args.empty() || !a.args[0].is_string()) throw EvalError("selectattr/rejectattr need an attribute name");
-    attr = a.args[0].str();
-    next = 1;
-  }
-  std::optional<std::string> test;
-  if (a.args.size() > next) {
-    if (!a.args[next].is_string()) throw EvalError("select/reject: the test name must be a string");
-    test = a.args[next].str();
-    if (!is_test(*test)) throw EvalError(fmt::format("unknown test '{}'", *test));
-  }
-  const CallArgs test_args = tail_args(a, next + 1);
-  ValueList out;
-  if (!seq.truthy()) return Value(std::move(out));  // Jinja skips falsy input (None, 0, '') without iterating
-  for (const Value& item : iterate(seq)) {
-    const Value probe = by_attr ? attribute_path(item, attr) : item;
-    const bool pass = test ? apply_test(*test, probe, test_args) : probe.truthy();
-    if (pass == keep) out.push_back(item);
-  }
-  return Value(std::move(out));
-}
-
-Value map_items(const Value& seq, const CallArgs& a) {
-  ValueList out;
-  if (!seq.truthy()) return Value(std::move(out));  // as select: falsy input maps to nothing
-  for (const auto& [key, v] : a.kwargs) {
-    if (key != "attribute" && key != "default") throw EvalError(fmt::format("map(): unexpected keyword '{}'", key));
-  }
-  const auto attr = std::find_if(a.kwargs.begin(), a.kwargs.end(), [](auto& kv) { return kv.first == "attribute"; });
-  if (attr != a.kwargs.end()) {
-    if (!attr->second.is_string()) throw EvalError("map(): attribute must be a string");
-    const auto def = std::find_if(a.kwargs.begin(), a.kwargs.end(), [](auto& kv) { return kv.first == "default"; });
-    for (const Value& item : iterate(seq)) {
-      Value v = attribute_path(item, attr->second.str());
-      out.push_back(v.is_undefined() && def != a.kwargs.end() ? def->second : v);
-    }
-    return Value(std::move(out));
-  }
-  if (a.args.empty() || !a.args[0].is_string()) throw EvalError("map() needs a filter name or attribute=");
-  const std::string filter = a.args[0].str();
-  if (!is_filter(filter)) throw EvalError(fmt::format("unknown filter '{}'", filter));
-  CallArgs rest;
-  rest.args.assign(a.args.begin() + 1, a.args.end());
-  for (const Value& item : iterate(seq)) out.push_back(apply_filter(filter, item, rest));
-  return Value(std::move(out));
-}
-
-Value reverse_of(const Value& v) {
-  if (v.is_string()) {
-    const std::vector<size_t> off = pystr::codepoint_offsets(v.str());
-    std::string out;
-    for (size_t i = off.size() - 1; i > 0; --i) out += v.str().substr(off[i - 1], off[i] - off[i - 1]);
-    return Value(std::move(out));
-  }
-  ValueList items = iterate(v);
-  std::reverse(items.begin(), items.end());
-  return Value(std::move(items));
-}
-
-Value to_int(const Value& v, const Args& args) {
-  if (v.is_undefined()) v.fail_undefined();  // Undefined.__int__ raises, unlike other bad input
-  const Value def = args.get_or(0, Value(int64_t{0}));
-  if (v.kind() == K::Int || v.kind() == K::Bool) return Value(v.as_int());
-  if (v.kind() == K::Float) {
-    const double d = v.as_float();
-    if (!std::isfinite(d) || std::fabs(d) >= 9.2e18) return def;
-    return Value(static_cast<int64_t>(d));
-  }
-  if (!v.is_string()) return def;
-  const std::string s = pystr::strip(v.str(), std::nullopt, true, true);
-  const int64_t base = args.integer(1, 10);
-  if (!s.empty()) {
-    errno = 0;
-    char* end = nullptr;
-    const long long n = std::strtoll(s.c_str(), &end, static_cast<int>(base));
-    if (errno == 0 && end == s.c_str() + s.size()) return Value(static_cast<int64_t>(n));
-    const double d = std::strtod(s.c_str(), &end);  // Jinja falls back to int(float(s))
-    if (end == s.c_str() + s.size() && std::isfinite(d) && std::fabs(d) < 9.2e18) return Value(static_cast<int64_t>(d));
-  }
-  return def;
-}
-
-Value to_float(const Value& v, const Args& args) {
-  if (v.is_undefined()) v.fail_undefined();
-  const Value def = args.get_or(0, Value(0.0));
-  if (v.is_number()) return Value(v.as_float());
-  if (!v.is_string()) return def;
-  const std::string s = pystr::strip(v.str(), std::nullopt, true, true);
-  char* end = nullptr;
-  const double d = std::strtod(s.c_str(), &end);
-  return !s.empty() && end == s.c_str() + s.size() ? Value(d) : def;
-}
-
-Value tojson(const Value& v, const CallArgs& a) {
-  // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False).
-  const Args args("tojson", a, {"ensure_ascii", "indent", "separators", "sort_keys"});
-  JsonOptions opt;
-  opt.ensure_ascii = args.get_or(0, Value(false)).truthy();
-  if (const Value* indent = args.get(1)) {
-    if (indent->is_string()) {
-      opt.indent = indent->str();
-    } else {
-      opt.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, args.integer(1, 0))), ' ');
-    }
-    opt.item_sep = ",";
-  }
-  if (const Value* sep = args.get(2)) {
-    if (sep->kind() != K::List || sep->list().size() != 2 || !sep->list()[0].is_string() ||
-        !sep->list()[1].is_string()) {
-      throw EvalError("tojson(): separators must be a pair of strings");
-    }
-    opt.item_sep = sep->list()[0].str();
-    opt.key_sep = sep->list()[1].str();
-  }
-  opt.sort_keys = args.get_or(3, Value(false)).truthy();
-  return Value(to_json(v, opt));
-}
-
-using FilterFn = Value (*)(const Value&, const CallArgs&);
-
-const std::map<std::string_view, FilterFn>& filters() {
-  static const std::map<std::string_view, FilterFn> table = {
-      {"trim", [](const Value& v, const CallArgs& a) {
-         return Value(pystr::strip(v.to_string(), Args("trim", a, {"chars"}).opt_str(0), true, true));
-       }},
-      {"length", [](const Value& v, const CallArgs& a) { no_call_args("length", a);
-         return Value(length_of(v)); }},
-      {"count", [](const Value& v, const CallArgs& a) { no_call_args("count", a);
-         return Value(length_of(v)); }},
-      {"string", [](const Value& v, const CallArgs& a) { no_call_args("string", a);
-         return Value(v.to_string()); }},
-      {"tojson", tojson},
-      {"upper", [](const Value& v, const CallArgs& a) { no_call_args("upper", a);
-         return Value(pystr::upper(v.to_string())); }},
-      {"lower", [](const Value& v, const CallArgs& a) { no_call_args("lower", a);
-         return Value(pystr::lower(v.to_string())); }},
-      {"capitalize", [](const Value& v, const CallArgs& a) {
-         no_call_args("capitalize", a);
-         return Value(pystr::capitalize(v.to_string()));
-       }},
-      {"title", [](const Value& v, const CallArgs& a) { no_call_args("title", a);
-         return Value(title_filter(v.to_string())); }},
-      {"first", [](const Value& v, const CallArgs& a) {
-         no_call_args("first", a);
-         const ValueList items = iterate(v);
-         return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
-       }},
-      {"last", [](const Value& v, const CallArgs& a) {
-         no_call_args("last", a);
-         const ValueList items = iterate(v);
-         return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
-       }},
-      {"join", [](const Value& v, const CallArgs& a) {
-         const Args args("join", a, {"d", "attribute"});
-         const std::string sep = args.get_or(0, Value("")).to_string();
-         const std::optional<std::string> attr = args.opt_str(1);
-         std::string out;
-         bool first = true;
-         for (const Value& item : iterate(v)) {
-           if (!first) out += sep;
-           out += (attr ? attribute_path(item, *attr) : item).to_string();
-           first = false;
-         }
-         return Value(std::move(out));
-       }},
-      {"default", [](const Value& v, const CallArgs& a) {
-         const Args args("default", a, {"default_value", "boolean"});
-         const bool use_default = v.is_undefined() || (args.get_or(1, Value(false)).truthy() && !v.truthy());
-         return use_default ? args.get_or(0, Value("")) : v;
-       }},
-      {"list", [](const Value& v, const CallArgs& a) { no_call_args("list", a);
-         return Value(iterate(v)); }},
-      {"reverse", [](const Value& v, const CallArgs& a) { no_call_args("reverse", a);
-         return reverse_of(v); }},
-      {"items", [](const Value& v, const CallArgs& a) {
-         no_call_args("items", a);
-         if (v.is_undefined()) return Value(ValueList{});
-         if (v.kind() != K::Map) throw EvalError("items(): can only get item pairs from a mapping");
-         return Value(item_pairs(v.map()));
-       }},
-      {"replace", [](const Value& v, const CallArgs& a) {
-         const Args args("replace", a, {"old", "new", "count"});
-         return Value(pystr::replace(v.to_string(), args.get_or(0, Value("")).to_string(),
-                                     args.get_or(1, Value("")).to_string(), args.integer(2, -1)));
-       }},
-      {"int", [](const Value& v, const CallArgs& a) { return to_int(v, Args("int", a, {"default", "base"})); }},
-      {"float", [](const Value& v, const CallArgs& a) { return to_float(v, Args("float", a, {"default"})); }},
-      {"abs", [](const Value& v, const CallArgs& a) {
-         no_call_args("abs", a);
-         if (v.kind() == K::Float) return Value(std::fabs(v.as_float()));
-         if (!v.is_number()) throw EvalError(fmt::format("bad operand type for abs(): '{}'", v.type_name()));
-         if (v.as_int() == INT64_MIN) throw EvalError("integer overflow in abs()");
-         return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
-       }},
-      {"safe", [](const Value& v, const CallArgs& a) { no_call_args("safe", a);
-         return v; }},
-      {"escape", [](const Value& v, const CallArgs& a) { no_call_args("escape", a);
-         return Value(html_escape(v.to_string())); }},
-      {"selectattr", [](const Value& v, const CallArgs& a) { return select_items(v, a, true, true); }},
-      {"rejectattr", [](const Value& v, const CallArgs& a) { return select_items(v, a, true, false); }},
-      {"select", [](const Value& v, const CallArgs& a) { return select_items(v, a, false, true); }},
-      {"reject", [](const Value& v, const CallArgs& a) { return select_items(v, a, false, false); }},
-      {"map", map_items},
-  };
-  return table;
-}
-
-std::string_view filter_alias(std::string_view name) {
-  if (name == "d") return "default";
-  if (name == "e") return "escape";
-  return name;
-}
-
-// ---- tests ----
-
-using TestFn = bool (*)(const Value&, const CallArgs&);
-
-const Value& one_arg(std::string_view test, const CallArgs& a) {
-  if (a.args.size() != 1 || !a.kwargs.empty()) throw EvalError(fmt::format("test '{}' takes one argument", test));
-  return a.args[0];
-}
-
-bool no_args(std::string_view test, const CallArgs& a) {
-  if (!a.args.empty() || !a.kwargs.empty()) throw EvalError(fmt::format("test '{}' takes no arguments", test));
-  return true;
-}
-
-int64_t int_operand(std::string_view test, const Value& v) {
-  if (v.is_undefined()) v.fail_undefined();
-  if (v.kind() != K::Int && v.kind() != K::Bool) {
-    throw EvalError(fmt::format("test '{}' needs an integer, got {}", test, v.type_name()));
-  }
-  return v.as_int();
-}
-
-const std::map<std::string_view, TestFn>& tests() {
-  static const std::map<std::string_view, TestFn> table = {
-      {"defined", [](const Value& v, const CallArgs& a) { return no_args("defined", a) && !v.is_undefined(); }},
-      {"undefined", [](const Value& v, const CallArgs& a) { return no_args("undefined", a) && v.is_undefined(); }},
-      {"none", [](const Value& v, const CallArgs& a) { return no_args("none", a) && v.is_none(); }},
-      {"string", [](const Value& v, const CallArgs& a) { return no_args("string", a) && v.is_string(); }},
-      {"number", [](const Value& v, const CallArgs& a) { return no_args("number", a) && v.is_number(); }},
-      {"integer", [](const Value& v, const CallArgs& a) { return no_args("integer", a) && v.kind() == K::Int; }},
-      {"float", [](const Value& v, const CallArgs& a) { return no_args("float", a) && v.kind() == K::Float; }},
-      {"boolean", [](const Value& v, const CallArgs& a) { return no_args("boolean", a) && v.kind() == K::Bool; }},
-      {"true", [](const Value& v, const CallArgs& a) {
-         return no_args("true", a) && v.kind() == K::Bool && v.as_bool();
-       }},
-      {"false", [](const Value& v, const CallArgs& a) {
-         return no_args("false", a) && v.kind() == K::Bool && !v.as_bool();
-       }},
-      {"mapping", [](const Value& v, const CallArgs& a) { return no_args("mapping", a) && v.kind() == K::Map; }},
-      // Jinja's Undefined is iterable and has len(), so it passes these two.
-      {"iterable", [](const Value& v, const CallArgs& a) {
-         return no_args("iterable", a) &&
-                (v.kind() == K::List || v.kind() == K::Map || v.is_string() || v.is_undefined());
-       }},
-      {"sequence", [](const Value& v, const CallArgs& a) {
-         return no_args("sequence", a) &&
-                (v.kind() == K::List || v.kind() == K::Map || v.is_string() || v.is_undefined());
-       }},
-      {"callable", [](const Value& v, const CallArgs& a) { return no_args("callable", a) && v.kind() == K::Function; }},
-      // value % 2 == 1 and friends, with Python's % (so 2.5 is neither odd nor even).
-      {"odd", [](const Value& v, const CallArgs& a) { return no_args("odd", a) && equals(arith("%", v, Value(2)), Value(1)); }},
-      {"even", [](const Value& v, const CallArgs& a) { return no_args("even", a) && equals(arith("%", v, Value(2)), Value(0)); }},
-      {"divisibleby", [](const Value& v, const CallArgs& a) {
-         return equals(arith("%", v, one_arg("divisibleby", a)), Value(0));
-       }},
-      {"eq", [](const Value& v, const CallArgs& a) { return equals(v, one_arg("eq", a)); }},
-      {"ne", [](const Value& v, const CallArgs& a) { return !equals(v, one_arg("ne", a)); }},
-      {"lt", [](const Value& v, const CallArgs& a) { return compare(v, one_arg("lt", a)) < 0; }},
-      {"le", [](const Value& v, const CallArgs& a) { return compare(v, one_arg("le", a)) <= 0; }},
-      {"gt", [](const Value& v, const CallArgs& a) { return compare(v, one_arg("gt", a)) > 0; }},
-      {"ge", [](const Value& v, const CallArgs& a) { return compare(v, one_arg("ge", a)) >= 0; }},
-      {"in", [](const Value& v, const CallArgs& a) { return contains(one_arg("in", a), v); }},
-      {"sameas", [](const Value& v, const CallArgs& a) {
-         const Value& o = one_arg("sameas", a);
-         if (v.kind() != o.kind()) return false;
-         if (v.identity() || o.identity()) return v.identity() == o.identity();
-         return !v.is_undefined() && equals(v, o);
-       }},
-      // str(value).islower() / .isupper(): some cased character, and all of them in that case.
-      {"lower", [](const Value& v, const CallArgs& a) {
-         const std::string s = v.to_string();
-         return no_args("lower", a) && pystr::lower(s) == s && pystr::upper(s) != s;
-       }},
-      {"upper", [](const Value& v, const CallArgs& a) {
-         const std::string s = v.to_string();
-         return no_args("upper", a) && pystr::upper(s) == s && pystr::lower(s) != s;
-       }},
-      {"filter", [](const Value& v, const CallArgs& a) {
-         return no_args("filter", a) && v.is_string() && is_filter(v.str());
-       }},
-      {"test", [](const Value& v, const CallArgs& a) { return no_args("test", a) && v.is_string() && is_test(v.str()); }},
-  };
-  return table;
-}
-
-std::string_view test_alias(std::string_view name) {
-  static const std::map<std::string_view, std::string_view> aliases = {
-      {"==", "eq"}, {"equalto", "eq"}, {"!=", "ne"}, {"<", "lt"},  {"lessthan", "lt"},
-      {"<=", "le"}, {">", "gt"},       {"greaterthan", "gt"},      {">=", "ge"},
-  };
-  const auto it = aliases.find(name);
-  return it == aliases.end() ? name : it->second;
-}
-
 // ---- globals ----
 
 Value range_fn(const CallArgs& a) {
-  if (!a.kwargs.empty() || a.args.empty() || a.args.size() > 3) throw EvalError("range() takes 1 to 3 integer arguments");
+  if (!a.kwargs.empty() || a.args.empty() || a.args.size() > 3) {
+    throw EvalError("range() takes 1 to 3 integer arguments");
+  }
   std::vector<int64_t> n;
-  for (const Value& v : a.args) n.push_back(int_operand("range", v));
+  for (const Value& v : a.args) {
+    if (v.is_undefined()) v.fail_undefined();
+    if (v.kind() != K::Int && v.kind() != K::Bool) {
+      throw EvalError(fmt::format("range() needs integers, got {}", v.type_name()));
+    }
+    n.push_back(v.as_int());
+  }
   const int64_t start = n.size() == 1 ? 0 : n[0];
   const int64_t stop = n.size() == 1 ? n[0] : n[1];
   const int64_t step = n.size() == 3 ? n[2] : 1;
@@ -632,8 +220,10 @@ Value strftime_now(const CallArgs& a) {
 
 ValueList iterate(const Value& v) {
   switch (v.kind()) {
-    case K::Undefined: return {};
-    case K::List: return v.list();
+    case K::Undefined:
+      return {};
+    case K::List:
+      return v.list();
     case K::Map: {
       ValueList keys;
       for (const auto& kv : v.map()) keys.emplace_back(kv.first);
@@ -645,14 +235,17 @@ ValueList iterate(const Value& v) {
       for (size_t i = 0; i + 1 < off.size(); ++i) chars.emplace_back(v.str().substr(off[i], off[i + 1] - off[i]));
       return chars;
     }
-    default: throw EvalError(fmt::format("'{}' object is not iterable", v.type_name()));
+    default:
+      throw EvalError(fmt::format("'{}' object is not iterable", v.type_name()));
   }
 }
 
 Value get_attr(const Value& obj, std::string_view name) {
   switch (obj.kind()) {
-    case K::Undefined: obj.fail_undefined();
-    case K::String: return str_method(name, obj);
+    case K::Undefined:
+      obj.fail_undefined();
+    case K::String:
+      return str_method(name, obj);
     case K::Map:
       if (is_dict_method(name)) return dict_method(name, obj);
       if (const Value* v = obj.map().find(name)) return *v;
@@ -660,7 +253,8 @@ Value get_attr(const Value& obj, std::string_view name) {
     case K::Namespace:
       if (const Value* v = obj.ns_attrs().find(name)) return *v;
       return Value::undefined(fmt::format("'Namespace' object has no attribute '{}'", name));
-    default: return Value::undefined(fmt::format("'{}' object has no attribute '{}'", obj.type_name(), name));
+    default:
+      return Value::undefined(fmt::format("'{}' object has no attribute '{}'", obj.type_name(), name));
   }
 }
 
@@ -677,7 +271,8 @@ Value get_item(const Value& obj, const Value& key) {
     }
     if (obj.kind() == K::List) return obj.list()[static_cast<size_t>(i)];
     const std::vector<size_t> off = pystr::codepoint_offsets(obj.str());
-    return Value(obj.str().substr(off[static_cast<size_t>(i)], off[static_cast<size_t>(i) + 1] - off[static_cast<size_t>(i)]));
+    return Value(
+        obj.str().substr(off[static_cast<size_t>(i)], off[static_cast<size_t>(i) + 1] - off[static_cast<size_t>(i)]));
   }
   if (obj.kind() == K::Map && key.is_string()) {
     if (const Value* v = obj.map().find(key.str())) return *v;
@@ -698,7 +293,8 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
   if (st && *st == 0) throw EvalError("slice step cannot be zero");
   if (obj.kind() == K::List) {
     ValueList out;
-    for (int64_t i : pystr::slice_positions(static_cast<int64_t>(obj.list().size()), bound(start), bound(stop), st.value_or(1))) {
+    for (int64_t i :
+         pystr::slice_positions(static_cast<int64_t>(obj.list().size()), bound(start), bound(stop), st.value_or(1))) {
       out.push_back(obj.list()[static_cast<size_t>(i)]);
     }
     return obj.is_tuple() ? Value::tuple(std::move(out)) : Value(std::move(out));
@@ -717,50 +313,11 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
   throw EvalError(fmt::format("'{}' object is not subscriptable", obj.type_name()));
 }
 
-bool is_filter(std::string_view name) { return filters().count(filter_alias(name)) != 0; }
-
-bool is_test(std::string_view name) { return tests().count(test_alias(name)) != 0; }
-
-bool is_jinja_filter(std::string_view name) {
-  static const char* const names[] = {
-      "abs",   "attr",      "batch",  "capitalize", "center",  "count",      "d",          "default", "dictsort",
-      "e",     "escape",    "filesizeformat", "first", "float", "forceescape", "format",   "groupby", "indent",
-      "int",   "items",     "join",   "last",       "length",  "list",       "lower",      "map",     "max",
-      "min",   "pprint",    "random", "reject",     "rejectattr", "replace", "reverse",    "round",   "safe",
-      "select", "selectattr", "slice", "sort",      "string",  "striptags",  "sum",        "title",   "tojson",
-      "trim",  "truncate",  "unique", "upper",      "urlencode", "urlize",   "wordcount",  "wordwrap", "xmlattr"};
-  return std::find(std::begin(names), std::end(names), name) != std::end(names);
-}
-
-bool is_jinja_test(std::string_view name) {
-  static const char* const names[] = {
-      "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter",
-      "float", "ge", "greaterthan", "gt", "in", "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping",
-      "ne", "none", "number", "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper",
-      "==", "!=", "<", "<=", ">", ">="};
-  return std::find(std::begin(names), std::end(names), name) != std::end(names);
-}
-
-Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) {
-  const auto it = filters().find(filter_alias(name));
-  if (it == filters().end()) {
-    throw EvalError(fmt::format("{} filter '{}'", is_jinja_filter(name) ? "unsupported" : "unknown", name));
-  }
-  return it->second(v, args);
-}
-
-bool apply_test(std::string_view name, const Value& v, const CallArgs& args) {
-  const auto it = tests().find(test_alias(name));
-  if (it == tests().end()) {
-    throw EvalError(fmt::format("{} test '{}'", is_jinja_test(name) ? "unsupported" : "unknown", name));
-  }
-  return it->second(v, args);
-}
-
 Value lookup_global(std::string_view name) {
   if (name == "range") return Value::function("range", range_fn);
   if (name == "namespace") {
-    return Value::function("namespace", [](const CallArgs& a) { return Value::make_namespace(map_from_args("namespace", a)); });
+    return Value::function("namespace",
+                           [](const CallArgs& a) { return Value::make_namespace(map_from_args("namespace", a)); });
   }
   if (name == "dict") return Value::function("dict", [](const CallArgs& a) { return Value(map_from_args("dict", a)); });
   if (name == "raise_exception") {

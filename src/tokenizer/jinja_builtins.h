@@ -1,6 +1,7 @@
 // Built-ins of the chat-template interpreter: attribute/item lookup with Jinja's rules, the methods of str and
-// dict that templates call (.strip(), .split(), .get(), .items() ...), filters (`| trim`, `| tojson` ...),
-// tests (`is defined`, `is string` ...) and global functions (range, namespace, raise_exception ...).
+// dict that templates call (.strip(), .split(), .get(), .items() ...) and global functions (range, namespace,
+// raise_exception ...) live in jinja_builtins.cc; filters (`| trim`, `| tojson` ...) and tests (`is defined`,
+// `is string` ...) in jinja_filters.cc.
 // Semantics follow Jinja2 3.x as transformers configures it (tojson = json.dumps with ensure_ascii=False).
 // Errors throw EvalError; the renderer adds the template position.
 #pragma once

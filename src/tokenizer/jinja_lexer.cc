@@ -38,17 +38,38 @@ std::string unescape(std::string_view src, std::string_view body, size_t offset)
     }
     const char c = body[++i];
     switch (c) {
-      case 'n': out.push_back('\n'); break;
-      case 't': out.push_back('\t'); break;
-      case 'r': out.push_back('\r'); break;
-      case '\\': out.push_back('\\'); break;
-      case '\'': out.push_back('\''); break;
-      case '"': out.push_back('"'); break;
-      case 'a': out.push_back('\a'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'v': out.push_back('\v'); break;
-      case '\n': break;  // backslash-newline continues the line
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '\'':
+        out.push_back('\'');
+        break;
+      case '"':
+        out.push_back('"');
+        break;
+      case 'a':
+        out.push_back('\a');
+        break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'v':
+        out.push_back('\v');
+        break;
+      case '\n':
+        break;  // backslash-newline continues the line
       case 'x':
       case 'u':
       case 'U': {
@@ -210,8 +231,8 @@ class Lexer {
     while (true) {
       while (p < src_.size() && is_ws(src_[p])) ++p;
       if (p >= src_.size()) {
-        fail_at(src_, start, fmt::format("unterminated tag '{}' (missing '{}')", is_var ? "{{" : "{%",
-                                         is_var ? "}}" : "%}"));
+        fail_at(src_, start,
+                fmt::format("unterminated tag '{}' (missing '{}')", is_var ? "{{" : "{%", is_var ? "}}" : "%}"));
       }
       if (brackets.empty()) {
         const char* close = is_var ? "}}" : "%}";

@@ -5,9 +5,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <initializer_list>
-#include <map>
 
-#include "tokenizer/jinja_builtins.h"
+#include "tokenizer/jinja_analysis.h"
 
 namespace dlx::jinja {
 namespace {
@@ -47,10 +46,14 @@ class Parser {
   [[noreturn]] void fail(const std::string& msg) const { fail_at(src_, cur().offset, msg); }
   std::string describe(const Token& t) const {
     switch (t.type) {
-      case Tok::End: return "end of template";
-      case Tok::Text: return "template text";
-      case Tok::String: return "string literal";
-      default: return "'" + t.text + "'";
+      case Tok::End:
+        return "end of template";
+      case Tok::Text:
+        return "template text";
+      case Tok::String:
+        return "string literal";
+      default:
+        return "'" + t.text + "'";
     }
   }
   void expect_op(std::string_view op) {
@@ -63,7 +66,9 @@ class Parser {
     return n;
   }
   void expect_block_end(std::string_view tag) {
-    if (cur().type != Tok::BlockEnd) fail(fmt::format("expected end of '{}' tag ('%}}'), got {}", tag, describe(cur())));
+    if (cur().type != Tok::BlockEnd) {
+      fail(fmt::format("expected end of '{}' tag ('%}}'), got {}", tag, describe(cur())));
+    }
     advance();
   }
 
@@ -79,8 +84,8 @@ class Parser {
 
   // Parses nodes until a `{% tag %}` with tag in end_tags (consumed up to and including the tag name, which is
   // stored in found). `opener`/`opener_offset` name the enclosing block for the "unclosed" message.
-  NodeList parse_body(std::initializer_list<std::string_view> end_tags, std::string& found,
-                      std::string_view opener, size_t opener_offset) {
+  NodeList parse_body(std::initializer_list<std::string_view> end_tags, std::string& found, std::string_view opener,
+                      size_t opener_offset) {
     DepthGuard guard(*this);
     NodeList body;
     while (true) {
@@ -88,8 +93,8 @@ class Parser {
       switch (t.type) {
         case Tok::End:
           if (end_tags.size() != 0) {
-            fail_at(src_, opener_offset, fmt::format("unclosed '{{% {} %}}' block (missing '{{% {} %}}')", opener,
-                                                     *(end_tags.end() - 1)));
+            fail_at(src_, opener_offset,
+                    fmt::format("unclosed '{{% {} %}}' block (missing '{{% {} %}}')", opener, *(end_tags.end() - 1)));
           }
           return body;
         case Tok::Text: {
@@ -121,7 +126,8 @@ class Parser {
           body.push_back(parse_statement(t.offset));
           break;
         }
-        default: fail(fmt::format("unexpected {}", describe(t)));
+        default:
+          fail(fmt::format("unexpected {}", describe(t)));
       }
     }
   }
@@ -154,8 +160,8 @@ class Parser {
       expect_block_end("endgeneration");
       return n;
     }
-    static const char* const unsupported[] = {"block",  "extends", "include", "import", "from", "call",
-                                              "filter", "with",    "autoescape", "do", "trans"};
+    static const char* const unsupported[] = {"block",  "extends", "include",    "import", "from", "call",
+                                              "filter", "with",    "autoescape", "do",     "trans"};
     for (const char* u : unsupported) {
       if (tag == u) fail(fmt::format("unsupported tag '{}'", tag));
     }
@@ -166,13 +172,13 @@ class Parser {
   std::unique_ptr<Node> parse_if(size_t offset) {
     advance();  // 'if'
     auto n = make_node(NodeKind::If, offset);
-    n->conds.push_back(parse_tuple(true));
+    n->conds.push_back(parse_tuple(false));  // as Jinja: no inline if here
     expect_block_end("if");
     while (true) {
       std::string found;
       n->bodies.push_back(parse_body({"elif", "else", "endif"}, found, "if", offset));
       if (found == "elif") {
-        n->conds.push_back(parse_tuple(true));
+        n->conds.push_back(parse_tuple(false));  // as Jinja: no inline if here
         expect_block_end("elif");
       } else if (found == "else") {
         expect_block_end("else");
@@ -358,9 +364,8 @@ class Parser {
     ExprPtr cmp;
     while (true) {
       std::string op;
-      if (cur().type == Tok::Op &&
-          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == ">" ||
-           cur().text == "<=" || cur().text == ">=")) {
+      if (cur().type == Tok::Op && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
+                                    cur().text == ">" || cur().text == "<=" || cur().text == ">=")) {
         op = cur().text;
         advance();
       } else if (at_name("in")) {
@@ -480,7 +485,8 @@ class Parser {
         if (t.text == "[") return parse_list();
         if (t.text == "{") return parse_dict();
         break;
-      default: break;
+      default:
+        break;
     }
     fail(fmt::format("unexpected {} in expression", describe(t)));
   }
@@ -518,8 +524,8 @@ class Parser {
         if (cur().type == Tok::Int) {  // x.0 is x[0]
           auto item = make_expr(ExprKind::Item, e->offset);
           item->items.push_back(std::move(e));
-          item->items.push_back(literal(Value(static_cast<int64_t>(std::strtoll(cur().text.c_str(), nullptr, 10))),
-                                        cur().offset));
+          item->items.push_back(
+              literal(Value(static_cast<int64_t>(std::strtoll(cur().text.c_str(), nullptr, 10))), cur().offset));
           advance();
           e = std::move(item);
           continue;
@@ -640,126 +646,11 @@ class Parser {
   int loop_depth_ = 0;
 };
 
-// Unknown filter and test names are errors before rendering, except where Jinja only reports them when they
-// run: inside an `if` (its tests and branches) or an inline `x if c else y`, up to the next for loop, macro or
-// set block. Filters and tests that Jinja has but this interpreter lacks are always left to run time, so a
-// branch that is not taken (say, the tools branch of a template) does not stop the rest from rendering.
-class NameChecker {
- public:
-  explicit NameChecker(std::string_view src) : src_(src) {}
-
-  void nodes(const NodeList& list, bool soft) {
-    for (const auto& n : list) node(*n, soft);
-  }
-
- private:
-  void node(const Node& n, bool soft) {
-    switch (n.kind) {
-      case NodeKind::If:
-        for (const auto& c : n.conds) expr(*c, true);
-        for (const auto& b : n.bodies) nodes(b, true);
-        return;
-      case NodeKind::For:
-        expr(*n.expr, soft);
-        if (n.filter) expr(*n.filter, false);
-        for (const auto& b : n.bodies) nodes(b, false);
-        return;
-      case NodeKind::Macro:
-        for (const auto& d : n.defaults) {
-          if (d) expr(*d, false);
-        }
-        nodes(n.bodies[0], false);
-        return;
-      case NodeKind::SetBlock:
-      case NodeKind::Scope: nodes(n.bodies[0], false); return;
-      default:
-        if (n.expr) expr(*n.expr, soft);
-    }
-  }
-
-  void expr(const Expr& e, bool soft) {
-    if (e.kind == ExprKind::Cond) soft = true;
-    if (!soft && e.kind == ExprKind::Filter && !is_filter(e.name) && !is_jinja_filter(e.name)) {
-      fail_at(src_, e.offset, fmt::format("unknown filter '{}'", e.name));
-    }
-    if (!soft && e.kind == ExprKind::Test && !is_test(e.name) && !is_jinja_test(e.name)) {
-      fail_at(src_, e.offset, fmt::format("unknown test '{}'", e.name));
-    }
-    for (const auto& x : e.items) {
-      if (x) expr(*x, soft);
-    }
-    for (const auto& kv : e.kwargs) expr(*kv.second, soft);
-  }
-
-  std::string_view src_;
-};
-
-// Mirrors Jinja's idtracking for the root frame: records, per name, whether it is first loaded or first
-// stored. Loop bodies, macro bodies, set-block bodies and {% generation %} bodies are other frames and are
-// not visited (a for loop contributes only its iterable); names first seen inside an if branch resolve to
-// the render variable, as Jinja's branch merging does.
-class RootSymbols {
- public:
-  void nodes(const NodeList& list, bool in_branch) {
-    for (const auto& n : list) node(*n, in_branch);
-  }
-  std::vector<std::string> undefined_at_start() const {
-    std::vector<std::string> out;
-    for (const auto& [name, undefined] : first_) {
-      if (undefined) out.push_back(name);
-    }
-    return out;
-  }
-
- private:
-  void load(const std::string& name) { first_.emplace(name, false); }
-  void store(const std::string& name, bool in_branch) { first_.emplace(name, !in_branch); }
-
-  void node(const Node& n, bool in_branch) {
-    switch (n.kind) {
-      case NodeKind::Output: expr(*n.expr); return;
-      case NodeKind::If:
-        expr(*n.conds[0]);
-        for (size_t i = 1; i < n.conds.size(); ++i) expr(*n.conds[i]);
-        for (const auto& b : n.bodies) nodes(b, true);
-        return;
-      case NodeKind::For: expr(*n.expr); return;
-      case NodeKind::Set:
-        expr(*n.expr);
-        if (!n.attr.empty()) {
-          load(n.targets[0]);
-        } else {
-          for (const auto& t : n.targets) store(t, in_branch);
-        }
-        return;
-      case NodeKind::SetBlock: store(n.targets[0], in_branch); return;
-      case NodeKind::Macro: store(n.text, in_branch); return;
-      default: return;
-    }
-  }
-
-  void expr(const Expr& e) {
-    if (e.kind == ExprKind::Name) load(e.name);
-    for (const auto& x : e.items) {
-      if (x) expr(*x);
-    }
-    for (const auto& kv : e.kwargs) expr(*kv.second);
-  }
-
-  std::map<std::string, bool> first_;  // name -> first use is an unconditional store
-};
-
 }  // namespace
-
-std::vector<std::string> names_undefined_at_start(const NodeList& root) {
-  RootSymbols symbols;
-  symbols.nodes(root, false);
-  return symbols.undefined_at_start();
-}
 
 NodeList parse(std::string_view source, const std::vector<Token>& tokens) {
   NodeList root = Parser(source, tokens).parse_template();
-  NameChecker(source).nodes(root, false);
+  check_filter_and_test_names(source, root);
   return root;
 }
 

@@ -35,7 +35,7 @@ std::string lower(std::string_view s);
 std::string capitalize(std::string_view s);  // first code point upper-cased, the rest lower-cased
 std::string title(std::string_view s);       // str.title(): a cased letter after an uncased one goes upper
 
-std::string repr(std::string_view s);        // Python repr() of a str: 'it' or "it's", with escapes
+std::string repr(std::string_view s);  // Python repr() of a str: 'it' or "it's", with escapes
 // json.dumps(s, ensure_ascii=...): escapes quotes, backslashes and control characters; with ensure_ascii
 // also every non-ASCII code point.
 std::string json_quote(std::string_view s, bool ensure_ascii);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "tokenizer/jinja_analysis.h"
 #include "tokenizer/jinja_builtins.h"
 #include "tokenizer/jinja_lexer.h"
 #include "tokenizer/jinja_parser.h"
@@ -9,7 +10,7 @@
 namespace dlx::jinja {
 namespace {
 
-constexpr int kMaxCallDepth = 100;                  // macro recursion
+constexpr int kMaxCallDepth = 100;                   // macro recursion
 constexpr size_t kMaxOutputBytes = size_t{1} << 26;  // a prompt is never near this; a runaway loop is
 
 // Variables of one scope; lookups fall back to the parent (enclosing block, then the render's variables).
@@ -59,26 +60,39 @@ class Renderer {
   Flow exec(const Node& n, const ScopePtr& scope, std::string& out) {
     try {
       switch (n.kind) {
-        case NodeKind::Text: append(out, n.text); return Flow::Normal;
-        case NodeKind::Output: append(out, eval(*n.expr, scope).to_string()); return Flow::Normal;
+        case NodeKind::Text:
+          append(out, n.text);
+          return Flow::Normal;
+        case NodeKind::Output:
+          append(out, eval(*n.expr, scope).to_string());
+          return Flow::Normal;
         case NodeKind::If:
           for (size_t i = 0; i < n.conds.size(); ++i) {
             if (eval(*n.conds[i], scope).truthy()) return exec_list(n.bodies[i], scope, out);
           }
           if (n.bodies.size() > n.conds.size()) return exec_list(n.bodies.back(), scope, out);
           return Flow::Normal;
-        case NodeKind::For: exec_for(n, scope, out); return Flow::Normal;
-        case NodeKind::Set: exec_set(n, scope); return Flow::Normal;
+        case NodeKind::For:
+          exec_for(n, scope, out);
+          return Flow::Normal;
+        case NodeKind::Set:
+          exec_set(n, scope);
+          return Flow::Normal;
         case NodeKind::SetBlock: {
           std::string captured;
           exec_list(n.bodies[0], scope, captured);
           scope->vars.set(n.targets[0], Value(std::move(captured)));
           return Flow::Normal;
         }
-        case NodeKind::Macro: define_macro(n, scope); return Flow::Normal;
-        case NodeKind::Break: return Flow::Break;
-        case NodeKind::Continue: return Flow::Continue;
-        case NodeKind::Scope: return exec_list(n.bodies[0], scope, out);
+        case NodeKind::Macro:
+          define_macro(n, scope);
+          return Flow::Normal;
+        case NodeKind::Break:
+          return Flow::Break;
+        case NodeKind::Continue:
+          return Flow::Continue;
+        case NodeKind::Scope:
+          return exec_list(n.bodies[0], scope, out);
       }
     } catch (const EvalError& e) {
       fail_at(src_, n.offset, e.what());
@@ -123,9 +137,9 @@ class Renderer {
     if (k > 0) loop.set("previtem", items[i - 1]);
     if (k + 1 < n) loop.set("nextitem", items[i + 1]);
     loop.set("cycle", Value::function("cycle", [i](const CallArgs& a) {
-      if (a.args.empty()) throw EvalError("loop.cycle() needs at least one argument");
-      return a.args[i % a.args.size()];
-    }));
+               if (a.args.empty()) throw EvalError("loop.cycle() needs at least one argument");
+               return a.args[i % a.args.size()];
+             }));
     return Value(std::move(loop));
   }
 
@@ -160,7 +174,8 @@ class Renderer {
     }
     const Value ns = lookup(scope, n.targets[0]);
     if (ns.kind() != Value::Kind::Namespace) {
-      throw EvalError(fmt::format("cannot assign attribute '{}' on '{}': it is not a namespace()", n.attr, n.targets[0]));
+      throw EvalError(
+          fmt::format("cannot assign attribute '{}' on '{}': it is not a namespace()", n.attr, n.targets[0]));
     }
     ns.ns_attrs().set(n.attr, std::move(v));
   }
@@ -168,8 +183,8 @@ class Renderer {
   void define_macro(const Node& m, const ScopePtr& scope) {
     macro_scopes_.push_back(scope);
     scope->vars.set(m.text, Value::function(m.text, [this, node = &m, def = scope](const CallArgs& a) {
-      return call_macro(*node, def, a);
-    }));
+                      return call_macro(*node, def, a);
+                    }));
   }
 
   Value call_macro(const Node& m, const ScopePtr& def, const CallArgs& a) {
@@ -179,7 +194,10 @@ class Renderer {
     }
     const ScopePtr s = child_of(def);
     std::vector<bool> given(m.targets.size(), false);
-    for (size_t i = 0; i < a.args.size(); ++i) s->vars.set(m.targets[i], a.args[i]), given[i] = true;
+    for (size_t i = 0; i < a.args.size(); ++i) {
+      s->vars.set(m.targets[i], a.args[i]);
+      given[i] = true;
+    }
     for (const auto& [key, v] : a.kwargs) {
       const auto it = std::find(m.targets.begin(), m.targets.end(), key);
       if (it == m.targets.end()) throw EvalError(fmt::format("macro '{}' takes no keyword argument '{}'", m.text, key));
@@ -190,8 +208,9 @@ class Renderer {
     }
     for (size_t i = 0; i < m.targets.size(); ++i) {
       if (given[i]) continue;
-      s->vars.set(m.targets[i], m.defaults[i] ? eval(*m.defaults[i], s)
-                                              : Value::undefined(fmt::format("parameter '{}' was not provided", m.targets[i])));
+      s->vars.set(m.targets[i], m.defaults[i]
+                                    ? eval(*m.defaults[i], s)
+                                    : Value::undefined(fmt::format("parameter '{}' was not provided", m.targets[i])));
     }
     ++call_depth_;
     std::string out;
@@ -230,8 +249,10 @@ class Renderer {
 
   Value eval_inner(const Expr& e, const ScopePtr& scope) {
     switch (e.kind) {
-      case ExprKind::Literal: return e.value;
-      case ExprKind::Name: return lookup(scope, e.name);
+      case ExprKind::Literal:
+        return e.value;
+      case ExprKind::Name:
+        return lookup(scope, e.name);
       case ExprKind::List:
       case ExprKind::Tuple: {
         ValueList items;
@@ -247,7 +268,8 @@ class Renderer {
         }
         return Value(std::move(m));
       }
-      case ExprKind::Attr: return get_attr(eval(*e.items[0], scope), e.name);
+      case ExprKind::Attr:
+        return get_attr(eval(*e.items[0], scope), e.name);
       case ExprKind::Item: {
         const Value obj = eval(*e.items[0], scope);
         return get_item(obj, eval(*e.items[1], scope));
@@ -276,9 +298,12 @@ class Renderer {
         const Value v = eval(*e.items[0], scope);
         return Value(apply_test(e.name, v, eval_args(e, 1, scope)) != e.negated);
       }
-      case ExprKind::Unary: return eval_unary(e, scope);
-      case ExprKind::Binary: return eval_binary(e, scope);
-      case ExprKind::Compare: return eval_compare(e, scope);
+      case ExprKind::Unary:
+        return eval_unary(e, scope);
+      case ExprKind::Binary:
+        return eval_binary(e, scope);
+      case ExprKind::Compare:
+        return eval_compare(e, scope);
       case ExprKind::Cond:
         if (eval(*e.items[1], scope).truthy()) return eval(*e.items[0], scope);
         if (e.items[2]) return eval(*e.items[2], scope);

@@ -73,35 +73,52 @@ void Value::fail_undefined() const {
 bool Value::truthy() const {
   switch (kind()) {
     case Kind::Undefined:
-    case Kind::None: return false;
-    case Kind::Bool: return as_bool();
-    case Kind::Int: return as_int() != 0;
-    case Kind::Float: return as_float() != 0.0;
-    case Kind::String: return !str().empty();
-    case Kind::List: return !list().empty();
-    case Kind::Map: return map().size() != 0;
+    case Kind::None:
+      return false;
+    case Kind::Bool:
+      return as_bool();
+    case Kind::Int:
+      return as_int() != 0;
+    case Kind::Float:
+      return as_float() != 0.0;
+    case Kind::String:
+      return !str().empty();
+    case Kind::List:
+      return !list().empty();
+    case Kind::Map:
+      return map().size() != 0;
     case Kind::Namespace:
-    case Kind::Function: return true;
+    case Kind::Function:
+      return true;
   }
   return false;
 }
 
 std::string Value::to_string() const {
   switch (kind()) {
-    case Kind::Undefined: return "";
-    case Kind::String: return str();
-    default: return repr();
+    case Kind::Undefined:
+      return "";
+    case Kind::String:
+      return str();
+    default:
+      return repr();
   }
 }
 
 std::string Value::repr() const {
   switch (kind()) {
-    case Kind::Undefined: return "Undefined";
-    case Kind::None: return "None";
-    case Kind::Bool: return as_bool() ? "True" : "False";
-    case Kind::Int: return std::to_string(as_int());
-    case Kind::Float: return float_repr(as_float());
-    case Kind::String: return pystr::repr(str());
+    case Kind::Undefined:
+      return "Undefined";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return as_bool() ? "True" : "False";
+    case Kind::Int:
+      return std::to_string(as_int());
+    case Kind::Float:
+      return float_repr(as_float());
+    case Kind::String:
+      return pystr::repr(str());
     case Kind::List: {
       std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list().size(); ++i) out += (i ? ", " : "") + list()[i].repr();
@@ -119,7 +136,8 @@ std::string Value::repr() const {
       }
       return out + (kind() == Kind::Map ? "}" : "}>");
     }
-    case Kind::Function: return fmt::format("<function {}>", function_name());
+    case Kind::Function:
+      return fmt::format("<function {}>", function_name());
   }
   return "";
 }
@@ -140,8 +158,10 @@ bool equals(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case K::Undefined:
-    case K::None: return true;
-    case K::String: return a.str() == b.str();
+    case K::None:
+      return true;
+    case K::String:
+      return a.str() == b.str();
     case K::List: {
       const ValueList &x = a.list(), &y = b.list();
       if (a.is_tuple() != b.is_tuple() || x.size() != y.size()) return false;
@@ -158,7 +178,8 @@ bool equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return a.identity() == b.identity();
+    default:
+      return a.identity() == b.identity();
   }
 }
 
@@ -198,7 +219,7 @@ constexpr size_t kMaxBuiltSize = size_t{1} << 26;
 }
 
 Value repeat(const Value& seq, int64_t n) {
-  if (n <= 0) return seq.is_string() ? Value(std::string()) : Value(ValueList{});
+  if (n <= 0) return seq.is_string() ? Value(std::string()) : seq.is_tuple() ? Value::tuple({}) : Value(ValueList{});
   const size_t unit = seq.is_string() ? seq.str().size() : seq.list().size();
   if (unit != 0 && static_cast<uint64_t>(n) > kMaxBuiltSize / unit) throw EvalError("repetition result too large");
   if (seq.is_string()) {
@@ -208,7 +229,7 @@ Value repeat(const Value& seq, int64_t n) {
   }
   ValueList out;
   for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq.list().begin(), seq.list().end());
-  return Value(std::move(out));
+  return seq.is_tuple() ? Value::tuple(std::move(out)) : Value(std::move(out));
 }
 
 int64_t floor_div(int64_t a, int64_t b) {
@@ -289,7 +310,8 @@ Value arith(std::string_view op, const Value& a, const Value& b) {
 bool contains(const Value& container, const Value& item) {
   using K = Value::Kind;
   switch (container.kind()) {
-    case K::Undefined: return false;
+    case K::Undefined:
+      return false;
     case K::String:
       if (item.is_undefined()) item.fail_undefined();
       if (!item.is_string()) {
@@ -306,7 +328,8 @@ bool contains(const Value& container, const Value& item) {
         throw EvalError(fmt::format("unhashable type: '{}'", item.type_name()));
       }
       return item.is_string() && container.map().find(item.str()) != nullptr;
-    default: throw EvalError(fmt::format("argument of type '{}' is not iterable", container.type_name()));
+    default:
+      throw EvalError(fmt::format("argument of type '{}' is not iterable", container.type_name()));
   }
 }
 
@@ -345,9 +368,15 @@ void json_encode(const Value& v, const JsonOptions& opt, int level, std::string&
     for (int i = 0; i < lvl; ++i) out += *opt.indent;
   };
   switch (v.kind()) {
-    case K::None: out += "null"; return;
-    case K::Bool: out += v.as_bool() ? "true" : "false"; return;
-    case K::Int: out += std::to_string(v.as_int()); return;
+    case K::None:
+      out += "null";
+      return;
+    case K::Bool:
+      out += v.as_bool() ? "true" : "false";
+      return;
+    case K::Int:
+      out += std::to_string(v.as_int());
+      return;
     case K::Float: {
       const double d = v.as_float();
       if (std::isnan(d)) {
@@ -359,7 +388,9 @@ void json_encode(const Value& v, const JsonOptions& opt, int level, std::string&
       }
       return;
     }
-    case K::String: out += pystr::json_quote(v.str(), opt.ensure_ascii); return;
+    case K::String:
+      out += pystr::json_quote(v.str(), opt.ensure_ascii);
+      return;
     case K::List: {
       const ValueList& l = v.list();
       if (l.empty()) {
@@ -397,7 +428,8 @@ void json_encode(const Value& v, const JsonOptions& opt, int level, std::string&
       out.push_back('}');
       return;
     }
-    default: throw EvalError(fmt::format("Object of type {} is not JSON serializable", v.type_name()));
+    default:
+      throw EvalError(fmt::format("Object of type {} is not JSON serializable", v.type_name()));
   }
 }
 

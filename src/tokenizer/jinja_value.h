@@ -96,10 +96,10 @@ class Value {
   // Identity of shared objects (namespace, function) for `is sameas` and ==.
   const void* identity() const;
 
-  bool truthy() const;               // Python bool(); Undefined is false
-  std::string to_string() const;     // Python str(); Undefined renders as ""
-  std::string repr() const;          // Python repr()
-  std::string type_name() const;     // Python type name for messages: 'int', 'str', 'dict', 'NoneType' ...
+  bool truthy() const;                       // Python bool(); Undefined is false
+  std::string to_string() const;             // Python str(); Undefined renders as ""
+  std::string repr() const;                  // Python repr()
+  std::string type_name() const;             // Python type name for messages: 'int', 'str', 'dict', 'NoneType' ...
   [[noreturn]] void fail_undefined() const;  // throws "'x' is undefined"
 
  private:

@@ -49,9 +49,9 @@ std::string Normalizer::apply(std::string_view s) const {
   if (ascii) return cur;
   for (int form : forms_) {
     utf8proc_uint8_t* dst = nullptr;
-    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(cur.data()),
-                                            static_cast<utf8proc_ssize_t>(cur.size()), &dst,
-                                            static_cast<utf8proc_option_t>(form));
+    const utf8proc_ssize_t n =
+        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(cur.data()), static_cast<utf8proc_ssize_t>(cur.size()),
+                     &dst, static_cast<utf8proc_option_t>(form));
     if (n < 0) fail("normalizing text: {}", utf8proc_errmsg(n));
     cur.assign(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
     std::free(dst);

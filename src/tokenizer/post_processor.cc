@@ -43,8 +43,8 @@ void PostProcessor::parse_into(const json& j, const std::string& where, std::vec
     return;
   }
   if (type != "TemplateProcessing")
-    fail("{}: unsupported post_processor type '{}' (supported: null, ByteLevel, TemplateProcessing, Sequence)",
-         where, type);
+    fail("{}: unsupported post_processor type '{}' (supported: null, ByteLevel, TemplateProcessing, Sequence)", where,
+         type);
   const json specials = j.value("special_tokens", json::object());
   if (!j.contains("single")) fail("{}: TemplateProcessing needs a 'single' template", where);
   const json& single = j["single"];

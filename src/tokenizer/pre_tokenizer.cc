@@ -8,8 +8,7 @@ namespace dlx {
 namespace {
 
 // The GPT-2 pre-tokenization regex that HF's ByteLevel pre-tokenizer uses when use_regex is true.
-constexpr const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 bool bool_field(const nlohmann::json& j, const char* key, bool def, const std::string& where) {
   if (!j.contains(key) || j[key].is_null()) return def;
@@ -51,8 +50,7 @@ void PreTokenizer::parse_step(const nlohmann::json& j, const std::string& where,
     for (const auto& s : j["pretokenizers"]) parse_step(s, where, steps);
   } else if (type == "Split") {
     const std::string behavior = j.value("behavior", std::string("Isolated"));
-    if (behavior != "Isolated")
-      fail("{}: Split behavior '{}' is not supported (only Isolated)", where, behavior);
+    if (behavior != "Isolated") fail("{}: Split behavior '{}' is not supported (only Isolated)", where, behavior);
     if (bool_field(j, "invert", false, where)) fail("{}: Split with invert=true is not supported", where);
     steps.push_back(Step{Step::Split, Regex(split_pattern(j, where), where + ": Split pattern"), false});
   } else if (type == "ByteLevel") {

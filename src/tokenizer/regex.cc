@@ -37,8 +37,8 @@ Regex::Regex(const std::string& pattern, const std::string& where) : where_(wher
   auto code = std::make_shared<Code>();
   int err = 0;
   PCRE2_SIZE err_off = 0;
-  code->p = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                          &err, &err_off, nullptr);
+  code->p = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                          &err_off, nullptr);
   if (!code->p) fail("{}: bad regex at offset {}: {}", where, err_off, pcre2_message(err));
   code->jit = pcre2_jit_compile(code->p, PCRE2_JIT_COMPLETE) == 0;
   code_ = std::move(code);

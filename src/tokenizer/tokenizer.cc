@@ -79,7 +79,8 @@ std::vector<AddedToken> parse_added_tokens(const json& root, const std::string& 
 
 bool parse_decoder(const json& j, const std::string& where) {
   if (j.is_null()) return false;
-  const std::string type = j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+  const std::string type =
+      j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
   if (type == "ByteLevel") return true;
   if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array() && j["decoders"].size() == 1)
     return parse_decoder(j["decoders"][0], where);
@@ -90,8 +91,8 @@ bool parse_decoder(const json& j, const std::string& where) {
 int32_t resolve(const Tokenizer& t, const std::string& token, const char* field, const std::string& dir) {
   if (token.empty()) return -1;
   const int32_t id = t.token_to_id(token);
-  if (id < 0) log_warn("{}: {} '{}' is not in the vocabulary", (fs::path(dir) / "tokenizer_config.json").string(),
-                       field, token);
+  if (id < 0)
+    log_warn("{}: {} '{}' is not in the vocabulary", (fs::path(dir) / "tokenizer_config.json").string(), field, token);
   return id;
 }
 

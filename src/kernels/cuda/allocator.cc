@@ -132,6 +132,11 @@ void DeviceAllocator::empty_cache() {
   free_.clear();
 }
 
+void DeviceAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_active_bytes = stats_.active_bytes;
+}
+
 AllocatorStats DeviceAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;

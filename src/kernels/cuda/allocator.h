@@ -44,6 +44,7 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
   // Frees every cached (unused) activation block.
   void empty_cache();
   AllocatorStats stats() const;
+  void reset_peak();
 
   static size_t round_size(size_t bytes);
 

@@ -450,6 +450,8 @@ CudaMemoryStats cuda_memory_stats(Backend& be) {
   return m;
 }
 
+void cuda_reset_peak(Backend& be) { as_cuda(be).allocator().reset_peak(); }
+
 void cuda_synchronize(Backend& be) { check_cuda(cudaStreamSynchronize(as_cuda(be).stream()), "synchronize"); }
 
 struct CudaEventTimer::Impl {
@@ -490,7 +492,7 @@ void CudaEventTimer::clear() { impl_->used = 0; }
 double cuda_measure_copy_gbps(Backend& be, size_t bytes, int reps) {
   CudaBackend& c = as_cuda(be);
   Tensor a = cuda_random_tensor(be, DType::F32, {int64_t(bytes / 4)}, 7, 0.0f, 1.0f);
-  Tensor b = be.empty(DType::F32, {int64_t(bytes / 4)});
+  Tensor b = cuda_random_tensor(be, DType::F32, {int64_t(bytes / 4)}, 8, 0.0f, 1.0f);
   CudaEventTimer timer(be);
   std::vector<double> ms;
   for (int r = 0; r <= reps; ++r) {

@@ -34,6 +34,8 @@ struct CudaMemoryStats {
 };
 // `be` must be a CUDA backend.
 CudaMemoryStats cuda_memory_stats(Backend& be);
+// Starts a new activation peak measurement (the peak becomes what is in use now).
+void cuda_reset_peak(Backend& be);
 // Waits for every op enqueued so far.
 void cuda_synchronize(Backend& be);
 

@@ -15,7 +15,7 @@ namespace dlx::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what NVIDIA suggests for Hopper
-constexpr int kCandidates = 8;                        // heuristic results timed per shape
+constexpr int kCandidates = 32;                       // heuristic results timed per shape
 
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("cuda matmul: cuBLASLt {} failed ({})", what, cublasLtGetStatusString(s));

@@ -3,7 +3,7 @@
 // times x^T (K x M): the "TN" case, cuBLASLt's fastest layout. bf16 operands accumulate in fp32 (the bias, when
 // given in bf16, is added by the epilogue); fp32 operands (dense --dequant-cache weights) use fp32 compute.
 // Descriptors and the algorithm are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked
-// once per such key by timing the heuristic's top candidates on the call's own operands (at M = 288 the tile
+// once per such key by timing the heuristic's top 32 candidates on the call's own operands (at M = 288 the tile
 // shapes differ by 10-30%); DIFFULEX_CUDA_GEMM_TUNE=0 takes the heuristic's first choice instead.
 #pragma once
 #include <cublasLt.h>

@@ -112,7 +112,8 @@ LinearKind int8_kind(const char* name, const char* family, bool with_g_idx) {
   k.matches = [with_g_idx](const LoadContext& ctx, const LinearSpec& s) {
     const std::string qn = s.prefix + ".qweight";
     return ctx.store.has(qn) && ctx.store.info(qn).dtype == DType::I8 &&
-           ctx.store.has(s.prefix + ".g_idx") == with_g_idx;
+           ctx.store.has(s.prefix + ".g_idx") == with_g_idx &&
+           !(quant_skips_module(ctx.quant, s.prefix) && ctx.store.has(s.prefix + ".weight"));
   };
   k.load = [name](const LoadContext& ctx, const LinearSpec& s) { return load_int8(ctx, s, name); };
   return k;

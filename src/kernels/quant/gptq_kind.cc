@@ -64,10 +64,15 @@ std::unique_ptr<Linear> load_gptq(const LoadContext& ctx, const LinearSpec& s, i
   const bool v1 = !cfg || cfg->checkpoint_format != "gptq_v2";
   const void* qw = qweight.data();
   const void* qz = qzeros.data();
-  PackedWeight w = build_packed_weight(
-      bits, N, K, gs, perm, [&](int64_t k, int64_t n) { return gptq::code(qw, N, bits, k, n); },
-      [&](int64_t g, int64_t n) { return load_as_f32(scales.data(), scales.dtype(), size_t(g * N + n)); },
-      [&](int64_t g, int64_t n) { return gptq::zero(qz, N, bits, g, n, v1); });
+  auto scale = [&](int64_t g, int64_t n) { return load_as_f32(scales.data(), scales.dtype(), size_t(g * N + n)); };
+  auto zero = [&](int64_t g, int64_t n) { return gptq::zero(qz, N, bits, g, n, v1); };
+  PackedWeight w =
+      perm.empty()
+          ? build_packed_weight_from_words(
+                bits, N, K, gs, [&](int64_t j, int64_t n) { return gptq::word(qw, N, j, n); }, scale, zero)
+          : build_packed_weight(
+                bits, N, K, gs, perm, [&](int64_t k, int64_t n) { return gptq::code(qw, N, bits, k, n); }, scale,
+                zero);
   LinearInfo info;
   info.kind = bits == 4 ? "gptq_w4a16" : "gptq_w8a16";
   info.bits = bits;

@@ -32,6 +32,10 @@ inline uint32_t code(const void* qweight, int64_t n_out, int bits, int64_t k, in
   return (load_word(qweight, (k / p) * n_out + n) >> (bits * (k % p))) & ((1u << bits) - 1);
 }
 
+// Word (j, n) of qweight: codes of inputs j*p .. j*p + p - 1 of output n, lowest input in the low bits, which
+// is also how PackedWeight packs a row, so GPTQ without act-order converts by transposing words.
+inline uint32_t word(const void* qweight, int64_t n_out, int64_t j, int64_t n) { return load_word(qweight, j * n_out + n); }
+
 // Zero point of (g, n) of qzeros I32 [G, ceil(N/p)]; v1 adds back the 1 the format subtracted.
 inline uint32_t zero(const void* qzeros, int64_t n_out, int bits, int64_t g, int64_t n, bool v1) {
   const int p = pack_factor(bits);

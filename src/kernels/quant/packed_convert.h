@@ -64,6 +64,42 @@ PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_s
   return w;
 }
 
+// The same when the format already packs codes along K exactly as PackedWeight does (GPTQ without act-order):
+// word(j, n) returns the 32-bit word holding columns j*(32/bits) .. of output n, so conversion is a transpose.
+template <class Word, class Scale, class Zero>
+PackedWeight build_packed_weight_from_words(int bits, int64_t n, int64_t k, int64_t group_size, Word word, Scale scale,
+                                            Zero zero) {
+  PackedWeight w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.group_size = group_size;
+  const int64_t words = w.words_per_row(), G = w.groups();
+  w.qweight = Tensor::zeros(DType::I32, {n, words});
+  w.scales = Tensor::zeros(DType::F32, {n, G});
+  w.zeros = Tensor::zeros(DType::F32, {n, G});
+  uint32_t* qw = w.qweight.data<uint32_t>();
+  float* sc = w.scales.data<float>();
+  float* zs = w.zeros.data<float>();
+  // Tiles of 16 x 16 words: reads along n (how the checkpoint stores them), writes along j, both in cache.
+  constexpr int64_t kTile = 16;
+  parallel_for((n + kTile - 1) / kTile, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n0 = b0 * kTile; n0 < std::min(n, b1 * kTile); n0 += kTile) {
+      const int64_t n1 = std::min(n, n0 + kTile);
+      for (int64_t j0 = 0; j0 < words; j0 += kTile)
+        for (int64_t j = j0; j < std::min(words, j0 + kTile); ++j)
+          for (int64_t r = n0; r < n1; ++r) qw[r * words + j] = word(j, r);
+      for (int64_t r = n0; r < n1; ++r)
+        for (int64_t g = 0; g < G; ++g) {
+          float s = float(scale(g, r));
+          sc[r * G + g] = s;
+          zs[r * G + g] = s * float(zero(g, r));
+        }
+    }
+  });
+  return w;
+}
+
 // Code of kernel column j in row n (kernel order: checkpoint input perm[j]).
 inline uint32_t packed_code(const PackedWeight& w, int64_t n, int64_t j) {
   const int per = 32 / w.bits;

@@ -89,7 +89,9 @@ bool quant_skips_module(const QuantConfig* q, const std::string& prefix) {
 
 std::string quant_layout(const LoadContext& ctx, const LinearSpec& s) {
   const std::string qn = s.prefix + ".qweight";
-  if (!ctx.store.has(qn) || quant_skips_module(ctx.quant, s.prefix)) return "";
+  if (!ctx.store.has(qn)) return "";
+  // A layer the config excludes loads dense when it has a dense weight; a packed-only layer is still packed.
+  if (quant_skips_module(ctx.quant, s.prefix) && ctx.store.has(s.prefix + ".weight")) return "";
   const TensorInfo& ti = ctx.store.info(qn);
   if (ti.dtype == DType::I8) return "";
   if (ctx.quant) return ctx.quant->method;

@@ -36,12 +36,14 @@ class QuantTensorSet {
   std::string prefix_;
 };
 
-// True when `prefix` is listed (as a dotted path or a trailing part of one) in modules_to_not_convert.
+// True when an entry of modules_to_not_convert is a run of whole dotted components of `prefix` ("lm_head",
+// "mlp", "up_proj", "model.layers.0.mlp.up_proj" all match "model.layers.0.mlp.up_proj"; "up" does not).
 bool quant_skips_module(const QuantConfig* q, const std::string& prefix);
 
 // The int32 layout holding spec's qweight: "gptq" or "awq". Decided by ctx.quant->method when the checkpoint has
 // a quantization config, else by the shape (GPTQ [K*b/32, N], AWQ [K, N/8]); "gptq" when neither fits, so the
-// GPTQ loader reports the shape. "" when the layer has no qweight, an int8 one (Diffulex layout) or is excluded.
+// GPTQ loader reports the shape. "" when the layer has no qweight, an int8 one (Diffulex layout), or is listed in
+// modules_to_not_convert and has a dense `.weight` (a listed layer with only packed tensors stays packed).
 std::string quant_layout(const LoadContext& ctx, const LinearSpec& spec);
 
 // GPTQ bits: the config's, else from the qweight rows (K/8 rows: 4, K/4 rows: 8; 4 when neither fits).

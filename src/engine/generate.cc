@@ -1,0 +1,123 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "engine/dream_sampler.h"
+#include "engine/llada_sampler.h"
+#include "tokenizer/chat_template.h"
+
+namespace dlx {
+
+GenerationOptions generation_defaults(const std::string& model_dir) {
+  GenerationOptions o;
+  std::string path = (std::filesystem::path(model_dir) / "generation_config.json").string();
+  if (!std::filesystem::exists(path)) return o;
+  nlohmann::json j = read_json_file(path);
+  auto num = [&](const char* k, auto& field) {
+    if (j.contains(k) && j[k].is_number()) field = j[k].get<std::decay_t<decltype(field)>>();
+  };
+  num("max_new_tokens", o.max_new_tokens);
+  num("steps", o.steps);
+  num("alg_temp", o.alg_temp);
+  num("temperature", o.temperature);
+  num("top_p", o.top_p);
+  num("top_k", o.top_k);
+  if (j.contains("alg") && j["alg"].is_string()) o.alg = j["alg"].get<std::string>();
+  return o;
+}
+
+std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prompt, bool chat) {
+  std::vector<int32_t> ids;
+  bool done = false;
+  if (chat) {
+    if (tok.chat_template().empty()) {
+      log_warn("{}: no chat_template in tokenizer_config.json; using the plain prompt", tok.path());
+    } else {
+      try {
+        const SpecialTokens& sp = tok.special();
+        std::string text = render_chat_template(tok.chat_template(), {{"user", prompt}}, true,
+                                                {{"bos_token", sp.bos_token}, {"eos_token", sp.eos_token}});
+        ids = tok.encode(text, false);
+        done = true;
+      } catch (const Error& e) {
+        log_warn("chat template failed ({}); using the plain prompt", e.what());
+      }
+    }
+  }
+  if (!done) {
+    ids = tok.encode(prompt, false);
+    if (tok.special().add_bos_token && tok.special().bos >= 0 && (ids.empty() || ids[0] != tok.special().bos))
+      ids.insert(ids.begin(), tok.special().bos);
+  }
+  return {ids.begin(), ids.end()};
+}
+
+GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
+                          const GenerationOptions& o, const StepCallback& on_step) {
+  const ModelConfig& c = model.config();
+  check(!prompt_ids.empty(), "the prompt is empty (no tokens to condition on)");
+  check(o.max_new_tokens > 0, "max_new_tokens must be positive, got {}", o.max_new_tokens);
+  check(c.mask_token_id >= 0, "{}/config.json has no mask_token_id; a diffusion model needs one", model.dir());
+  const int64_t P = int64_t(prompt_ids.size());
+  Tensor prompt = Tensor::from_data(DType::I64, {1, P}, prompt_ids.data());
+  // More steps than tokens would only add steps that reveal nothing.
+  const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
+  RowLogitsFn fn = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+    return model.forward(ids, key_mask, rows);
+  };
+  std::vector<int64_t> stops;
+  for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
+    if (id >= 0) stops.push_back(id);
+
+  int steps_run = 0;
+  StepCallback count = [&](int step, int total, int64_t revealed) {
+    steps_run = step + 1;
+    if (on_step) on_step(step, total, revealed);
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  Tensor out;
+  if (c.arch == Arch::Dream) {
+    DreamOptions d;
+    d.max_new_tokens = o.max_new_tokens;
+    d.steps = steps;
+    d.alg = o.alg;
+    d.alg_temp = o.alg_temp;
+    d.temperature = o.temperature;
+    d.top_p = o.top_p;
+    d.top_k = o.top_k;
+    d.seed = o.seed;
+    d.mask_token_id = c.mask_token_id;
+    d.block_length = o.block_length;
+    d.threshold = o.threshold;
+    d.tokens_per_step = o.tokens_per_step;
+    out = dream_generate(fn, prompt, d, count);
+  } else {
+    LladaOptions l;
+    l.gen_length = o.max_new_tokens;
+    l.block_length = o.block_length;
+    l.steps = steps;
+    l.temperature = o.temperature;
+    l.cfg_scale = o.cfg_scale;
+    l.remasking = o.remasking;
+    l.seed = o.seed;
+    l.mask_token_id = c.mask_token_id;
+    l.threshold = o.threshold;
+    l.tokens_per_step = o.tokens_per_step;
+    out = llada_generate(fn, prompt, l, count);
+  }
+  GenerationResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.steps_run = steps_run;
+  r.prompt_ids = prompt_ids;
+  int64_t n = generated_lengths(out, P, stops)[0];
+  const int64_t* row = out.data<int64_t>();
+  r.new_ids.assign(row + P, row + P + n);
+  r.text = tok.decode(std::vector<int32_t>(r.new_ids.begin(), r.new_ids.end()), true);
+  return r;
+}
+
+}  // namespace dlx

@@ -1,0 +1,50 @@
+// Text in, text out: prompt formatting (plain or chat template), the architecture's sampler (Dream or LLaDA)
+// over the model's forward, stop-token truncation and decoding. The CLI and the server call this.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/sampling.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace dlx {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 64;  // Dream: max_new_tokens; LLaDA: gen_length
+  int steps = 0;                // 0: one step per new token
+  int64_t block_length = 0;     // 0: Dream one region; LLaDA one block of max_new_tokens
+  std::string alg = "entropy";  // Dream: origin | maskgit_plus | topk_margin | entropy
+  float alg_temp = 0;
+  float temperature = 0;
+  float top_p = 1;
+  int64_t top_k = 0;
+  std::string remasking = "low_confidence";  // LLaDA: low_confidence | random
+  float cfg_scale = 0;                       // LLaDA
+  float threshold = 0;                       // parallel decoding (Fast-dLLM); 0: off
+  int64_t tokens_per_step = 0;               // fixed tokens per step; 0: off
+  uint64_t seed = 0;
+};
+
+// The checkpoint's generation_config.json (Dream-style fields: max_new_tokens, steps, alg, alg_temp, temperature,
+// top_p, top_k) over the built-in defaults; absent file or fields keep the defaults.
+GenerationOptions generation_defaults(const std::string& model_dir);
+
+struct GenerationResult {
+  std::string text;                 // decoded new tokens, up to the first stop token
+  std::vector<int64_t> prompt_ids;  // what the model saw before the masks
+  std::vector<int64_t> new_ids;     // generated ids, up to the first stop token
+  int steps_run = 0;
+  double seconds = 0;
+};
+
+// Token ids for a prompt: with `chat`, the tokenizer's chat_template renders a single user turn with the
+// generation prompt (a template error falls back to the plain prompt with a warning); plain prompts get the
+// BOS token when tokenizer_config.json asks for it.
+std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prompt, bool chat);
+
+GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
+                          const GenerationOptions& opts, const StepCallback& on_step = {});
+
+}  // namespace dlx
