@@ -64,3 +64,23 @@ TEST(GenerateCli, PlainTextOutputAndErrors) {
 }
 
 }  // namespace dlx
+
+namespace dlx {
+
+// The shipped model's own tokenizer against HF `tokenizers` on held-out KJV lines (testdata/kjv, made by the
+// training script).
+TEST(KjvTokenizer, MatchesHfOnHeldOutLines) {
+  std::ifstream in(test::source_path("testdata/kjv/tokenizer_cases.json"));
+  ASSERT_TRUE(in);
+  nlohmann::json cases = nlohmann::json::parse(in);
+  Tokenizer tok = Tokenizer::load(kModel);
+  ASSERT_GE(cases.size(), 50u);
+  for (const auto& c : cases) {
+    std::vector<int32_t> ids = tok.encode(c["text"].get<std::string>(), false);
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << c["text"];
+    // decode gives the NFC-normalised text back, which encodes to the same ids.
+    EXPECT_EQ(tok.encode(tok.decode(ids), false), ids) << c["text"];
+  }
+}
+
+}  // namespace dlx
