@@ -232,6 +232,13 @@ TEST(ChatTemplateErrors, UnknownFilterTestAndTag) {
   EXPECT_TRUE(Contains(error_of("{% endfor %}"), "unexpected 'endfor' tag"));
 }
 
+TEST(ChatTemplateErrors, UnsupportedFilterFailsOnlyWhenItRuns) {
+  // `indent` is a Jinja filter this interpreter lacks: a branch that is not taken must not stop rendering.
+  const std::string t = "{% if tools %}{{ tools | indent(2) }}{% endif %}ok";
+  EXPECT_EQ(render_chat_template(t, kUserOnly, true, {}), "ok");
+  EXPECT_TRUE(Contains(error_of(t, {{"tools", "x"}}), "unsupported filter 'indent'"));
+}
+
 TEST(ChatTemplateErrors, RaiseExceptionCarriesTheMessage) {
   const std::string t =
       "{% for m in messages %}\n"

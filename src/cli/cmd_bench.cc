@@ -51,7 +51,7 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-bool is_cuda(Backend& be) { return be.device() == Device::CUDA; }
+[[maybe_unused]] bool is_cuda(Backend& be) { return be.device() == Device::CUDA; }
 
 void sync(Backend& be) {
 #ifdef DIFFULEX_HAVE_CUDA
@@ -64,9 +64,11 @@ void sync(Backend& be) {
 // Marks between ops: device events on CUDA, host time on the CPU.
 class OpTimer {
  public:
-  explicit OpTimer(Backend& be) : be_(be) {
+  explicit OpTimer(Backend& be) {
 #ifdef DIFFULEX_HAVE_CUDA
     if (is_cuda(be)) cuda_ = std::make_unique<CudaEventTimer>(be);
+#else
+    (void)be;
 #endif
   }
   void mark() {
@@ -92,7 +94,6 @@ class OpTimer {
   }
 
  private:
-  Backend& be_;
 #ifdef DIFFULEX_HAVE_CUDA
   std::unique_ptr<CudaEventTimer> cuda_;
 #endif

@@ -41,6 +41,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--threshold", o->threshold, "Parallel decoding: reveal every position with confidence > threshold");
   cmd->add_option("--tokens-per-step", o->tokens_per_step, "Reveal this many tokens per step");
   cmd->add_option("--seed", o->seed, "Random seed");
+  cmd->add_option("--cache", o->cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)");
   cmd->add_option("--device", a->device, "cpu | cuda");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--linear-attn-weight-dtype", a->attn, "Force the attention linears' kind: bf16 | gptq | awq");
@@ -66,6 +67,7 @@ void add_generate_command(CLI::App& app) {
     take("--threshold", opts.threshold, a->o.threshold);
     take("--tokens-per-step", opts.tokens_per_step, a->o.tokens_per_step);
     take("--seed", opts.seed, a->o.seed);
+    take("--cache", opts.cache, a->o.cache);
     if (a->threads > 0) set_num_threads(a->threads);
 
     auto t0 = std::chrono::steady_clock::now();

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   dlx::cli::add_random_model_command(app);
   dlx::cli::add_tokenize_command(app);
   dlx::cli::add_bench_command(app);
+  dlx::cli::add_quantize_command(app);
+  dlx::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -56,6 +56,42 @@ std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prom
   return {ids.begin(), ids.end()};
 }
 
+namespace {
+
+// The logits callback with a block KV cache. Blocks are [P + j*block, P + (j+1)*block) (one block over the whole
+// generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
+// recompute a window: prefix = [block start, L), dual = [block start, block end). Dream reads the logits of
+// position p - 1 for position p, so a window also reaches back to the lowest row asked for.
+class CachedLogits {
+ public:
+  CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift)
+      : m_(m), dual_(mode == "dual"), P_(prompt_len), block_(block), shift_(shift) {}
+
+  Tensor operator()(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+    const int64_t L = ids.dim(1), block = block_ > 0 ? block_ : L - P_;
+    int64_t lo = L, hi = 0;
+    for (int64_t r : rows) lo = std::min(lo, r % L), hi = std::max(hi, r % L + 1);
+    if (rows.empty()) lo = P_, hi = L;
+    const int64_t blk = std::max<int64_t>(0, (lo + shift_ - P_) / block);
+    if (blk != current_ || cache_.empty()) {
+      current_ = blk;
+      return m_.forward_window(ids, key_mask, cache_, 0, L, rows);
+    }
+    const int64_t begin = std::min(P_ + blk * block, lo);
+    const int64_t end = dual_ ? std::min(L, std::max(P_ + (blk + 1) * block, hi)) : L;
+    return m_.forward_window(ids, key_mask, cache_, begin, end, rows);
+  }
+
+ private:
+  Model& m_;
+  bool dual_;
+  int64_t P_, block_, shift_;
+  int64_t current_ = -1;
+  KvCache cache_;
+};
+
+}  // namespace
+
 GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
                           const GenerationOptions& o, const StepCallback& on_step) {
   const ModelConfig& c = model.config();
@@ -66,9 +102,13 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
   Tensor prompt = Tensor::from_data(DType::I64, {1, P}, prompt_ids.data());
   // More steps than tokens would only add steps that reveal nothing.
   const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
+  check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
+        o.cache);
   RowLogitsFn fn = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
     return model.forward(ids, key_mask, rows);
   };
+  if (o.cache != "none")
+    fn = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
   std::vector<int64_t> stops;
   for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
     if (id >= 0) stops.push_back(id);

@@ -25,6 +25,10 @@ struct GenerationOptions {
   float threshold = 0;                       // parallel decoding (Fast-dLLM); 0: off
   int64_t tokens_per_step = 0;               // fixed tokens per step; 0: off
   uint64_t seed = 0;
+  // Block KV cache (Fast-dLLM): "none" recomputes the whole sequence every step; "prefix" refreshes the cache at
+  // the first step of each block and then recomputes only the current block and everything after it; "dual"
+  // recomputes only the current block, reading cached keys/values for the prefix and the suffix.
+  std::string cache = "none";
 };
 
 // The checkpoint's generation_config.json (Dream-style fields: max_new_tokens, steps, alg, alg_temp, temperature,

@@ -71,6 +71,8 @@ LogitRows LogitRows::some(Tensor logits, const Tensor& ids, std::vector<int64_t>
             t.dim(0) == int64_t(rows.size()) && t.dim(1) >= 1,
         "row logits callback returned {} {}, expected host F32 [{}, V]", dtype_name(t.dtype()), shape_str(t.shape()),
         rows.size());
+  for (int64_t row : rows)
+    check(row >= 0 && row < ids.dim(0) * ids.dim(1), "logits row {} outside the {} canvas", row, shape_str(ids.shape()));
   LogitRows r;
   r.vocab_ = t.dim(1);
   r.data_ = std::move(logits);

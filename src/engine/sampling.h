@@ -1,7 +1,7 @@
 // Helpers shared by the diffusion samplers (dream_sampler, llada_sampler): operations on one row of logits
 // over the vocabulary (softmax, top-k / top-p filtering, categorical and Gumbel sampling, confidence
 // measures), the choice of which masked positions to reveal in a step, and stop-token truncation.
-// All functions are pure, single-row and allocation-free unless noted, so callers can run rows in parallel.
+// The row functions keep no state, so callers run positions in parallel.
 #pragma once
 #include <cstdint>
 #include <functional>

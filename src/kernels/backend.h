@@ -12,6 +12,7 @@
 //              bidirectional (no causal mask); Hq must be a multiple of Hkv (grouped-query attention)
 //   silu_mul   gate [T, I], up [T, I]                       -> out [T, I]   out = silu(gate) * up
 //   add        x [..] += y [..]
+//   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
 #pragma once
 #include <memory>
 #include <string>
@@ -45,6 +46,7 @@ class Backend {
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
 };
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.

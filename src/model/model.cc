@@ -107,39 +107,73 @@ Tensor Model::forward(const Tensor& ids, const Tensor& key_mask, const std::vect
   return finish_forward(st, logit_rows);
 }
 
-ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions) {
+ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache* cache,
+                                  int64_t begin, int64_t end) {
   check(ids.dtype() == DType::I64 && ids.rank() == 2, "input_ids must be I64 [batch, length], got {} {}",
         dtype_name(ids.dtype()), shape_str(ids.shape()));
-  const int64_t B = ids.dim(0), L = ids.dim(1), T = B * L;
+  const int64_t B = ids.dim(0), L = ids.dim(1);
   check(B > 0 && L > 0, "input_ids is empty ({})", shape_str(ids.shape()));
   check(!key_mask.defined() || (key_mask.dtype() == DType::U8 && key_mask.shape() == ids.shape()),
         "key mask must be U8 {}", shape_str(ids.shape()));
-  for (int64_t t = 0; t < T; ++t) {
-    int64_t id = ids.data<int64_t>()[t];
-    check(id >= 0 && id < cfg_.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", t / L, t % L,
-          id, cfg_.vocab_size);
-  }
+  if (end < 0) end = L;
+  check(0 <= begin && begin < end && end <= L, "window [{}, {}) is outside the sequence length {}", begin, end, L);
+  check(cache || (begin == 0 && end == L), "a window smaller than the sequence needs a KV cache");
+  const int64_t W = end - begin;
   ForwardState st;
   st.B = B;
   st.L = L;
+  st.begin = begin;
+  st.end = end;
   st.key_mask = key_mask;
-  st.positions = positions;
-  if (!st.positions.defined()) {
-    st.positions = Tensor::zeros(DType::I64, {B, L});
-    for (int64_t t = 0; t < T; ++t) st.positions.data<int64_t>()[t] = t % L;
+  st.cache = cache;
+  // The window's ids and positions (host).
+  Tensor wids = Tensor::zeros(DType::I64, {B, W});
+  st.positions = Tensor::zeros(DType::I64, {B, W});
+  check(!positions.defined() || (positions.dtype() == DType::I64 && positions.numel() == B * L),
+        "positions must be I64 {}", shape_str(ids.shape()));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l = begin; l < end; ++l) {
+      int64_t id = ids.data<int64_t>()[b * L + l];
+      check(id >= 0 && id < cfg_.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", b, l, id,
+            cfg_.vocab_size);
+      wids.data<int64_t>()[b * W + l - begin] = id;
+      st.positions.data<int64_t>()[b * W + l - begin] = positions.defined() ? positions.data<int64_t>()[b * L + l] : l;
+    }
+  if (cache && (cache->B != B || cache->L != L || cache->empty())) {
+    check(begin == 0 && end == L, "the KV cache is empty or sized for another batch: refresh it with the whole sequence");
+    const DType at = backend_->act_dtype();
+    cache->B = B;
+    cache->L = L;
+    cache->k.clear();
+    cache->v.clear();
+    for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+      cache->k.push_back(backend_->empty(at, {B, L, cfg_.num_kv_heads, cfg_.head_dim}));
+      cache->v.push_back(backend_->empty(at, {B, L, cfg_.num_kv_heads, cfg_.head_dim}));
+    }
   }
-  check(st.positions.dtype() == DType::I64 && st.positions.numel() == T, "positions must be I64 {}",
-        shape_str(ids.shape()));
-  st.h = backend_->empty(backend_->act_dtype(), {T, cfg_.hidden_size});
-  backend_->embedding(ids.reshape({T}), embed_, st.h);
+  st.h = backend_->empty(backend_->act_dtype(), {B * W, cfg_.hidden_size});
+  backend_->embedding(wids.reshape({B * W}), embed_, st.h);
   return st;
+}
+
+Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
+                             const std::vector<int64_t>& logit_rows) {
+  ForwardState st = begin_forward(ids, key_mask, {}, &cache, begin, end);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  std::vector<int64_t> rows;
+  for (int64_t r : logit_rows) {
+    int64_t b = r / st.L, l = r % st.L;
+    check(r >= 0 && b < st.B && l >= begin && l < end, "logit row {} is outside the window [{}, {})", r, begin, end);
+    rows.push_back(b * st.width() + l - begin);
+  }
+  return finish_forward(st, rows);
 }
 
 void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
   const DType at = be.act_dtype();
-  const int64_t B = st.B, L = st.L, T = B * L;
+  const int64_t B = st.B, L = st.width(), T = B * L;  // L: tokens per row in this pass (the window)
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
   const float eps = float(c.rms_norm_eps);
   const LayerWeights& lw = layers_[size_t(layer)];
@@ -160,7 +194,21 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
   lin(LinearRole::V, x, v);
   be.rope(q, st.positions, c.rope_theta);
   be.rope(k, st.positions, c.rope_theta);
-  be.attention(q, k, v, mask, att);
+  if (st.cache) {
+    // Write the window's keys/values into the cache, then attend to every cached position.
+    Tensor& ck = st.cache->k[size_t(layer)];
+    Tensor& cv = st.cache->v[size_t(layer)];
+    const int64_t full = st.L, row = Hkv * D;
+    for (int64_t b = 0; b < B; ++b) {
+      Tensor dk = ck.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
+      Tensor dv = cv.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
+      be.copy(k.reshape({T, row}).slice_rows(b * L, (b + 1) * L), dk);
+      be.copy(v.reshape({T, row}).slice_rows(b * L, (b + 1) * L), dv);
+    }
+    be.attention(q, ck, cv, mask, att);
+  } else {
+    be.attention(q, k, v, mask, att);
+  }
   lin(LinearRole::O, att.reshape({T, Hq * D}), tmp);
   be.add(h, tmp);
   be.rmsnorm(h, lw.ffn_norm, eps, x);
@@ -173,7 +221,7 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
 
 Tensor Model::finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows) {
   Backend& be = *backend_;
-  const int64_t T = st.B * st.L, H = cfg_.hidden_size;
+  const int64_t T = st.B * st.width(), H = cfg_.hidden_size;
   for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
   Tensor x = be.empty(be.act_dtype(), {T, H});
   be.rmsnorm(st.h, final_norm_, float(cfg_.rms_norm_eps), x);
@@ -189,7 +237,7 @@ Tensor Model::finish_forward(ForwardState& st, const std::vector<int64_t>& logit
   Tensor logits = be.empty(be.act_dtype(), {rows.dim(0), cfg_.vocab_size});
   lm_head_->forward(be, rows, logits);
   Tensor out = be.to_host_f32(logits);
-  return logit_rows.empty() ? out.reshape({st.B, st.L, cfg_.vocab_size}) : out;
+  return logit_rows.empty() ? out.reshape({st.B, st.width(), cfg_.vocab_size}) : out;
 }
 
 void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear) {

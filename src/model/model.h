@@ -30,12 +30,25 @@ struct LoadOptions {
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
 
-// The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head).
-struct ForwardState {
+// Block KV cache (Fast-dLLM's approximate cache for bidirectional models): the keys and values of every
+// position of every layer, [B, L, Hkv, D] each, in the backend's memory. forward_window() recomputes only a
+// window of positions, writes their keys/values into the cache and lets them attend to all L cached positions;
+// the other positions' entries are whatever the last pass that covered them wrote (stale by design).
+struct KvCache {
   int64_t B = 0, L = 0;
-  Tensor h;          // hidden states [B*L, H] in the backend's activation dtype
-  Tensor key_mask;   // U8 [B, L] or undefined
-  Tensor positions;  // I64 [B, L] (host)
+  std::vector<Tensor> k, v;  // one per layer
+  bool empty() const { return k.empty(); }
+};
+
+// The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head).
+// A state covers the window [begin, end) of each of the B rows of length L (W = end - begin tokens each).
+struct ForwardState {
+  int64_t B = 0, L = 0, begin = 0, end = 0;
+  Tensor h;                  // hidden states [B*W, H] in the backend's activation dtype
+  Tensor key_mask;           // U8 [B, L] or undefined
+  Tensor positions;          // I64 [B, W] (host)
+  KvCache* cache = nullptr;  // null: attention over the window itself (which is then the whole sequence)
+  int64_t width() const { return end - begin; }
 };
 
 struct LayerWeights {
@@ -62,7 +75,14 @@ class Model {
   Tensor forward(const Tensor& ids, const Tensor& key_mask = {}, const std::vector<int64_t>& logit_rows = {},
                  const Tensor& positions = {});
 
-  ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {});
+  // The positions [begin, end) of every row, attending to all L positions through `cache` (allocated and filled
+  // on first use: pass begin = 0, end = L to refresh it). `logit_rows` are flat indices b*L + l with l in the
+  // window; returns F32 [R, V] (or [B, W, V] when empty).
+  Tensor forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
+                        const std::vector<int64_t>& logit_rows = {});
+
+  ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {},
+                             KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);
   void run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer = {});
   Tensor finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows = {});
 

@@ -368,14 +368,6 @@ bool no_args(std::string_view test, const CallArgs& a) {
   return true;
 }
 
-int64_t int_operand(std::string_view test, const Value& v) {
-  if (v.is_undefined()) v.fail_undefined();
-  if (v.kind() != K::Int && v.kind() != K::Bool) {
-    throw EvalError(fmt::format("test '{}' needs an integer, got {}", test, v.type_name()));
-  }
-  return v.as_int();
-}
-
 const std::map<std::string_view, TestFn>& tests() {
   static const std::map<std::string_view, TestFn> table = {
       {"defined", [](const Value& v, const CallArgs& a) { return no_args("defined", a) && !v.is_undefined(); }},

@@ -37,6 +37,9 @@ struct Tokenizer::Impl {
   std::string chat_template;
   int32_t vocab_size = 0;
 
+  // Registers the file's added tokens and builds the two matchers.
+  void add_tokens(std::vector<AddedToken> tokens, const std::string& fname);
+
   const AddedToken* added_token(int32_t id) const {
     auto it = added_by_id.find(id);
     return it == added_by_id.end() ? nullptr : &added[it->second];
@@ -96,17 +99,11 @@ int32_t resolve(const Tokenizer& t, const std::string& token, const char* field,
   return id;
 }
 
-}  // namespace
-
-Tokenizer Tokenizer::load(const std::string& path) {
-  fs::path file = path;
-  if (fs::is_directory(file)) file /= "tokenizer.json";
-  if (!fs::exists(file)) fail("{}: no such tokenizer file", file.string());
-  const std::string fname = file.string();
-  // model.vocab and model.merges go straight into `lifted` instead of the document.
-  BpeEntries lifted;
+// Parses tokenizer.json with model.vocab and model.merges moved straight into `lifted` instead of the
+// document (their entries are most of the file).
+json read_lifting_bpe(const std::string& file, BpeEntries& lifted) {
   std::string key1, key2, vocab_key;  // the current keys at depths 1 and 2, and in model.vocab
-  const json root = read_tokenizer_json(fname, [&](int depth, json::parse_event_t ev, json& parsed) {
+  return read_tokenizer_json(file, [&](int depth, json::parse_event_t ev, json& parsed) {
     const bool in_model = depth == 3 && key1 == "model";
     if (ev == json::parse_event_t::key) {
       std::string& k = depth == 1 ? key1 : depth == 2 ? key2 : vocab_key;
@@ -124,6 +121,60 @@ Tokenizer Tokenizer::load(const std::string& path) {
     }
     return true;
   });
+}
+
+}  // namespace
+
+// Ids of added tokens are assigned the way HF's AddedVocabulary does when it reads the file: a token in the
+// model vocabulary keeps that id, any other gets the next free id after the model vocabulary (its number
+// of entries) or after the largest added id. For a consistent file this is the id written in it.
+// A normalized token's content is stored normalized (HF decodes it so).
+void Tokenizer::Impl::add_tokens(std::vector<AddedToken> tokens, const std::string& fname) {
+  int32_t max_added = -1;
+  int moved = 0;  // tokens whose id differs from the file's (warned about once)
+  const int32_t model_count = model.token_count();
+  for (AddedToken& a : tokens) {
+    if (added_by_content.count(a.content)) continue;
+    const std::string file_content = a.content;
+    const int32_t file_id = a.id;
+    if (a.normalized) a.content = normalizer.apply(a.content);
+    int32_t id = model.token_to_id(file_content);
+    if (id < 0)
+      id = max_added < 0 ? model_count : (max_added >= model_count || model_count == 0) ? max_added + 1 : model_count;
+    if (id != file_id && moved++ == 0)
+      log_warn("{}: added token '{}' has id {} in the file but gets id {}, as HF tokenizers assigns it", fname,
+               file_content, file_id, id);
+    a.id = id;
+    max_added = std::max(max_added, id);
+    added_by_content.emplace(file_content, id);
+    added_by_content.emplace(a.content, id);
+    added_by_id.emplace(id, added.size());
+    added.push_back(a);
+  }
+  if (moved > 1) log_warn("{}: {} added tokens in all get ids other than the file's", fname, moved);
+  // Matchers: special tokens first, then the others, each in file order (the order HF builds them in).
+  std::vector<AddedToken> raw, norm;
+  std::vector<std::string> raw_pat, norm_pat;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const AddedToken& a : added) {
+      if (a.special != (pass == 0)) continue;
+      (a.normalized ? norm : raw).push_back(a);
+      (a.normalized ? norm_pat : raw_pat).push_back(a.content);
+    }
+  }
+  raw_matcher = AddedTokenMatcher(std::move(raw), raw_pat);
+  normalized_matcher = AddedTokenMatcher(std::move(norm), norm_pat);
+  vocab_size = model.id_limit();
+  for (const AddedToken& a : added) vocab_size = std::max(vocab_size, a.id + 1);
+}
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  fs::path file = path;
+  if (fs::is_directory(file)) file /= "tokenizer.json";
+  if (!fs::exists(file)) fail("{}: no such tokenizer file", file.string());
+  const std::string fname = file.string();
+  BpeEntries lifted;
+  const json root = read_lifting_bpe(fname, lifted);
   if (!root.is_object()) fail("{}: must be a JSON object", fname);
   if (!root.contains("model")) fail("{}: missing field 'model'", fname);
 
@@ -136,47 +187,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   m.post_processor = PostProcessor::parse(root.value("post_processor", json()), fname + ": post_processor");
   m.byte_level_decoder = parse_decoder(root.value("decoder", json()), fname + ": decoder");
 
-  // Ids of added tokens are assigned the way HF's AddedVocabulary does when it reads the file: a token in the
-  // model vocabulary keeps that id, any other gets the next free id after the model vocabulary (its number
-  // of entries) or after the largest added id. For a consistent file this is the id written in it.
-  // A normalized token's content is stored normalized (HF decodes it so).
-  std::vector<AddedToken> added = parse_added_tokens(root, fname);
-  int32_t max_added = -1;
-  int moved = 0;  // tokens whose id differs from the file's (warned about once)
-  const int32_t model_count = m.model.token_count();
-  for (AddedToken& a : added) {
-    if (m.added_by_content.count(a.content)) continue;
-    const std::string file_content = a.content;
-    const int32_t file_id = a.id;
-    if (a.normalized) a.content = m.normalizer.apply(a.content);
-    int32_t id = m.model.token_to_id(file_content);
-    if (id < 0)
-      id = max_added < 0 ? model_count : (max_added >= model_count || model_count == 0) ? max_added + 1 : model_count;
-    if (id != file_id && moved++ == 0)
-      log_warn("{}: added token '{}' has id {} in the file but gets id {}, as HF tokenizers assigns it", fname,
-               file_content, file_id, id);
-    a.id = id;
-    max_added = std::max(max_added, id);
-    m.added_by_content.emplace(file_content, id);
-    m.added_by_content.emplace(a.content, id);
-    m.added_by_id.emplace(id, m.added.size());
-    m.added.push_back(a);
-  }
-  if (moved > 1) log_warn("{}: {} added tokens in all get ids other than the file's", fname, moved);
-  // Matchers: special tokens first, then the others, each in file order (the order HF builds them in).
-  std::vector<AddedToken> raw, norm;
-  std::vector<std::string> raw_pat, norm_pat;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (const AddedToken& a : m.added) {
-      if (a.special != (pass == 0)) continue;
-      (a.normalized ? norm : raw).push_back(a);
-      (a.normalized ? norm_pat : raw_pat).push_back(a.content);
-    }
-  }
-  m.raw_matcher = AddedTokenMatcher(std::move(raw), raw_pat);
-  m.normalized_matcher = AddedTokenMatcher(std::move(norm), norm_pat);
-  m.vocab_size = m.model.id_limit();
-  for (const AddedToken& a : m.added) m.vocab_size = std::max(m.vocab_size, a.id + 1);
+  m.add_tokens(parse_added_tokens(root, fname), fname);
 
   const std::string dir = file.parent_path().string();
   const TokenizerConfig cfg = load_tokenizer_config(dir.empty() ? "." : dir);

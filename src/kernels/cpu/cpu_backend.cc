@@ -1,6 +1,8 @@
 // The CPU backend: F32 activations in host memory, weights used in place (mmap'd) in their stored dtype.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <cstring>
+
 #include "core/error.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
@@ -28,5 +30,10 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
 }
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) { cpu::silu_mul(gate, up, out); }
 void CpuBackend::add(Tensor& x, const Tensor& y) { cpu::add(x, y); }
+void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+  check(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "copy: {} {} into {} {}", dtype_name(src.dtype()),
+        shape_str(src.shape()), dtype_name(dst.dtype()), shape_str(dst.shape()));
+  std::memcpy(dst.data(), src.data(), src.nbytes());
+}
 
 }  // namespace dlx

@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void add(Tensor& x, const Tensor& y) override;
+  void copy(const Tensor& src, Tensor& dst) override;
 };
 
 }  // namespace dlx

@@ -1,5 +1,6 @@
 #include "kernels/cpu/qmatmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -75,7 +76,7 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
 
   // Act-order: xp[:, j] = x[:, perm[j]], once per call.
   const float* xp = x.data<float>();
-  thread_local std::vector<float> xperm, xsum, xt;
+  thread_local std::vector<float> xperm, xsum, xt, xkm;
   if (w.perm.defined()) {
     xperm.resize(size_t(M * K));
     const int32_t* perm = w.perm.data<int32_t>();
@@ -105,8 +106,31 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
           for (int j = 0; j < 8; ++j) xt[size_t(m * K + b + 8 * i + j)] = xp[m * K + b + per * j + i] * scale;
         }
   }
-  qmatmul_impl::Args a{xp, xsum.data(), blocks ? xt.data() : nullptr, M, K, G, gs, w.bits, reinterpret_cast<const uint32_t*>(w.qweight.data()),
-                       w.words_per_row(), w.scales.data<float>(), w.zeros.data<float>(), y.data<float>(), N};
+  // The AVX2 panel strategy reads x transposed, M padded with zero rows.
+  const bool kmajor = avx2 && M > kQFusedMaxRows;
+  const int64_t Mp = (M + qmatmul_impl::kPanelM - 1) / qmatmul_impl::kPanelM * qmatmul_impl::kPanelM;
+  if (kmajor) {
+    xkm.assign(size_t(K * Mp), 0.0f);
+    for (int64_t k0 = 0; k0 < K; k0 += 64)  // blocks of columns, so the strided writes stay in cache
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = k0; k < std::min(K, k0 + 64); ++k) xkm[size_t(k * Mp + m)] = xp[m * K + k];
+  }
+  qmatmul_impl::Args a{xp,
+                       xsum.data(),
+                       blocks ? xt.data() : nullptr,
+                       kmajor ? xkm.data() : nullptr,
+                       Mp,
+                       M,
+                       K,
+                       G,
+                       gs,
+                       w.bits,
+                       reinterpret_cast<const uint32_t*>(w.qweight.data()),
+                       w.words_per_row(),
+                       w.scales.data<float>(),
+                       w.zeros.data<float>(),
+                       y.data<float>(),
+                       N};
   const int64_t tiles = (N + kPanelRows - 1) / kPanelRows;
   parallel_for(tiles, 4, [&](int64_t t0, int64_t t1) {
     const int64_t n0 = t0 * kPanelRows, n1 = std::min(N, t1 * kPanelRows);

@@ -5,9 +5,11 @@
 //  - fused (M <= kQFusedMaxRows, the small-M steps of diffusion decoding): codes are unpacked in registers and
 //    never stored; per row n and group g,  acc = dot(x_g, q_g)  and  y += s * acc - zs * sum(x_g), with the
 //    per-group sums of x computed once per call. The packed weight is read once per call.
-//  - panel (larger M): kPanelRows output rows are dequantized (s*q - zs) into a per-thread F32 scratch that
-//    stays in cache and multiplied with every row of x by the dense matmul's panel kernel (cpu/matmul.h), so
-//    each group block is unpacked once per call and reused across all rows of x.
+//  - panel (larger M): a few output rows are dequantized (s*q - zs) into a per-thread F32 scratch that stays
+//    in cache and multiplied with every row of x, so each group block is unpacked once per call and reused
+//    across all rows of x. Portable: 4 rows over all of K, through the dense matmul's panel kernel
+//    (cpu/matmul.h). AVX2: 6 rows x 256 columns at a time against x transposed once per call (xkm below) in a
+//    register-blocked 6 x 16 kernel: per k, two loads of x, six broadcast weights, twelve FMAs.
 // Act-order weights (perm defined) gather x[:, perm] once per call. The AVX2 path needs group_size % 8 == 0
 // and 4 or 8 bits; other weights (e.g. group_size 1) take the portable path.
 //
@@ -41,6 +43,8 @@ struct Args {
   const float* x;     // [M, K] in kernel column order
   const float* xsum;  // [M, G] sums of x over each group
   const float* xt;    // [M, K] x in the AVX2 block order above, or null
+  const float* xkm;   // [K, Mp] x transposed (k-major), Mp = M rounded up to 16 with zero rows, or null
+  int64_t mp;
   int64_t M, K, G, group_size;
   int bits;
   const uint32_t* qweight;  // [N, words]
@@ -57,6 +61,8 @@ void rows_avx2(const Args& a, int64_t n0, int64_t n1);
 bool avx2_supports(const PackedWeight& w);
 // Columns per AVX2 fused block: 8 words.
 inline int64_t block_columns(int bits) { return 8 * (32 / bits); }
+// Rows of x per AVX2 panel micro-tile (two ymm); xkm pads M up to a multiple of it.
+constexpr int64_t kPanelM = 16;
 
 }  // namespace qmatmul_impl
 

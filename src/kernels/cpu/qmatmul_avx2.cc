@@ -13,7 +13,6 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/qmatmul.h"
 
 namespace dlx::qmatmul_impl {
@@ -191,35 +190,74 @@ void fused_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
   }
 }
 
-// Dequantizes `rows` output rows from n0 into panel (row-major, stride K): s * q - zs.
+// Dequantizes `rows` (<= kRowsW) output rows from n0, columns [k0, k0 + kc), into w (row stride kColsW): s*q - zs.
+constexpr int kRowsW = 6;
+constexpr int64_t kColsW = 256;
+
 template <int BITS>
-void dequant_panel(const Args& a, int64_t n0, int rows, float* panel, const Unpack<BITS>& unpack) {
-  const int64_t K = a.K, G = a.G, steps = a.group_size / 8;
+void dequant_block(const Args& a, int64_t n0, int rows, int64_t k0, int64_t kc, float* w, const Unpack<BITS>& unpack) {
+  const int64_t G = a.G;
   for (int r = 0; r < rows; ++r) {
     const uint32_t* row = a.qweight + (n0 + r) * a.words;
-    float* out = panel + r * K;
-    for (int64_t g = 0; g < G; ++g) {
-      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]), zv = _mm256_set1_ps(a.zeros[(n0 + r) * G + g]);
-      for (int64_t s = g * steps; s < (g + 1) * steps; ++s)
-        _mm256_storeu_ps(out + s * 8, _mm256_fmsub_ps(unpack(row, s), sv, zv));
+    const float* sc = a.scales + (n0 + r) * G;
+    const float* zs = a.zeros + (n0 + r) * G;
+    for (int64_t k = k0; k < k0 + kc; k += 8) {
+      const int64_t g = k / a.group_size;
+      _mm256_storeu_ps(w + r * kColsW + (k - k0),
+                       _mm256_fmsub_ps(unpack(row, k / 8), _mm256_set1_ps(sc[g]), _mm256_set1_ps(zs[g])));
     }
+  }
+}
+
+// c[r, 0:16] += sum_k w[r, k] * xkm[k, 0:16] for r < 6: two loads of x, six broadcasts and twelve FMAs per k.
+inline void micro_6x16(const float* xkm, int64_t mp, const float* w, int64_t kc, float* c, int64_t ldc) {
+  __m256 acc[kRowsW][2];
+  for (int r = 0; r < kRowsW; ++r) {
+    acc[r][0] = _mm256_loadu_ps(c + r * ldc);
+    acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 x0 = _mm256_loadu_ps(xkm + k * mp), x1 = _mm256_loadu_ps(xkm + k * mp + 8);
+    for (int r = 0; r < kRowsW; ++r) {
+      const __m256 wv = _mm256_broadcast_ss(w + r * kColsW + k);
+      acc[r][0] = _mm256_fmadd_ps(wv, x0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(wv, x1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kRowsW; ++r) {
+    _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+    _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+  }
+}
+
+// The panel strategy: blocks of 6 output rows; per block, 256-column slices are dequantized once and multiplied
+// with all Mp rows of x (16 at a time) into a 6 x Mp scratch of sums, written to y at the end.
+template <int BITS>
+void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
+  thread_local std::vector<float> w, c;
+  w.assign(size_t(kRowsW * kColsW), 0.0f);  // rows past the end of a block stay zero
+  c.resize(size_t(kRowsW * a.mp));
+  for (int64_t n = n0; n < n1; n += kRowsW) {
+    const int rows = int(std::min<int64_t>(kRowsW, n1 - n));
+    if (rows < kRowsW) std::fill(w.begin(), w.end(), 0.0f);
+    std::fill(c.begin(), c.end(), 0.0f);
+    for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
+      const int64_t kc = std::min(kColsW, a.K - k0);
+      dequant_block<BITS>(a, n, rows, k0, kc, w.data(), u);
+      for (int64_t m = 0; m < a.mp; m += kPanelM) micro_6x16(a.xkm + k0 * a.mp + m, a.mp, w.data(), kc, c.data() + m, a.mp);
+    }
+    for (int64_t m = 0; m < a.M; ++m)
+      for (int r = 0; r < rows; ++r) a.y[m * a.ldy + n + r] = c[size_t(r * a.mp + m)];
   }
 }
 
 template <int BITS>
 void rows_bits(const Args& a, int64_t n0, int64_t n1) {
   const Unpack<BITS> u;
-  if (a.M <= kQFusedMaxRows) {
+  if (a.M <= kQFusedMaxRows)
     fused_rows<BITS>(a, n0, n1, u);
-    return;
-  }
-  thread_local std::vector<float> panel;
-  panel.resize(size_t(kPanelRows * a.K));
-  for (int64_t p0 = n0; p0 < n1; p0 += kPanelRows) {
-    const int rows = int(std::min<int64_t>(kPanelRows, n1 - p0));
-    dequant_panel<BITS>(a, p0, rows, panel.data(), u);
-    matmul_impl::panel_avx2(a.x, a.M, a.K, panel.data(), rows, a.y, a.ldy, p0);
-  }
+  else
+    panel_rows<BITS>(a, n0, n1, u);
 }
 
 }  // namespace

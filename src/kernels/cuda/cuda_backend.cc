@@ -279,6 +279,12 @@ class CudaBackend final : public Backend {
     after("matmul_packed");
   }
 
+  void copy(const Tensor& src, Tensor& dst) override {
+    check(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "cuda copy: {} {} into {} {}",
+          dtype_name(src.dtype()), shape_str(src.shape()), dtype_name(dst.dtype()), shape_str(dst.shape()));
+    check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
+  }
+
   void rope(Tensor& x, const Tensor& positions, double theta) override {
     need(x, DType::BF16, "rope", "the input");
     check(x.rank() >= 2, "cuda rope: input {} needs [.., heads, head_dim]", shape_str(x.shape()));

@@ -1,0 +1,191 @@
+#include "quant/awq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace dlx {
+
+std::vector<float> mean_abs_columns(const std::vector<Tensor>& xs) {
+  check(!xs.empty(), "awq: no calibration activations");
+  const int64_t k = xs[0].dim(-1);
+  std::vector<double> sum(static_cast<size_t>(k), 0.0);
+  int64_t rows = 0;
+  for (const Tensor& x : xs) {
+    const int64_t r = x.numel() / k;
+    const float* p = x.data<float>();
+    for (int64_t t = 0; t < r; ++t)
+      for (int64_t c = 0; c < k; ++c) sum[size_t(c)] += std::fabs(double(p[t * k + c]));
+    rows += r;
+  }
+  std::vector<float> out(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) out[size_t(c)] = float(sum[size_t(c)] / double(std::max<int64_t>(rows, 1)));
+  return out;
+}
+
+std::vector<float> awq_weight_mean(const std::vector<const Tensor*>& ws, int64_t group_size) {
+  const int64_t k = ws[0]->dim(1);
+  std::vector<double> sum(static_cast<size_t>(k), 0.0);
+  int64_t rows = 0;
+  for (const Tensor* w : ws) {
+    const int64_t n = w->dim(0);
+    const float* p = w->data<float>();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t g0 = 0; g0 < k; g0 += group_size) {
+        float m = 0;
+        for (int64_t c = g0; c < g0 + group_size; ++c) m = std::max(m, std::fabs(p[r * k + c]));
+        const double inv = 1.0 / (double(m) + 1e-6);
+        for (int64_t c = g0; c < g0 + group_size; ++c) sum[size_t(c)] += std::fabs(double(p[r * k + c])) * inv;
+      }
+    rows += n;
+  }
+  std::vector<float> out(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) out[size_t(c)] = float(sum[size_t(c)] / double(rows));
+  return out;
+}
+
+std::vector<float> awq_candidate_scales(const std::vector<float>& x_mean, const std::vector<float>& w_mean, double r) {
+  std::vector<float> s(x_mean.size(), 1.0f);
+  if (r < 0) return s;
+  double lo = std::numeric_limits<double>::infinity(), hi = 0;
+  std::vector<double> v(x_mean.size());
+  for (size_t c = 0; c < s.size(); ++c) {
+    double x = std::pow(double(x_mean[c]), r) / (std::pow(double(w_mean[c]), 1.0 - r) + 1e-4);
+    if (!std::isfinite(x)) x = 1.0;
+    v[c] = std::max(x, 1e-4);
+    lo = std::min(lo, v[c]);
+    hi = std::max(hi, v[c]);
+  }
+  const double norm = std::sqrt(lo * hi);
+  for (size_t c = 0; c < s.size(); ++c) {
+    double x = v[c] / norm;
+    s[c] = std::isfinite(x) && x > 0 ? float(x) : 1.0f;
+  }
+  return s;
+}
+
+ScaleSearch awq_search_scales(const std::vector<float>& x_mean, const std::vector<float>& w_mean, int n_grid,
+                              const std::function<double(const std::vector<float>&)>& loss) {
+  ScaleSearch best;
+  best.scales = awq_candidate_scales(x_mean, w_mean, -1);
+  best.loss = best.identity_loss = loss(best.scales);
+  for (int g = 0; g < n_grid; ++g) {
+    const double r = double(g) / double(n_grid);
+    std::vector<float> s = awq_candidate_scales(x_mean, w_mean, r);
+    const double l = loss(s);
+    if (l < best.loss) {
+      best.loss = l;
+      best.ratio = r;
+      best.scales = std::move(s);
+    }
+  }
+  return best;
+}
+
+Tensor scale_weight(const Tensor& w, const std::vector<float>& col_mul, const std::vector<float>* row_div) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  Tensor out = Tensor::zeros(DType::F32, {n, k});
+  const float* p = w.data<float>();
+  float* o = out.data<float>();
+  for (int64_t r = 0; r < n; ++r) {
+    const float rd = row_div ? (*row_div)[size_t(r)] : 1.0f;
+    for (int64_t c = 0; c < k; ++c) o[r * k + c] = p[r * k + c] * col_mul[size_t(c)] / rd;
+  }
+  return out;
+}
+
+Tensor fake_quant_scaled(const Tensor& w, const std::vector<float>& s, const QuantScheme& scheme) {
+  const int64_t n = w.dim(0), k = w.dim(1), gs = scheme.group_size;
+  const int maxq = scheme.maxq();
+  Tensor out = Tensor::zeros(DType::F32, {n, k});
+  const float* p = w.data<float>();
+  float* o = out.data<float>();
+  parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(static_cast<size_t>(gs));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t g0 = 0; g0 < k; g0 += gs) {
+        for (int64_t i = 0; i < gs; ++i) buf[size_t(i)] = p[r * k + g0 + i] * s[size_t(g0 + i)];
+        GroupParams gp = find_params(buf.data(), gs, scheme);
+        for (int64_t i = 0; i < gs; ++i) o[r * k + g0 + i] = gp.fake(buf[size_t(i)], maxq) / s[size_t(g0 + i)];
+      }
+  });
+  return out;
+}
+
+namespace {
+
+GroupParams clipped_params(const float* w, int64_t n, float clip, const QuantScheme& s) {
+  float lo = w[0], hi = w[0];
+  for (int64_t i = 1; i < n; ++i) lo = std::min(lo, w[i]), hi = std::max(hi, w[i]);
+  return params_from_range(std::max(lo, -clip), std::min(hi, clip), s);
+}
+
+}  // namespace
+
+std::vector<float> awq_search_clip(const Tensor& w, const std::vector<double>& h, const QuantScheme& scheme, int n_grid,
+                                   double max_shrink) {
+  const int64_t n = w.dim(0), k = w.dim(1), gs = scheme.group_size, G = k / gs;
+  const int maxq = scheme.maxq();
+  const int steps = int(max_shrink * n_grid);
+  // The diagonal blocks of H: the statistics of each group's own inputs.
+  std::vector<float> blocks(size_t(G * gs * gs));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < gs; ++i)
+      for (int64_t j = 0; j < gs; ++j)
+        blocks[size_t((g * gs + i) * gs + j)] = float(h[size_t((g * gs + i) * k + g * gs + j)]);
+  std::vector<float> best(size_t(n * G));
+  const float* p = w.data<float>();
+  parallel_for(n, 4, [&](int64_t r0, int64_t r1) {
+    std::vector<float> d(static_cast<size_t>(gs)), hd(static_cast<size_t>(gs));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* wg = p + r * k + g * gs;
+        const float* hb = blocks.data() + g * gs * gs;
+        float org = 0;
+        for (int64_t i = 0; i < gs; ++i) org = std::max(org, std::fabs(wg[i]));
+        float best_clip = org;
+        double best_err = std::numeric_limits<double>::infinity();
+        for (int st = 0; st < std::max(steps, 1); ++st) {
+          const float clip = org * float(1.0 - double(st) / double(n_grid));
+          GroupParams gp = clipped_params(wg, gs, clip, scheme);
+          for (int64_t i = 0; i < gs; ++i)
+            d[size_t(i)] = gp.fake(std::clamp(wg[i], -clip, clip), maxq) - wg[i];
+          // d^T Hg d with Hg d as a sum of scaled rows (vectorizes; Hg is symmetric).
+          std::fill(hd.begin(), hd.end(), 0.0f);
+          for (int64_t i = 0; i < gs; ++i) {
+            const float* hi = hb + i * gs;
+            const float di = d[size_t(i)];
+            for (int64_t j = 0; j < gs; ++j) hd[size_t(j)] += di * hi[j];
+          }
+          double err = 0;
+          for (int64_t i = 0; i < gs; ++i) err += double(d[size_t(i)]) * double(hd[size_t(i)]);
+          if (err < best_err) best_err = err, best_clip = clip;
+        }
+        best[size_t(r * G + g)] = best_clip;
+      }
+  });
+  return best;
+}
+
+QuantCodes quantize_clipped(const Tensor& w, const std::vector<float>& clip, const QuantScheme& scheme) {
+  const int64_t n = w.dim(0), k = w.dim(1), gs = scheme.group_size, G = k / gs;
+  const int maxq = scheme.maxq();
+  QuantCodes c = make_codes(n, k, scheme);
+  const float* p = w.data<float>();
+  parallel_for(n, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* wg = p + r * k + g * gs;
+        const float cl = clip.empty() ? std::numeric_limits<float>::infinity() : clip[size_t(r * G + g)];
+        GroupParams gp = clipped_params(wg, gs, cl, scheme);
+        set_group(c, g, r, gp);
+        for (int64_t i = 0; i < gs; ++i) c.q[size_t(r * k + g * gs + i)] = uint8_t(gp.code(std::clamp(wg[i], -cl, cl), maxq));
+      }
+  });
+  return c;
+}
+
+}  // namespace dlx

@@ -1,0 +1,156 @@
+#include "quant/checkpoint_writer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace dlx {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+bool is_weight_file(const std::string& name) {
+  auto ends = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+  return ends(".safetensors") || ends(".bin") || ends(".pt") || ends(".pth") || ends(".ckpt") || ends(".index.json") ||
+         ends(".gguf");
+}
+
+bool written_here(const std::string& name) {
+  return name == "config.json" || name == "quantize_config.json" || name == "quant_config.json" ||
+         name.rfind("quantization_metadata_", 0) == 0;
+}
+
+// Removes the temporary directory unless released.
+struct TempDirGuard {
+  fs::path path;
+  bool keep = false;
+  ~TempDirGuard() {
+    if (!keep && !path.empty()) {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  }
+};
+
+std::string json_text(const json& j) { return j.dump(2) + "\n"; }
+
+}  // namespace
+
+int64_t parse_byte_size(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  check(i > 0, "size '{}' must start with a number (e.g. 5GB, 500MB)", s);
+  double v = 0;
+  try {
+    v = std::stod(s.substr(0, i));
+  } catch (...) {
+    fail("size '{}' is not a number with a unit (e.g. 5GB, 500MB)", s);
+  }
+  std::string u;
+  for (size_t j = i; j < s.size(); ++j) u += char(std::toupper(static_cast<unsigned char>(s[j])));
+  double m = 0;
+  if (u.empty() || u == "B") m = 1;
+  else if (u == "KB") m = 1e3;
+  else if (u == "MB") m = 1e6;
+  else if (u == "GB") m = 1e9;
+  else if (u == "KIB") m = 1024.0;
+  else if (u == "MIB") m = 1048576.0;
+  else if (u == "GIB") m = 1073741824.0;
+  else fail("size '{}': unknown unit '{}' (B, KB, MB, GB, KiB, MiB, GiB)", s, u);
+  check(v * m >= 1, "size '{}' must be at least one byte", s);
+  return int64_t(v * m);
+}
+
+void check_output_dir(const std::string& output_dir, const std::string& source_dir, bool overwrite) {
+  check(!output_dir.empty(), "--output-path is empty");
+  std::error_code ec;
+  fs::path out = fs::weakly_canonical(output_dir, ec);
+  fs::path src = fs::weakly_canonical(source_dir, ec);
+  check(out != src, "--output-path {} is the source model directory; write the quantized model elsewhere", output_dir);
+  if (!fs::exists(output_dir)) return;
+  check(fs::is_directory(output_dir), "--output-path {} exists and is not a directory", output_dir);
+  if (fs::is_empty(output_dir)) return;
+  check(overwrite, "--output-path {} exists and is not empty; pass --overwrite to replace it", output_dir);
+}
+
+void write_checkpoint(const CheckpointFiles& f) {
+  check_output_dir(f.output_dir, f.source_dir, f.overwrite);
+  auto cancel_point = [&] {
+    if (f.cancelled && f.cancelled()) fail("interrupted: nothing was written to {}", f.output_dir);
+  };
+  fs::path out = fs::absolute(f.output_dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();
+  fs::path parent = out.parent_path();
+  fs::create_directories(parent);
+  static std::atomic<int> counter{0};
+  TempDirGuard tmp;
+  tmp.path = parent / fmt::format(".{}.tmp-{}-{}", out.filename().string(), ::getpid(), counter++);
+  fs::create_directory(tmp.path);
+
+  // Weights: greedy shards in the given order.
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t cur = 0, total = 0;
+  for (size_t i = 0; i < f.tensors.size(); ++i) {
+    const int64_t b = int64_t(f.tensors[i].second.nbytes());
+    if (cur > 0 && cur + b > f.max_shard_bytes) shards.emplace_back(), cur = 0;
+    shards.back().push_back(i);
+    cur += b;
+    total += b;
+  }
+  const std::map<std::string, std::string> meta{{"format", "pt"}};
+  if (shards.size() == 1) {
+    std::vector<std::pair<std::string, Tensor>> all(f.tensors.begin(), f.tensors.end());
+    write_safetensors((tmp.path / "model.safetensors").string(), all, meta);
+  } else {
+    json index;
+    index["metadata"] = {{"total_size", total}};
+    json map = json::object();
+    for (size_t s = 0; s < shards.size(); ++s) {
+      cancel_point();
+      std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
+      std::vector<std::pair<std::string, Tensor>> part;
+      for (size_t i : shards[s]) {
+        part.push_back(f.tensors[i]);
+        map[f.tensors[i].first] = name;
+      }
+      write_safetensors((tmp.path / name).string(), part, meta);
+    }
+    index["weight_map"] = map;
+    write_file_atomic((tmp.path / "model.safetensors.index.json").string(), json_text(index));
+  }
+  cancel_point();
+  write_file_atomic((tmp.path / "config.json").string(), json_text(f.config));
+  if (!f.quantize_config.is_null())
+    write_file_atomic((tmp.path / "quantize_config.json").string(), json_text(f.quantize_config));
+  if (!f.metadata_name.empty()) write_file_atomic((tmp.path / f.metadata_name).string(), json_text(f.metadata));
+  for (const auto& e : fs::directory_iterator(f.source_dir)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || is_weight_file(name) || written_here(name)) continue;
+    fs::copy_file(e.path(), tmp.path / name, fs::copy_options::overwrite_existing);
+  }
+  cancel_point();
+
+  // Publish: an old output (--overwrite) is moved aside first and removed after the rename.
+  fs::path old;
+  if (fs::exists(out)) {
+    old = parent / fmt::format(".{}.old-{}-{}", out.filename().string(), ::getpid(), counter++);
+    fs::rename(out, old);
+  }
+  std::error_code ec;
+  fs::rename(tmp.path, out, ec);
+  if (ec) {
+    if (!old.empty()) fs::rename(old, out);
+    fail("cannot rename {} to {}: {}", tmp.path.string(), out.string(), ec.message());
+  }
+  tmp.keep = true;
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+}  // namespace dlx

@@ -1,0 +1,212 @@
+// AWQ for one decoder layer (awq.h has the algorithm). The four scaling groups, as AutoAWQ has them for
+// Qwen2/LLaMA blocks:
+//   attention norm -> q, k, v     judged by the attention block output (o_proj kept in float)
+//   v -> o                        judged by o_proj's output; see below for grouped-query attention
+//   MLP norm -> gate, up          judged by the MLP output (down_proj kept in float)
+//   up -> down                    judged by down_proj's output
+// All four searches use the float layer's inputs; then the scales are folded, the clip ranges searched on the
+// scaled weights and the scaled weights quantized.
+//
+// v -> o with grouped-query attention: o_proj's input channel (head h, dim d) is v's output channel
+// (kv head h / (Hq / Hkv), dim d) passed through attention, which is linear in v (its softmax weights sum to 1,
+// so v's bias passes through as well). Dividing v's output channel j by s[j] therefore divides every o input
+// channel fed by j by s[j]: one scale per kv channel, tied over the Hq / Hkv query heads that share it. The
+// search runs on those tied channels (activation and weight means averaged over the heads of a group). AutoAWQ
+// skips this pair whenever v and o differ in shape; with Hq == Hkv the two are the same.
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "quant/awq.h"
+#include "quant/block_eval.h"
+#include "quant/hessian.h"
+#include "quant/layer_quant.h"
+#include "quant/layer_runner.h"
+
+namespace dlx {
+
+using namespace layer_quant;
+
+namespace {
+
+float round_to(DType t, float v) {
+  switch (t) {
+    case DType::F16: return round_to_f16(v);
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
+    default: return v;
+  }
+}
+
+std::vector<float> inverse(const std::vector<float>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = 1.0f / v[i];
+  return o;
+}
+
+// Divides the norm weight by s and rounds it as it will be stored; returns the scale that the stored norm
+// really applies (norm / stored), which is what the weights are multiplied by, so the folding is exact.
+std::vector<float> fold_norm(const std::vector<float>& norm, const std::vector<float>& s, DType dt,
+                             std::vector<float>& stored, const std::string& what) {
+  stored.resize(norm.size());
+  std::vector<float> eff(norm.size());
+  for (size_t c = 0; c < norm.size(); ++c) {
+    stored[c] = round_to(dt, norm[c] / s[c]);
+    check(std::isfinite(stored[c]), "awq: folded {} weight {} / {} overflows {}", what, norm[c], s[c], dtype_name(dt));
+    eff[c] = stored[c] != 0.0f && norm[c] != 0.0f ? norm[c] / stored[c] : s[c];
+  }
+  return eff;
+}
+
+}  // namespace
+
+LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, const QuantSettings& s) {
+  const ModelConfig& c = m.config();
+  Backend& be = m.backend();
+  LayerResult res;
+
+  // Float pass: the four distinct inputs, per chunk.
+  std::array<std::vector<Tensor>, 4> xs;
+  runner.run([&](int64_t, LinearRole r, const Tensor& x) {
+    if (r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
+    Tensor h = be.to_host_f32(x);
+    const int64_t k = h.dim(-1);
+    xs[size_t(input_of(r))].push_back(Tensor::from_data(DType::F32, {h.numel() / k, k}, h.data()));
+  });
+  std::array<std::vector<double>, 4> H;
+  for (size_t i = 0; i < 4; ++i) {
+    HessianAccumulator acc(xs[i][0].dim(1));
+    for (const Tensor& x : xs[i]) acc.add(x.data<float>(), x.dim(0));
+    H[i] = acc.finish();
+  }
+  std::array<Tensor, 7> W, bias;
+  for (LinearRole r : kLinearRoles) {
+    W[size_t(r)] = float_weight(m, layer, r);
+    bias[size_t(r)] = float_bias(m, layer, r);
+  }
+  auto sc = [&](LinearRole r) { return s.scheme(W[size_t(r)].dim(1)); };
+  const Tensor &Wq = W[0], &Wk = W[1], &Wv = W[2], &Wo = W[3], &Wg = W[4], &Wu = W[5], &Wd = W[6];
+
+  // The chunks the two block losses are computed on.
+  const auto& chunks = runner.chunks();
+  size_t nsearch = 0;
+  for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
+    tok += chunks[nsearch].B * chunks[nsearch].L;
+
+  // 1. attention norm -> q, k, v
+  AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2]};
+  std::vector<Tensor> ref_attn;
+  for (size_t i = 0; i < nsearch; ++i) ref_attn.push_back(attention_block(be, c, chunks[i], xs[0][i], fp));
+  ScaleSearch s_attn = awq_search_scales(
+      mean_abs_columns(xs[0]), awq_weight_mean({&Wq, &Wk, &Wv}, sc(LinearRole::Q).group_size), s.awq_grid,
+      [&](const std::vector<float>& sv) {
+        AttnBlockWeights w = fp;
+        w.wq = fake_quant_scaled(Wq, sv, sc(LinearRole::Q));
+        w.wk = fake_quant_scaled(Wk, sv, sc(LinearRole::K));
+        w.wv = fake_quant_scaled(Wv, sv, sc(LinearRole::V));
+        double e = 0, cnt = 0;
+        for (size_t i = 0; i < nsearch; ++i) {
+          e += sum_sq_diff(attention_block(be, c, chunks[i], xs[0][i], w), ref_attn[i]);
+          cnt += double(ref_attn[i].numel());
+        }
+        return e / cnt;
+      });
+
+  // 2. v -> o, one scale per kv channel (tied over the query heads sharing it)
+  const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
+  const bool fold_vo = s.awq_fold_vo && Hkv > 0 && Hq % Hkv == 0;
+  const int64_t rep = fold_vo ? Hq / Hkv : 1;
+  auto expand = [&](const std::vector<float>& sv) {
+    std::vector<float> so(size_t(Hq * D));
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t d = 0; d < D; ++d) so[size_t(h * D + d)] = sv[size_t((h / rep) * D + d)];
+    return so;
+  };
+  auto tie = [&](const std::vector<float>& v) {
+    std::vector<float> t(size_t(Hkv * D), 0.0f);
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t d = 0; d < D; ++d) t[size_t((h / rep) * D + d)] += v[size_t(h * D + d)] / float(rep);
+    return t;
+  };
+  ScaleSearch s_vo;
+  s_vo.scales.assign(size_t(Hkv * D), 1.0f);
+  if (fold_vo)
+    s_vo = awq_search_scales(tie(mean_abs_columns(xs[1])), tie(awq_weight_mean({&Wo}, sc(LinearRole::O).group_size)),
+                             s.awq_grid, [&](const std::vector<float>& sv) {
+                               Tensor eff = fake_quant_scaled(Wo, expand(sv), sc(LinearRole::O));
+                               return sq_output_error(H[1], eff.data<float>(), Wo.data<float>(), Wo.dim(0), Wo.dim(1));
+                             });
+
+  // 3. MLP norm -> gate, up
+  std::vector<Tensor> ref_mlp;
+  for (size_t i = 0; i < nsearch; ++i) ref_mlp.push_back(mlp_block(be, xs[2][i], Wg, Wu, Wd));
+  ScaleSearch s_mlp = awq_search_scales(
+      mean_abs_columns(xs[2]), awq_weight_mean({&Wg, &Wu}, sc(LinearRole::Gate).group_size), s.awq_grid,
+      [&](const std::vector<float>& sv) {
+        Tensor g = fake_quant_scaled(Wg, sv, sc(LinearRole::Gate)), u = fake_quant_scaled(Wu, sv, sc(LinearRole::Up));
+        double e = 0, cnt = 0;
+        for (size_t i = 0; i < nsearch; ++i) {
+          e += sum_sq_diff(mlp_block(be, xs[2][i], g, u, Wd), ref_mlp[i]);
+          cnt += double(ref_mlp[i].numel());
+        }
+        return e / cnt;
+      });
+
+  // 4. up -> down
+  ScaleSearch s_down = awq_search_scales(
+      mean_abs_columns(xs[3]), awq_weight_mean({&Wd}, sc(LinearRole::Down).group_size), s.awq_grid,
+      [&](const std::vector<float>& sv) {
+        Tensor eff = fake_quant_scaled(Wd, sv, sc(LinearRole::Down));
+        return sq_output_error(H[3], eff.data<float>(), Wd.data<float>(), Wd.dim(0), Wd.dim(1));
+      });
+
+  // Fold: norms divided (as stored), linears' input columns multiplied, producers' output rows divided.
+  const std::vector<float> s1 =
+      fold_norm(norm_weight(m, layer, false), s_attn.scales, s.norm_dtype, res.attn_norm, "attention norm");
+  const std::vector<float> s2 =
+      fold_norm(norm_weight(m, layer, true), s_mlp.scales, s.norm_dtype, res.ffn_norm, "MLP norm");
+  const std::vector<float>& sv = s_vo.scales;
+  const std::vector<float> so = expand(sv);
+  const std::vector<float>& sd = s_down.scales;
+  std::array<Tensor, 7> Ws;
+  Ws[0] = scale_weight(Wq, s1);
+  Ws[1] = scale_weight(Wk, s1);
+  Ws[2] = scale_weight(Wv, s1, &sv);
+  Ws[3] = scale_weight(Wo, so);
+  Ws[4] = scale_weight(Wg, s2);
+  Ws[5] = scale_weight(Wu, s2, &sd);
+  Ws[6] = scale_weight(Wd, sd);
+  if (bias[2].defined())
+    for (int64_t i = 0; i < bias[2].numel(); ++i) bias[2].data<float>()[i] /= sv[size_t(i)];
+  const std::array<std::vector<float>, 4> in_scale{s1, so, s2, sd};
+  std::array<std::vector<double>, 4> Hs;
+  for (size_t i = 0; i < 4; ++i) Hs[i] = scale_hessian(H[i], inverse(in_scale[i]));
+
+  // Clip, quantize, measure.
+  for (LinearRole r : kLinearRoles) {
+    const size_t ri = size_t(r);
+    QuantizedLinear& q = res.linears[ri];
+    const QuantScheme scheme = sc(r);
+    const std::vector<double>& hs = Hs[size_t(input_of(r))];
+    const bool clip = r != LinearRole::Q && r != LinearRole::K;
+    q.prefix = linear_prefix(m, layer, r);
+    q.codes = quantize_clipped(Ws[ri], clip ? awq_search_clip(Ws[ri], hs, scheme) : std::vector<float>{}, scheme);
+    q.bias = round_bias_f16(bias[ri]);
+    Tensor d = codes_to_dense(q.codes);
+    q.error = rel_output_error(hs, d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0), Ws[ri].dim(1));
+    Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
+    q.error_rtn = rel_output_error(H[size_t(input_of(r))], rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0),
+                                   W[ri].dim(1));
+    if (input_of(r) == 0) q.input_mul = inverse(s1);
+    if (input_of(r) == 2) q.input_mul = inverse(s2);
+  }
+  auto note = [](const ScaleSearch& ss) {
+    return nlohmann::json{{"ratio", ss.ratio}, {"loss", ss.loss}, {"loss_unscaled", ss.identity_loss}};
+  };
+  res.notes["scales"] = {{"norm_qkv", note(s_attn)}, {"norm_gate_up", note(s_mlp)}, {"up_down", note(s_down)}};
+  if (fold_vo) res.notes["scales"]["v_o"] = note(s_vo);
+  for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[size_t(r)], s);
+  runner.run();
+  return res;
+}
+
+}  // namespace dlx

@@ -1,0 +1,165 @@
+// Shared helpers, RTN and GPTQ per layer (AWQ is in layer_awq.cc).
+#include "quant/layer_quant.h"
+
+#include <fmt/format.h>
+
+#include <iterator>
+#include <optional>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "quant/gptq.h"
+#include "quant/hessian.h"
+#include "quant/layer_runner.h"
+#include "quant/running_linear.h"
+
+namespace dlx {
+
+QuantScheme QuantSettings::scheme(int64_t k) const {
+  QuantScheme q;
+  q.bits = bits;
+  q.group_size = group_size == -1 ? k : group_size;
+  q.sym = sym;
+  q.include_zero = method != "awq" && format != "awq";  // AutoAWQ's min/max ranges for anything AWQ
+  q.min_zero = format == "gptq" && !sym ? 1 : 0;        // GPTQ v1 stores zero - 1
+  return q;
+}
+
+namespace layer_quant {
+
+Tensor float_weight(const Model& m, int64_t layer, LinearRole r) {
+  return m.layers()[size_t(layer)].linear[int(r)]->dequantize();
+}
+
+std::string linear_prefix(const Model& m, int64_t layer, LinearRole r) {
+  return m.layers()[size_t(layer)].linear[int(r)]->spec().prefix;
+}
+
+Tensor float_bias(const Model& m, int64_t layer, LinearRole r) {
+  const std::string name = linear_prefix(m, layer, r) + ".bias";
+  if (!m.store().has(name)) return {};
+  Tensor b = m.store().get(name);
+  Tensor out = Tensor::zeros(DType::F32, {b.numel()});
+  for (int64_t i = 0; i < b.numel(); ++i) out.data<float>()[i] = load_as_f32(b.data(), b.dtype(), size_t(i));
+  return out;
+}
+
+std::vector<float> norm_weight(const Model& m, int64_t layer, bool ffn) {
+  const ArchNames& names = arch_names(m.config().arch);
+  const std::string name =
+      fmt::format(fmt::runtime(names.layer_prefix), layer) + (ffn ? names.ffn_norm : names.attn_norm);
+  Tensor t = m.store().get(name);
+  std::vector<float> v(size_t(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) v[size_t(i)] = load_as_f32(t.data(), t.dtype(), size_t(i));
+  return v;
+}
+
+Tensor round_bias_f16(const Tensor& b) {
+  if (!b.defined()) return {};
+  Tensor out = Tensor::zeros(DType::F32, {b.numel()});
+  for (int64_t i = 0; i < b.numel(); ++i) out.data<float>()[i] = round_to_f16(b.data<float>()[i]);
+  return out;
+}
+
+void install(Model& m, int64_t layer, LinearRole r, const QuantizedLinear& q, const QuantSettings& s) {
+  const Linear& cur = *m.layers()[size_t(layer)].linear[int(r)];
+  m.replace_linear(layer, r,
+                   make_running_linear(m.backend(), m.store(), cur.spec(), q.codes, q.bias, q.input_mul, s.kind()));
+}
+
+}  // namespace layer_quant
+
+using namespace layer_quant;
+
+namespace {
+
+// Hessians of the inputs in `want` (by input_of index), over one run of the layer.
+std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, LayerRunner& runner,
+                                                                  const std::array<bool, 4>& want) {
+  std::array<std::optional<HessianAccumulator>, 4> acc;
+  Backend& be = m.backend();
+  runner.run([&](int64_t, LinearRole r, const Tensor& x) {
+    const int i = input_of(r);
+    // q/k/v and gate/up share an input: take it once, from the first of them.
+    if (!want[size_t(i)] || r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
+    Tensor h = be.to_host_f32(x);
+    const int64_t k = h.dim(-1);
+    if (!acc[size_t(i)]) acc[size_t(i)].emplace(k);
+    acc[size_t(i)]->add(h.data<float>(), h.numel() / k);
+  });
+  return acc;
+}
+
+double rtn_error(const std::vector<double>& h, const Tensor& w, const QuantScheme& sc) {
+  QuantCodes c = rtn_quantize(w.data<float>(), w.dim(0), w.dim(1), sc);
+  Tensor d = codes_to_dense(c);
+  return rel_output_error(h, d.data<float>(), w.data<float>(), w.dim(0), w.dim(1));
+}
+
+}  // namespace
+
+LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, const QuantSettings& s) {
+  LayerResult res;
+  std::array<std::optional<HessianAccumulator>, 4> acc;
+  if (runner) acc = collect_hessians(m, *runner, {true, true, true, true});
+  for (LinearRole r : kLinearRoles) {
+    QuantizedLinear& q = res.linears[int(r)];
+    Tensor w = float_weight(m, layer, r);
+    QuantScheme sc = s.scheme(w.dim(1));
+    q.prefix = linear_prefix(m, layer, r);
+    q.codes = rtn_quantize(w.data<float>(), w.dim(0), w.dim(1), sc);
+    q.bias = round_bias_f16(float_bias(m, layer, r));
+    q.error = q.error_rtn = -1;
+    if (runner) {
+      Tensor d = codes_to_dense(q.codes);
+      std::vector<double> h = acc[size_t(input_of(r))]->finish();
+      q.error = q.error_rtn = rel_output_error(h, d.data<float>(), w.data<float>(), w.dim(0), w.dim(1));
+    }
+  }
+  for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[int(r)], s);
+  if (runner) runner->run();
+  return res;
+}
+
+LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, const QuantSettings& s) {
+  LayerResult res;
+  // True-sequential (AutoGPTQ's default): each group of linears sees the inputs produced by the already
+  // quantized groups before it in the layer.
+  std::vector<std::vector<LinearRole>> groups;
+  if (s.true_sequential)
+    groups = {{LinearRole::Q, LinearRole::K, LinearRole::V}, {LinearRole::O}, {LinearRole::Gate, LinearRole::Up},
+              {LinearRole::Down}};
+  else
+    groups = {std::vector<LinearRole>(std::begin(kLinearRoles), std::end(kLinearRoles))};
+  nlohmann::json damps = nlohmann::json::object();
+  for (const auto& group : groups) {
+    std::array<bool, 4> want{};
+    for (LinearRole r : group) want[size_t(input_of(r))] = true;
+    auto acc = collect_hessians(m, runner, want);
+    for (LinearRole r : group) {
+      QuantizedLinear& q = res.linears[int(r)];
+      Tensor w = float_weight(m, layer, r);
+      const int64_t n = w.dim(0), k = w.dim(1);
+      std::vector<double> h = acc[size_t(input_of(r))]->finish();
+      GptqOptions o;
+      o.scheme = s.scheme(k);
+      o.damp = s.damp;
+      o.act_order = s.desc_act;
+      o.static_groups = s.static_groups;
+      GptqResult g = gptq_quantize(w.data<float>(), n, k, h, o);
+      q.prefix = linear_prefix(m, layer, r);
+      q.codes = std::move(g.codes);
+      q.bias = round_bias_f16(float_bias(m, layer, r));
+      Tensor d = codes_to_dense(q.codes);
+      q.error = rel_output_error(h, d.data<float>(), w.data<float>(), n, k);
+      q.error_rtn = rtn_error(h, w, o.scheme);
+      if (g.damp != s.damp) damps[q.prefix] = g.damp;
+    }
+    for (LinearRole r : group) install(m, layer, r, res.linears[int(r)], s);
+  }
+  if (!damps.empty()) res.notes["raised_damp"] = damps;
+  runner.run();
+  return res;
+}
+
+}  // namespace dlx

@@ -1,0 +1,40 @@
+#include "quant/layer_runner.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace dlx {
+
+LayerRunner::LayerRunner(Model& model, const Tensor& ids, int64_t chunk_tokens) : model_(model) {
+  const int64_t B = ids.dim(0), L = ids.dim(1);
+  const int64_t rows = std::max<int64_t>(1, chunk_tokens / L);
+  for (int64_t b0 = 0; b0 < B; b0 += rows) {
+    const int64_t b1 = std::min(B, b0 + rows);
+    Tensor part = Tensor::from_data(DType::I64, {b1 - b0, L}, ids.data<int64_t>() + b0 * L);
+    chunks_.push_back(model_.begin_forward(part));
+  }
+  tokens_ = B * L;
+}
+
+void LayerRunner::begin(int64_t layer) {
+  layer_ = layer;
+  inputs_.clear();
+  for (auto& st : chunks_) {
+    Tensor h = model_.backend().to_host_f32(st.h);
+    // to_host_f32 may hand back the activation itself (CPU): keep a private copy.
+    inputs_.push_back(Tensor::from_data(DType::F32, h.shape(), h.data()));
+  }
+}
+
+void LayerRunner::run(const LinearObserver& observer) {
+  check(layer_ >= 0, "LayerRunner::run before begin");
+  for (size_t c = 0; c < chunks_.size(); ++c) {
+    // from_host_f32 may alias its argument (CPU) and the layer adds into h in place: give it a copy.
+    Tensor h = Tensor::from_data(DType::F32, inputs_[c].shape(), inputs_[c].data());
+    chunks_[c].h = model_.backend().from_host_f32(h);
+    model_.run_layer(layer_, chunks_[c], observer);
+  }
+}
+
+}  // namespace dlx

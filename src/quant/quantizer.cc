@@ -1,0 +1,302 @@
+#include "quant/quantizer.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/safetensors.h"
+#include "kernels/quant/awq_layout.h"
+#include "kernels/quant/gptq_layout.h"
+#include "kernels/quant/quant_config.h"
+#include "model/model.h"
+#include "quant/checkpoint_writer.h"
+#include "quant/layer_quant.h"
+#include "quant/layer_runner.h"
+
+namespace dlx {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kRoleNames[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+QuantSettings resolve(const QuantizeOptions& o) {
+  QuantSettings s;
+  check(o.format == "gptq" || o.format == "awq", "--quant-format must be gptq or awq (got '{}')", o.format);
+  s.format = o.format;
+  s.method = o.method.empty() ? o.format : o.method;
+  check(s.method == "gptq" || s.method == "awq" || s.method == "rtn", "--method must be gptq, awq or rtn (got '{}')",
+        s.method);
+  if (s.format == "awq")
+    check(o.bits == 4, "--bits {}: the AutoAWQ gemm layout holds 4-bit weights only", o.bits);
+  else
+    check(o.bits == 4 || o.bits == 8, "--bits {}: GPTQ checkpoints here are 4 or 8 bits", o.bits);
+  s.bits = o.bits;
+  check(o.group_size == -1 || o.group_size > 0, "--group-size {} must be positive or -1 (one group per row)",
+        o.group_size);
+  s.group_size = o.group_size;
+  s.sym = o.sym.value_or(s.format == "gptq" && s.method != "awq");
+  check(!o.desc_act || (s.method == "gptq" && s.format == "gptq"),
+        "--desc-act (act-order) needs --method gptq and --quant-format gptq (AWQ has no g_idx)");
+  check(!o.static_groups || s.method == "gptq", "--static-groups is a GPTQ option");
+  s.desc_act = o.desc_act;
+  s.static_groups = o.static_groups;
+  s.true_sequential = o.true_sequential;
+  check(o.damp > 0 && o.damp < 1, "--damp {} must be in (0, 1)", o.damp);
+  s.damp = o.damp;
+  check(o.awq_grid >= 1, "--awq-grid must be at least 1");
+  s.awq_grid = o.awq_grid;
+  s.awq_search_tokens = o.awq_search_tokens;
+  s.awq_fold_vo = o.awq_fold_vo;
+  if (o.dtype == "float16") s.norm_dtype = DType::F16;
+  else if (o.dtype == "bfloat16") s.norm_dtype = DType::BF16;
+  else if (o.dtype == "float32") s.norm_dtype = DType::F32;
+  else fail("--dtype must be float16, bfloat16 or float32 (got '{}')", o.dtype);
+  return s;
+}
+
+void validate_model(const Model& m, const QuantSettings& s) {
+  check(m.quant() == nullptr, "{}: the model is already quantized ({}); quantize a bf16/fp16 checkpoint", m.dir(),
+        m.quant() ? m.quant()->source : "");
+  for (const auto& l : m.layers())
+    for (const auto& lin : l.linear) {
+      const std::string& p = lin->spec().prefix;
+      const int64_t k = lin->in_features(), n = lin->out_features();
+      check(lin->info().group_size == 0, "{}: layer '{}' is already quantized ({})", m.dir(), p, lin->info().kind);
+      check(s.group_size == -1 || k % s.group_size == 0, "--group-size {} does not divide in_features {} of '{}'",
+            s.group_size, k, p);
+      if (s.format == "gptq")
+        check(k % (32 / s.bits) == 0, "'{}': in_features {} is not a multiple of {} ({}-bit GPTQ packs along inputs)",
+              p, k, 32 / s.bits, s.bits);
+      else
+        check(n % 8 == 0, "'{}': out_features {} is not a multiple of 8 (AWQ packs 8 outputs per int32)", p, n);
+    }
+}
+
+Tensor to_f16(const std::vector<float>& v) {
+  Tensor t = Tensor::zeros(DType::F16, {int64_t(v.size())});
+  for (size_t i = 0; i < v.size(); ++i) t.data<uint16_t>()[i] = f32_to_f16(v[i]);
+  return t;
+}
+
+Tensor convert(const Tensor& t, DType dt, const std::string& name) {
+  if (!is_float(t.dtype()) || t.dtype() == DType::F8_E4M3 || t.dtype() == dt) return t;
+  Tensor out = Tensor::zeros(dt, t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = load_as_f32(t.data(), t.dtype(), size_t(i));
+    check(dt != DType::F16 || std::fabs(v) <= 65504.0f || !std::isfinite(v),
+          "tensor '{}' holds {} which does not fit in float16; pass --dtype bfloat16", name, v);
+    switch (dt) {
+      case DType::F16: out.data<uint16_t>()[i] = f32_to_f16(v); break;
+      case DType::BF16: out.data<uint16_t>()[i] = f32_to_bf16(v); break;
+      default: out.data<float>()[i] = v; break;
+    }
+  }
+  return out;
+}
+
+Tensor vector_tensor(const std::vector<float>& v, DType dt, const std::string& name) {
+  return convert(Tensor::from_data(DType::F32, {int64_t(v.size())}, v.data()), dt, name);
+}
+
+// The checkpoint tensors of one quantized linear (FORMATS.md §4 / §5), through the layout helpers.
+void pack_linear(const QuantizedLinear& q, const QuantSettings& s, std::map<std::string, Tensor>& out) {
+  if (s.format == "gptq") {
+    GptqTensors t = pack_gptq(q.codes, /*v1=*/true, DType::F16);
+    out[q.prefix + ".qweight"] = t.qweight;
+    out[q.prefix + ".qzeros"] = t.qzeros;
+    out[q.prefix + ".scales"] = t.scales;
+    out[q.prefix + ".g_idx"] = t.g_idx;
+  } else {
+    AwqTensors t = pack_awq(q.codes, DType::F16);
+    out[q.prefix + ".qweight"] = t.qweight;
+    out[q.prefix + ".qzeros"] = t.qzeros;
+    out[q.prefix + ".scales"] = t.scales;
+  }
+  if (q.bias.defined())
+    out[q.prefix + ".bias"] = to_f16(std::vector<float>(q.bias.data<float>(), q.bias.data<float>() + q.bias.numel()));
+}
+
+json quantization_config(const QuantSettings& s) {
+  if (s.format == "gptq")
+    return {{"quant_method", "gptq"},     {"bits", s.bits},
+            {"group_size", s.group_size}, {"desc_act", s.desc_act},
+            {"sym", s.sym},               {"static_groups", s.static_groups},
+            {"damp_percent", s.damp},     {"true_sequential", s.true_sequential},
+            {"checkpoint_format", "gptq"}, {"model_name_or_path", nullptr},
+            {"model_file_base_name", "model"}};
+  return {{"quant_method", "awq"}, {"bits", s.bits},      {"group_size", s.group_size},
+          {"zero_point", true},    {"version", "gemm"},   {"modules_to_not_convert", nullptr}};
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / double(v.size());
+}
+
+}  // namespace
+
+QuantizeReport quantize_model(const QuantizeOptions& o) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const QuantSettings s = resolve(o);
+  check_output_dir(o.output_path, o.model_path, o.overwrite);
+  LoadOptions lo;
+  lo.device = o.device;
+  std::unique_ptr<Model> m = Model::load(o.model_path, lo);
+  const ModelConfig& cfg = m->config();
+  validate_model(*m, s);
+
+  QuantizeReport rep;
+  rep.method = s.method;
+  rep.format = s.format;
+  rep.output = o.output_path;
+  const bool has_calib = !o.calib.text_path.empty() || !o.calib.ids_path.empty();
+  check(has_calib || s.method == "rtn", "--method {} needs calibration data: --calib-text FILE or --calib-ids FILE",
+        s.method);
+  json calib_json = nullptr;
+  std::unique_ptr<LayerRunner> runner;
+  if (has_calib) {
+    Calibration cal = load_calibration(o.calib, o.model_path, cfg);
+    rep.calib_sequences = cal.ids.dim(0);
+    rep.calib_tokens = cal.ids.numel();
+    log_info("calibration: {} sequences x {} tokens from {} ({} tokens available), mask {} ({} positions masked)",
+             cal.ids.dim(0), cal.ids.dim(1), cal.source, cal.available, cal.mask, cal.masked);
+    calib_json = {{"source", cal.source},         {"sequences", cal.ids.dim(0)}, {"seq_len", cal.ids.dim(1)},
+                  {"tokens_available", cal.available}, {"mask", cal.mask},       {"masked_positions", cal.masked},
+                  {"mask_seed", o.calib.seed}};
+    runner = std::make_unique<LayerRunner>(*m, cal.ids);
+  }
+
+  // Quantize layer by layer; each layer's checkpoint tensors are packed at once (the codes are freed).
+  std::map<std::string, Tensor> quantized;
+  std::map<std::string, Tensor> folded;  // AWQ norms
+  std::set<std::string> replaced;        // source tensor names superseded
+  json layer_notes = json::array();
+  const ArchNames& names = arch_names(cfg.arch);
+  const auto t_quant = std::chrono::steady_clock::now();
+  {
+    Progress bar(fmt::format("quantize ({} {}-bit)", s.method, s.bits), cfg.num_layers);
+    for (int64_t i = 0; i < cfg.num_layers; ++i) {
+      if (o.cancelled && o.cancelled()) fail("interrupted: nothing was written to {}", o.output_path);
+      if (runner) runner->begin(i);
+      LayerResult r = s.method == "gptq"  ? quantize_layer_gptq(*m, i, *runner, s)
+                      : s.method == "awq" ? quantize_layer_awq(*m, i, *runner, s)
+                                          : quantize_layer_rtn(*m, i, runner.get(), s);
+      std::vector<double> e, er;
+      for (LinearRole role : kLinearRoles) {
+        const QuantizedLinear& q = r.linears[int(role)];
+        pack_linear(q, s, quantized);
+        replaced.insert(q.prefix + ".weight");
+        replaced.insert(q.prefix + ".bias");
+        rep.linears.push_back({i, role, q.prefix, q.error, q.error_rtn});
+        e.push_back(q.error);
+        er.push_back(q.error_rtn);
+      }
+      const std::string lp = fmt::format(fmt::runtime(names.layer_prefix), i);
+      if (!r.attn_norm.empty()) folded[lp + names.attn_norm] = vector_tensor(r.attn_norm, s.norm_dtype, lp + names.attn_norm);
+      if (!r.ffn_norm.empty()) folded[lp + names.ffn_norm] = vector_tensor(r.ffn_norm, s.norm_dtype, lp + names.ffn_norm);
+      if (!r.notes.empty()) layer_notes.push_back({{"layer", i}, {"notes", r.notes}});
+      bar.update(i + 1, runner ? fmt::format("layer {}: rel err {:.4f} (RTN {:.4f})", i, mean_of(e), mean_of(er))
+                               : fmt::format("layer {}", i));
+    }
+  }
+  rep.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_quant).count();
+
+  // All tensors of the output: quantized linears, folded norms, everything else converted to --dtype.
+  const TensorStore& store = m->store();
+  std::map<std::string, Tensor> all = quantized;
+  for (const std::string& name : store.names()) {
+    if (replaced.count(name)) continue;
+    auto f = folded.find(name);
+    all[name] = f != folded.end() ? f->second : convert(store.get(name), s.norm_dtype, name);
+  }
+  CheckpointFiles files;
+  files.source_dir = o.model_path;
+  files.output_dir = o.output_path;
+  files.overwrite = o.overwrite;
+  files.max_shard_bytes = o.max_shard_bytes;
+  files.cancelled = o.cancelled;
+  files.tensors.assign(all.begin(), all.end());
+  files.config = read_json_file((fs::path(o.model_path) / "config.json").string());
+  files.config["torch_dtype"] = o.dtype;
+  files.config["quantization_config"] = quantization_config(s);
+  if (s.format == "gptq") files.quantize_config = quantization_config(s);
+  files.metadata_name = fmt::format("quantization_metadata_{}.json", s.format);
+  json layers = json::array();
+  for (const LinearReport& l : rep.linears)
+    layers.push_back({{"name", l.name},
+                      {"layer", l.layer},
+                      {"role", kRoleNames[int(l.role)]},
+                      {"rel_output_error", l.error < 0 ? json(nullptr) : json(l.error)},
+                      {"rel_output_error_rtn", l.error_rtn < 0 ? json(nullptr) : json(l.error_rtn)}});
+  files.metadata = {{"tool", "diffulex 0.1.0"},
+                    {"method", s.method},
+                    {"format", s.format},
+                    {"bits", s.bits},
+                    {"group_size", s.group_size},
+                    {"sym", s.sym},
+                    {"desc_act", s.desc_act},
+                    {"static_groups", s.static_groups},
+                    {"damp_percent", s.damp},
+                    {"true_sequential", s.true_sequential},
+                    {"source_model", o.model_path},
+                    {"calibration", calib_json},
+                    {"unquantized_dtype", o.dtype},
+                    {"quantize_seconds", rep.quantize_seconds},
+                    {"rel_output_error_definition",
+                     "||X (W_q - W)^T|| / ||X W^T|| over the calibration inputs X each linear saw during sequential "
+                     "quantization (in AWQ's scaled frame for AWQ); _rtn: plain round-to-nearest of the same W on "
+                     "the same X"},
+                    {"layers", layers},
+                    {"layer_notes", layer_notes}};
+  if (s.method == "awq")
+    files.metadata["awq"] = {{"grid", s.awq_grid},
+                             {"search_tokens", s.awq_search_tokens},
+                             {"v_o_fold", s.awq_fold_vo ? "tied per kv head (grouped-query attention)" : "off"},
+                             {"clip", "max |w| shrink 0..45% in 5% steps, exact squared error from H"}};
+  write_checkpoint(files);
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return rep;
+}
+
+std::string format_error_table(const QuantizeReport& r) {
+  const bool have = !r.linears.empty() && r.linears[0].error >= 0;
+  std::string out;
+  if (!have) return "no calibration data: no error statistics (RTN)\n";
+  out += fmt::format("relative output error on the calibration inputs, {} / RTN per linear\n", r.method);
+  out += fmt::format("{:>5}", "layer");
+  for (const char* n : kRoleNames) out += fmt::format(" {:>15}", n);
+  out += fmt::format(" {:>15}\n", "mean");
+  std::map<int64_t, std::vector<const LinearReport*>> by_layer;
+  for (const auto& l : r.linears) by_layer[l.layer].push_back(&l);
+  double sum = 0, sum_rtn = 0;
+  int64_t cnt = 0;
+  for (const auto& [layer, ls] : by_layer) {
+    out += fmt::format("{:>5}", layer);
+    double s = 0, sr = 0;
+    for (const LinearReport* l : ls) {
+      out += fmt::format(" {:>15}", fmt::format("{:.4f}/{:.4f}", l->error, l->error_rtn));
+      s += l->error;
+      sr += l->error_rtn;
+    }
+    out += fmt::format(" {:>15}\n", fmt::format("{:.4f}/{:.4f}", s / double(ls.size()), sr / double(ls.size())));
+    sum += s;
+    sum_rtn += sr;
+    cnt += int64_t(ls.size());
+  }
+  out += fmt::format("mean over all linears: {} {:.4f}, RTN {:.4f} ({:+.1f}%)\n", r.method, sum / double(cnt),
+                     sum_rtn / double(cnt), 100.0 * (sum / sum_rtn - 1.0));
+  return out;
+}
+
+}  // namespace dlx

@@ -1,0 +1,57 @@
+// `diffulex quantize`: the layer-by-layer driver. Loads a dense checkpoint, embeds the calibration batch, then
+// for each decoder layer runs the chosen method (layer_quant.h), which replaces the layer's linears in the model
+// by their quantized versions, so the next layer is calibrated on quantized outputs (sequential quantization).
+// At the end the checkpoint writer produces a standard GPTQ or AutoAWQ-gemm HF directory (checkpoint_writer.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/arch.h"
+#include "quant/calibration.h"
+
+namespace dlx {
+
+struct QuantizeOptions {
+  std::string model_path, output_path;
+  std::string format = "gptq";     // gptq | awq: the checkpoint layout
+  std::string method;              // gptq | awq | rtn; "" = the format's own algorithm
+  int bits = 4;
+  int64_t group_size = 128;        // -1: one group over all inputs
+  std::optional<bool> sym;         // default: symmetric for GPTQ, zero points for AWQ
+  bool desc_act = false, static_groups = false, true_sequential = true;
+  double damp = 0.01;
+  CalibrationOptions calib;        // no text and no ids: RTN without error statistics
+  int awq_grid = 20;
+  int64_t awq_search_tokens = 4096;
+  bool awq_fold_vo = true;
+  std::string device = "cpu";
+  std::string dtype = "float16";   // unquantized tensors and config torch_dtype: float16 | bfloat16 | float32
+  bool overwrite = false;
+  int64_t max_shard_bytes = 5'000'000'000;
+  std::function<bool()> cancelled;  // polled between layers and files
+};
+
+struct LinearReport {
+  int64_t layer = 0;
+  LinearRole role = LinearRole::Q;
+  std::string name;
+  double error = -1, error_rtn = -1;  // relative output error on the calibration inputs; -1 without calibration
+};
+
+struct QuantizeReport {
+  std::string method, format, output;
+  std::vector<LinearReport> linears;
+  int64_t calib_sequences = 0, calib_tokens = 0;
+  double seconds = 0, quantize_seconds = 0;
+};
+
+QuantizeReport quantize_model(const QuantizeOptions& opt);
+
+// One row per decoder layer: each linear's error, method / RTN, and the layer mean.
+std::string format_error_table(const QuantizeReport& r);
+
+}  // namespace dlx
