@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/generate.h"
@@ -81,6 +82,31 @@ TEST(KjvTokenizer, MatchesHfOnHeldOutLines) {
     // decode gives the NFC-normalised text back, which encodes to the same ids.
     EXPECT_EQ(tok.encode(tok.decode(ids), false), ids) << c["text"];
   }
+}
+
+}  // namespace dlx
+
+namespace dlx {
+
+TEST(GenerateCli, PromptsFileBatchesAndPrintsOneJsonLineEach) {
+  test::TempDir tmp;
+  std::ofstream(tmp / "p.txt") << "In the beginning\n{\"prompt\": \"And Ruth said,\"}\n\nBlessed are\n";
+  auto r = test::run_cli("generate --model " + kModel + " --prompts-file " + (tmp / "p.txt") +
+                         " --max-new-tokens 16 --steps 8 --cache dual --block-length 8 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::istringstream lines(r.output);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(j["text"].is_string());
+    ++n;
+  }
+  EXPECT_EQ(n, 3);
+  std::ofstream(tmp / "bad.txt") << "{\"text\": 1}\n";
+  auto bad = test::run_cli("generate --model " + kModel + " --prompts-file " + (tmp / "bad.txt"));
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("bad.txt:1: a JSON line needs a string field \"prompt\""), std::string::npos) << bad.output;
 }
 
 }  // namespace dlx

@@ -77,3 +77,30 @@ TEST(KvCache, CachedGenerationIsDeterministic) {
 }
 
 }  // namespace dlx
+
+namespace dlx {
+
+// Ragged batches: each row's result equals generating that prompt alone with the same seed.
+TEST(GenerateBatch, EachRowEqualsItsSoloRun) {
+  std::string dir = test::source_path("models/kjv-dream-tiny");
+  auto model = Model::load(dir);
+  Tokenizer tok = Tokenizer::load(dir);
+  std::vector<std::vector<int64_t>> prompts = {format_prompt(tok, "In the beginning", false),
+                                               format_prompt(tok, "And Ruth said unto Naomi, Intreat me not", false),
+                                               format_prompt(tok, "Blessed", false)};
+  GenerationOptions o;
+  o.max_new_tokens = 24;
+  o.steps = 12;
+  o.temperature = 0.7f;
+  o.top_p = 0.9f;
+  o.seed = 11;
+  std::vector<GenerationResult> batch = generate_batch(*model, tok, prompts, o);
+  ASSERT_EQ(batch.size(), 3u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationResult solo = generate(*model, tok, prompts[i], o);
+    EXPECT_EQ(batch[i].new_ids, solo.new_ids) << "row " << i;
+    EXPECT_EQ(batch[i].prompt_ids, prompts[i]);
+  }
+}
+
+}  // namespace dlx

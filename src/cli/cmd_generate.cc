@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -14,10 +15,51 @@
 
 namespace dlx::cli {
 
+namespace {
+
+// One prompt per line; a line that parses as a JSON object takes its "prompt" field. Blank lines are skipped.
+std::vector<std::string> read_prompts(const std::string& path) {
+  std::ifstream in(path);
+  check(bool(in), "{}: cannot open", path);
+  std::vector<std::string> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (line[line.find_first_not_of(" \t")] == '{') {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      check(!j.is_discarded() && j.contains("prompt") && j["prompt"].is_string(),
+            "{}:{}: a JSON line needs a string field \"prompt\"", path, n);
+      out.push_back(j["prompt"].get<std::string>());
+    } else {
+      out.push_back(line);
+    }
+  }
+  check(!out.empty(), "{}: no prompts", path);
+  return out;
+}
+
+void print_result(const GenerationResult& r, const GenerationOptions& opts, Model& model, double load_s, bool json) {
+  if (!json) {
+    fmt::print("{}\n", r.text);
+    return;
+  }
+  nlohmann::json j = {{"text", r.text},
+                      {"prompt_tokens", r.prompt_ids.size()},
+                      {"new_tokens", r.new_ids.size()},
+                      {"ids", r.new_ids},
+                      {"steps", r.steps_run},
+                      {"device", model.backend().name()},
+                      {"timings", {{"load_s", load_s}, {"generate_s", r.seconds},
+                                   {"tokens_per_s", r.seconds > 0 ? double(opts.max_new_tokens) / r.seconds : 0.0}}}};
+  fmt::print("{}\n", j.dump());
+}
+
+}  // namespace
+
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt by masked diffusion (Dream or LLaDA sampler)");
   struct Args {
-    std::string model, prompt, device = "cpu", attn, mlp, tokenizer;
+    std::string model, prompt, prompts_file, device = "cpu", attn, mlp, tokenizer;
     bool chat = false, json = false, dequant_cache = false;
     int threads = 0;
     GenerationOptions o;
@@ -25,7 +67,10 @@ void add_generate_command(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* o = &a->o;
   cmd->add_option("--model", a->model, "Checkpoint directory (with tokenizer.json)")->required();
-  cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
+  auto* prompt_opt = cmd->add_option("--prompt", a->prompt, "Prompt text");
+  cmd->add_option("--prompts-file", a->prompts_file,
+                  "Many prompts, batched: one per line, or JSON lines with a \"prompt\" field")
+      ->excludes(prompt_opt);
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json or its directory (default: the model directory)");
   cmd->add_flag("--chat", a->chat, "Format the prompt with the tokenizer's chat template (one user turn)");
   cmd->add_option("--max-new-tokens,--gen-length", o->max_new_tokens, "Tokens to generate (default: generation_config.json, else 64)");
@@ -79,7 +124,11 @@ void add_generate_command(CLI::App& app) {
     auto model = Model::load(a->model, lo);
     Tokenizer tok = Tokenizer::load(a->tokenizer.empty() ? a->model : a->tokenizer);
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::vector<int64_t> prompt = format_prompt(tok, a->prompt, a->chat);
+    std::vector<std::string> texts = a->prompts_file.empty() ? std::vector<std::string>{a->prompt}
+                                                             : read_prompts(a->prompts_file);
+    check(!a->prompts_file.empty() || cmd->count("--prompt") > 0, "give --prompt or --prompts-file");
+    std::vector<std::vector<int64_t>> prompts;
+    for (const auto& t : texts) prompts.push_back(format_prompt(tok, t, a->chat));
 
     const bool tty = isatty(STDERR_FILENO) != 0;
     std::unique_ptr<Progress> bar;
@@ -91,23 +140,13 @@ void add_generate_command(CLI::App& app) {
       bar->set_total(total);
       bar->update(step + 1, fmt::format("{} tokens, {:.1f} tok/s", revealed, el > 0 ? double(revealed) / el : 0.0));
     };
-    GenerationResult r = generate(*model, tok, prompt, opts, on_step);
+    std::vector<GenerationResult> results = generate_batch(*model, tok, prompts, opts, on_step);
     bar.reset();
-    if (a->json) {
-      nlohmann::json j = {{"text", r.text},
-                          {"prompt_tokens", r.prompt_ids.size()},
-                          {"new_tokens", r.new_ids.size()},
-                          {"ids", r.new_ids},
-                          {"steps", r.steps_run},
-                          {"device", model->backend().name()},
-                          {"timings", {{"load_s", load_s}, {"generate_s", r.seconds},
-                                       {"tokens_per_s", r.seconds > 0 ? double(opts.max_new_tokens) / r.seconds : 0.0}}}};
-      fmt::print("{}\n", j.dump());
-    } else {
-      fmt::print("{}\n", r.text);
-    }
-    log_info("{} prompt tokens, {} new tokens in {} steps, {:.2f}s ({:.1f} tokens/s) on {}", r.prompt_ids.size(),
-             opts.max_new_tokens, r.steps_run, r.seconds, double(opts.max_new_tokens) / r.seconds, model->backend().name());
+    for (const GenerationResult& r : results) print_result(r, opts, *model, load_s, a->json);
+    const GenerationResult& r = results[0];
+    log_info("{} prompts, {} new tokens each in {} steps, {:.2f}s ({:.1f} tokens/s) on {}", results.size(),
+             opts.max_new_tokens, r.steps_run, r.seconds,
+             double(opts.max_new_tokens) * double(results.size()) / r.seconds, model->backend().name());
   });
 }
 

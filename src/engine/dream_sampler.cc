@@ -50,8 +50,8 @@ std::vector<Proposal> propose(const LogitRows& logits, int64_t L, const std::vec
       const float* src = logits.row(logits_row(s, L));
       std::copy(src, src + V, row.begin());
       suppress_tokens(row.data(), V, suppress);
-      const double u = o.temperature > 0 ? Rng::keyed(o.seed, {kTokenDraw, uint64_t(s.row), uint64_t(step),
-                                                               uint64_t(s.pos)}).uniform()
+      const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
+      const double u = o.temperature > 0 ? Rng::keyed(o.seed, {kTokenDraw, key.row, uint64_t(step), key.pos}).uniform()
                                          : 0.0;
       const TokenChoice c = sample_token(row.data(), V, sampling, kind, u);
       out[size_t(i)] = Proposal{s.pos, c.token, c.prob, c.confidence};
@@ -169,7 +169,8 @@ Tensor run_dream(const LogitsSource& source, const Tensor& prompt_ids, const Dre
           const float p_transfer = i < steps_per_block - 1 ? 1.0f - t[size_t(i) + 1] / t[size_t(i)] : 1.0f;
           std::vector<int64_t> moving;
           for (int64_t p : open[size_t(b)])
-            if (Rng::keyed(o.seed, {kTransferDraw, uint64_t(b), uint64_t(step), uint64_t(p)}).uniform() < p_transfer)
+            if (const DrawKey key = draw_key(o.independent_rows, b, p, L);
+                Rng::keyed(o.seed, {kTransferDraw, key.row, uint64_t(step), key.pos}).uniform() < p_transfer)
               moving.push_back(p);
           open[size_t(b)] = std::move(moving);
           quota[size_t(b)] = int64_t(open[size_t(b)].size());
@@ -208,9 +209,11 @@ Tensor run_dream(const LogitsSource& source, const Tensor& prompt_ids, const Dre
             pick = pick_above_threshold(row, o.threshold);
           } else {
             if (o.alg_temp > 0)  // multinomial without replacement on softmax(conf / alg_temp) = Gumbel-top-k
-              for (Proposal& p : row)
+              for (Proposal& p : row) {
+                const DrawKey key = draw_key(o.independent_rows, b, p.pos, L);
                 p.confidence = p.confidence / o.alg_temp +
-                               Rng::keyed(o.seed, {kPositionDraw, uint64_t(b), uint64_t(step), uint64_t(p.pos)}).gumbel();
+                               Rng::keyed(o.seed, {kPositionDraw, key.row, uint64_t(step), key.pos}).gumbel();
+              }
             pick = pick_top_k(row, quota[size_t(b)]);
           }
           for (size_t j : pick) ids[b * L + row[j].pos] = row[j].token;

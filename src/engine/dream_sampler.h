@@ -42,6 +42,8 @@ struct DreamOptions {
   std::vector<int64_t> suppress_token_ids;
   // Optional U8 [B, P]: 0 marks left padding of the prompt (never revealed, passed on as key_mask).
   Tensor prompt_mask;
+  // Key every random draw by the request rather than by its batch row (see draw_key in sampling.h).
+  bool independent_rows = false;
 };
 
 // Throws dlx::Error naming the first invalid option.

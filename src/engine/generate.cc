@@ -58,6 +58,21 @@ std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prom
 
 namespace {
 
+// Left-padded rows count positions from their first real token, as if the row were alone; undefined (the
+// default 0..L-1) without padding.
+Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
+  if (!key_mask.defined()) return {};
+  Tensor pos = Tensor::zeros(DType::I64, {B, L});
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t p = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      pos.data<int64_t>()[b * L + l] = p;
+      p += key_mask.data<uint8_t>()[b * L + l] ? 1 : 0;
+    }
+  }
+  return pos;
+}
+
 // The logits callback with a block KV cache. Blocks are [P + j*block, P + (j+1)*block) (one block over the whole
 // generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
 // recompute a window: prefix = [block start, L), dual = [block start, block end). Dream reads the logits of
@@ -69,17 +84,18 @@ class CachedLogits {
 
   Tensor operator()(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
     const int64_t L = ids.dim(1), block = block_ > 0 ? block_ : L - P_;
+    const Tensor pos = positions_from_mask(key_mask, ids.dim(0), L);
     int64_t lo = L, hi = 0;
     for (int64_t r : rows) lo = std::min(lo, r % L), hi = std::max(hi, r % L + 1);
     if (rows.empty()) lo = P_, hi = L;
     const int64_t blk = std::max<int64_t>(0, (lo + shift_ - P_) / block);
     if (blk != current_ || cache_.empty()) {
       current_ = blk;
-      return m_.forward_window(ids, key_mask, cache_, 0, L, rows);
+      return m_.forward_window(ids, key_mask, cache_, 0, L, rows, pos);
     }
     const int64_t begin = std::min(P_ + blk * block, lo);
     const int64_t end = dual_ ? std::min(L, std::max(P_ + (blk + 1) * block, hi)) : L;
-    return m_.forward_window(ids, key_mask, cache_, begin, end, rows);
+    return m_.forward_window(ids, key_mask, cache_, begin, end, rows, pos);
   }
 
  private:
@@ -94,21 +110,42 @@ class CachedLogits {
 
 GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
                           const GenerationOptions& o, const StepCallback& on_step) {
+  return generate_batch(model, tok, {prompt_ids}, o, on_step)[0];
+}
+
+std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const GenerationOptions& o, const StepCallback& on_step) {
   const ModelConfig& c = model.config();
-  check(!prompt_ids.empty(), "the prompt is empty (no tokens to condition on)");
+  check(!prompts.empty(), "no prompts to generate from");
+  for (const auto& p : prompts) check(!p.empty(), "the prompt is empty (no tokens to condition on)");
   check(o.max_new_tokens > 0, "max_new_tokens must be positive, got {}", o.max_new_tokens);
   check(c.mask_token_id >= 0, "{}/config.json has no mask_token_id; a diffusion model needs one", model.dir());
-  const int64_t P = int64_t(prompt_ids.size());
-  Tensor prompt = Tensor::from_data(DType::I64, {1, P}, prompt_ids.data());
-  // More steps than tokens would only add steps that reveal nothing.
-  const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
   check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
         o.cache);
+  const int64_t B = int64_t(prompts.size());
+  int64_t P = 0;
+  for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
+  // Left padding: row b's prompt ends at column P; the pad id is never attended to.
+  const int64_t pad_id = c.pad_token_id >= 0 ? c.pad_token_id : 0;
+  Tensor prompt = Tensor::zeros(DType::I64, {B, P});
+  Tensor prompt_mask;
+  bool ragged = false;
+  for (const auto& p : prompts) ragged |= int64_t(p.size()) != P;
+  if (ragged) prompt_mask = Tensor::zeros(DType::U8, {B, P});
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t pad = P - int64_t(prompts[size_t(b)].size());
+    for (int64_t l = 0; l < P; ++l) {
+      prompt.data<int64_t>()[b * P + l] = l < pad ? pad_id : prompts[size_t(b)][size_t(l - pad)];
+      if (ragged) prompt_mask.data<uint8_t>()[b * P + l] = l >= pad;
+    }
+  }
+  // More steps than tokens would only add steps that reveal nothing.
+  const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
   RowLogitsFn fn = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
-    return model.forward(ids, key_mask, rows);
+    return model.forward(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
   };
-  if (o.cache != "none")
-    fn = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
+  if (o.cache != "none") fn = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
   std::vector<int64_t> stops;
   for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
     if (id >= 0) stops.push_back(id);
@@ -134,6 +171,8 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
     d.block_length = o.block_length;
     d.threshold = o.threshold;
     d.tokens_per_step = o.tokens_per_step;
+    d.prompt_mask = prompt_mask;
+    d.independent_rows = true;
     out = dream_generate(fn, prompt, d, count);
   } else {
     LladaOptions l;
@@ -147,17 +186,24 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
     l.mask_token_id = c.mask_token_id;
     l.threshold = o.threshold;
     l.tokens_per_step = o.tokens_per_step;
+    l.prompt_mask = prompt_mask;
+    l.independent_rows = true;
     out = llada_generate(fn, prompt, l, count);
   }
-  GenerationResult r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.steps_run = steps_run;
-  r.prompt_ids = prompt_ids;
-  int64_t n = generated_lengths(out, P, stops)[0];
-  const int64_t* row = out.data<int64_t>();
-  r.new_ids.assign(row + P, row + P + n);
-  r.text = tok.decode(std::vector<int32_t>(r.new_ids.begin(), r.new_ids.end()), true);
-  return r;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<int64_t> lengths = generated_lengths(out, P, stops);
+  std::vector<GenerationResult> results(static_cast<size_t>(B));
+  const int64_t total = out.dim(1);
+  for (int64_t b = 0; b < B; ++b) {
+    GenerationResult& r = results[size_t(b)];
+    r.seconds = seconds;
+    r.steps_run = steps_run;
+    r.prompt_ids = prompts[size_t(b)];
+    const int64_t* row = out.data<int64_t>() + b * total;
+    r.new_ids.assign(row + P, row + P + lengths[size_t(b)]);
+    r.text = tok.decode(std::vector<int32_t>(r.new_ids.begin(), r.new_ids.end()), true);
+  }
+  return results;
 }
 
 }  // namespace dlx

@@ -51,4 +51,11 @@ std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prom
 GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
                           const GenerationOptions& opts, const StepCallback& on_step = {});
 
+// Many prompts in one batch: prompts are left-padded to the longest, padding is masked out of attention and
+// every row's positions start at 0 at its first real token, and the samplers draw each row's randomness from
+// its own stream, so each result equals generating that prompt alone with the same options and seed.
+std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const GenerationOptions& opts, const StepCallback& on_step = {});
+
 }  // namespace dlx

@@ -64,11 +64,12 @@ std::vector<Proposal> propose(const LogitRows& logits, int64_t batch, int64_t L,
         std::copy(cond, cond + V, row.begin());
       }
       suppress_tokens(row.data(), V, suppress);
-      Rng noise = Rng::keyed(o.seed, {kGumbelDraw, uint64_t(s.row), uint64_t(step), uint64_t(s.pos)});
+      const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
+      Rng noise = Rng::keyed(o.seed, {kGumbelDraw, key.row, uint64_t(step), key.pos});
       const TokenChoice c = gumbel_choice(row.data(), V, o.temperature, &noise);
       const double confidence =
           o.remasking == "random"
-              ? Rng::keyed(o.seed, {kRandomConfidence, uint64_t(s.row), uint64_t(step), uint64_t(s.pos)}).uniform()
+              ? Rng::keyed(o.seed, {kRandomConfidence, key.row, uint64_t(step), key.pos}).uniform()
               : c.prob;
       out[size_t(i)] = Proposal{s.pos, c.token, c.prob, confidence};
     }

@@ -27,6 +27,17 @@ using RowLogitsFn =
 // all rows). In threshold / tokens_per_step modes `total` is an upper bound and the loop may end earlier.
 using StepCallback = std::function<void(int step, int total, int64_t revealed)>;
 
+// The (row, position) words of a random draw's key. By default the batch row and the canvas position. With
+// independent rows (batched serving), every row uses row 0 and positions counted back from the end of the
+// canvas (prompts are left-padded, so the generated region lines up at the end): a request then draws the
+// same numbers in any batch and equals its solo run with the same seed.
+struct DrawKey {
+  uint64_t row, pos;
+};
+inline DrawKey draw_key(bool independent_rows, int64_t row, int64_t pos, int64_t canvas_len) {
+  return independent_rows ? DrawKey{0, uint64_t(canvas_len - pos)} : DrawKey{uint64_t(row), uint64_t(pos)};
+}
+
 // Logits of some rows of a canvas, whichever callback produced them.
 class LogitRows {
  public:

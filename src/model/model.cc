@@ -157,8 +157,8 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
 }
 
 Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
-                             const std::vector<int64_t>& logit_rows) {
-  ForwardState st = begin_forward(ids, key_mask, {}, &cache, begin, end);
+                             const std::vector<int64_t>& logit_rows, const Tensor& positions) {
+  ForwardState st = begin_forward(ids, key_mask, positions, &cache, begin, end);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
   std::vector<int64_t> rows;
   for (int64_t r : logit_rows) {

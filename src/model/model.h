@@ -79,7 +79,7 @@ class Model {
   // on first use: pass begin = 0, end = L to refresh it). `logit_rows` are flat indices b*L + l with l in the
   // window; returns F32 [R, V] (or [B, W, V] when empty).
   Tensor forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
-                        const std::vector<int64_t>& logit_rows = {});
+                        const std::vector<int64_t>& logit_rows = {}, const Tensor& positions = {});
 
   ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {},
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);

@@ -188,4 +188,63 @@ QuantCodes quantize_clipped(const Tensor& w, const std::vector<float>& clip, con
   return c;
 }
 
+std::vector<float> expand_kv_scales(const std::vector<float>& sv, int64_t num_heads, int64_t num_kv_heads,
+                                    int64_t head_dim) {
+  check(num_kv_heads > 0 && num_heads % num_kv_heads == 0 && int64_t(sv.size()) == num_kv_heads * head_dim,
+        "awq: {} v->o scales for {} kv heads of dim {} ({} query heads)", sv.size(), num_kv_heads, head_dim, num_heads);
+  const int64_t rep = num_heads / num_kv_heads;
+  std::vector<float> so(static_cast<size_t>(num_heads * head_dim));
+  for (int64_t h = 0; h < num_heads; ++h)
+    for (int64_t d = 0; d < head_dim; ++d) so[size_t(h * head_dim + d)] = sv[size_t((h / rep) * head_dim + d)];
+  return so;
+}
+
+namespace {
+
+float round_to(DType t, float v) {
+  switch (t) {
+    case DType::F16: return round_to_f16(v);
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
+    default: return v;
+  }
+}
+
+// norm / s rounded as it will be stored; returns the scale the stored norm really applies (norm / stored).
+std::vector<float> fold_norm(const std::vector<float>& norm, const std::vector<float>& s, DType dt,
+                             std::vector<float>& stored, const char* what) {
+  check(norm.size() == s.size(), "awq: {} scales for a {} weight of {}", s.size(), what, norm.size());
+  stored.resize(norm.size());
+  std::vector<float> eff(norm.size());
+  for (size_t c = 0; c < norm.size(); ++c) {
+    stored[c] = round_to(dt, norm[c] / s[c]);
+    check(std::isfinite(stored[c]), "awq: folded {} weight {} / {} overflows {}", what, norm[c], s[c], dtype_name(dt));
+    eff[c] = stored[c] != 0.0f && norm[c] != 0.0f ? norm[c] / stored[c] : s[c];
+  }
+  return eff;
+}
+
+}  // namespace
+
+AwqFolded awq_fold(const std::array<Tensor, 7>& w, const Tensor& v_bias, const std::vector<float>& attn_norm,
+                   const std::vector<float>& ffn_norm, const AwqLayerScales& s, int64_t num_heads,
+                   int64_t num_kv_heads, int64_t head_dim, DType norm_dtype) {
+  AwqFolded f;
+  const std::vector<float> s1 = fold_norm(attn_norm, s.norm_qkv, norm_dtype, f.attn_norm, "attention norm");
+  const std::vector<float> s2 = fold_norm(ffn_norm, s.norm_gate_up, norm_dtype, f.ffn_norm, "MLP norm");
+  const std::vector<float> so = expand_kv_scales(s.v_o, num_heads, num_kv_heads, head_dim);
+  f.w[0] = scale_weight(w[0], s1);
+  f.w[1] = scale_weight(w[1], s1);
+  f.w[2] = scale_weight(w[2], s1, &s.v_o);
+  f.w[3] = scale_weight(w[3], so);
+  f.w[4] = scale_weight(w[4], s2);
+  f.w[5] = scale_weight(w[5], s2, &s.up_down);
+  f.w[6] = scale_weight(w[6], s.up_down);
+  if (v_bias.defined()) {
+    f.v_bias = Tensor::zeros(DType::F32, {v_bias.numel()});
+    for (int64_t i = 0; i < v_bias.numel(); ++i) f.v_bias.data<float>()[i] = v_bias.data<float>()[i] / s.v_o[size_t(i)];
+  }
+  f.input_scale = {s1, so, s2, s.up_down};
+  return f;
+}
+
 }  // namespace dlx

@@ -15,6 +15,7 @@
 //   (AutoAWQ samples 512 tokens); q_proj and k_proj are not clipped (AutoAWQ's rule).
 #pragma once
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -58,5 +59,33 @@ std::vector<float> awq_search_clip(const Tensor& w, const std::vector<double>& h
 
 // Quantizes w with each (row, group) clamped to [-clip, clip] first (clip empty: no clamping).
 QuantCodes quantize_clipped(const Tensor& w, const std::vector<float>& clip, const QuantScheme& scheme);
+
+// The four scale vectors of one decoder layer (see layer_awq.cc for the pairs).
+struct AwqLayerScales {
+  std::vector<float> norm_qkv;      // [hidden]: attention norm -> q, k, v
+  std::vector<float> v_o;           // [num_kv_heads * head_dim]: v's output channels, tied over query heads
+  std::vector<float> norm_gate_up;  // [hidden]: MLP norm -> gate, up
+  std::vector<float> up_down;       // [intermediate]: up's output channels -> down's inputs
+};
+
+// o_proj's input scales from v's: channel (head h, dim d) gets v channel (h / (Hq / Hkv), d).
+std::vector<float> expand_kv_scales(const std::vector<float>& sv, int64_t num_heads, int64_t num_kv_heads,
+                                    int64_t head_dim);
+
+// A layer with its AWQ scales folded in, before quantization. Mathematically the same layer: each linear's input
+// columns are multiplied by s and whatever produces that input divides it by s.
+struct AwqFolded {
+  std::array<Tensor, 7> w;                        // F32 [out, in] by LinearRole: W diag(s), v and up rows / s too
+  Tensor v_bias;                                  // v's bias / s_vo (F32), or undefined
+  std::vector<float> attn_norm, ffn_norm;         // the norms / s, rounded to the dtype they will be stored in
+  std::array<std::vector<float>, 4> input_scale;  // by input (q/k/v, o, gate/up, down): the s each input is
+                                                  // divided by; for the norms the one the rounded norm really
+                                                  // applies (norm / stored), so that the folding stays exact
+};
+
+// w: the layer's float weights by LinearRole; v_bias F32 or undefined; norm weights as stored in the source.
+AwqFolded awq_fold(const std::array<Tensor, 7>& w, const Tensor& v_bias, const std::vector<float>& attn_norm,
+                   const std::vector<float>& ffn_norm, const AwqLayerScales& s, int64_t num_heads,
+                   int64_t num_kv_heads, int64_t head_dim, DType norm_dtype);
 
 }  // namespace dlx

@@ -29,32 +29,10 @@ using namespace layer_quant;
 
 namespace {
 
-float round_to(DType t, float v) {
-  switch (t) {
-    case DType::F16: return round_to_f16(v);
-    case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
-    default: return v;
-  }
-}
-
 std::vector<float> inverse(const std::vector<float>& v) {
   std::vector<float> o(v.size());
   for (size_t i = 0; i < v.size(); ++i) o[i] = 1.0f / v[i];
   return o;
-}
-
-// Divides the norm weight by s and rounds it as it will be stored; returns the scale that the stored norm
-// really applies (norm / stored), which is what the weights are multiplied by, so the folding is exact.
-std::vector<float> fold_norm(const std::vector<float>& norm, const std::vector<float>& s, DType dt,
-                             std::vector<float>& stored, const std::string& what) {
-  stored.resize(norm.size());
-  std::vector<float> eff(norm.size());
-  for (size_t c = 0; c < norm.size(); ++c) {
-    stored[c] = round_to(dt, norm[c] / s[c]);
-    check(std::isfinite(stored[c]), "awq: folded {} weight {} / {} overflows {}", what, norm[c], s[c], dtype_name(dt));
-    eff[c] = stored[c] != 0.0f && norm[c] != 0.0f ? norm[c] / stored[c] : s[c];
-  }
-  return eff;
 }
 
 }  // namespace
@@ -160,26 +138,15 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
       });
 
   // Fold: norms divided (as stored), linears' input columns multiplied, producers' output rows divided.
-  const std::vector<float> s1 =
-      fold_norm(norm_weight(m, layer, false), s_attn.scales, s.norm_dtype, res.attn_norm, "attention norm");
-  const std::vector<float> s2 =
-      fold_norm(norm_weight(m, layer, true), s_mlp.scales, s.norm_dtype, res.ffn_norm, "MLP norm");
-  const std::vector<float>& sv = s_vo.scales;
-  const std::vector<float> so = expand(sv);
-  const std::vector<float>& sd = s_down.scales;
-  std::array<Tensor, 7> Ws;
-  Ws[0] = scale_weight(Wq, s1);
-  Ws[1] = scale_weight(Wk, s1);
-  Ws[2] = scale_weight(Wv, s1, &sv);
-  Ws[3] = scale_weight(Wo, so);
-  Ws[4] = scale_weight(Wg, s2);
-  Ws[5] = scale_weight(Wu, s2, &sd);
-  Ws[6] = scale_weight(Wd, sd);
-  if (bias[2].defined())
-    for (int64_t i = 0; i < bias[2].numel(); ++i) bias[2].data<float>()[i] /= sv[size_t(i)];
-  const std::array<std::vector<float>, 4> in_scale{s1, so, s2, sd};
+  AwqLayerScales scales{s_attn.scales, s_vo.scales, s_mlp.scales, s_down.scales};
+  AwqFolded f = awq_fold(W, bias[2], norm_weight(m, layer, false), norm_weight(m, layer, true), scales, Hq, Hkv, D,
+                         s.norm_dtype);
+  res.attn_norm = f.attn_norm;
+  res.ffn_norm = f.ffn_norm;
+  const std::array<Tensor, 7>& Ws = f.w;
+  bias[2] = f.v_bias;
   std::array<std::vector<double>, 4> Hs;
-  for (size_t i = 0; i < 4; ++i) Hs[i] = scale_hessian(H[i], inverse(in_scale[i]));
+  for (size_t i = 0; i < 4; ++i) Hs[i] = scale_hessian(H[i], inverse(f.input_scale[i]));
 
   // Clip, quantize, measure.
   for (LinearRole r : kLinearRoles) {
@@ -196,8 +163,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
     q.error_rtn = rel_output_error(H[size_t(input_of(r))], rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0),
                                    W[ri].dim(1));
-    if (input_of(r) == 0) q.input_mul = inverse(s1);
-    if (input_of(r) == 2) q.input_mul = inverse(s2);
+    if (input_of(r) == 0 || input_of(r) == 2) q.input_mul = inverse(f.input_scale[size_t(input_of(r))]);
   }
   auto note = [](const ScaleSearch& ss) {
     return nlohmann::json{{"ratio", ss.ratio}, {"loss", ss.loss}, {"loss_unscaled", ss.identity_loss}};

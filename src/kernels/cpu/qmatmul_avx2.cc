@@ -230,24 +230,39 @@ inline void micro_6x16(const float* xkm, int64_t mp, const float* w, int64_t kc,
   }
 }
 
-// The panel strategy: blocks of 6 output rows; per block, 256-column slices are dequantized once and multiplied
-// with all Mp rows of x (16 at a time) into a 6 x Mp scratch of sums, written to y at the end.
+// The panel strategy, blocked for the caches: chunks of output rows x up to kChunkM rows of x share one
+// scratch of sums (at most 96 KB); inside a chunk, each 256-column slice of x (kept in L2) is multiplied with
+// every 6-row block of weights, dequantized once per slice (6 KB, L1), 16 rows of x at a time. When all of x
+// fits in L2 a chunk is a single 6-row block, so each weight row is read start to end (prefetch friendly);
+// otherwise 16 blocks share each slice of x, which then comes from L2 rather than L3.
+constexpr int64_t kChunkN = 16 * kRowsW, kChunkM = 256, kL2Bytes = 512 * 1024;
+
 template <int BITS>
 void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
   thread_local std::vector<float> w, c;
-  w.assign(size_t(kRowsW * kColsW), 0.0f);  // rows past the end of a block stay zero
-  c.resize(size_t(kRowsW * a.mp));
-  for (int64_t n = n0; n < n1; n += kRowsW) {
-    const int rows = int(std::min<int64_t>(kRowsW, n1 - n));
-    if (rows < kRowsW) std::fill(w.begin(), w.end(), 0.0f);
-    std::fill(c.begin(), c.end(), 0.0f);
-    for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
-      const int64_t kc = std::min(kColsW, a.K - k0);
-      dequant_block<BITS>(a, n, rows, k0, kc, w.data(), u);
-      for (int64_t m = 0; m < a.mp; m += kPanelM) micro_6x16(a.xkm + k0 * a.mp + m, a.mp, w.data(), kc, c.data() + m, a.mp);
+  w.assign(size_t(kRowsW * kColsW), 0.0f);
+  c.resize(size_t(kChunkN * kChunkM));
+  const int64_t ldc = std::min(kChunkM, a.mp);
+  const int64_t chunk_n = a.K * a.mp * int64_t(sizeof(float)) <= kL2Bytes ? kRowsW : kChunkN;
+  for (int64_t nc = n0; nc < n1; nc += chunk_n) {
+    const int64_t nc1 = std::min(n1, nc + chunk_n);
+    for (int64_t mc = 0; mc < a.mp; mc += kChunkM) {
+      const int64_t mc1 = std::min(a.mp, mc + kChunkM);
+      std::fill(c.begin(), c.end(), 0.0f);
+      for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
+        const int64_t kc = std::min(kColsW, a.K - k0);
+        for (int64_t n = nc; n < nc1; n += kRowsW) {
+          const int rows = int(std::min<int64_t>(kRowsW, nc1 - n));
+          if (rows < kRowsW) std::fill(w.begin(), w.end(), 0.0f);  // missing rows multiply as zeros
+          dequant_block<BITS>(a, n, rows, k0, kc, w.data(), u);
+          float* cn = c.data() + (n - nc) * ldc;
+          for (int64_t m = mc; m < mc1; m += kPanelM)
+            micro_6x16(a.xkm + k0 * a.mp + m, a.mp, w.data(), kc, cn + (m - mc), ldc);
+        }
+      }
+      for (int64_t m = mc; m < std::min(a.M, mc1); ++m)
+        for (int64_t n = nc; n < nc1; ++n) a.y[m * a.ldy + n] = c[size_t((n - nc) * ldc + (m - mc))];
     }
-    for (int64_t m = 0; m < a.M; ++m)
-      for (int r = 0; r < rows; ++r) a.y[m * a.ldy + n + r] = c[size_t(r * a.mp + m)];
   }
 }
 
