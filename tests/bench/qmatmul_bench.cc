@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kernels/cpu/matmul.h"
@@ -32,43 +33,62 @@ struct Rng {
   float uniform() { return float(next() >> 40) / float(1 << 24); }  // [0, 1)
 };
 
-// A random 4-bit packed weight, one per shape at a time (the big shapes are hundreds of MB in the dense forms).
-const dlx::PackedWeight& packed(int64_t n, int64_t k) {
-  static std::unique_ptr<dlx::PackedWeight> w;
-  if (!w || w->n != n || w->k != k) {
-    w = std::make_unique<dlx::PackedWeight>();
-    w->bits = 4;
-    w->n = n;
-    w->k = k;
-    w->group_size = kGroup;
-    w->qweight = dlx::Tensor::zeros(dlx::DType::I32, {n, w->words_per_row()});
-    w->scales = dlx::Tensor::zeros(dlx::DType::F32, {n, w->groups()});
-    w->zeros = dlx::Tensor::zeros(dlx::DType::F32, {n, w->groups()});
+// Each variant cycles through enough copies of its weight to exceed the 32 MB L3 several times, so every call
+// streams the weight from memory, as in a real forward pass over all layers (a small weight called in a loop
+// would otherwise sit in L3 and flatter whichever variant is smallest).
+constexpr size_t kRotateBytes = size_t(128) << 20;
+
+size_t copies_for(size_t bytes) { return std::max<size_t>(1, (kRotateBytes + bytes - 1) / bytes); }
+
+dlx::Tensor copy_of(const dlx::Tensor& t) { return dlx::Tensor::from_data(t.dtype(), t.shape(), t.data()); }
+
+// Random 4-bit packed weights of one shape at a time (the big shapes are hundreds of MB in the dense forms).
+const std::vector<dlx::PackedWeight>& packed(int64_t n, int64_t k) {
+  static std::vector<dlx::PackedWeight> ws;
+  if (ws.empty() || ws[0].n != n || ws[0].k != k) {
+    ws.clear();
+    dlx::PackedWeight w;
+    w.bits = 4;
+    w.n = n;
+    w.k = k;
+    w.group_size = kGroup;
+    w.qweight = dlx::Tensor::zeros(dlx::DType::I32, {n, w.words_per_row()});
+    w.scales = dlx::Tensor::zeros(dlx::DType::F32, {n, w.groups()});
+    w.zeros = dlx::Tensor::zeros(dlx::DType::F32, {n, w.groups()});
     Rng r{0x9E3779B97F4A7C15ull};
-    for (int64_t i = 0; i < w->qweight.numel(); ++i) w->qweight.data<uint32_t>()[i] = uint32_t(r.next());
-    for (int64_t i = 0; i < w->scales.numel(); ++i) {
+    for (int64_t i = 0; i < w.qweight.numel(); ++i) w.qweight.data<uint32_t>()[i] = uint32_t(r.next());
+    for (int64_t i = 0; i < w.scales.numel(); ++i) {
       float s = 0.001f + 0.004f * r.uniform();
-      w->scales.data<float>()[i] = s;
-      w->zeros.data<float>()[i] = 8.0f * s;
+      w.scales.data<float>()[i] = s;
+      w.zeros.data<float>()[i] = 8.0f * s;
+    }
+    ws.push_back(w);
+    for (size_t c = 1; c < copies_for(w.nbytes()); ++c) {
+      dlx::PackedWeight d = w;
+      d.qweight = copy_of(w.qweight);
+      d.scales = copy_of(w.scales);
+      d.zeros = copy_of(w.zeros);
+      ws.push_back(d);
     }
   }
-  return *w;
+  return ws;
 }
 
-const dlx::Tensor& dense(int64_t n, int64_t k, dlx::DType t) {
-  static std::unique_ptr<dlx::Tensor> bf16, f32;  // one per dtype: the variants alternate
-  std::unique_ptr<dlx::Tensor>& cache = t == dlx::DType::F32 ? f32 : bf16;
-  if (!cache || cache->dim(0) != n || cache->dim(1) != k) {
-    cache.reset();
-    dlx::Tensor f32 = dlx::dequantize_packed(packed(n, k));
-    if (t == dlx::DType::F32) {
-      cache = std::make_unique<dlx::Tensor>(f32);
-    } else {
-      cache = std::make_unique<dlx::Tensor>(dlx::Tensor::zeros(dlx::DType::BF16, {n, k}));
-      for (int64_t i = 0; i < f32.numel(); ++i) cache->data<uint16_t>()[i] = dlx::f32_to_bf16(f32.data<float>()[i]);
+const std::vector<dlx::Tensor>& dense(int64_t n, int64_t k, dlx::DType t) {
+  static std::vector<dlx::Tensor> bf16, f32;  // one set per dtype: the variants alternate
+  std::vector<dlx::Tensor>& ws = t == dlx::DType::F32 ? f32 : bf16;
+  if (ws.empty() || ws[0].dim(0) != n || ws[0].dim(1) != k) {
+    ws.clear();
+    dlx::Tensor w = dlx::dequantize_packed(packed(n, k)[0]);
+    if (t == dlx::DType::BF16) {
+      dlx::Tensor b = dlx::Tensor::zeros(dlx::DType::BF16, {n, k});
+      for (int64_t i = 0; i < w.numel(); ++i) b.data<uint16_t>()[i] = dlx::f32_to_bf16(w.data<float>()[i]);
+      w = b;
     }
+    ws.push_back(w);
+    for (size_t c = 1; c < copies_for(w.nbytes()); ++c) ws.push_back(copy_of(w));
   }
-  return *cache;
+  return ws;
 }
 
 dlx::Tensor input(int64_t m, int64_t k) {
@@ -86,35 +106,38 @@ void counters(benchmark::State& st, double weight_bytes) {
 
 void W4A16(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
-  const dlx::PackedWeight& w = packed(N, K);
+  const std::vector<dlx::PackedWeight>& ws = packed(N, K);
   dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  size_t i = 0;
   for (auto _ : st) {
-    dlx::cpu_qmatmul(x, w, nullptr, y);
+    dlx::cpu_qmatmul(x, ws[i++ % ws.size()], nullptr, y);
     benchmark::DoNotOptimize(y.data());
   }
-  counters(st, double(w.nbytes()));
+  counters(st, double(ws[0].nbytes()));
 }
 
 void DenseBf16(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
-  const dlx::Tensor& w = dense(N, K, dlx::DType::BF16);
+  const std::vector<dlx::Tensor>& ws = dense(N, K, dlx::DType::BF16);
   dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  size_t i = 0;
   for (auto _ : st) {
-    dlx::cpu_matmul(x, w, nullptr, y);
+    dlx::cpu_matmul(x, ws[i++ % ws.size()], nullptr, y);
     benchmark::DoNotOptimize(y.data());
   }
-  counters(st, double(w.nbytes()));
+  counters(st, double(ws[0].nbytes()));
 }
 
 void DequantCacheF32(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
-  const dlx::Tensor& w = dense(N, K, dlx::DType::F32);
+  const std::vector<dlx::Tensor>& ws = dense(N, K, dlx::DType::F32);
   dlx::Tensor x = input(M, K), y = dlx::Tensor::zeros(dlx::DType::F32, {M, N});
+  size_t i = 0;
   for (auto _ : st) {
-    dlx::cpu_matmul(x, w, nullptr, y);
+    dlx::cpu_matmul(x, ws[i++ % ws.size()], nullptr, y);
     benchmark::DoNotOptimize(y.data());
   }
-  counters(st, double(w.nbytes()));
+  counters(st, double(ws[0].nbytes()));
 }
 
 // Shape-major registration: W4A16, DenseBf16 and DequantCacheF32 of one (M, N, K) run back to back.
