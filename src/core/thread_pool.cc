@@ -15,6 +15,16 @@ namespace {
 
 thread_local bool t_in_pool = false;
 
+// Each parallel region is a Job with its own chunk counter; workers take the current job under the lock and
+// work on that job only, so a worker that wakes late can never take a chunk of a later region.
+struct Job {
+  const std::function<void(int64_t)>* fn = nullptr;
+  int64_t chunks = 0;
+  std::atomic<int64_t> next{0};
+  int64_t pending = 0;  // guarded by Pool::mu_
+  std::exception_ptr error;
+};
+
 class Pool {
  public:
   explicit Pool(int n) {
@@ -30,65 +40,64 @@ class Pool {
   }
   int size() const { return int(workers_.size()) + 1; }
 
-  void run(int64_t chunks, const std::function<void(int64_t)>& job) {
-    std::unique_lock<std::mutex> lk(run_mu_);  // one parallel region at a time
+  void run(int64_t chunks, const std::function<void(int64_t)>& fn) {
+    std::lock_guard<std::mutex> one_region(run_mu_);
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->chunks = chunks;
+    job->pending = chunks;
     {
       std::lock_guard<std::mutex> g(mu_);
-      job_ = &job;
-      chunks_ = chunks;
-      next_.store(0);
-      pending_ = chunks;
-      error_ = nullptr;
+      job_ = job;
       ++generation_;
     }
     cv_.notify_all();
-    work();
+    work(*job);
     std::unique_lock<std::mutex> g(mu_);
-    done_cv_.wait(g, [this] { return pending_ == 0; });
-    job_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    done_cv_.wait(g, [&] { return job->pending == 0; });
+    job_.reset();
+    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
-  void work() {
+  void work(Job& job) {
     t_in_pool = true;
     for (;;) {
-      int64_t i = next_.fetch_add(1);
-      if (i >= chunks_) break;
+      int64_t i = job.next.fetch_add(1);
+      if (i >= job.chunks) break;
+      std::exception_ptr err;
       try {
-        (*job_)(i);
+        (*job.fn)(i);
       } catch (...) {
-        std::lock_guard<std::mutex> g(mu_);
-        if (!error_) error_ = std::current_exception();
+        err = std::current_exception();
       }
       std::lock_guard<std::mutex> g(mu_);
-      if (--pending_ == 0) done_cv_.notify_all();
+      if (err && !job.error) job.error = err;
+      if (--job.pending == 0) done_cv_.notify_all();
     }
     t_in_pool = false;
   }
   void loop() {
     uint64_t seen = 0;
     for (;;) {
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> g(mu_);
         cv_.wait(g, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
         if (stop_) return;
         seen = generation_;
+        job = job_;
       }
-      work();
+      work(*job);
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t chunks_ = 0;
-  std::atomic<int64_t> next_{0};
-  int64_t pending_ = 0;
+  std::shared_ptr<Job> job_;  // the region in progress, guarded by mu_
   uint64_t generation_ = 0;
   bool stop_ = false;
-  std::exception_ptr error_;
 };
 
 int default_threads() {
