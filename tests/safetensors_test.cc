@@ -55,6 +55,27 @@ TEST(Safetensors, WriteReadRoundTrip) {
   EXPECT_EQ(files, 1);
 }
 
+TEST(Safetensors, MisalignedTensorIsReadThroughAnAlignedCopy) {
+  test::TempDir dir;
+  auto p = dir / "odd.safetensors";
+  // A one-byte U8 tensor first puts the I64 tensor at data offset 1 (another writer's layout).
+  std::string header = R"({"u": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+                           "i": {"dtype": "I64", "shape": [1], "data_offsets": [1, 9]}})";
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  std::ofstream f(p, std::ios::binary);
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) f.put(char((n >> (8 * i)) & 0xff));
+  f << header;
+  f.put(char(7));
+  int64_t v = -123456789012345LL;
+  f.write(reinterpret_cast<const char*>(&v), 8);
+  f.close();
+  SafetensorsFile sf(p);
+  Tensor t = sf.get("i");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data()) % 8, 0u);
+  EXPECT_EQ(t.data<int64_t>()[0], v);
+}
+
 TEST(Safetensors, RejectsCorruptFiles) {
   test::TempDir dir;
   auto p = dir / "bad.safetensors";

@@ -115,6 +115,10 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   auto it = infos_.find(name);
   if (it == infos_.end()) fail("{}: no tensor named '{}'", path_, name);
   char* base = static_cast<char*>(map_.get()) + data_start_ + it->second.begin;
+  // Files from other writers may place a tensor at an offset that is not a multiple of its element size;
+  // such a tensor is copied to aligned memory rather than read through a misaligned pointer.
+  if (reinterpret_cast<uintptr_t>(base) % dtype_size(it->second.dtype) != 0)
+    return Tensor::from_data(it->second.dtype, it->second.shape, base);
   return Tensor(it->second.dtype, it->second.shape, base, map_);
 }
 
@@ -231,8 +235,15 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Data in order of decreasing element size: with the 8-aligned data area every tensor then starts at a
+  // multiple of its element size, so readers can use it in place (the format allows no gaps for padding).
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (const auto& e : tensors) order.push_back(&e);
+  std::stable_sort(order.begin(), order.end(),
+                   [](auto a, auto b) { return dtype_size(a->second.dtype()) > dtype_size(b->second.dtype()); });
   size_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const auto* e : order) {
+    const auto& [name, t] = *e;
     check(t.device() == Device::CPU, "write_safetensors: tensor '{}' is not on the CPU", name);
     check(!header.contains(name), "write_safetensors: duplicate tensor name '{}'", name);
     header[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
@@ -246,7 +257,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   atomic_write(path, [&](FILE* f) {
     write_all(f, len, 8, path);
     write_all(f, h.data(), h.size(), path);
-    for (const auto& [name, t] : tensors) write_all(f, t.data(), t.nbytes(), path);
+    for (const auto* e : order) write_all(f, e->second.data(), e->second.nbytes(), path);
   });
 }
 
