@@ -78,8 +78,13 @@ Calibration load_calibration(const CalibrationOptions& opt, const std::string& m
     if (B < opt.samples)
       log_warn("calibration: {} has {} tokens: {} windows of {} instead of {}", opt.text_path, cal.available, B, L,
                opt.samples);
+    // Windows spread evenly over the whole text (a long corpus is sampled from end to end, not just its start).
+    const int64_t avail = cal.available / L;
     cal.ids = Tensor::zeros(DType::I64, {B, L});
-    for (int64_t i = 0; i < B * L; ++i) cal.ids.data<int64_t>()[i] = ids[size_t(i)];
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t start = (b * avail / B) * L;
+      for (int64_t j = 0; j < L; ++j) cal.ids.data<int64_t>()[b * L + j] = ids[size_t(start + j)];
+    }
   } else {
     cal.source = "ids:" + opt.ids_path;
     SafetensorsFile f(opt.ids_path);

@@ -1,6 +1,7 @@
-// Calibration inputs for the quantizers: token ids [B, L] from a text file (the model's own tokenizer, the
-// whole file as one stream cut into consecutive windows of L tokens, up to B of them) or from a safetensors
-// file holding `input_ids` I64 [B, L] (models without a tokenizer).
+// Calibration inputs for the quantizers: token ids [B, L] from a text file (the model's own tokenizer on the
+// whole file as one stream, cut into windows of L tokens; B of them spread evenly from the start of the text to
+// its end, all of them when the text holds B or fewer) or from a safetensors file holding `input_ids`
+// I64 [B, L] (models without a tokenizer; the first B rows and L columns).
 //
 // Masked-diffusion models see mask tokens at inference, so by default part of every calibration window is
 // masked as in training: window b of B gets ratio t_b = (b + 0.5) / B (evenly spread over (0, 1)) and position

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/matmul.h"
 
 namespace dlx {
 
@@ -46,39 +48,29 @@ std::vector<double> HessianAccumulator::finish() const {
 
 namespace {
 
-// Per row n: d_n H d_n^T with d = a - b (and b_n H b_n^T when den is given). H is symmetric, so H d is built as a
-// sum of H's rows scaled by d (an axpy the compiler vectorizes) in fp32, and the final dot product summed in fp64.
+// Per row n: d_n H d_n^T with d = a - b (and b_n H b_n^T when den is given): the products D H (and B H) as
+// one dense matmul each (H is symmetric, so D H = D H^T is what cpu_matmul computes), then row-wise dot
+// products summed in fp64.
 void quadratic_forms(const std::vector<double>& h, const float* a, const float* b, int64_t n, int64_t k,
                      std::vector<double>& num, std::vector<double>* den) {
-  std::vector<float> hf(h.begin(), h.end());
-  parallel_for(n, 4, [&](int64_t r0, int64_t r1) {
-    std::vector<float> d(static_cast<size_t>(k)), hd(static_cast<size_t>(k)), hw(static_cast<size_t>(k));
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* ar = a + r * k;
-      const float* br = b + r * k;
-      for (int64_t j = 0; j < k; ++j) d[size_t(j)] = ar[j] - br[j];
-      std::fill(hd.begin(), hd.end(), 0.0f);
-      if (den) std::fill(hw.begin(), hw.end(), 0.0f);
-      for (int64_t i = 0; i < k; ++i) {
-        const float* hi = hf.data() + i * k;
-        const float di = d[size_t(i)], wi = br[i];
-        float* pd = hd.data();
-        if (di != 0.0f)
-          for (int64_t j = 0; j < k; ++j) pd[j] += di * hi[j];
-        if (den && wi != 0.0f) {
-          float* pw = hw.data();
-          for (int64_t j = 0; j < k; ++j) pw[j] += wi * hi[j];
-        }
-      }
-      double sd = 0, sw = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        sd += double(d[size_t(j)]) * double(hd[size_t(j)]);
-        if (den) sw += double(br[j]) * double(hw[size_t(j)]);
-      }
-      num[size_t(r)] = sd;
-      if (den) (*den)[size_t(r)] = sw;
-    }
-  });
+  Tensor hf = Tensor::zeros(DType::F32, {k, k});
+  for (int64_t i = 0; i < k * k; ++i) hf.data<float>()[i] = float(h[size_t(i)]);
+  Tensor d = Tensor::zeros(DType::F32, {n, k}), dh = Tensor::zeros(DType::F32, {n, k});
+  for (int64_t i = 0; i < n * k; ++i) d.data<float>()[i] = a[i] - b[i];
+  cpu_matmul(d, hf, nullptr, dh);
+  for (int64_t r = 0; r < n; ++r) {
+    double s = 0;
+    for (int64_t j = 0; j < k; ++j) s += double(d.data<float>()[r * k + j]) * double(dh.data<float>()[r * k + j]);
+    num[size_t(r)] = s;
+  }
+  if (!den) return;
+  Tensor w = Tensor::from_data(DType::F32, {n, k}, b);
+  cpu_matmul(w, hf, nullptr, dh);
+  for (int64_t r = 0; r < n; ++r) {
+    double s = 0;
+    for (int64_t j = 0; j < k; ++j) s += double(b[r * k + j]) * double(dh.data<float>()[r * k + j]);
+    (*den)[size_t(r)] = s;
+  }
 }
 
 }  // namespace

@@ -93,12 +93,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
   const bool fold_vo = s.awq_fold_vo && Hkv > 0 && Hq % Hkv == 0;
   const int64_t rep = fold_vo ? Hq / Hkv : 1;
-  auto expand = [&](const std::vector<float>& sv) {
-    std::vector<float> so(size_t(Hq * D));
-    for (int64_t h = 0; h < Hq; ++h)
-      for (int64_t d = 0; d < D; ++d) so[size_t(h * D + d)] = sv[size_t((h / rep) * D + d)];
-    return so;
-  };
+  auto expand = [&](const std::vector<float>& sv) { return expand_kv_scales(sv, Hq, Hkv, D); };
   auto tie = [&](const std::vector<float>& v) {
     std::vector<float> t(size_t(Hkv * D), 0.0f);
     for (int64_t h = 0; h < Hq; ++h)

@@ -1,6 +1,7 @@
 // Runs one decoder layer of a model over the calibration batch, as often as a quantizer needs, always from the
 // same input: the hidden states that left the previous (already quantized) layer. The batch is split into
-// chunks (ForwardStates of a few thousand tokens) so that attention buffers stay small.
+// chunks (ForwardStates of a few thousand tokens) so that attention buffers stay small
+// and AWQ can run its block searches on a subset of whole chunks.
 #pragma once
 #include <cstddef>
 #include <vector>
@@ -12,7 +13,7 @@ namespace dlx {
 class LayerRunner {
  public:
   // ids: I64 [B, L]; chunks of at most `chunk_tokens` tokens (whole sequences).
-  LayerRunner(Model& model, const Tensor& ids, int64_t chunk_tokens = 4096);
+  LayerRunner(Model& model, const Tensor& ids, int64_t chunk_tokens = 1024);
 
   // Snapshots the current hidden states as the input of `layer`.
   void begin(int64_t layer);
