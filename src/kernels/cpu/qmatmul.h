@@ -27,7 +27,7 @@
 
 namespace dlx {
 
-constexpr int64_t kQFusedMaxRows = 8;
+constexpr int64_t kQFusedMaxRows = 16;
 
 enum class QMatmulPath { Auto, Portable, Avx2 };
 
@@ -52,7 +52,7 @@ struct Args {
   const float* scales;  // [N, G]
   const float* zeros;   // [N, G]
   float* y;             // [M, N]
-  int64_t ldy;
+  int64_t ldy;          // = N
 };
 
 // Computes y[:, n0:n1) (all M rows). n0 is a multiple of kPanelRows.

@@ -27,6 +27,25 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// Prefetches the cache lines that start in [lo, hi) of the `size` bytes at p. The fused tiles use it for the
+// next tile's rows: those follow the current rows in memory and are only K*bits/8 bytes each, too short for
+// the hardware prefetcher to get going, so without it the small-M kernel waits on memory (it made M = 1 at
+// 4608x3584 1.7x faster). The panel strategy uses it for the next K-slice of its rows.
+inline void prefetch_lines(const char* p, int64_t size, int64_t lo, int64_t hi) {
+  for (int64_t off = (lo + 63) & ~int64_t(63); off < hi && off < size; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
+// Where the rows after [n0, n0 + NR) start, and how many bytes of them there are (at most NR rows; a.ldy = N).
+struct NextRows {
+  const char* p;
+  int64_t size;
+};
+inline NextRows next_rows(const Args& a, int64_t n0, int nr) {
+  const int64_t n1 = std::min(a.ldy, n0 + 2 * nr);
+  const int64_t rows = std::max<int64_t>(0, n1 - (n0 + nr));
+  return {reinterpret_cast<const char*>(a.qweight + std::min(a.ldy, n0 + nr) * a.words), rows * a.words * 4};
+}
+
 template <int BITS>
 struct Unpack {
   __m256i shifts, mask, spread;
@@ -58,6 +77,7 @@ void fused_tile(const Args& a, int64_t m0, int64_t n0, const Unpack<BITS>& unpac
   const int64_t K = a.K, G = a.G, steps = a.group_size / 8;
   const uint32_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = a.qweight + (n0 + r) * a.words;
+  const NextRows next = next_rows(a, n0, NR);  // prefetched NR*BITS bytes per step of 8 columns
   __m256 total[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) total[i][r] = _mm256_setzero_ps();
@@ -67,6 +87,7 @@ void fused_tile(const Args& a, int64_t m0, int64_t n0, const Unpack<BITS>& unpac
       for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
     const int64_t s0 = g * steps;
     for (int64_t s = s0; s < s0 + steps; ++s) {
+      prefetch_lines(next.p, next.size, s * NR * BITS, (s + 1) * NR * BITS);
       __m256 wv[NR];
       for (int r = 0; r < NR; ++r) wv[r] = unpack(rows[r], s);
       for (int i = 0; i < MR; ++i) {
@@ -122,6 +143,7 @@ void block_tile(const Args& a, int64_t m0, int64_t n0) {
   const int64_t K = a.K, G = a.G, blocks = a.group_size / B;
   const uint32_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = a.qweight + (n0 + r) * a.words;
+  const NextRows next = next_rows(a, n0, NR);  // prefetched NR*32 bytes per block of 8 words
   __m256 total[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NR; ++r) total[i][r] = _mm256_setzero_ps();
@@ -130,6 +152,7 @@ void block_tile(const Args& a, int64_t m0, int64_t n0) {
     for (int i = 0; i < MR; ++i)
       for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
     for (int64_t b = g * blocks; b < (g + 1) * blocks; ++b) {
+      prefetch_lines(next.p, next.size, b * NR * 32, (b + 1) * NR * 32);
       __m256i wv[NR];
       for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + b * 8));
       const float* x[MR];
@@ -248,13 +271,19 @@ void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
     const int64_t nc1 = std::min(n1, nc + chunk_n);
     for (int64_t mc = 0; mc < a.mp; mc += kChunkM) {
       const int64_t mc1 = std::min(a.mp, mc + kChunkM);
-      std::fill(c.begin(), c.end(), 0.0f);
+      std::fill(c.begin(), c.begin() + (nc1 - nc) * ldc, 0.0f);
       for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
         const int64_t kc = std::min(kColsW, a.K - k0);
         for (int64_t n = nc; n < nc1; n += kRowsW) {
           const int rows = int(std::min<int64_t>(kRowsW, nc1 - n));
           if (rows < kRowsW) std::fill(w.begin(), w.end(), 0.0f);  // missing rows multiply as zeros
           dequant_block<BITS>(a, n, rows, k0, kc, w.data(), u);
+          // The same rows' next slice is needed 16 blocks from now: many rows at a stride defeat the hardware
+          // prefetcher, so ask for it now.
+          if (k0 + kColsW < a.K)
+            for (int r = 0; r < rows; ++r)
+              prefetch_lines(reinterpret_cast<const char*>(a.qweight + (n + r) * a.words), a.words * 4,
+                             (k0 + kColsW) * BITS / 8, (k0 + 2 * kColsW) * BITS / 8);
           float* cn = c.data() + (n - nc) * ldc;
           for (int64_t m = mc; m < mc1; m += kPanelM)
             micro_6x16(a.xkm + k0 * a.mp + m, a.mp, w.data(), kc, cn + (m - mc), ldc);
