@@ -37,6 +37,7 @@ pack() {
     esac
   done
   strip "$BIN/diffulex" "$BIN/diffulex_tests"
+  echo "$ROOT" >"$BIN/source_dir"  # compiled into the binaries (fixture and CLI paths)
   du -sh "$BIN"
   ls "$BIN/lib"
 }
@@ -62,7 +63,9 @@ run() {
   mkdir -p "$out"
   local status=0
   # The binaries find the fixtures and the CLI through paths compiled in on the build machine.
-  if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$ROOT" /work/main; fi
+  local src
+  src=$(cat "$BIN/source_dir" 2>/dev/null || echo /work/main)
+  if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
   mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
   local cublas_py
   cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
