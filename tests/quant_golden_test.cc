@@ -4,9 +4,13 @@
 // against the decoded k_proj sample stored with each fixture, family forcing and the inspect listing.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "kernels/quant/gptq_layout.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace dlx {
@@ -129,6 +133,41 @@ TEST(QuantGolden, InspectListsKinds) {
     EXPECT_NE(r.output.find(f.group == -1 ? "group=all" : "group=" + std::to_string(f.group)), std::string::npos)
         << r.output;
   }
+}
+
+// GPTQModel can quantize the LM head too (`lm_head: true`): it then loads as a packed layer like the others, and
+// the logits equal those of the same model with the dequantized head stored densely.
+TEST(QuantGolden, QuantizedLmHeadLoadsPacked) {
+  std::mt19937_64 rng(41);
+  const std::string src = fixture_dir("gptq_sym_g64");
+  auto store = TensorStore::open_dir(src);
+  const TensorInfo& head = store->info("lm_head.weight");
+  const int64_t V = head.shape[0], H = head.shape[1];
+  QuantCodes codes = test::random_codes(4, V, H, 64, true, false, rng);
+  GptqTensors packed = pack_gptq(codes, true);
+
+  std::vector<std::pair<std::string, Tensor>> base;
+  for (const std::string& n : store->names())
+    if (n != "lm_head.weight") base.push_back({n, store->get(n)});
+  test::TempDir qdir, ddir;
+  for (const test::TempDir* d : {&qdir, &ddir})
+    for (const char* f : {"config.json", "quantize_config.json"}) std::filesystem::copy_file(src + "/" + f, *d / f);
+  auto quantized = base, dense = base;
+  quantized.push_back({"lm_head.qweight", packed.qweight});
+  quantized.push_back({"lm_head.qzeros", packed.qzeros});
+  quantized.push_back({"lm_head.scales", packed.scales});
+  quantized.push_back({"lm_head.g_idx", packed.g_idx});
+  dense.push_back({"lm_head.weight", test::codes_weight(codes)});
+  write_safetensors(qdir / "model.safetensors", quantized);
+  write_safetensors(ddir / "model.safetensors", dense);
+
+  auto qm = Model::load(qdir.str()), dm = Model::load(ddir.str());
+  EXPECT_EQ(qm->lm_head().info().kind, "gptq_w4a16");
+  EXPECT_EQ(dm->lm_head().info().kind, "f32");
+  EXPECT_LT(qm->weight_bytes(), dm->weight_bytes());
+  Tensor ids = Tensor::zeros(DType::I64, {1, 9});
+  for (int64_t i = 0; i < 9; ++i) ids.data<int64_t>()[i] = (i * 37 + 5) % V;
+  EXPECT_LE(test::rel_error(qm->forward(ids), dm->forward(ids)), 1e-5);
 }
 
 }  // namespace dlx

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/error.h"
 #include "kernels/backend.h"
@@ -13,6 +14,7 @@
 #include "kernels/quant/diffulex_int8_layout.h"
 #include "kernels/quant/gptq_layout.h"
 #include "kernels/quant/quant_config.h"
+#include "model/model.h"
 #include "quant_test_util.h"
 
 namespace dlx {
@@ -173,6 +175,26 @@ TEST(QuantLinear, AwqLoadsWithAndWithoutConfig) {
   }
 }
 
+// The later public Diffulex's "awq" export packs nibbles sequentially under AutoAWQ's names and shapes: it loads
+// right only with the explicit plain order, and reads scrambled without it (which is why the option exists).
+TEST(QuantLinear, AwqPlainNibbleOrderNeedsTheOption) {
+  std::mt19937_64 rng(29);
+  QuantCodes c = test::random_codes(4, 32, 128, 64, false, false, rng);
+  AwqTensors t = pack_awq(c, DType::F16, AwqOrder::Plain);
+  test::TempDir dir;
+  auto store = test::write_checkpoint(
+      dir, {{kPrefix + ".qweight", t.qweight}, {kPrefix + ".qzeros", t.qzeros}, {kPrefix + ".scales", t.scales}});
+  QuantConfig q = awq_config(64);
+  LoadContext plain{*store, &q, cpu(), false, true};
+  auto lin = load_linear(plain, spec_of(32, 128));
+  EXPECT_EQ(lin->info().kind, "awq_w4a16");
+  expect_layer(*lin, test::codes_weight(c), nullptr, rng);
+  EXPECT_GT(test::rel_error(load(*store, &q, spec_of(32, 128))->dequantize(), test::codes_weight(c)), 0.1);
+  QuantCodes back = unpack_awq(t, 64, AwqOrder::Plain);
+  EXPECT_EQ(back.q, c.q);
+  EXPECT_EQ(back.zero, c.zero);
+}
+
 TEST(QuantLinear, DequantCacheKeepsDenseCopy) {
   std::mt19937_64 rng(24);
   QuantCodes c = test::random_codes(4, 24, 128, 64, false, true, rng);
@@ -255,6 +277,51 @@ TEST(QuantLinear, DiffulexInt8LoadsBothScaleShapes) {
       expect_layer(*lin, want, nullptr, rng);
       EXPECT_THROW(load(*store, nullptr, spec_of(N, K), g_idx ? "awq" : "gptq"), Error);
     }
+}
+
+// The seed wrote its quantized layers to model_quantized_{gptq,awq}.safetensors beside the original weights: the
+// directory's store reads that overlay, so those layers load quantized and the rest dense.
+TEST(QuantLinear, SeedQuantizedOverlayFileLoads) {
+  std::mt19937_64 rng(31);
+  const std::string fixture = test::source_path("testdata/fixtures/dream_tiny");
+  test::TempDir dir;
+  for (const char* f : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(fixture + "/" + f, dir / f);
+  auto base = Model::load(dir.str());
+  const Linear& dense_up = *base->layers()[0].linear[int(LinearRole::Up)];
+  const int64_t N = dense_up.out_features(), K = dense_up.in_features();
+
+  DiffulexInt8Codes c;
+  c.n = N;
+  c.k = K;
+  c.group_size = N;  // one output group, one scale per input column
+  std::uniform_int_distribution<int> v(-8, 7);
+  std::uniform_real_distribution<float> s(0.01f, 0.05f);
+  for (int64_t i = 0; i < N * K; ++i) c.q.push_back(int8_t(v(rng)));
+  for (int64_t i = 0; i < K; ++i) c.zero.push_back(int8_t(v(rng)));
+  for (int64_t i = 0; i < K; ++i) c.scale.push_back(s(rng));
+  DiffulexInt8Tensors t = pack_diffulex_int8(c);
+  const std::string up = "model.layers.0.mlp.up_proj";
+  write_safetensors(dir / "model_quantized_awq.safetensors",
+                    {{up + ".qweight", t.qweight}, {up + ".qzeros", t.qzeros}, {up + ".scales", t.scales}});
+
+  auto model = Model::load(dir.str());
+  const Linear& q_up = *model->layers()[0].linear[int(LinearRole::Up)];
+  EXPECT_EQ(q_up.info().kind, "diffulex_int8_awq");
+  EXPECT_EQ(model->layers()[0].linear[int(LinearRole::Gate)]->info().kind, "bf16");
+  Tensor want = Tensor::zeros(DType::F32, {N, K});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      want.data<float>()[n * K + k] = c.scale[size_t(k)] * float(c.q[size_t(n * K + k)] + c.zero[size_t(k)]);
+  expect_layer(q_up, want, nullptr, rng);
+
+  // Two overlays are ambiguous; an overlay that repeats a tensor of the base is not an overlay.
+  std::filesystem::copy_file(dir / "model_quantized_awq.safetensors", dir / "model_quantized_gptq.safetensors");
+  EXPECT_NE(error_of([&] { Model::load(dir.str()); }).find("model_quantized_gptq.safetensors"), std::string::npos);
+  std::filesystem::remove(dir / "model_quantized_gptq.safetensors");
+  write_safetensors(dir / "model_quantized_awq.safetensors",
+                    {{up + ".qweight", t.qweight}, {"model.norm.weight", base->store().get("model.norm.weight")}});
+  EXPECT_NE(error_of([&] { Model::load(dir.str()); }).find("'model.norm.weight' is also in"), std::string::npos);
 }
 
 TEST(QuantLinear, BrokenGptqCheckpointsNameTheTensor) {

@@ -38,7 +38,8 @@ std::vector<double> parse_ratios(const std::string& s) {
 void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Masked-token NLL and accuracy on held-out text at fixed mask ratios");
   struct Args {
-    std::string model, text = "testdata/kjv/heldout.txt", ratios = "0.15,0.5,0.9", device = "cpu";
+    std::string model, text = "testdata/kjv/heldout.txt", ratios = "0.15,0.5,0.9";
+    LoadOptions lo;
     uint64_t seed = 1234;
     int64_t window = 128, draws = 1;
     bool json = false;
@@ -51,7 +52,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--window", a->window, "Tokens per window")->capture_default_str();
   cmd->add_option("--draws", a->draws, "Mask draws pooled per ratio (seeds seed .. seed+draws-1)")
       ->capture_default_str();
-  cmd->add_option("--device", a->device, "Backend: cpu or cuda")->capture_default_str();
+  add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   cmd->callback([a] {
     MaskedEvalOptions opt;
@@ -65,9 +66,7 @@ void add_eval_command(CLI::App& app) {
     ss << f.rdbuf();
     Tokenizer tok = Tokenizer::load(a->model);
     std::vector<int32_t> ids = tok.encode(ss.str());
-    LoadOptions lo;
-    lo.device = a->device;
-    auto model = Model::load(a->model, lo);
+    auto model = Model::load(a->model, a->lo);
     MaskedEvalResult r = masked_token_eval(*model, ids, opt);
     if (a->json) {
       nlohmann::json j;

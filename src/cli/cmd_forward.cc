@@ -42,20 +42,17 @@ Tensor read_key_mask(const TensorStore& in, const std::string& path, const Tenso
 void add_forward_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("forward", "Run the model on token ids and write the raw logits");
   struct Args {
-    std::string model, ids, output, device = "cpu", attn, mlp;
+    std::string model, ids, output;
     int threads = 0;
-    bool dequant_cache = false;
+    LoadOptions lo;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model, "Checkpoint directory")->required();
   cmd->add_option("--input-ids", a->ids, "safetensors file with input_ids I64 [B, L] (optional attention_mask)")
       ->required();
   cmd->add_option("--output", a->output, "Output safetensors file (logits F32 [B, L, V])")->required();
-  cmd->add_option("--device", a->device, "cpu");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
-  cmd->add_option("--linear-attn-weight-dtype", a->attn, "Force the attention linears' kind: bf16 | gptq | awq");
-  cmd->add_option("--linear-mlp-weight-dtype", a->mlp, "Force the MLP linears' kind: bf16 | gptq | awq");
-  cmd->add_flag("--dequant-cache", a->dequant_cache, "Keep dequantized dense copies of quantized weights");
+  add_load_options(*cmd, a->lo);
   cmd->callback([a] {
     if (a->threads > 0) set_num_threads(a->threads);
     auto in = TensorStore::open_file(a->ids);
@@ -65,13 +62,8 @@ void add_forward_command(CLI::App& app) {
           dtype_name(ids.dtype()), shape_str(ids.shape()));
     check(ids.numel() > 0, "{}: input_ids is empty ({})", a->ids, shape_str(ids.shape()));
     Tensor mask = read_key_mask(*in, a->ids, ids);
-    LoadOptions lo;
-    lo.device = a->device;
-    lo.attn_weight_family = a->attn;
-    lo.mlp_weight_family = a->mlp;
-    lo.dequant_cache = a->dequant_cache;
     auto t0 = std::chrono::steady_clock::now();
-    auto model = Model::load(a->model, lo);
+    auto model = Model::load(a->model, a->lo);
     auto t1 = std::chrono::steady_clock::now();
     Tensor logits = model->forward(ids, mask);
     auto t2 = std::chrono::steady_clock::now();

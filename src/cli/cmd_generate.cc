@@ -59,8 +59,9 @@ void print_result(const GenerationResult& r, const GenerationOptions& opts, Mode
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt by masked diffusion (Dream or LLaDA sampler)");
   struct Args {
-    std::string model, prompt, prompts_file, device = "cpu", attn, mlp, tokenizer;
-    bool chat = false, json = false, dequant_cache = false;
+    std::string model, prompt, prompts_file, tokenizer;
+    bool chat = false, json = false;
+    LoadOptions lo;
     int threads = 0;
     GenerationOptions o;
   };
@@ -87,11 +88,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--tokens-per-step", o->tokens_per_step, "Reveal this many tokens per step");
   cmd->add_option("--seed", o->seed, "Random seed");
   cmd->add_option("--cache", o->cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)");
-  cmd->add_option("--device", a->device, "cpu | cuda");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
-  cmd->add_option("--linear-attn-weight-dtype", a->attn, "Force the attention linears' kind: bf16 | gptq | awq");
-  cmd->add_option("--linear-mlp-weight-dtype", a->mlp, "Force the MLP linears' kind: bf16 | gptq | awq");
-  cmd->add_flag("--dequant-cache", a->dequant_cache, "Keep dequantized dense copies of quantized weights");
+  add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print one JSON object with the text, ids and timings");
   // Options left unset take the checkpoint's generation_config.json values.
   cmd->callback([a, cmd] {
@@ -116,12 +114,7 @@ void add_generate_command(CLI::App& app) {
     if (a->threads > 0) set_num_threads(a->threads);
 
     auto t0 = std::chrono::steady_clock::now();
-    LoadOptions lo;
-    lo.device = a->device;
-    lo.attn_weight_family = a->attn;
-    lo.mlp_weight_family = a->mlp;
-    lo.dequant_cache = a->dequant_cache;
-    auto model = Model::load(a->model, lo);
+    auto model = Model::load(a->model, a->lo);
     Tokenizer tok = Tokenizer::load(a->tokenizer.empty() ? a->model : a->tokenizer);
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<std::string> texts = a->prompts_file.empty() ? std::vector<std::string>{a->prompt}

@@ -30,10 +30,12 @@ void add_inspect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "Describe a checkpoint: architecture, sizes, dtype, quantization, layers");
   auto model = std::make_shared<std::string>();
   auto list = std::make_shared<bool>(false);
+  auto lo = std::make_shared<LoadOptions>();
   cmd->add_option("--model", *model, "Checkpoint directory (config.json + safetensors)")->required();
   cmd->add_flag("--list-layers", *list, "List every linear layer with its kind, shape and bytes");
-  cmd->callback([model, list] {
-    auto m = Model::load(*model);
+  add_load_options(*cmd, *lo);
+  cmd->callback([model, list, lo] {
+    auto m = Model::load(*model, *lo);
     const ModelConfig& c = m->config();
     fmt::print("model:         {}\n", *model);
     fmt::print("architecture:  {} (model_type \"{}\")\n", arch_name(c.arch), c.model_type);

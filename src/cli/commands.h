@@ -2,7 +2,14 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+namespace dlx {
+struct LoadOptions;
+}
+
 namespace dlx::cli {
+
+// --device, --linear-{attn,mlp}-weight-dtype, --dequant-cache, --awq-order into `lo` (which must outlive the app).
+void add_load_options(CLI::App& cmd, LoadOptions& lo);
 
 void add_inspect_command(CLI::App& app);
 void add_forward_command(CLI::App& app);

@@ -129,7 +129,41 @@ std::shared_ptr<TensorStore> TensorStore::open_file(const std::string& path) {
   return store;
 }
 
+namespace {
+
+// The seed Diffulex's quantizer wrote its quantized tensors to model_quantized_{gptq,awq}.safetensors next to the
+// original weights (which stay for the layers it left dense). Returns those files in the directory.
+std::vector<fs::path> seed_quantized_files(const fs::path& d) {
+  std::vector<fs::path> found;
+  for (const char* name : {"model_quantized_gptq.safetensors", "model_quantized_awq.safetensors"})
+    if (fs::exists(d / name)) found.push_back(d / name);
+  return found;
+}
+
+}  // namespace
+
 std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
+  std::shared_ptr<TensorStore> store = open_base_dir(dir);
+  std::vector<fs::path> overlays = seed_quantized_files(dir);
+  if (overlays.size() > 1)
+    fail("{}: both {} and {} are present; keep the one to load (diffulex reads one quantized overlay)", dir,
+         overlays[0].filename().string(), overlays[1].filename().string());
+  for (const fs::path& p : overlays) {
+    // The overlay's tensors join the store; a quantized layer's qweight/qzeros/scales then make the linear kinds
+    // pick the quantized kind over the original .weight, as the seed's loader did.
+    store->files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
+    for (const auto& [name, ti] : store->files_.back()->tensors()) {
+      auto it = store->where_.find(name);
+      if (it != store->where_.end())
+        fail("{}: tensor '{}' is also in {}; a quantized overlay may only add tensors", p.string(), name,
+             it->second->path());
+      store->where_[name] = store->files_.back().get();
+    }
+  }
+  return store;
+}
+
+std::shared_ptr<TensorStore> TensorStore::open_base_dir(const std::string& dir) {
   fs::path d(dir);
   fs::path single = d / "model.safetensors";
   fs::path index = d / "model.safetensors.index.json";
@@ -164,6 +198,9 @@ std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
     return store;
   }
   if (fs::exists(single)) return open_file(single.string());
+  if (!seed_quantized_files(d).empty())
+    fail("{}: has a quantized overlay ({}) but no model.safetensors or model.safetensors.index.json with the other "
+         "weights", dir, seed_quantized_files(d)[0].filename().string());
   fail("{}: no model.safetensors or model.safetensors.index.json", dir);
 }
 

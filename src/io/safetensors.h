@@ -42,7 +42,8 @@ class SafetensorsFile {
 };
 
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
-// model.safetensors.index.json (each name checked to be present in the shard the index names).
+// model.safetensors.index.json (each name checked to be present in the shard the index names), plus the seed
+// Diffulex's quantized overlay model_quantized_{gptq,awq}.safetensors when present (it may only add tensors).
 class TensorStore {
  public:
   static std::shared_ptr<TensorStore> open_dir(const std::string& dir);
@@ -55,6 +56,7 @@ class TensorStore {
   const std::string& file_of(const std::string& name) const;
 
  private:
+  static std::shared_ptr<TensorStore> open_base_dir(const std::string& dir);  // without the overlay
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;
 };

@@ -56,6 +56,7 @@ struct LoadContext {
   const QuantConfig* quant;  // null for a dense checkpoint
   Backend& backend;
   bool dequant_cache = false;  // keep a dense dequantized copy instead of the packed weight
+  bool awq_plain_order = false;  // AWQ tensors with sequential nibbles (the later Diffulex export), see awq_layout.h
 };
 
 struct LinearKind {

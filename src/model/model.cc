@@ -53,7 +53,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   m->embed_ = be.upload(load_matrix(store, names.embed, c.vocab_size, c.hidden_size));
   m->final_norm_ = be.upload(load_vector(store, names.final_norm, c.hidden_size));
 
-  LoadContext ctx{store, m->quant_.get(), be, opts.dequant_cache};
+  check(opts.awq_order == "autoawq" || opts.awq_order == "plain",
+        "awq order '{}' is not one of autoawq, plain", opts.awq_order);
+  LoadContext ctx{store, m->quant_.get(), be, opts.dequant_cache, opts.awq_order == "plain"};
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   auto spec = [&](const std::string& prefix, LinearRole role) {
     LinearSpec s;
@@ -80,13 +82,15 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     }
     m->layers_.push_back(std::move(lw));
   }
-  // The LM head is never quantized by GPTQ/AWQ tools; a tied model reuses the embedding table.
-  std::string head = c.tie_word_embeddings && !store.has(names.lm_head) ? names.embed : names.lm_head;
+  // The LM head loads as the checkpoint holds it: dense, or quantized (GPTQModel's `lm_head: true`) through the
+  // same kinds table; a tied model without its own head reuses the embedding table.
+  auto prefix_of = [](const std::string& weight) { return weight.substr(0, weight.size() - std::string(".weight").size()); };
+  const bool head_stored = store.has(names.lm_head) || store.has(prefix_of(names.lm_head) + ".qweight");
   LinearSpec hs;
-  hs.prefix = head.substr(0, head.size() - std::string(".weight").size());
+  hs.prefix = prefix_of(c.tie_word_embeddings && !head_stored ? names.embed : names.lm_head);
   hs.in_features = H;
   hs.out_features = c.vocab_size;
-  m->lm_head_ = load_linear(ctx, hs, "bf16");
+  m->lm_head_ = load_linear(ctx, hs);
   return m;
 }
 

@@ -25,6 +25,9 @@ struct LoadOptions {
   // Force a linear family per layer group: "" (what the checkpoint holds), "bf16", "gptq" or "awq".
   std::string attn_weight_family, mlp_weight_family;
   bool dequant_cache = false;
+  // "autoawq" (the AutoAWQ gemm nibble order, the default) or "plain" (sequential nibbles: the later public
+  // Diffulex's "awq" export, which carries the same names and shapes and so cannot be detected).
+  std::string awq_order = "autoawq";
 };
 
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).

@@ -51,12 +51,13 @@ std::unique_ptr<Linear> load_awq(const LoadContext& ctx, const LinearSpec& s) {
 
   const void* qw = qweight.data();
   const void* qz = qzeros.data();
+  const AwqOrder order = ctx.awq_plain_order ? AwqOrder::Plain : AwqOrder::AutoAwq;
   PackedWeight w = build_packed_weight(
-      4, N, K, gs, {}, [&](int64_t k, int64_t n) { return awq::code(qw, N, k, n); },
+      4, N, K, gs, {}, [&](int64_t k, int64_t n) { return awq::code(qw, N, k, n, order); },
       [&](int64_t g, int64_t n) { return load_as_f32(scales.data(), scales.dtype(), size_t(g * N + n)); },
-      [&](int64_t g, int64_t n) { return awq::zero(qz, N, g, n); });
+      [&](int64_t g, int64_t n) { return awq::zero(qz, N, g, n, order); });
   LinearInfo info;
-  info.kind = "awq_w4a16";
+  info.kind = "awq_w4a16";  // the plain nibble order is a reading of the same kind, not another kind
   info.bits = 4;
   info.group_size = gs;
   return make_packed_linear(ctx, s, std::move(w), std::move(bias), std::move(info));
