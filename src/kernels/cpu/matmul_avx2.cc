@@ -2,19 +2,14 @@
 // called only after cpu_has_avx2().
 #include <immintrin.h>
 
+#include "kernels/cpu/avx2_util.h"
 #include "kernels/cpu/matmul.h"
 
 namespace dlx::matmul_impl {
 
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
+using avx2::hsum;
 
 // Up to 2 rows of x against `rows` (<= 4) panel rows: 8 accumulators, 14 registers live.
 template <int MR, int NR>

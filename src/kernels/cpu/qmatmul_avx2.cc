@@ -13,19 +13,14 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/avx2_util.h"
 #include "kernels/cpu/qmatmul.h"
 
 namespace dlx::qmatmul_impl {
 
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
+using avx2::hsum;
 
 // Prefetches the cache lines that start in [lo, hi) of the `size` bytes at p. The fused tiles use it for the
 // next tile's rows: those follow the current rows in memory and are only K*bits/8 bytes each, too short for
@@ -44,6 +39,29 @@ inline NextRows next_rows(const Args& a, int64_t n0, int nr) {
   const int64_t n1 = std::min(a.ldy, n0 + 2 * nr);
   const int64_t rows = std::max<int64_t>(0, n1 - (n0 + nr));
   return {reinterpret_cast<const char*>(a.qweight + std::min(a.ldy, n0 + nr) * a.words), rows * a.words * 4};
+}
+
+// total += acc * scale[n, g] for the tile's NR output rows (the scale applies once per group).
+template <int MR, int NR>
+inline void add_group(const Args& a, int64_t n0, int64_t g, const __m256 (&acc)[MR][NR], __m256 (&total)[MR][NR]) {
+  for (int r = 0; r < NR; ++r) {
+    __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * a.G + g]);
+    for (int i = 0; i < MR; ++i) total[i][r] = _mm256_fmadd_ps(acc[i][r], sv, total[i][r]);
+  }
+}
+
+// y[m, n] = sum(total) - sum_g zs[n, g] * (sum of x[m, :] over group g): the zero points as one dot per output.
+template <int MR, int NR>
+inline void store_tile(const Args& a, int64_t m0, int64_t n0, const __m256 (&total)[MR][NR]) {
+  const int64_t G = a.G;
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* zs = a.zeros + (n0 + r) * G;
+      const float* xs = a.xsum + (m0 + i) * G;
+      float z = 0;
+      for (int64_t g = 0; g < G; ++g) z += zs[g] * xs[g];
+      a.y[(m0 + i) * a.ldy + n0 + r] = hsum(total[i][r]) - z;
+    }
 }
 
 template <int BITS>
@@ -95,19 +113,9 @@ void fused_tile(const Args& a, int64_t m0, int64_t n0, const Unpack<BITS>& unpac
         for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
       }
     }
-    for (int r = 0; r < NR; ++r) {
-      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]);
-      for (int i = 0; i < MR; ++i) total[i][r] = _mm256_fmadd_ps(acc[i][r], sv, total[i][r]);
-    }
+    add_group<MR, NR>(a, n0, g, acc, total);
   }
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) {
-      const float* zs = a.zeros + (n0 + r) * G;
-      const float* xs = a.xsum + (m0 + i) * G;
-      float z = 0;
-      for (int64_t g = 0; g < G; ++g) z += zs[g] * xs[g];
-      a.y[(m0 + i) * a.ldy + n0 + r] = hsum(total[i][r]) - z;
-    }
+  store_tile<MR, NR>(a, m0, n0, total);
 }
 
 // Code I of each word of w as floats, scaled by 2^(bits*I) except for the top code (see qmatmul.h).
@@ -159,19 +167,9 @@ void block_tile(const Args& a, int64_t m0, int64_t n0) {
       for (int i = 0; i < MR; ++i) x[i] = a.xt + (m0 + i) * K + b * B;
       block_steps<BITS, MR, NR>(std::make_integer_sequence<int, P>{}, wv, x, acc);
     }
-    for (int r = 0; r < NR; ++r) {
-      __m256 sv = _mm256_set1_ps(a.scales[(n0 + r) * G + g]);
-      for (int i = 0; i < MR; ++i) total[i][r] = _mm256_fmadd_ps(acc[i][r], sv, total[i][r]);
-    }
+    add_group<MR, NR>(a, n0, g, acc, total);
   }
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) {
-      const float* zs = a.zeros + (n0 + r) * G;
-      const float* xs = a.xsum + (m0 + i) * G;
-      float z = 0;
-      for (int64_t g = 0; g < G; ++g) z += zs[g] * xs[g];
-      a.y[(m0 + i) * a.ldy + n0 + r] = hsum(total[i][r]) - z;
-    }
+  store_tile<MR, NR>(a, m0, n0, total);
 }
 
 template <int BITS, int MR, int NR>

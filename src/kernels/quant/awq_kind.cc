@@ -19,7 +19,6 @@ std::unique_ptr<Linear> load_awq(const LoadContext& ctx, const LinearSpec& s) {
   const QuantTensorSet t(ctx.store, s.prefix);
   const QuantConfig* cfg = ctx.quant;
   const int64_t K = s.in_features, N = s.out_features;
-  const std::string origin = cfg ? cfg->source : "the tensor shapes (no quantization config)";
   if (cfg) check(cfg->bits == 4, "{}: AWQ with {} bits is not supported (4)", cfg->source, cfg->bits);
 
   Tensor qweight = t.require("qweight", "quantized weight");
@@ -28,22 +27,9 @@ std::unique_ptr<Linear> load_awq(const LoadContext& ctx, const LinearSpec& s) {
         t.file("qweight"), t.name("qweight"), N, s.prefix);
   t.check_shape("qweight", qweight, {K, N / 8}, "[in_features, out_features/8] for AWQ");
 
-  Tensor scales = t.require("scales", "AWQ needs a scale per group and output column");
-  t.check_dtype("scales", scales, {DType::F16, DType::BF16, DType::F32});
-  int64_t gs;
-  if (cfg) {
-    gs = cfg->group_size == -1 ? K : cfg->group_size;
-  } else {
-    check(scales.rank() == 2 && scales.dim(0) > 0 && K % scales.dim(0) == 0,
-          "{}: tensor '{}' has shape {}, expected [groups, {}] with groups dividing in_features {}", t.file("scales"),
-          t.name("scales"), shape_str(scales.shape()), N, K);
-    gs = K / scales.dim(0);
-  }
-  check(gs > 0 && K % gs == 0, "{}: tensor '{}': group_size {} (from {}) does not divide in_features {}",
-        t.file("qweight"), t.name("qweight"), gs, origin, K);
+  int64_t gs = 0;
+  Tensor scales = t.group_scales(cfg, K, N, "AWQ needs a scale per group and output column", gs);
   const int64_t G = K / gs;
-  t.check_shape("scales", scales, {G, N}, fmt::format("[in_features/group_size, out_features], group_size {}", gs));
-  t.check_finite("scales", scales);
   Tensor qzeros = t.require("qzeros", "AWQ gemm stores zero points (zero_point: true)");
   t.check_dtype("qzeros", qzeros, {DType::I32});
   t.check_shape("qzeros", qzeros, {G, N / 8}, "[groups, out_features/8] for AWQ");

@@ -29,23 +29,9 @@ std::unique_ptr<Linear> load_gptq(const LoadContext& ctx, const LinearSpec& s, i
   t.check_shape("qweight", qweight, {K / p, N},
                 fmt::format("[in_features/{}, out_features] for {}-bit GPTQ, bits from {}", p, bits, origin));
 
-  Tensor scales = t.require("scales", "GPTQ needs a scale per group and output column");
-  t.check_dtype("scales", scales, {DType::F16, DType::BF16, DType::F32});
-  // Group size: the config's; without a config, the one the scales' rows imply.
-  int64_t gs;
-  if (cfg) {
-    gs = cfg->group_size == -1 ? K : cfg->group_size;
-  } else {
-    check(scales.rank() == 2 && scales.dim(0) > 0 && K % scales.dim(0) == 0,
-          "{}: tensor '{}' has shape {}, expected [groups, {}] with groups dividing in_features {}", t.file("scales"),
-          t.name("scales"), shape_str(scales.shape()), N, K);
-    gs = K / scales.dim(0);
-  }
-  check(gs > 0 && K % gs == 0, "{}: tensor '{}': group_size {} (from {}) does not divide in_features {}",
-        t.file("qweight"), t.name("qweight"), gs, origin, K);
+  int64_t gs = 0;
+  Tensor scales = t.group_scales(cfg, K, N, "GPTQ needs a scale per group and output column", gs);
   const int64_t G = K / gs;
-  t.check_shape("scales", scales, {G, N}, fmt::format("[in_features/group_size, out_features], group_size {}", gs));
-  t.check_finite("scales", scales);
 
   Tensor qzeros = t.require("qzeros", "GPTQ stores zero points for every quantized layer, symmetric ones too");
   t.check_dtype("qzeros", qzeros, {DType::I32});

@@ -1,5 +1,7 @@
 #include "kernels/quant/quant_checks.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -41,6 +43,27 @@ void QuantTensorSet::check_finite(const char* suffix, const Tensor& t) const {
     check(std::isfinite(v), "{}: tensor '{}' has a non-finite value ({}) at flat index {}", file(suffix), name(suffix), v,
           i);
   }
+}
+
+Tensor QuantTensorSet::group_scales(const QuantConfig* cfg, int64_t K, int64_t N, const std::string& why,
+                                    int64_t& gs) const {
+  Tensor scales = require("scales", why);
+  check_dtype("scales", scales, {DType::F16, DType::BF16, DType::F32});
+  const std::string origin = cfg ? cfg->source : "the tensor shapes (no quantization config)";
+  if (cfg) {
+    gs = cfg->group_size == -1 ? K : cfg->group_size;
+  } else {
+    check(scales.rank() == 2 && scales.dim(0) > 0 && K % scales.dim(0) == 0,
+          "{}: tensor '{}' has shape {}, expected [groups, {}] with groups dividing in_features {}", file("scales"),
+          name("scales"), shape_str(scales.shape()), N, K);
+    gs = K / scales.dim(0);
+  }
+  check(gs > 0 && K % gs == 0, "{}: tensor '{}': group_size {} (from {}) does not divide in_features {}",
+        file("qweight"), name("qweight"), gs, origin, K);
+  check_shape("scales", scales, {K / gs, N},
+              fmt::format("[in_features/group_size, out_features], group_size {}", gs));
+  check_finite("scales", scales);
+  return scales;
 }
 
 std::vector<int32_t> QuantTensorSet::act_order_perm(const char* suffix, const Tensor& g_idx, int64_t k,

@@ -25,6 +25,9 @@ class QuantTensorSet {
   void check_shape(const char* suffix, const Tensor& t, const Shape& want, const std::string& why) const;
   // Every element finite (scales: NaN or Inf would poison whole output columns).
   void check_finite(const char* suffix, const Tensor& t) const;
+  // The per-group scales [in_features/group_size, out_features] (float dtype, finite) and their group size: the
+  // config's (-1: in_features), or without a config the one the scales' rows imply.
+  Tensor group_scales(const QuantConfig* cfg, int64_t k, int64_t n, const std::string& why, int64_t& group_size) const;
   // g_idx I32 [K] with values in [0, groups) and exactly `group_size` rows per group. Returns the act-order
   // permutation (stable sort of the input rows by group) or an empty vector when g_idx is k / group_size.
   std::vector<int32_t> act_order_perm(const char* suffix, const Tensor& g_idx, int64_t k, int64_t group_size) const;
