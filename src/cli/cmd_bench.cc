@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli/bench_w4a16.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -474,7 +475,19 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
-  cmd->callback([a] {
+  // --w4a16-kernels: the W4A16 linear alone (bench_w4a16.cc) instead of forward passes.
+  auto w4 = std::make_shared<bool>(false);
+  cmd->add_flag("--w4a16-kernels", *w4, "Time the W4A16 linear alone at the Dream/LLaDA shapes (CUDA; see bench_w4a16.cc)");
+  cmd->callback([a, w4] {
+    if (*w4) {
+      check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
+      W4A16BenchArgs wa;
+      wa.seed = a->seed;
+      const std::string text = run_w4a16_kernel_bench(wa).dump(2) + "\n";
+      if (!a->output.empty()) write_file_atomic(a->output, text);
+      fmt::print("{}", text);
+      return;
+    }
     json out = run_bench(*a);
     const std::string text = out.dump(2) + "\n";
     if (!a->output.empty()) write_file_atomic(a->output, text);

@@ -1,0 +1,453 @@
+// W4A16 on tensor cores: 4-bit weights (GPTQ / AWQ / RTN, any group size that is a multiple of 16 or one group per
+// row, symmetric or integer zero points, act-order) times bf16 activations, fp32 accumulation. The weight is
+// converted once at load (w4a16_repack, called by CudaBackend::upload_packed) from the canonical PackedWeight
+// (kernels/packed_weight.h) into the layout below; the canonical tensors are not kept on the GPU and there is no
+// bf16 copy of the weight.
+//
+// Layout ("CUDA W4A16 tiles", PackedWeight::layout == kW4A16TileLayout)
+//   Np = N rounded up to 16, Kp = K rounded up to 64, KT = Kp / 64. Padding codes are 0 (their activations are 0).
+//   tiles  u32 [Np/16][KT][32 lanes][4 words]: one 512-byte unit per (16 output rows, 64 input columns), i.e. one
+//          16-byte load per lane of a warp. For lane l (gid = l / 4, tig = l % 4) word w (0..3) holds the weights
+//          of the w-th k16 step, k = 64*kt + 16*w + {2tig, 2tig+1, 2tig+8, 2tig+9}, at rows n = 16*nt + gid (nibbles
+//          0,4,1,5) and n = 16*nt + 8 + gid (nibbles 2,6,3,7), in that k order. Nibble j and nibble j+4 land in the two
+//          bf16 halves of one register after (word >> 4j) & 0x000f000f, which is exactly the B fragment
+//          {b0, b1} of mma.m16n8k16 for the two n8 tiles: no shuffles, no shared-memory transposes.
+//   sz     u32 [G][Np]: per group and row, bf16(scale) in the low half and bf16(128 + z) in the high half, z the
+//          integer zero point (zeros/scales of the canonical form; upload_packed keeps the canonical layout and the
+//          SIMT kernel when a zero point is not an integer in [-128, 127]). W = s * (q - z).
+//
+// Dequantization in registers: (word >> 4j) & 0x000f000f | 0x43004300 (one lop3) is the bf16 pair 128 + q
+// (0x4300 is 128.0 and the mantissa's unit is 1); subtracting the bf16 pair 128 + z is exact (small integers), and
+// the product with the bf16 scale rounds once. So the only rounding beyond the f32 reference is bf16(s) (2^-9
+// relative, per group) and bf16(s * (q - z)) (2^-9 relative, per element), the same as a bf16 weight.
+//
+// The kernel (w4a16_kernel<MT, NU>): 256 threads = 8 warps; a block computes a (16*MT) x (128*NU) tile of y; each
+// warp owns 16*NU output columns and all the block's rows. K is walked in steps of 64 through a 4-stage cp.async
+// pipeline that brings the activation tile (rows swizzled in 16-byte chunks so that ldmatrix is conflict-free), the
+// weight units (512 contiguous bytes each) and the group scales of the step into shared memory; each warp then
+// loads its weight words (one 16-byte ld.shared per lane per unit), dequantizes them in registers and issues
+// 2*MT*NU mma.sync per k16 step. Blocks with the same output columns are adjacent in the launch order (grid.x is the
+// row tile), so a weight tile is read from DRAM once and from L2 by the other row tiles.
+// Split-K: when the tiles are too few to fill the GPU (small M, small N), grid.z splits the k steps; each split writes
+// fp32 partial sums to a scratch buffer and a second kernel adds them (in a fixed order: deterministic), adds the
+// bias and rounds to bf16. Without a split the bias is added in the epilogue.
+// Act-order: the activation columns are gathered through perm into a scratch buffer first (w4a16_permute).
+// Large M: w4a16_dequant writes a transient bf16 [N, K] scratch for cuBLASLt; the backend picks that path or the
+// fused kernel per (shape, M bucket) by timing both once (cuda_backend.cc).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/cuda/common.cuh"
+
+namespace dlx::cuda {
+
+namespace {
+
+constexpr int kThreads = 256, kStages = 4, kBK = 64, kMaxGroups = 4;
+
+__host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
+  return d;
+}
+__device__ __forceinline__ uint32_t bsub_mul(uint32_t v, uint32_t z, uint32_t s) {
+  __nv_bfloat162 d = __hmul2(__hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z)),
+                             *reinterpret_cast<__nv_bfloat162*>(&s));
+  return *reinterpret_cast<uint32_t*>(&d);
+}
+
+// The four B registers (n8 tile 0: b0, b1; n8 tile 1: b0, b1) of one word; sz0 / sz1: {bf16 s, bf16 128+z} of the
+// lane's row in each n8 tile.
+__device__ __forceinline__ void dequant(uint32_t word, uint32_t sz0, uint32_t sz1, uint32_t (&b)[4]) {
+  const uint32_t s0 = __byte_perm(sz0, 0, 0x1010), z0 = __byte_perm(sz0, 0, 0x3232);
+  const uint32_t s1 = __byte_perm(sz1, 0, 0x1010), z1 = __byte_perm(sz1, 0, 0x3232);
+  b[0] = bsub_mul(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0, s0);
+  b[1] = bsub_mul(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0, s0);
+  b[2] = bsub_mul(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1, s1);
+  b[3] = bsub_mul(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1, s1);
+}
+
+struct Args {
+  const bf16_t* x;  // [M, K], columns already in kernel order
+  int64_t M, K, N, np, kt, groups, gs;
+  const uint4* tiles;
+  const uint32_t* sz;
+  const void* bias;
+  Elt bias_type;
+  bf16_t* y;
+  float* partial;  // [splits, M, N] when splits > 1
+  int splits, kt_per_split;
+  bool tile_in_one_group;  // group_size % 64 == 0
+};
+
+template <int MT, int NU>
+struct Cfg {
+  static constexpr int BM = 16 * MT, BN = 128 * NU;
+  static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = kMaxGroups * BN * 4;
+  static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
+  static constexpr int SMEM = kStages * STAGE;
+};
+
+template <int MT, int NU>
+__global__ void __launch_bounds__(kThreads) w4a16_kernel(Args a) {
+  using C = Cfg<MT, NU>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
+  const int64_t m0 = int64_t(blockIdx.x) * C::BM, n0 = int64_t(blockIdx.y) * C::BN;
+  const int64_t nt0 = n0 / 16, nts = a.np / 16;
+  const int split = blockIdx.z;
+  const int64_t kt_begin = int64_t(split) * a.kt_per_split;
+  const int64_t kt_end = imin(a.kt, kt_begin + a.kt_per_split);
+  const int nsteps = int(imax(0, kt_end - kt_begin));
+
+  auto stage_a = [&](int s) { return reinterpret_cast<uint4*>(smem + s * C::STAGE); };
+  auto stage_b = [&](int s) { return reinterpret_cast<uint4*>(smem + s * C::STAGE + C::A_BYTES); };
+  auto stage_sz = [&](int s) { return reinterpret_cast<uint32_t*>(smem + s * C::STAGE + C::A_BYTES + C::B_BYTES); };
+
+  auto load = [&](int s, int64_t kt) {
+    const int64_t k0 = kt * kBK;
+    uint4* as = stage_a(s);
+    for (int c = tid; c < C::BM * 8; c += kThreads) {
+      const int r = c / 8, ch = c % 8;
+      const int64_t m = m0 + r, k = k0 + ch * 8;
+      const bool ok = m < a.M && k < a.K;
+      cp_async16(as + r * 8 + (ch ^ (r & 7)), ok ? a.x + m * a.K + k : a.x, ok);
+    }
+    uint4* bs = stage_b(s);
+    for (int c = tid; c < C::BN * 2; c += kThreads) {
+      const int64_t nt = nt0 + c / 32;
+      const bool ok = nt < nts;
+      cp_async16(bs + c, ok ? a.tiles + (nt * a.kt + kt) * 32 + c % 32 : a.tiles, ok);
+    }
+    const int64_t ga = k0 / a.gs, gb = (imin(k0 + kBK, a.K) - 1) / a.gs;
+    const int ng = int(imin(gb, a.groups - 1) - ga + 1);
+    uint32_t* zs = stage_sz(s);
+    for (int c = tid; c < kMaxGroups * C::BN / 4; c += kThreads) {
+      const int gi = c / (C::BN / 4), col = (c % (C::BN / 4)) * 4;
+      if (gi >= ng) continue;
+      const int64_t n = n0 + col;
+      const bool ok = n < a.np;
+      cp_async16(zs + gi * C::BN + col, ok ? a.sz + (ga + gi) * a.np + n : a.sz, ok);
+    }
+  };
+
+  float acc[MT][NU][2][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NU; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][h][e] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nsteps) load(s, kt_begin + s);
+    cp_async_commit();
+  }
+
+  for (int step = 0; step < nsteps; ++step) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    {
+      const int next = step + kStages - 1;
+      if (next < nsteps) load(next % kStages, kt_begin + next);
+      cp_async_commit();
+    }
+    const int s = step % kStages;
+    const int k0 = int((kt_begin + step) * kBK);  // K < 2^31; 32-bit division below
+    const int gs = int(a.gs), ga = k0 / gs;
+    const unsigned char* as = reinterpret_cast<const unsigned char*>(stage_a(s));
+    const uint4* bs = stage_b(s);
+    const uint32_t* zs = stage_sz(s);
+    uint4 bw[NU];
+#pragma unroll
+    for (int j = 0; j < NU; ++j) bw[j] = bs[(warp * NU + j) * 32 + lane];
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      uint32_t af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ch = 2 * w + (lane >> 4);
+        ldmatrix_x4(af[mt], as + (r * 8 + (ch ^ (r & 7))) * 16);
+      }
+      // A group size that is a multiple of 64 keeps each k step inside one group (then K % 64 == 0 too).
+      const int gi = a.tile_in_one_group ? 0 : int(imin((k0 + 16 * w) / gs, a.groups - 1)) - ga;
+#pragma unroll
+      for (int j = 0; j < NU; ++j) {
+        const int nl = (warp * NU + j) * 16 + gid;
+        const uint32_t word = w == 0 ? bw[j].x : w == 1 ? bw[j].y : w == 2 ? bw[j].z : bw[j].w;
+        uint32_t b[4];
+        dequant(word, zs[gi * C::BN + nl], zs[gi * C::BN + nl + 8], b);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_bf16(acc[mt][j][0], af[mt], b[0], b[1]);
+          mma_bf16(acc[mt][j][1], af[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NU; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const int64_t m = m0 + mt * 16 + gid + rr * 8;
+          if (m >= a.M) continue;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t n = n0 + (warp * NU + j) * 16 + h * 8 + 2 * tig + e;
+            if (n >= a.N) continue;
+            const float v = acc[mt][j][h][rr * 2 + e];
+            if (a.splits > 1) {
+              a.partial[(int64_t(split) * a.M + m) * a.N + n] = v;
+            } else {
+              a.y[m * a.N + n] = f2bf(v + (a.bias ? load_elt(a.bias, a.bias_type, n) : 0.0f));
+            }
+          }
+        }
+}
+
+__global__ void splitk_reduce_kernel(const float* partial, int splits, int64_t M, int64_t N, const void* bias,
+                                     Elt bias_type, bf16_t* y) {
+  const int64_t total = M * N;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += partial[int64_t(s) * total + i];
+    if (bias) v += load_elt(bias, bias_type, i % N);
+    y[i] = f2bf(v);
+  }
+}
+
+__global__ void permute_kernel(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out) {
+  const int64_t total = M * K;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = i / K, j = i % K;
+    out[i] = x[m * K + perm[j]];
+  }
+}
+
+// One thread per (n16 tile, k64 tile, lane): the lane's 32 codes, written as bf16 pairs into w [N, K].
+__global__ void dequant_kernel(const uint4* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t np, int64_t kt,
+                               int64_t groups, int64_t gs, bf16_t* w) {
+  const int64_t total = (np / 16) * kt * 32;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int lane = int(i % 32), gid = lane / 4, tig = lane % 4;
+    const int64_t t = i / 32, ktile = t % kt, nt = t / kt;
+    const uint4 u = tiles[i];
+    const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+    const int64_t na = nt * 16 + gid, nb = na + 8;
+#pragma unroll
+    for (int ws = 0; ws < 4; ++ws) {
+      const int64_t kb = ktile * kBK + 16 * ws;
+      if (kb >= K) break;
+      const int64_t g = imin(kb / gs, groups - 1);
+      uint32_t b[4];
+      dequant(words[ws], sz[g * np + na], sz[g * np + nb], b);
+      // b[0]: (na, kb+2tig, +1), b[1]: (na, kb+2tig+8, +9), b[2], b[3]: the same for nb. K % 8 == 0, so a pair
+      // is either wholly inside K or wholly outside.
+      const int64_t k_lo = kb + 2 * tig, k_hi = k_lo + 8;
+      if (na < N && k_lo < K) *reinterpret_cast<uint32_t*>(w + na * K + k_lo) = b[0];
+      if (na < N && k_hi < K) *reinterpret_cast<uint32_t*>(w + na * K + k_hi) = b[1];
+      if (nb < N && k_lo < K) *reinterpret_cast<uint32_t*>(w + nb * K + k_lo) = b[2];
+      if (nb < N && k_hi < K) *reinterpret_cast<uint32_t*>(w + nb * K + k_hi) = b[3];
+    }
+  }
+}
+
+template <int MT, int NU>
+void launch_cfg(const Args& a, cudaStream_t stream) {
+  using C = Cfg<MT, NU>;
+  static bool configured = false;
+  if (!configured) {
+    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
+               "matmul_packed (w4a16 shared memory)");
+    configured = true;
+  }
+  dim3 grid(unsigned((a.M + C::BM - 1) / C::BM), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
+  w4a16_kernel<MT, NU><<<grid, kThreads, C::SMEM, stream>>>(a);
+  check_launch("matmul_packed (w4a16)");
+}
+
+int sm_count() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    check_cuda(cudaGetDevice(&dev), "matmul_packed (device)");
+    check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "matmul_packed (device)");
+    return v;
+  }();
+  return n;
+}
+
+uint16_t host_f2bf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+}  // namespace
+
+bool w4a16_supported(int bits, int64_t K, int64_t group_size) {
+  return bits == 4 && K > 0 && K % 8 == 0 && group_size > 0 && K % group_size == 0 &&
+         (group_size % 16 == 0 || group_size == K);
+}
+
+W4A16Dims w4a16_dims(int64_t N, int64_t K, int64_t group_size) {
+  W4A16Dims d;
+  d.np = (N + 15) / 16 * 16;
+  d.kt = (K + kBK - 1) / kBK;
+  d.groups = K / group_size;
+  return d;
+}
+
+bool w4a16_repack(const uint32_t* qweight, const float* scales, const float* zeros, int64_t N, int64_t K,
+                  int64_t group_size, uint32_t* tiles, uint32_t* sz) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  const int64_t G = d.groups, words = K / 8;
+  // Scales and integer zero points first: a non-integer zero point means this layout cannot hold the weight.
+  bool ok = true;
+  for (int64_t g = 0; g < G && ok; ++g)
+    for (int64_t n = 0; n < d.np; ++n) {
+      float s = 0.0f, z = 0.0f;
+      if (n < N) {
+        s = scales[n * G + g];
+        const float zs = zeros[n * G + g];
+        if (s == 0.0f) {
+          if (zs != 0.0f) { ok = false; break; }
+        } else {
+          const float zf = zs / s, zr = std::nearbyint(zf);
+          if (!std::isfinite(zf) || std::fabs(zf - zr) > 1e-3f * std::max(1.0f, std::fabs(zr)) || zr < -128.0f ||
+              zr > 127.0f) { ok = false; break; }
+          z = zr;
+        }
+      }
+      sz[g * d.np + n] = uint32_t(host_f2bf(s)) | (uint32_t(host_f2bf(128.0f + z)) << 16);
+    }
+  if (!ok) return false;
+  auto code = [&](int64_t n, int64_t k) -> uint32_t {
+    if (n >= N || k >= K) return 0;
+    return (qweight[n * words + k / 8] >> (4 * (k % 8))) & 0xfu;
+  };
+  parallel_for(d.np / 16, 4, [&](int64_t a, int64_t b) {
+    for (int64_t nt = a; nt < b; ++nt)
+      for (int64_t kt = 0; kt < d.kt; ++kt)
+        for (int lane = 0; lane < 32; ++lane) {
+          const int gid = lane / 4, tig = lane % 4;
+          const int64_t na = nt * 16 + gid, nb = na + 8;
+          for (int w = 0; w < 4; ++w) {
+            const int64_t k = kt * kBK + 16 * w + 2 * tig;
+            const uint32_t nib[8] = {code(na, k), code(na, k + 8), code(nb, k), code(nb, k + 8),
+                                     code(na, k + 1), code(na, k + 9), code(nb, k + 1), code(nb, k + 9)};
+            uint32_t word = 0;
+            for (int j = 0; j < 8; ++j) word |= nib[j] << (4 * j);
+            tiles[((nt * d.kt + kt) * 32 + lane) * 4 + w] = word;
+          }
+        }
+  });
+  return true;
+}
+
+void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out,
+                          cudaStream_t stream) {
+  if (M * K == 0) return;
+  permute_kernel<<<blocks_for(M * K, 256, 4096), 256, 0, stream>>>(x, perm, M, K, out);
+  check_launch("matmul_packed (act-order permute)");
+}
+
+size_t w4a16_partial_floats(const W4A16Args& p) {
+  return p.splits > 1 ? size_t(p.splits) * size_t(p.M) * size_t(p.N) : 0;
+}
+
+W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  W4A16Args p{};
+  p.M = M, p.N = N, p.K = K;
+  p.mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
+  const int64_t mblocks = (M + 16 * p.mt - 1) / (16 * p.mt);
+  const int sms = sm_count();
+  p.nu = 1;
+  if (p.mt == 4 && mblocks * ((d.np + 255) / 256) >= 2 * sms) p.nu = 2;
+  const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
+  int64_t splits = 1;
+  if (force_splits > 0) {
+    splits = force_splits;
+  } else if (blocks < 2 * sms) {
+    splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::max<int64_t>(1, d.kt / 2));
+  }
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
+  const int64_t per = (d.kt + splits - 1) / splits;
+  p.kt_per_split = int(per);
+  p.splits = int((d.kt + per - 1) / per);
+  return p;
+}
+
+void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
+                  const void* bias, Elt bias_type, bf16_t* y, float* partial, cudaStream_t stream) {
+  if (p.M == 0 || p.N == 0) return;
+  const W4A16Dims d = w4a16_dims(p.N, p.K, group_size);
+  Args a{};
+  a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
+  a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
+  a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
+  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
+  a.tile_in_one_group = group_size % kBK == 0;
+  check(p.splits == 1 || partial, "matmul_packed (w4a16): split-K needs a partial-sum buffer");
+  if (p.mt == 1) launch_cfg<1, 1>(a, stream);
+  else if (p.mt == 2) launch_cfg<2, 1>(a, stream);
+  else if (p.nu == 1) launch_cfg<4, 1>(a, stream);
+  else launch_cfg<4, 2>(a, stream);
+  if (p.splits > 1) {
+    splitk_reduce_kernel<<<blocks_for(p.M * p.N, 256, 4096), 256, 0, stream>>>(partial, p.splits, p.M, p.N, bias,
+                                                                                bias_type, y);
+    check_launch("matmul_packed (w4a16 split-K reduce)");
+  }
+}
+
+void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
+                          bf16_t* w, cudaStream_t stream) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  const int64_t total = (d.np / 16) * d.kt * 32;
+  dequant_kernel<<<blocks_for(total, 256, 8192), 256, 0, stream>>>(reinterpret_cast<const uint4*>(tiles), sz, N, K,
+                                                                   d.np, d.kt, d.groups, group_size, w);
+  check_launch("matmul_packed (w4a16 dequant)");
+}
+
+}  // namespace dlx::cuda
