@@ -49,7 +49,6 @@ namespace {
 constexpr int kThreads = 256, kStages = 4, kBK = 64, kMaxGroups = 4;
 
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-__host__ __device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -108,56 +107,87 @@ struct Args {
   float* partial;  // [splits, M, N] when splits > 1
   int splits, kt_per_split;
   bool tile_in_one_group;  // group_size % 64 == 0
+  bool n_even;             // N even: y and the partial sums take paired stores
 };
 
-template <int MT, int NU>
+template <int MT, int NU, bool ONE_GROUP>
 struct Cfg {
-  static constexpr int BM = 16 * MT, BN = 128 * NU;
-  static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = kMaxGroups * BN * 4;
+  static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
+  static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
   static constexpr int SMEM = kStages * STAGE;
+  // 16-byte chunks per stage, and per thread (rounded up).
+  static constexpr int A_CHUNKS = BM * 8, B_CHUNKS = BN * 2, SZ_CHUNKS = GROUPS * BN / 4;
+  static constexpr int A_ITERS = (A_CHUNKS + kThreads - 1) / kThreads, B_ITERS = B_CHUNKS / kThreads,
+                       SZ_ITERS = (SZ_CHUNKS + kThreads - 1) / kThreads;
 };
 
-template <int MT, int NU>
-__global__ void __launch_bounds__(kThreads) w4a16_kernel(Args a) {
-  using C = Cfg<MT, NU>;
+// ONE_GROUP: group_size % 64 == 0, so a k step lies in one group and the scale words are loaded once per step.
+template <int MT, int NU, bool ONE_GROUP>
+__global__ void __launch_bounds__(kThreads, 2) w4a16_kernel(Args a) {
+  using C = Cfg<MT, NU, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
   const int64_t m0 = int64_t(blockIdx.x) * C::BM, n0 = int64_t(blockIdx.y) * C::BN;
-  const int64_t nt0 = n0 / 16, nts = a.np / 16;
   const int split = blockIdx.z;
-  const int64_t kt_begin = int64_t(split) * a.kt_per_split;
-  const int64_t kt_end = imin(a.kt, kt_begin + a.kt_per_split);
-  const int nsteps = int(imax(0, kt_end - kt_begin));
+  const int kt_begin = split * a.kt_per_split;
+  const int kt_end = int(imin(a.kt, int64_t(kt_begin) + a.kt_per_split));
+  const int nsteps = kt_end > kt_begin ? kt_end - kt_begin : 0;
+  const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
 
-  auto stage_a = [&](int s) { return reinterpret_cast<uint4*>(smem + s * C::STAGE); };
-  auto stage_b = [&](int s) { return reinterpret_cast<uint4*>(smem + s * C::STAGE + C::A_BYTES); };
-  auto stage_sz = [&](int s) { return reinterpret_cast<uint32_t*>(smem + s * C::STAGE + C::A_BYTES + C::B_BYTES); };
+  // Per-thread source pointers, fixed for the whole k loop (the step only adds an offset).
+  const bf16_t* a_src[C::A_ITERS];
+  int a_dst[C::A_ITERS], a_k[C::A_ITERS];
+  bool a_ok[C::A_ITERS];
+#pragma unroll
+  for (int i = 0; i < C::A_ITERS; ++i) {
+    const int c = tid + i * kThreads, r = c / 8, ch = c % 8;
+    const int64_t m = m0 + r;
+    a_ok[i] = c < C::A_CHUNKS && m < a.M;
+    a_src[i] = a.x + (a_ok[i] ? m * a.K : 0) + ch * 8;
+    a_k[i] = ch * 8;
+    a_dst[i] = (r * 8 + (ch ^ (r & 7))) * 16;
+  }
+  const uint4* b_src[C::B_ITERS];
+  bool b_ok[C::B_ITERS];
+#pragma unroll
+  for (int i = 0; i < C::B_ITERS; ++i) {
+    const int c = tid + i * kThreads;
+    const int64_t nt = n0 / 16 + c / 32;
+    b_ok[i] = nt < a.np / 16;
+    b_src[i] = a.tiles + (b_ok[i] ? nt * a.kt * 32 : 0) + c % 32;
+  }
+  const uint32_t* z_src[C::SZ_ITERS];
+  int z_gi[C::SZ_ITERS];
+  bool z_ok[C::SZ_ITERS];
+#pragma unroll
+  for (int i = 0; i < C::SZ_ITERS; ++i) {
+    const int c = tid + i * kThreads, gi = c / (C::BN / 4), col = (c % (C::BN / 4)) * 4;
+    z_ok[i] = c < C::SZ_CHUNKS && n0 + col < a.np;
+    z_gi[i] = gi;
+    z_src[i] = a.sz + (z_ok[i] ? n0 + col : 0);
+  }
 
-  auto load = [&](int s, int64_t kt) {
-    const int64_t k0 = kt * kBK;
-    uint4* as = stage_a(s);
-    for (int c = tid; c < C::BM * 8; c += kThreads) {
-      const int r = c / 8, ch = c % 8;
-      const int64_t m = m0 + r, k = k0 + ch * 8;
-      const bool ok = m < a.M && k < a.K;
-      cp_async16(as + r * 8 + (ch ^ (r & 7)), ok ? a.x + m * a.K + k : a.x, ok);
+  auto load = [&](int s, int kt) {
+    unsigned char* st = smem + s * C::STAGE;
+    const int k0 = kt * kBK;
+#pragma unroll
+    for (int i = 0; i < C::A_ITERS; ++i) {
+      if (tid + i * kThreads >= C::A_CHUNKS) break;
+      const bool ok = a_ok[i] && k0 + a_k[i] < K;
+      cp_async16(st + a_dst[i], ok ? a_src[i] + k0 : a.x, ok);
     }
-    uint4* bs = stage_b(s);
-    for (int c = tid; c < C::BN * 2; c += kThreads) {
-      const int64_t nt = nt0 + c / 32;
-      const bool ok = nt < nts;
-      cp_async16(bs + c, ok ? a.tiles + (nt * a.kt + kt) * 32 + c % 32 : a.tiles, ok);
-    }
-    const int64_t ga = k0 / a.gs, gb = (imin(k0 + kBK, a.K) - 1) / a.gs;
-    const int ng = int(imin(gb, a.groups - 1) - ga + 1);
-    uint32_t* zs = stage_sz(s);
-    for (int c = tid; c < kMaxGroups * C::BN / 4; c += kThreads) {
-      const int gi = c / (C::BN / 4), col = (c % (C::BN / 4)) * 4;
-      if (gi >= ng) continue;
-      const int64_t n = n0 + col;
-      const bool ok = n < a.np;
-      cp_async16(zs + gi * C::BN + col, ok ? a.sz + (ga + gi) * a.np + n : a.sz, ok);
+#pragma unroll
+    for (int i = 0; i < C::B_ITERS; ++i)
+      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, b_ok[i] ? b_src[i] + kt * 32 : a.tiles, b_ok[i]);
+    const int ga = k0 / gs;
+    const int ng = ONE_GROUP ? 1 : (min(k0 + kBK, K) - 1) / gs - ga + 1;
+#pragma unroll
+    for (int i = 0; i < C::SZ_ITERS; ++i) {
+      if (tid + i * kThreads >= C::SZ_CHUNKS) break;
+      if (z_gi[i] >= ng) continue;
+      cp_async16(st + C::A_BYTES + C::B_BYTES + (tid + i * kThreads) * 16,
+                 z_ok[i] ? z_src[i] + int64_t(ga + z_gi[i]) * np : a.sz, z_ok[i]);
     }
   };
 
@@ -177,6 +207,9 @@ __global__ void __launch_bounds__(kThreads) w4a16_kernel(Args a) {
     cp_async_commit();
   }
 
+  // ldmatrix row / chunk of this lane for m16 tile 0 (tile mt adds 16 rows).
+  const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lch = lane >> 4;
+
   for (int step = 0; step < nsteps; ++step) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
@@ -186,30 +219,45 @@ __global__ void __launch_bounds__(kThreads) w4a16_kernel(Args a) {
       cp_async_commit();
     }
     const int s = step % kStages;
-    const int k0 = int((kt_begin + step) * kBK);  // K < 2^31; 32-bit division below
-    const int gs = int(a.gs), ga = k0 / gs;
-    const unsigned char* as = reinterpret_cast<const unsigned char*>(stage_a(s));
-    const uint4* bs = stage_b(s);
-    const uint32_t* zs = stage_sz(s);
+    const int k0 = (kt_begin + step) * kBK;
+    const unsigned char* as = smem + s * C::STAGE;
+    const uint4* bs = reinterpret_cast<const uint4*>(as + C::A_BYTES);
+    const uint32_t* zs = reinterpret_cast<const uint32_t*>(as + C::A_BYTES + C::B_BYTES);
     uint4 bw[NU];
 #pragma unroll
     for (int j = 0; j < NU; ++j) bw[j] = bs[(warp * NU + j) * 32 + lane];
+    uint32_t szw[NU][2];
+    if (ONE_GROUP) {
+#pragma unroll
+      for (int j = 0; j < NU; ++j) {
+        const int nl = (warp * NU + j) * 16 + gid;
+        szw[j][0] = zs[nl];
+        szw[j][1] = zs[nl + 8];
+      }
+    }
+    const int ga = ONE_GROUP ? 0 : k0 / gs;
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       uint32_t af[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        const int r = mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ch = 2 * w + (lane >> 4);
+        const int r = mt * 16 + lr, ch = 2 * w + lch;
         ldmatrix_x4(af[mt], as + (r * 8 + (ch ^ (r & 7))) * 16);
       }
-      // A group size that is a multiple of 64 keeps each k step inside one group (then K % 64 == 0 too).
-      const int gi = a.tile_in_one_group ? 0 : int(imin((k0 + 16 * w) / gs, a.groups - 1)) - ga;
+      if (!ONE_GROUP) {
+        const int gi = min((k0 + 16 * w) / gs, groups - 1) - ga;
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+          const int nl = (warp * NU + j) * 16 + gid;
+          szw[j][0] = zs[gi * C::BN + nl];
+          szw[j][1] = zs[gi * C::BN + nl + 8];
+        }
+      }
 #pragma unroll
       for (int j = 0; j < NU; ++j) {
-        const int nl = (warp * NU + j) * 16 + gid;
         const uint32_t word = w == 0 ? bw[j].x : w == 1 ? bw[j].y : w == 2 ? bw[j].z : bw[j].w;
         uint32_t b[4];
-        dequant(word, zs[gi * C::BN + nl], zs[gi * C::BN + nl + 8], b);
+        dequant(word, szw[j][0], szw[j][1], b);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           mma_bf16(acc[mt][j][0], af[mt], b[0], b[1]);
@@ -230,15 +278,25 @@ __global__ void __launch_bounds__(kThreads) w4a16_kernel(Args a) {
         for (int rr = 0; rr < 2; ++rr) {
           const int64_t m = m0 + mt * 16 + gid + rr * 8;
           if (m >= a.M) continue;
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int64_t n = n0 + (warp * NU + j) * 16 + h * 8 + 2 * tig + e;
-            if (n >= a.N) continue;
-            const float v = acc[mt][j][h][rr * 2 + e];
-            if (a.splits > 1) {
-              a.partial[(int64_t(split) * a.M + m) * a.N + n] = v;
+          const int64_t n = n0 + (warp * NU + j) * 16 + h * 8 + 2 * tig;
+          const float v0 = acc[mt][j][h][rr * 2], v1 = acc[mt][j][h][rr * 2 + 1];
+          if (a.splits > 1) {
+            float* p = a.partial + (int64_t(split) * a.M + m) * a.N + n;
+            if (n + 1 < a.N && a.n_even) {
+              *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
             } else {
-              a.y[m * a.N + n] = f2bf(v + (a.bias ? load_elt(a.bias, a.bias_type, n) : 0.0f));
+              if (n < a.N) p[0] = v0;
+              if (n + 1 < a.N) p[1] = v1;
+            }
+          } else {
+            const float b0 = a.bias && n < a.N ? load_elt(a.bias, a.bias_type, n) : 0.0f;
+            const float b1 = a.bias && n + 1 < a.N ? load_elt(a.bias, a.bias_type, n + 1) : 0.0f;
+            bf16_t* p = a.y + m * a.N + n;
+            if (n + 1 < a.N && a.n_even) {
+              *reinterpret_cast<uint32_t*>(p) = uint32_t(f2bf(v0 + b0)) | (uint32_t(f2bf(v1 + b1)) << 16);
+            } else {
+              if (n < a.N) p[0] = f2bf(v0 + b0);
+              if (n + 1 < a.N) p[1] = f2bf(v1 + b1);
             }
           }
         }
@@ -291,18 +349,25 @@ __global__ void dequant_kernel(const uint4* tiles, const uint32_t* sz, int64_t N
   }
 }
 
-template <int MT, int NU>
-void launch_cfg(const Args& a, cudaStream_t stream) {
-  using C = Cfg<MT, NU>;
+template <int MT, int NU, bool ONE_GROUP>
+void launch_one(const Args& a, cudaStream_t stream) {
+  using C = Cfg<MT, NU, ONE_GROUP>;
   static bool configured = false;
   if (!configured) {
-    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
+    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU, ONE_GROUP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    C::SMEM),
                "matmul_packed (w4a16 shared memory)");
     configured = true;
   }
   dim3 grid(unsigned((a.M + C::BM - 1) / C::BM), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
-  w4a16_kernel<MT, NU><<<grid, kThreads, C::SMEM, stream>>>(a);
+  w4a16_kernel<MT, NU, ONE_GROUP><<<grid, kThreads, C::SMEM, stream>>>(a);
   check_launch("matmul_packed (w4a16)");
+}
+
+template <int MT, int NU>
+void launch_cfg(const Args& a, cudaStream_t stream) {
+  if (a.tile_in_one_group) launch_one<MT, NU, true>(a, stream);
+  else launch_one<MT, NU, false>(a, stream);
 }
 
 int sm_count() {
@@ -403,14 +468,19 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   p.mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
   const int64_t mblocks = (M + 16 * p.mt - 1) / (16 * p.mt);
   const int sms = sm_count();
-  p.nu = 1;
-  if (p.mt == 4 && mblocks * ((d.np + 255) / 256) >= 2 * sms) p.nu = 2;
+  // Small M: 512 columns a block (each warp dequantizes 2 KB of codes per k step, which amortizes the step's fixed
+  // cost); split-K makes up the parallelism. M > 32: 64 x 256 tiles when there are enough of them, else 64 x 128.
+  if (p.mt <= 2) p.nu = 4;
+  else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
+  const int per_sm = 2;  // resident blocks: __launch_bounds__(256, 2), at most 112 KB of shared memory each
+  const int64_t slots = int64_t(sms) * per_sm;
   const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
   int64_t splits = 1;
   if (force_splits > 0) {
     splits = force_splits;
-  } else if (blocks < 2 * sms) {
-    splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::max<int64_t>(1, d.kt / 2));
+  } else if (blocks < slots) {
+    // One wave: as many splits as fit, each at least 3 k steps long.
+    splits = std::min<int64_t>(std::max<int64_t>(1, slots / blocks), std::max<int64_t>(1, d.kt / 3));
   }
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
   const int64_t per = (d.kt + splits - 1) / splits;
@@ -429,9 +499,10 @@ void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
   a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
   a.splits = p.splits, a.kt_per_split = p.kt_per_split;
   a.tile_in_one_group = group_size % kBK == 0;
+  a.n_even = p.N % 2 == 0;
   check(p.splits == 1 || partial, "matmul_packed (w4a16): split-K needs a partial-sum buffer");
-  if (p.mt == 1) launch_cfg<1, 1>(a, stream);
-  else if (p.mt == 2) launch_cfg<2, 1>(a, stream);
+  if (p.mt == 1) launch_cfg<1, 4>(a, stream);
+  else if (p.mt == 2) launch_cfg<2, 4>(a, stream);
   else if (p.nu == 1) launch_cfg<4, 1>(a, stream);
   else launch_cfg<4, 2>(a, stream);
   if (p.splits > 1) {
