@@ -67,6 +67,7 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
   json rows = json::array();
   CudaEventTimer timer(*be);
   for (const Shape& s : shapes) {
+    if (!a.shape.empty() && std::string(s.name).find(a.shape) == std::string::npos) continue;
     PackedWeight host = random_packed4(s.N, s.K, gs, a.seed + uint64_t(s.N) * 7 + uint64_t(s.K));
     std::vector<PackedWeight> pw;
     pw.push_back(be->upload_packed(host));

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 namespace dlx::cli {
@@ -11,6 +12,7 @@ struct W4A16BenchArgs {
   std::vector<int64_t> ms{1, 16, 32, 64, 128, 256, 512, 1024};
   int warmup = 5, iters = 30;
   uint64_t seed = 1;
+  std::string shape;  // only shapes whose name contains this (empty: all)
 };
 nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a);
 

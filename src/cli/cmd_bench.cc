@@ -477,11 +477,14 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
   // --w4a16-kernels: the W4A16 linear alone (bench_w4a16.cc) instead of forward passes.
   auto w4 = std::make_shared<bool>(false);
+  auto w4a = std::make_shared<W4A16BenchArgs>();
   cmd->add_flag("--w4a16-kernels", *w4, "Time the W4A16 linear alone at the Dream/LLaDA shapes (CUDA; see bench_w4a16.cc)");
-  cmd->callback([a, w4] {
+  cmd->add_option("--w4a16-ms", w4a->ms, "--w4a16-kernels: the M values, comma separated")->delimiter(',');
+  cmd->add_option("--w4a16-shape", w4a->shape, "--w4a16-kernels: only shapes whose name contains this");
+  cmd->callback([a, w4, w4a] {
     if (*w4) {
       check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
-      W4A16BenchArgs wa;
+      W4A16BenchArgs wa = *w4a;
       wa.seed = a->seed;
       const std::string text = run_w4a16_kernel_bench(wa).dump(2) + "\n";
       if (!a->output.empty()) write_file_atomic(a->output, text);

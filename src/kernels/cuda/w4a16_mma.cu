@@ -46,7 +46,7 @@ namespace dlx::cuda {
 
 namespace {
 
-constexpr int kThreads = 256, kStages = 4, kBK = 64, kMaxGroups = 4;
+constexpr int kThreads = 256, kWarps = 8, kBK = 64, kMaxGroups = 4;
 
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -115,16 +115,19 @@ struct Cfg {
   static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
   static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
-  static constexpr int SMEM = kStages * STAGE;
+  // 4 stages, 2 resident blocks (3 stages and 3 blocks for MT = 1 measured 10-25% slower: the 85-register cap
+  // spills).
+  static constexpr int STAGES = 4, MIN_BLOCKS = 2;
+  static constexpr int SMEM = STAGES * STAGE;
   // 16-byte chunks per stage, and per thread (rounded up).
   static constexpr int A_CHUNKS = BM * 8, B_CHUNKS = BN * 2, SZ_CHUNKS = GROUPS * BN / 4;
-  static constexpr int A_ITERS = (A_CHUNKS + kThreads - 1) / kThreads, B_ITERS = B_CHUNKS / kThreads,
-                       SZ_ITERS = (SZ_CHUNKS + kThreads - 1) / kThreads;
+  static constexpr int A_ITERS = (A_CHUNKS + kThreads - 1) / kThreads, B_ITERS = B_CHUNKS / kThreads;
+  static constexpr int Z_ITERS = (SZ_CHUNKS + kThreads - 1) / kThreads;
 };
 
 // ONE_GROUP: group_size % 64 == 0, so a k step lies in one group and the scale words are loaded once per step.
 template <int MT, int NU, bool ONE_GROUP>
-__global__ void __launch_bounds__(kThreads, 2) w4a16_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) w4a16_kernel(Args a) {
   using C = Cfg<MT, NU, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
@@ -135,60 +138,78 @@ __global__ void __launch_bounds__(kThreads, 2) w4a16_kernel(Args a) {
   const int nsteps = kt_end > kt_begin ? kt_end - kt_begin : 0;
   const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
 
-  // Per-thread source pointers, fixed for the whole k loop (the step only adds an offset).
-  const bf16_t* a_src[C::A_ITERS];
-  int a_dst[C::A_ITERS], a_k[C::A_ITERS];
+  // Per-thread copy state. The loads run for kt = kt_begin, kt_begin + 1, ... in order, so every source pointer
+  // just advances by one k step per call (no 64-bit index arithmetic or divisions in the loop).
+  const bf16_t* a_ptr[C::A_ITERS];
+  int a_dst[C::A_ITERS], a_col[C::A_ITERS];
   bool a_ok[C::A_ITERS];
 #pragma unroll
   for (int i = 0; i < C::A_ITERS; ++i) {
     const int c = tid + i * kThreads, r = c / 8, ch = c % 8;
     const int64_t m = m0 + r;
     a_ok[i] = c < C::A_CHUNKS && m < a.M;
-    a_src[i] = a.x + (a_ok[i] ? m * a.K : 0) + ch * 8;
-    a_k[i] = ch * 8;
+    a_col[i] = kt_begin * kBK + ch * 8;
+    a_ptr[i] = a.x + (a_ok[i] ? m * a.K + a_col[i] : 0);
     a_dst[i] = (r * 8 + (ch ^ (r & 7))) * 16;
   }
-  const uint4* b_src[C::B_ITERS];
-  bool b_ok[C::B_ITERS];
+  // B: chunk i of this thread is unit (tid / 32 + 8 i) of the block, lane tid % 32; units are KT * 32 chunks apart.
+  const int64_t b_unit_stride = int64_t(kWarps) * a.kt * 32;
+  const int64_t nt_first = n0 / 16 + tid / 32;
+  const uint4* b_ptr = a.tiles + (nt_first < a.np / 16 ? (nt_first * a.kt + kt_begin) * 32 + tid % 32 : 0);
+  uint32_t b_ok = 0;
 #pragma unroll
-  for (int i = 0; i < C::B_ITERS; ++i) {
-    const int c = tid + i * kThreads;
-    const int64_t nt = n0 / 16 + c / 32;
-    b_ok[i] = nt < a.np / 16;
-    b_src[i] = a.tiles + (b_ok[i] ? nt * a.kt * 32 : 0) + c % 32;
-  }
-  const uint32_t* z_src[C::SZ_ITERS];
-  int z_gi[C::SZ_ITERS];
-  bool z_ok[C::SZ_ITERS];
+  for (int i = 0; i < C::B_ITERS; ++i) b_ok |= uint32_t(nt_first + kWarps * i < a.np / 16) << i;
+  // Scale words: chunk z_c is 4 columns (from z_col) of the step's group row z_gi.
+  int z_gi[C::Z_ITERS];
+  bool z_ok[C::Z_ITERS];
+  const uint32_t* z_base[C::Z_ITERS];
 #pragma unroll
-  for (int i = 0; i < C::SZ_ITERS; ++i) {
-    const int c = tid + i * kThreads, gi = c / (C::BN / 4), col = (c % (C::BN / 4)) * 4;
+  for (int i = 0; i < C::Z_ITERS; ++i) {
+    const int c = tid + i * kThreads, col = (c % (C::BN / 4)) * 4;
+    z_gi[i] = c / (C::BN / 4);
     z_ok[i] = c < C::SZ_CHUNKS && n0 + col < a.np;
-    z_gi[i] = gi;
-    z_src[i] = a.sz + (z_ok[i] ? n0 + col : 0);
+    z_base[i] = a.sz + (z_ok[i] ? n0 + col : 0);
   }
+  // ONE_GROUP: the group of k step kt is kt / spg (spg = k steps per group), tracked incrementally.
+  const int spg = ONE_GROUP ? gs / kBK : 1;
+  int z_group = ONE_GROUP ? kt_begin / spg : 0, z_left = ONE_GROUP ? spg - kt_begin % spg : 0;
+  int load_kt = kt_begin;
 
-  auto load = [&](int s, int kt) {
+  auto load = [&](int s) {
     unsigned char* st = smem + s * C::STAGE;
-    const int k0 = kt * kBK;
 #pragma unroll
     for (int i = 0; i < C::A_ITERS; ++i) {
       if (tid + i * kThreads >= C::A_CHUNKS) break;
-      const bool ok = a_ok[i] && k0 + a_k[i] < K;
-      cp_async16(st + a_dst[i], ok ? a_src[i] + k0 : a.x, ok);
+      const bool ok = a_ok[i] && a_col[i] < K;
+      cp_async16(st + a_dst[i], ok ? a_ptr[i] : a.x, ok);
+      a_ptr[i] += kBK;
+      a_col[i] += kBK;
     }
 #pragma unroll
-    for (int i = 0; i < C::B_ITERS; ++i)
-      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, b_ok[i] ? b_src[i] + kt * 32 : a.tiles, b_ok[i]);
-    const int ga = k0 / gs;
-    const int ng = ONE_GROUP ? 1 : (min(k0 + kBK, K) - 1) / gs - ga + 1;
-#pragma unroll
-    for (int i = 0; i < C::SZ_ITERS; ++i) {
-      if (tid + i * kThreads >= C::SZ_CHUNKS) break;
-      if (z_gi[i] >= ng) continue;
-      cp_async16(st + C::A_BYTES + C::B_BYTES + (tid + i * kThreads) * 16,
-                 z_ok[i] ? z_src[i] + int64_t(ga + z_gi[i]) * np : a.sz, z_ok[i]);
+    for (int i = 0; i < C::B_ITERS; ++i) {
+      const bool ok = (b_ok >> i) & 1u;
+      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, ok ? b_ptr + i * b_unit_stride : a.tiles, ok);
     }
+    b_ptr += 32;
+    {
+      int ga, ng;
+      if (ONE_GROUP) {
+        ga = z_group, ng = 1;
+        if (--z_left == 0) ++z_group, z_left = spg;
+      } else {
+        const int k0 = load_kt * kBK;
+        ga = k0 / gs;
+        ng = (min(k0 + kBK, K) - 1) / gs - ga + 1;
+      }
+#pragma unroll
+      for (int i = 0; i < C::Z_ITERS; ++i) {
+        const int c = tid + i * kThreads;
+        if (c < C::SZ_CHUNKS && z_gi[i] < ng)
+          cp_async16(st + C::A_BYTES + C::B_BYTES + c * 16, z_ok[i] ? z_base[i] + int64_t(ga + z_gi[i]) * np : a.sz,
+                     z_ok[i]);
+      }
+    }
+    ++load_kt;
   };
 
   float acc[MT][NU][2][4];
@@ -202,23 +223,23 @@ __global__ void __launch_bounds__(kThreads, 2) w4a16_kernel(Args a) {
         for (int e = 0; e < 4; ++e) acc[i][j][h][e] = 0.0f;
 
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nsteps) load(s, kt_begin + s);
+  for (int s = 0; s < C::STAGES - 1; ++s) {
+    if (s < nsteps) load(s);
     cp_async_commit();
   }
+  int read_stage = 0, write_stage = C::STAGES - 1;
 
   // ldmatrix row / chunk of this lane for m16 tile 0 (tile mt adds 16 rows).
   const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lch = lane >> 4;
 
   for (int step = 0; step < nsteps; ++step) {
-    cp_async_wait<kStages - 2>();
+    cp_async_wait<C::STAGES - 2>();
     __syncthreads();
-    {
-      const int next = step + kStages - 1;
-      if (next < nsteps) load(next % kStages, kt_begin + next);
-      cp_async_commit();
-    }
-    const int s = step % kStages;
+    if (step + C::STAGES - 1 < nsteps) load(write_stage);
+    cp_async_commit();
+    write_stage = write_stage == C::STAGES - 1 ? 0 : write_stage + 1;
+    const int s = read_stage;
+    read_stage = read_stage == C::STAGES - 1 ? 0 : read_stage + 1;
     const int k0 = (kt_begin + step) * kBK;
     const unsigned char* as = smem + s * C::STAGE;
     const uint4* bs = reinterpret_cast<const uint4*>(as + C::A_BYTES);
@@ -321,31 +342,28 @@ __global__ void permute_kernel(const bf16_t* x, const int32_t* perm, int64_t M, 
   }
 }
 
-// One thread per (n16 tile, k64 tile, lane): the lane's 32 codes, written as bf16 pairs into w [N, K].
-__global__ void dequant_kernel(const uint4* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t np, int64_t kt,
+// One thread per 16 bytes of the output w [N, K]: row n = 16 nt + r, columns k = 64 kt + 16 w + 8 h .. + 7. Those 8
+// codes sit in the words w of the four lanes (gid = r % 8, tig = 0..3) of unit (nt, kt), at nibbles p and p + 4 with
+// p = 2 (r / 8) + h: one shift-and-mask per lane gives the bf16 pair (k = 2 tig, 2 tig + 1), already in output order.
+// Eight consecutive threads write one row's 128 contiguous bytes.
+__global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t np, int64_t kt,
                                int64_t groups, int64_t gs, bf16_t* w) {
-  const int64_t total = (np / 16) * kt * 32;
+  const int64_t total = (np / 16) * kt * 128;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int lane = int(i % 32), gid = lane / 4, tig = lane % 4;
-    const int64_t t = i / 32, ktile = t % kt, nt = t / kt;
-    const uint4 u = tiles[i];
-    const uint32_t words[4] = {u.x, u.y, u.z, u.w};
-    const int64_t na = nt * 16 + gid, nb = na + 8;
-#pragma unroll
-    for (int ws = 0; ws < 4; ++ws) {
-      const int64_t kb = ktile * kBK + 16 * ws;
-      if (kb >= K) break;
-      const int64_t g = imin(kb / gs, groups - 1);
-      uint32_t b[4];
-      dequant(words[ws], sz[g * np + na], sz[g * np + nb], b);
-      // b[0]: (na, kb+2tig, +1), b[1]: (na, kb+2tig+8, +9), b[2], b[3]: the same for nb. K % 8 == 0, so a pair
-      // is either wholly inside K or wholly outside.
-      const int64_t k_lo = kb + 2 * tig, k_hi = k_lo + 8;
-      if (na < N && k_lo < K) *reinterpret_cast<uint32_t*>(w + na * K + k_lo) = b[0];
-      if (na < N && k_hi < K) *reinterpret_cast<uint32_t*>(w + na * K + k_hi) = b[1];
-      if (nb < N && k_lo < K) *reinterpret_cast<uint32_t*>(w + nb * K + k_lo) = b[2];
-      if (nb < N && k_hi < K) *reinterpret_cast<uint32_t*>(w + nb * K + k_hi) = b[3];
-    }
+    const int chunk = int(i % 8), r = int((i / 8) % 16);
+    const int64_t unit = i / 128, ktile = unit % kt, nt = unit / kt;
+    const int ws = chunk / 2, h = chunk % 2, gid = r % 8, p = 2 * (r / 8) + h;
+    const int64_t n = nt * 16 + r, k = ktile * kBK + 16 * ws + 8 * h;
+    if (n >= N || k >= K) continue;  // K % 8 == 0: a chunk is wholly inside K or wholly outside
+    const uint32_t zw = sz[imin(k / gs, groups - 1) * np + n];
+    const uint32_t s2 = __byte_perm(zw, 0, 0x1010), z2 = __byte_perm(zw, 0, 0x3232);
+    const uint32_t* u = tiles + unit * 128 + gid * 16 + ws;
+    uint4 o;
+    o.x = bsub_mul(lop3_and_or(u[0] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.y = bsub_mul(lop3_and_or(u[4] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.z = bsub_mul(lop3_and_or(u[8] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.w = bsub_mul(lop3_and_or(u[12] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    *reinterpret_cast<uint4*>(w + n * K + k) = o;
   }
 }
 
@@ -472,7 +490,7 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   // cost); split-K makes up the parallelism. M > 32: 64 x 256 tiles when there are enough of them, else 64 x 128.
   if (p.mt <= 2) p.nu = 4;
   else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
-  const int per_sm = 2;  // resident blocks: __launch_bounds__(256, 2), at most 112 KB of shared memory each
+  const int per_sm = 2;  // resident blocks (Cfg::MIN_BLOCKS)
   const int64_t slots = int64_t(sms) * per_sm;
   const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
   int64_t splits = 1;
@@ -515,9 +533,10 @@ void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
 void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
                           bf16_t* w, cudaStream_t stream) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
-  const int64_t total = (d.np / 16) * d.kt * 32;
-  dequant_kernel<<<blocks_for(total, 256, 8192), 256, 0, stream>>>(reinterpret_cast<const uint4*>(tiles), sz, N, K,
-                                                                   d.np, d.kt, d.groups, group_size, w);
+  check(aligned16(w), "matmul_packed (w4a16 dequant): the scratch must be 16-byte aligned");
+  const int64_t total = (d.np / 16) * d.kt * 128;
+  dequant_kernel<<<blocks_for(total, 256, 16384), 256, 0, stream>>>(tiles, sz, N, K, d.np, d.kt, d.groups, group_size,
+                                                                    w);
   check_launch("matmul_packed (w4a16 dequant)");
 }
 
