@@ -7,6 +7,10 @@
 //                            timed per op: device events on CUDA, the host clock on the CPU (its ops are
 //                            synchronous).
 //   --model DIR              a real checkpoint through Model::load / Model::forward, timed end to end.
+//   --quant w4a16            with --random-config: the seven linears of every layer are random packed 4-bit
+//                            weights (--group-size, default 128), converted by Backend::upload_packed and run by
+//                            matmul_packed; embeddings, norms and the LM head stay bf16.
+//   --w4a16-kernels          the W4A16 linear alone at the Dream/LLaDA shapes (bench_w4a16.cc), no forward.
 //
 // Each batch size B runs sequences of --length tokens (prompt + block) and asks for logits at the last --block
 // positions of every sequence, as a diffusion decoding step does. Reported per B: the median forward time
@@ -23,6 +27,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli/bench_w4a16.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -129,12 +134,37 @@ struct RandomWeights {
   Tensor embed, final_norm, lm_head;
   struct Layer {
     Tensor attn_norm, ffn_norm, w[7], bias[3];
+    PackedWeight pw[7];  // --quant w4a16: the seven linears as packed 4-bit weights (w[] then undefined)
   };
   std::vector<Layer> layers;
   size_t bytes = 0;
 };
 
-RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t seed) {
+// --quant w4a16: a random 4-bit weight (codes from splitmix64, zero point 8, scale 0.0043 +- 10%: the dequantized
+// weight has about the bf16 weights' std of 0.02), packed on the host and converted by the backend's
+// upload_packed (the CUDA backend repacks it into its tile layout; only that goes to the GPU).
+PackedWeight random_packed_w4(Backend& be, int64_t N, int64_t K, int64_t gs, uint64_t seed) {
+  check(K % gs == 0 && K % 8 == 0, "bench --quant w4a16: group size {} does not divide K = {}", gs, K);
+  PackedWeight w;
+  w.bits = 4, w.n = N, w.k = K, w.group_size = gs;
+  w.qweight = Tensor::zeros(DType::I32, {N, K / 8});
+  uint32_t* q = static_cast<uint32_t*>(w.qweight.data());
+  parallel_for(w.qweight.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) q[i] = uint32_t(splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i)));
+  });
+  const int64_t G = K / gs;
+  w.scales = Tensor::zeros(DType::F32, {N, G});
+  w.zeros = Tensor::zeros(DType::F32, {N, G});
+  for (int64_t i = 0; i < N * G; ++i) {
+    const float sc = 0.0043f * (0.9f + 0.2f * float(splitmix64(~seed + uint64_t(i)) & 0xffff) / 65536.0f);
+    w.scales.data<float>()[i] = sc;
+    w.zeros.data<float>()[i] = 8.0f * sc;
+  }
+  return be.upload_packed(w);
+}
+
+RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t seed, const std::string& quant = "none",
+                                  int64_t group_size = 128) {
   RandomWeights rw;
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   uint64_t s = seed * 1000003;
@@ -150,7 +180,15 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     L.ffn_norm = make({H}, 1.0f, 0.05f);
     const Shape shapes[7] = {{c.num_heads * D, H}, {c.num_kv_heads * D, H}, {c.num_kv_heads * D, H},
                              {H, c.num_heads * D}, {I, H}, {I, H}, {H, I}};
-    for (int r = 0; r < 7; ++r) L.w[r] = make(shapes[r], 0, 0.02f);
+    for (int r = 0; r < 7; ++r) {
+      if (quant == "w4a16") {
+        const int64_t gs = group_size > 0 ? group_size : shapes[r][1];
+        L.pw[r] = random_packed_w4(be, shapes[r][0], shapes[r][1], gs, ++s);
+        rw.bytes += L.pw[r].nbytes();
+      } else {
+        L.w[r] = make(shapes[r], 0, 0.02f);
+      }
+    }
     if (c.qkv_bias)
       for (int r = 0; r < 3; ++r) L.bias[r] = make({shapes[r][0]}, 0, 0.02f);
     rw.layers.push_back(std::move(L));
@@ -195,6 +233,17 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
     Tensor y2 = y.reshape({x.dim(0), y.numel() / x.dim(0)});
     be.matmul(x, wt, b.defined() ? &b : nullptr, y2);
   };
+  // --quant w4a16: the same linear on a packed weight (bytes: the packed tensors as the backend holds them).
+  auto mmq = [&](const char* name, const Tensor& x, const PackedWeight& wt, const Tensor& b, Tensor& y) {
+    const double M = double(x.dim(0)), N = double(wt.n), K = double(wt.k);
+    op(name, 2 * M * N * K, 2 * (M * K + M * N) + double(wt.nbytes()));
+    Tensor y2 = y.reshape({x.dim(0), y.numel() / x.dim(0)});
+    be.matmul_packed(x, wt, b.defined() ? &b : nullptr, y2);
+  };
+  auto lin = [&](const char* name, const Tensor& x, const RandomWeights::Layer& lw, int r, const Tensor& b, Tensor& y) {
+    if (lw.pw[r].qweight.defined()) mmq(name, x, lw.pw[r], b, y);
+    else mm(name, x, lw.w[r], b, y);
+  };
   const double act = double(dtype_size(at));
   Tensor h = be.empty(at, {T, H}), x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
   Tensor q = be.empty(at, {s.B, s.L, s.Hq, D}), k = be.empty(at, {s.B, s.L, s.Hkv, D}), v = be.empty(at, {s.B, s.L, s.Hkv, D});
@@ -207,9 +256,9 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
   for (const auto& lw : w.layers) {
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.attn_norm, eps, x);
-    mm("matmul_qkv", x, lw.w[0], lw.bias[0], q);
-    mm("matmul_qkv", x, lw.w[1], lw.bias[1], k);
-    mm("matmul_qkv", x, lw.w[2], lw.bias[2], v);
+    lin("matmul_qkv", x, lw, 0, lw.bias[0], q);
+    lin("matmul_qkv", x, lw, 1, lw.bias[1], k);
+    lin("matmul_qkv", x, lw, 2, lw.bias[2], v);
     op("rope", 0, 2 * act * T * s.Hq * D);
     be.rope(q, pos, theta);
     op("rope", 0, 2 * act * T * s.Hkv * D);
@@ -217,16 +266,16 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
     op("attention", 4.0 * s.B * s.L * s.L * s.Hq * D, act * (2.0 * T * s.Hq * D + 2.0 * T * s.Hkv * D));
     be.attention(q, k, v, mk, att);
     Tensor att2 = att.reshape({T, s.Hq * D});
-    mm("matmul_o", att2, lw.w[3], Tensor(), tmp);
+    lin("matmul_o", att2, lw, 3, Tensor(), tmp);
     op("add", 0, 3 * act * T * H);
     be.add(h, tmp);
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.ffn_norm, eps, x);
-    mm("matmul_gate_up", x, lw.w[4], Tensor(), gate);
-    mm("matmul_gate_up", x, lw.w[5], Tensor(), up);
+    lin("matmul_gate_up", x, lw, 4, Tensor(), gate);
+    lin("matmul_gate_up", x, lw, 5, Tensor(), up);
     op("silu_mul", 0, 3 * act * T * I);
     be.silu_mul(gate, up, gate);
-    mm("matmul_down", gate, lw.w[6], Tensor(), tmp);
+    lin("matmul_down", gate, lw, 6, Tensor(), tmp);
     op("add", 0, 3 * act * T * H);
     be.add(h, tmp);
   }
@@ -316,6 +365,8 @@ struct Args {
   uint64_t seed = 1;
   bool no_ceilings = false;
   std::string output;
+  std::string quant = "none";  // --quant w4a16: random packed 4-bit linears (random-config only)
+  int64_t group_size = 128;
 };
 
 Tensor random_ids(int64_t B, int64_t L, int64_t V, std::mt19937_64& rng) {
@@ -382,7 +433,11 @@ json run_bench(const Args& a) {
 
   auto t_load = Clock::now();
   RandomWeights rw;
-  if (!model) rw = make_random_weights(be, cfg, a.seed);
+  check(a.quant == "none" || a.quant == "w4a16", "bench: --quant must be none or w4a16 (got '{}')", a.quant);
+  check(a.quant == "none" || !model, "bench: --quant applies to --random-config only");
+  if (!model) rw = make_random_weights(be, cfg, a.seed, a.quant, a.group_size);
+  out["quant"] = a.quant;
+  if (a.quant != "none") out["group_size"] = a.group_size;
   const size_t weight_bytes = model ? model->weight_bytes() : rw.bytes;
   if (!model) out["random_weights_ms"] = ms_since(t_load);
 
@@ -474,7 +529,26 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
-  cmd->callback([a] {
+  cmd->add_option("--quant", a->quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
+      ->capture_default_str();
+  cmd->add_option("--group-size", a->group_size, "--quant w4a16: group size (0 = one group per row)")
+      ->capture_default_str();
+  // --w4a16-kernels: the W4A16 linear alone (bench_w4a16.cc) instead of forward passes.
+  auto w4 = std::make_shared<bool>(false);
+  auto w4a = std::make_shared<W4A16BenchArgs>();
+  cmd->add_flag("--w4a16-kernels", *w4, "Time the W4A16 linear alone at the Dream/LLaDA shapes (CUDA; see bench_w4a16.cc)");
+  cmd->add_option("--w4a16-ms", w4a->ms, "--w4a16-kernels: the M values, comma separated")->delimiter(',');
+  cmd->add_option("--w4a16-shape", w4a->shape, "--w4a16-kernels: only shapes whose name contains this");
+  cmd->callback([a, w4, w4a] {
+    if (*w4) {
+      check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
+      W4A16BenchArgs wa = *w4a;
+      wa.seed = a->seed;
+      const std::string text = run_w4a16_kernel_bench(wa).dump(2) + "\n";
+      if (!a->output.empty()) write_file_atomic(a->output, text);
+      fmt::print("{}", text);
+      return;
+    }
     json out = run_bench(*a);
     const std::string text = out.dump(2) + "\n";
     if (!a->output.empty()) write_file_atomic(a->output, text);

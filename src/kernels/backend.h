@@ -42,6 +42,16 @@ class Backend {
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
   virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
   virtual void matmul_packed(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) = 0;
+  // A packed weight in this backend's memory and preferred layout, converted once at load (PackedWeight::layout).
+  // The default uploads the canonical tensors as they are.
+  virtual PackedWeight upload_packed(const PackedWeight& host) {
+    PackedWeight d = host;
+    d.qweight = upload(host.qweight);
+    d.scales = upload(host.scales);
+    d.zeros = upload(host.zeros);
+    if (host.perm.defined()) d.perm = upload(host.perm);
+    return d;
+  }
   virtual void rope(Tensor& x, const Tensor& positions, double theta) = 0;
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;

@@ -11,6 +11,12 @@
 //                                  so that groups are contiguous in k
 //
 // K must be a multiple of 32/bits and of group_size; group_size == K means one group (GPTQ's -1).
+//
+// Backend layouts: Backend::upload_packed may convert the weight once at load into its own kernel layout and mark it
+// with `layout` (kCanonicalLayout = the tensors above). Only the backend that made such a weight reads it.
+//   kW4A16TileLayout (CUDA, 4 bits; src/kernels/cuda/w4a16_mma.cu):  qweight I32 tiles in mma fragment order,
+//                  scales I32 [G, N rounded up to 16] (bf16 scale | bf16 128+zero point << 16), zeros undefined,
+//                  perm as above.
 #pragma once
 #include <cstdint>
 
@@ -18,16 +24,21 @@
 
 namespace dlx {
 
+constexpr int kCanonicalLayout = 0;
+constexpr int kW4A16TileLayout = 1;
+
 struct PackedWeight {
   int bits = 4;
   int64_t n = 0, k = 0;
   int64_t group_size = 0;
   Tensor qweight, scales, zeros, perm;
+  int layout = 0;  // kCanonicalLayout or a backend's layout (above)
 
   int64_t groups() const { return group_size ? k / group_size : 0; }
   int64_t words_per_row() const { return k * bits / 32; }
   size_t nbytes() const {
-    return qweight.nbytes() + scales.nbytes() + zeros.nbytes() + (perm.defined() ? perm.nbytes() : 0);
+    return qweight.nbytes() + scales.nbytes() + (zeros.defined() ? zeros.nbytes() : 0) +
+           (perm.defined() ? perm.nbytes() : 0);
   }
 };
 

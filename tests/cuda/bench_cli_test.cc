@@ -35,6 +35,33 @@ void check_bench_json(const std::string& device) {
 
 TEST(BenchCli, CpuTinyPresetPrintsJson) { check_bench_json("cpu"); }
 
+// --quant w4a16: the same forward on random packed 4-bit linears; fewer weight bytes than the bf16 run.
+void check_bench_w4a16(const std::string& device) {
+  const std::string common = "bench --device " + device +
+                             " --random-config dream-tiny --batch 2 --length 16 --block 4 --warmup 1 --iters 2"
+                             " --no-ceilings";
+  auto q = test::run_cli(common + " --quant w4a16 --group-size 32");
+  ASSERT_EQ(q.status, 0) << q.output;
+  auto d = test::run_cli(common);
+  ASSERT_EQ(d.status, 0) << d.output;
+  nlohmann::json jq = nlohmann::json::parse(q.output), jd = nlohmann::json::parse(d.output);
+  EXPECT_EQ(jq["quant"], "w4a16");
+  EXPECT_EQ(jq["group_size"], 32);
+  ASSERT_EQ(jq["runs"].size(), 1u);
+  const auto& run = jq["runs"][0];
+  EXPECT_GT(run["forward_ms_median"].get<double>(), 0.0);
+  EXPECT_EQ(run["ops"]["matmul_gate_up"]["calls"], 2 * 2);
+  EXPECT_LT(run["memory"]["weight_bytes"].get<double>(), jd["runs"][0]["memory"]["weight_bytes"].get<double>());
+}
+
+TEST(BenchCli, CpuTinyPresetW4A16) { check_bench_w4a16("cpu"); }
+
+TEST(BenchCli, RejectsUnknownQuant) {
+  auto r = test::run_cli("bench --device cpu --random-config dream-tiny --quant w3 --no-ceilings --iters 1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--quant must be"), std::string::npos) << r.output;
+}
+
 TEST(BenchCli, RejectsBothModelAndPreset) {
   auto r = test::run_cli("bench --device cpu --random-config dream-tiny --model /nonexistent");
   EXPECT_EQ(r.status, 1) << r.output;
@@ -46,6 +73,12 @@ TEST(CudaBenchCli, CudaTinyPresetPrintsJson) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
   check_bench_json("cuda");
+}
+
+TEST(CudaBenchCli, CudaTinyPresetW4A16) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  check_bench_w4a16("cuda");
 }
 #endif
 

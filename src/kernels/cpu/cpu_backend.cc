@@ -22,6 +22,7 @@ void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) { cpu::rmsnorm(x, w, eps, out); }
 void CpuBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) { cpu_matmul(x, w, bias, y); }
 void CpuBackend::matmul_packed(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) {
+  check(w.layout == kCanonicalLayout, "cpu matmul_packed: the weight is in another backend's layout ({})", w.layout);
   cpu_qmatmul(x, w, bias, y);
 }
 void CpuBackend::rope(Tensor& x, const Tensor& positions, double theta) { cpu::rope(x, positions, theta); }

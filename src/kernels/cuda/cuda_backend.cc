@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -243,6 +244,12 @@ class CudaBackend final : public Backend {
   void matmul_packed(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) override {
     need(x, DType::BF16, "matmul_packed", "the input");
     need(y, DType::BF16, "matmul_packed", "the output");
+    if (w.layout == kW4A16TileLayout) {
+      matmul_w4a16(x, w, bias, y);
+      after("matmul_packed");
+      return;
+    }
+    check(w.layout == kCanonicalLayout, "cuda matmul_packed: the weight is in an unknown layout ({})", w.layout);
     const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
     check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
           shape_str(x.shape()), K);
@@ -342,6 +349,135 @@ class CudaBackend final : public Backend {
     after("add");
   }
 
+  // --- W4A16 tensor-core path (w4a16_mma.cu) ----------------------------------------------------------------------
+  // upload_packed converts 4-bit weights once into the tile layout; anything that layout cannot hold (other bit
+  // widths, group sizes that are not multiples of 16, non-integer zero points) stays canonical and runs qgemm.cu.
+  PackedWeight upload_packed(const PackedWeight& host) override {
+    if (host.layout == kCanonicalLayout && host.qweight.defined() && host.qweight.device() == Device::CPU &&
+        host.qweight.dtype() == DType::I32 && host.scales.dtype() == DType::F32 && host.zeros.defined() &&
+        host.zeros.dtype() == DType::F32 && cuda::w4a16_supported(host.bits, host.k, host.group_size) &&
+        host.qweight.numel() == host.n * host.words_per_row() && host.scales.numel() == host.n * host.groups() &&
+        host.zeros.numel() == host.n * host.groups()) {
+      const cuda::W4A16Dims d = cuda::w4a16_dims(host.n, host.k, host.group_size);
+      Tensor tiles = Tensor::zeros(DType::I32, {d.tile_words()});
+      Tensor sz = Tensor::zeros(DType::I32, {d.groups, d.np});
+      if (cuda::w4a16_repack(static_cast<const uint32_t*>(host.qweight.data()), host.scales.data<float>(),
+                             host.zeros.data<float>(), host.n, host.k, host.group_size,
+                             static_cast<uint32_t*>(tiles.data()), static_cast<uint32_t*>(sz.data()))) {
+        PackedWeight out = host;
+        out.layout = kW4A16TileLayout;
+        out.qweight = upload(tiles);
+        out.scales = upload(sz);
+        out.zeros = Tensor();
+        if (host.perm.defined()) out.perm = upload(host.perm);
+        return out;
+      }
+    }
+    return Backend::upload_packed(host);
+  }
+
+  // "auto" (time both paths once per shape and M bucket for M >= 128), "mma" or "dequant" (bf16 scratch +
+  // cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
+  void set_w4a16_path(const std::string& mode) {
+    check(mode == "auto" || mode == "mma" || mode == "dequant", "cuda: unknown W4A16 path '{}' (auto, mma, dequant)",
+          mode);
+    w4a16_mode_ = mode;
+  }
+
+ private:
+  void matmul_w4a16(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) {
+    const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
+    check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
+          shape_str(x.shape()), K);
+    check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cuda matmul_packed: output {} should be [{}, {}]",
+          shape_str(y.shape()), M, N);
+    check(cuda::w4a16_supported(w.bits, K, gs), "cuda matmul_packed: W4A16 tiles with {} bits, K {}, group size {}",
+          w.bits, K, gs);
+    const cuda::W4A16Dims d = cuda::w4a16_dims(N, K, gs);
+    need(w.qweight, DType::I32, "matmul_packed", "qweight (W4A16 tiles)");
+    need(w.scales, DType::I32, "matmul_packed", "scales (W4A16 scale/zero words)");
+    check(w.qweight.numel() == d.tile_words() && w.scales.numel() == d.sz_words(),
+          "cuda matmul_packed: W4A16 tiles hold {} and {} words, expected {} and {} for [{}, {}]", w.qweight.numel(),
+          w.scales.numel(), d.tile_words(), d.sz_words(), N, K);
+    Elt bt = Elt::BF16;
+    if (bias) {
+      bt = float_weight(*bias, "matmul_packed", "the bias");
+      check(bias->numel() == N, "cuda matmul_packed: bias has {} elements for {} outputs", bias->numel(), N);
+    }
+    if (M == 0 || N == 0) return;
+    const bf16_t* xp = x.data<bf16_t>();
+    Tensor xperm;
+    if (w.perm.defined()) {
+      need(w.perm, DType::I32, "matmul_packed", "perm");
+      check(w.perm.numel() == K, "cuda matmul_packed: perm has {} entries for K = {}", w.perm.numel(), K);
+      xperm = empty(DType::BF16, {M, K});
+      cuda::launch_w4a16_permute(xp, w.perm.data<int32_t>(), M, K, xperm.data<bf16_t>(), stream_);
+      xp = xperm.data<bf16_t>();
+    }
+    check(cuda::aligned16(xp), "cuda matmul_packed: the input must be 16-byte aligned");
+    const auto* tiles = static_cast<const uint32_t*>(w.qweight.data());
+    const auto* sz = static_cast<const uint32_t*>(w.scales.data());
+    const void* bp = bias ? bias->data() : nullptr;
+    auto run_mma = [&] {
+      const cuda::W4A16Args p = cuda::w4a16_plan(M, N, K, gs);
+      Tensor partial;
+      if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
+      cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
+                         partial.defined() ? partial.data<float>() : nullptr, stream_);
+    };
+    auto run_dequant = [&] {
+      Tensor wd = empty(DType::BF16, {N, K});  // transient: back to the activation pool after the call
+      cuda::launch_w4a16_dequant(tiles, sz, N, K, gs, wd.data<bf16_t>(), stream_);
+      const bool fused_bias = bias && bt == Elt::BF16;
+      gemm_->bf16(xp, wd.data(), fused_bias ? bp : nullptr, y.data(), M, N, K);
+      if (bias && !fused_bias) cuda::launch_add_bias(y.data<bf16_t>(), bp, bt, M, N, stream_);
+    };
+    bool dequant = w4a16_mode_ == "dequant";
+    if (w4a16_mode_ == "auto" && M >= 128) {
+      int64_t bucket = 128;
+      while (bucket < M) bucket *= 2;
+      const auto key = std::make_tuple(N, K, gs, bucket);
+      auto it = w4a16_choice_.find(key);
+      if (it == w4a16_choice_.end()) {
+        const double t_mma = time_ms(run_mma), t_deq = time_ms(run_dequant);
+        it = w4a16_choice_.emplace(key, t_deq < t_mma).first;
+      }
+      dequant = it->second;
+    }
+    if (dequant) run_dequant();
+    else run_mma();
+  }
+
+  // Median of 5 timed runs of fn on the stream (after one untimed run).
+  template <class F>
+  double time_ms(F&& fn) {
+    fn();
+    cudaEvent_t a, b;
+    check_cuda(cudaEventCreate(&a), "matmul_packed (timing)");
+    check_cuda(cudaEventCreate(&b), "matmul_packed (timing)");
+    std::vector<double> t;
+    for (int i = 0; i < 5; ++i) {
+      check_cuda(cudaEventRecord(a, stream_), "matmul_packed (timing)");
+      fn();
+      check_cuda(cudaEventRecord(b, stream_), "matmul_packed (timing)");
+      check_cuda(cudaEventSynchronize(b), "matmul_packed (timing)");
+      float ms = 0;
+      check_cuda(cudaEventElapsedTime(&ms, a, b), "matmul_packed (timing)");
+      t.push_back(ms);
+    }
+    (void)cudaEventDestroy(a);
+    (void)cudaEventDestroy(b);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+
+  std::string w4a16_mode_ = [] {
+    const char* v = std::getenv("DIFFULEX_W4A16_PATH");
+    return std::string(v && *v ? v : "auto");
+  }();
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, bool> w4a16_choice_;  // (N, K, group, M bucket) -> dequant
+  // --- end of the W4A16 path --------------------------------------------------------------------------------------
+
  private:
   // With DIFFULEX_CUDA_SYNC=1, wait after every op so that a kernel fault is reported by the op that caused it.
   void after(const char* op) {
@@ -407,6 +543,8 @@ double median(std::vector<double> v) {
 }
 
 }  // namespace
+
+void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
 
 bool cuda_available(std::string* why) {
   int n = 0;

@@ -34,6 +34,9 @@ struct CudaMemoryStats {
 };
 // `be` must be a CUDA backend.
 CudaMemoryStats cuda_memory_stats(Backend& be);
+// The W4A16 matmul path: "auto" (default; DIFFULEX_W4A16_PATH overrides), "mma" (the fused tensor-core kernel) or
+// "dequant" (transient bf16 weight + cuBLASLt). See src/kernels/cuda/w4a16_mma.cu.
+void cuda_set_w4a16_path(Backend& be, const std::string& mode);
 // Starts a new activation peak measurement (the peak becomes what is in use now).
 void cuda_reset_peak(Backend& be);
 // Waits for every op enqueued so far.

@@ -74,4 +74,40 @@ struct QGemmArgs {
 };
 void launch_qgemm(const QGemmArgs& a, cudaStream_t stream);
 
+// --- W4A16 on tensor cores (w4a16_mma.cu; the layout is described there) ------------------------------------------
+// Whether the tile layout can hold a 4-bit weight of this K and group size (the zero points are checked by
+// w4a16_repack).
+bool w4a16_supported(int bits, int64_t K, int64_t group_size);
+struct W4A16Dims {
+  int64_t np = 0;      // N rounded up to 16
+  int64_t kt = 0;      // K / 64 rounded up
+  int64_t groups = 0;  // K / group_size
+  int64_t tile_words() const { return np / 16 * kt * 128; }
+  int64_t sz_words() const { return groups * np; }
+};
+W4A16Dims w4a16_dims(int64_t N, int64_t K, int64_t group_size);
+// Host repack of the canonical PackedWeight tensors (qweight [N, K/8], scales / zeros [N, G]) into tiles
+// [tile_words()] and sz [sz_words()]. False (and nothing usable written) when a zero point is not an integer in
+// [-128, 127] (zeros / scales), or a zero scale has a nonzero zero term.
+bool w4a16_repack(const uint32_t* qweight, const float* scales, const float* zeros, int64_t N, int64_t K,
+                  int64_t group_size, uint32_t* tiles, uint32_t* sz);
+// Tile configuration and split-K for one call (force_splits > 0 overrides the split count).
+struct W4A16Args {
+  int64_t M = 0, N = 0, K = 0;
+  int mt = 1, nu = 1;  // row tile 16*mt, column tile 128*nu
+  int splits = 1, kt_per_split = 0;
+};
+W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0);
+// Floats of fp32 partial sums the call needs (0 without split-K).
+size_t w4a16_partial_floats(const W4A16Args& p);
+// y[M, N] = x[M, K] · W^T (+ bias); x's columns already in the kernel's order (see launch_w4a16_permute).
+void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
+                  const void* bias, Elt bias_type, bf16_t* y, float* partial, cudaStream_t stream);
+// out[m, j] = x[m, perm[j]]
+void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out,
+                          cudaStream_t stream);
+// The dequantized weight, bf16 w [N, K] (a transient scratch for the large-M cuBLASLt path).
+void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
+                          bf16_t* w, cudaStream_t stream);
+
 }  // namespace dlx::cuda

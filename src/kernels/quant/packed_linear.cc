@@ -11,11 +11,7 @@ class PackedLinear : public Linear {
  public:
   PackedLinear(LinearSpec spec, PackedWeight host, Tensor host_bias, LinearInfo info, Backend& be)
       : Linear(std::move(spec)), host_(std::move(host)), host_bias_(std::move(host_bias)), info_(std::move(info)) {
-    dev_ = host_;
-    dev_.qweight = be.upload(host_.qweight);
-    dev_.scales = be.upload(host_.scales);
-    dev_.zeros = be.upload(host_.zeros);
-    if (host_.perm.defined()) dev_.perm = be.upload(host_.perm);
+    dev_ = be.upload_packed(host_);
     if (host_bias_.defined()) bias_ = be.upload(host_bias_);
     info_.has_bias = host_bias_.defined();
     info_.bytes = host_.nbytes() + (host_bias_.defined() ? host_bias_.nbytes() : 0);

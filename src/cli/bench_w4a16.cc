@@ -1,0 +1,126 @@
+// `diffulex bench --device cuda --w4a16-kernels`: the W4A16 linear alone (src/kernels/cuda/w4a16_mma.cu) against
+// cuBLASLt bf16 (the backend's matmul) and the int4 memory floor, at the Dream-7B and LLaDA-8B linear shapes for
+// M = 1 .. 1024. Per cell: the backend's own choice ("auto": the fused kernel, or for M >= 128 whichever of the
+// kernel and dequantize + cuBLASLt was faster when first timed), the fused kernel forced, dequantize + cuBLASLt
+// forced (M >= 64), and cuBLASLt on a bf16 weight. The floor is (packed codes + scale words + x + y bytes) / the
+// copy bandwidth measured in the same run. Weights are rotated among enough copies to exceed the L2 cache, so every
+// call reads its weight from DRAM. Times: CUDA events, median of --iters calls after --warmup.
+#include "cli/bench_w4a16.h"
+
+#include <algorithm>
+#include <random>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#ifdef DIFFULEX_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace dlx::cli {
+
+#ifdef DIFFULEX_HAVE_CUDA
+namespace {
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Random 4-bit weight, group 128, integer zero points 0..15 (the GPTQ/AWQ form), scales around 0.01.
+PackedWeight random_packed4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
+  PackedWeight w;
+  w.bits = 4, w.n = N, w.k = K, w.group_size = gs;
+  w.qweight = Tensor::zeros(DType::I32, {N, K / 8});
+  std::mt19937_64 rng(seed);
+  auto* q = w.qweight.data<int32_t>();
+  for (int64_t i = 0; i < w.qweight.numel(); ++i) q[i] = int32_t(uint32_t(rng()));
+  const int64_t G = K / gs;
+  w.scales = Tensor::zeros(DType::F32, {N, G});
+  w.zeros = Tensor::zeros(DType::F32, {N, G});
+  for (int64_t i = 0; i < N * G; ++i) {
+    const float s = 0.005f + 0.01f * float(rng() % 1000) / 1000.0f;
+    w.scales.data<float>()[i] = s;
+    w.zeros.data<float>()[i] = s * float(rng() % 16);
+  }
+  return w;
+}
+
+}  // namespace
+
+nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
+  using json = nlohmann::json;
+  auto be = make_backend("cuda");
+  json out;
+  out["backend"] = be->name();
+  out["what"] = "W4A16 linear (group 128, asym) vs cuBLASLt bf16 vs int4 floor; ms are medians of CUDA-event timings";
+  const double copy_gbps = cuda_measure_copy_gbps(*be, size_t(1) << 30, 10);
+  out["copy_GBps"] = copy_gbps;
+  struct Shape {
+    const char* name;
+    int64_t N, K;
+  };
+  const Shape shapes[] = {{"dream.qkv", 4608, 3584},     {"dream.o", 3584, 3584},     {"dream.gate_up", 37888, 3584},
+                          {"dream.down", 3584, 18944},   {"llada.qkv", 12288, 4096}, {"llada.gate_up", 24576, 4096},
+                          {"llada.down", 4096, 12288}};
+  const int64_t gs = 128;
+  const size_t rotate_bytes = size_t(160) << 20;  // > 3x the 50 MB L2
+  json rows = json::array();
+  CudaEventTimer timer(*be);
+  for (const Shape& s : shapes) {
+    if (!a.shape.empty() && std::string(s.name).find(a.shape) == std::string::npos) continue;
+    PackedWeight host = random_packed4(s.N, s.K, gs, a.seed + uint64_t(s.N) * 7 + uint64_t(s.K));
+    std::vector<PackedWeight> pw;
+    pw.push_back(be->upload_packed(host));
+    check(pw[0].layout == kW4A16TileLayout, "bench: the {} weight did not take the W4A16 tile layout", s.name);
+    const size_t packed_bytes = pw[0].nbytes();
+    while (pw.size() < 16 && pw.size() * packed_bytes < rotate_bytes) pw.push_back(be->upload_packed(host));
+    std::vector<Tensor> dense;
+    const size_t dense_bytes = size_t(s.N * s.K) * 2;
+    for (uint64_t c = 0; dense.empty() || (dense.size() < 8 && dense.size() * dense_bytes < rotate_bytes); ++c)
+      dense.push_back(cuda_random_tensor(*be, DType::BF16, {s.N, s.K}, a.seed + 100 + c, 0.0f, 0.02f));
+    for (int64_t M : a.ms) {
+      Tensor x = cuda_random_tensor(*be, DType::BF16, {M, s.K}, a.seed + 7 + uint64_t(M), 0.0f, 1.0f);
+      Tensor y = be->empty(DType::BF16, {M, s.N});
+      auto time = [&](auto&& call, size_t copies) {
+        for (int i = 0; i < a.warmup; ++i) call(size_t(i) % copies);
+        timer.clear();
+        timer.mark();
+        for (int i = 0; i < a.iters; ++i) {
+          call(size_t(i) % copies);
+          timer.mark();
+        }
+        return median_of(timer.intervals_ms());
+      };
+      auto packed = [&](size_t c) { be->matmul_packed(x, pw[c], nullptr, y); };
+      json row = {{"shape", s.name}, {"N", s.N}, {"K", s.K}, {"M", M}};
+      cuda_set_w4a16_path(*be, "auto");
+      row["ms_w4a16"] = time(packed, pw.size());
+      cuda_set_w4a16_path(*be, "mma");
+      row["ms_mma"] = time(packed, pw.size());
+      if (M >= 64) {
+        cuda_set_w4a16_path(*be, "dequant");
+        row["ms_dequant_cublas"] = time(packed, pw.size());
+      }
+      cuda_set_w4a16_path(*be, "auto");
+      row["ms_cublas_bf16"] = time([&](size_t c) { be->matmul(x, dense[c], nullptr, y); }, dense.size());
+      const double bytes = double(packed_bytes) + double(M * s.K * 2) + double(M * s.N * 2);
+      const double floor = bytes / (copy_gbps * 1e9) * 1e3;
+      row["floor_ms"] = floor;
+      row["w4a16_over_floor"] = row["ms_w4a16"].get<double>() / floor;
+      row["cublas_over_w4a16"] = row["ms_cublas_bf16"].get<double>() / row["ms_w4a16"].get<double>();
+      rows.push_back(row);
+      fmt::print(stderr, "{:<15} M={:<5} w4a16 {:.4f} ms (mma {:.4f}) cublas {:.4f} floor {:.4f}  x{:.2f} floor\n",
+                 s.name, M, row["ms_w4a16"].get<double>(), row["ms_mma"].get<double>(),
+                 row["ms_cublas_bf16"].get<double>(), floor, row["w4a16_over_floor"].get<double>());
+    }
+  }
+  out["rows"] = rows;
+  return out;
+}
+#else
+nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs&) {
+  fail("bench --w4a16-kernels needs the CUDA backend (this build has none)");
+}
+#endif
+
+}  // namespace dlx::cli

@@ -1,0 +1,543 @@
+// W4A16 on tensor cores: 4-bit weights (GPTQ / AWQ / RTN, any group size that is a multiple of 16 or one group per
+// row, symmetric or integer zero points, act-order) times bf16 activations, fp32 accumulation. The weight is
+// converted once at load (w4a16_repack, called by CudaBackend::upload_packed) from the canonical PackedWeight
+// (kernels/packed_weight.h) into the layout below; the canonical tensors are not kept on the GPU and there is no
+// bf16 copy of the weight.
+//
+// Layout ("CUDA W4A16 tiles", PackedWeight::layout == kW4A16TileLayout)
+//   Np = N rounded up to 16, Kp = K rounded up to 64, KT = Kp / 64. Padding codes are 0 (their activations are 0).
+//   tiles  u32 [Np/16][KT][32 lanes][4 words]: one 512-byte unit per (16 output rows, 64 input columns), i.e. one
+//          16-byte load per lane of a warp. For lane l (gid = l / 4, tig = l % 4) word w (0..3) holds the weights
+//          of the w-th k16 step, k = 64*kt + 16*w + {2tig, 2tig+1, 2tig+8, 2tig+9}, at rows n = 16*nt + gid (nibbles
+//          0,4,1,5) and n = 16*nt + 8 + gid (nibbles 2,6,3,7), in that k order. Nibble j and nibble j+4 land in the two
+//          bf16 halves of one register after (word >> 4j) & 0x000f000f, which is exactly the B fragment
+//          {b0, b1} of mma.m16n8k16 for the two n8 tiles: no shuffles, no shared-memory transposes.
+//   sz     u32 [G][Np]: per group and row, bf16(scale) in the low half and bf16(128 + z) in the high half, z the
+//          integer zero point (zeros/scales of the canonical form; upload_packed keeps the canonical layout and the
+//          SIMT kernel when a zero point is not an integer in [-128, 127]). W = s * (q - z).
+//
+// Dequantization in registers: (word >> 4j) & 0x000f000f | 0x43004300 (one lop3) is the bf16 pair 128 + q
+// (0x4300 is 128.0 and the mantissa's unit is 1); subtracting the bf16 pair 128 + z is exact (small integers), and
+// the product with the bf16 scale rounds once. So the only rounding beyond the f32 reference is bf16(s) (2^-9
+// relative, per group) and bf16(s * (q - z)) (2^-9 relative, per element), the same as a bf16 weight.
+//
+// The kernel (w4a16_kernel<MT, NU>): 256 threads = 8 warps; a block computes a (16*MT) x (128*NU) tile of y; each
+// warp owns 16*NU output columns and all the block's rows. K is walked in steps of 64 through a 4-stage cp.async
+// pipeline that brings the activation tile (rows swizzled in 16-byte chunks so that ldmatrix is conflict-free), the
+// weight units (512 contiguous bytes each) and the group scales of the step into shared memory; each warp then
+// loads its weight words (one 16-byte ld.shared per lane per unit), dequantizes them in registers and issues
+// 2*MT*NU mma.sync per k16 step. Blocks with the same output columns are adjacent in the launch order (grid.x is the
+// row tile), so a weight tile is read from DRAM once and from L2 by the other row tiles.
+// Split-K: when the tiles are too few to fill the GPU (small M, small N), grid.z splits the k steps; each split writes
+// fp32 partial sums to a scratch buffer and a second kernel adds them (in a fixed order: deterministic), adds the
+// bias and rounds to bf16. Without a split the bias is added in the epilogue.
+// Act-order: the activation columns are gathered through perm into a scratch buffer first (w4a16_permute).
+// Large M: w4a16_dequant writes a transient bf16 [N, K] scratch for cuBLASLt; the backend picks that path or the
+// fused kernel per (shape, M bucket) by timing both once (cuda_backend.cc).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/cuda/common.cuh"
+
+namespace dlx::cuda {
+
+namespace {
+
+constexpr int kThreads = 256, kWarps = 8, kBK = 64, kMaxGroups = 4;
+
+__host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
+  return d;
+}
+__device__ __forceinline__ uint32_t bsub_mul(uint32_t v, uint32_t z, uint32_t s) {
+  __nv_bfloat162 d = __hmul2(__hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z)),
+                             *reinterpret_cast<__nv_bfloat162*>(&s));
+  return *reinterpret_cast<uint32_t*>(&d);
+}
+
+// The four B registers (n8 tile 0: b0, b1; n8 tile 1: b0, b1) of one word; sz0 / sz1: {bf16 s, bf16 128+z} of the
+// lane's row in each n8 tile.
+__device__ __forceinline__ void dequant(uint32_t word, uint32_t sz0, uint32_t sz1, uint32_t (&b)[4]) {
+  const uint32_t s0 = __byte_perm(sz0, 0, 0x1010), z0 = __byte_perm(sz0, 0, 0x3232);
+  const uint32_t s1 = __byte_perm(sz1, 0, 0x1010), z1 = __byte_perm(sz1, 0, 0x3232);
+  b[0] = bsub_mul(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0, s0);
+  b[1] = bsub_mul(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0, s0);
+  b[2] = bsub_mul(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1, s1);
+  b[3] = bsub_mul(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1, s1);
+}
+
+struct Args {
+  const bf16_t* x;  // [M, K], columns already in kernel order
+  int64_t M, K, N, np, kt, groups, gs;
+  const uint4* tiles;
+  const uint32_t* sz;
+  const void* bias;
+  Elt bias_type;
+  bf16_t* y;
+  float* partial;  // [splits, M, N] when splits > 1
+  int splits, kt_per_split;
+  bool tile_in_one_group;  // group_size % 64 == 0
+  bool n_even;             // N even: y and the partial sums take paired stores
+};
+
+template <int MT, int NU, bool ONE_GROUP>
+struct Cfg {
+  static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
+  static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = GROUPS * BN * 4;
+  static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
+  // 4 stages, 2 resident blocks (3 stages and 3 blocks for MT = 1 measured 10-25% slower: the 85-register cap
+  // spills).
+  static constexpr int STAGES = 4, MIN_BLOCKS = 2;
+  static constexpr int SMEM = STAGES * STAGE;
+  // 16-byte chunks per stage, and per thread (rounded up).
+  static constexpr int A_CHUNKS = BM * 8, B_CHUNKS = BN * 2, SZ_CHUNKS = GROUPS * BN / 4;
+  static constexpr int A_ITERS = (A_CHUNKS + kThreads - 1) / kThreads, B_ITERS = B_CHUNKS / kThreads;
+  static constexpr int Z_ITERS = (SZ_CHUNKS + kThreads - 1) / kThreads;
+};
+
+// ONE_GROUP: group_size % 64 == 0, so a k step lies in one group and the scale words are loaded once per step.
+template <int MT, int NU, bool ONE_GROUP>
+__global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) w4a16_kernel(Args a) {
+  using C = Cfg<MT, NU, ONE_GROUP>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
+  const int64_t m0 = int64_t(blockIdx.x) * C::BM, n0 = int64_t(blockIdx.y) * C::BN;
+  const int split = blockIdx.z;
+  const int kt_begin = split * a.kt_per_split;
+  const int kt_end = int(imin(a.kt, int64_t(kt_begin) + a.kt_per_split));
+  const int nsteps = kt_end > kt_begin ? kt_end - kt_begin : 0;
+  const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
+
+  // Per-thread copy state. The loads run for kt = kt_begin, kt_begin + 1, ... in order, so every source pointer
+  // just advances by one k step per call (no 64-bit index arithmetic or divisions in the loop).
+  const bf16_t* a_ptr[C::A_ITERS];
+  int a_dst[C::A_ITERS], a_col[C::A_ITERS];
+  bool a_ok[C::A_ITERS];
+#pragma unroll
+  for (int i = 0; i < C::A_ITERS; ++i) {
+    const int c = tid + i * kThreads, r = c / 8, ch = c % 8;
+    const int64_t m = m0 + r;
+    a_ok[i] = c < C::A_CHUNKS && m < a.M;
+    a_col[i] = kt_begin * kBK + ch * 8;
+    a_ptr[i] = a.x + (a_ok[i] ? m * a.K + a_col[i] : 0);
+    a_dst[i] = (r * 8 + (ch ^ (r & 7))) * 16;
+  }
+  // B: chunk i of this thread is unit (tid / 32 + 8 i) of the block, lane tid % 32; units are KT * 32 chunks apart.
+  const int64_t b_unit_stride = int64_t(kWarps) * a.kt * 32;
+  const int64_t nt_first = n0 / 16 + tid / 32;
+  const uint4* b_ptr = a.tiles + (nt_first < a.np / 16 ? (nt_first * a.kt + kt_begin) * 32 + tid % 32 : 0);
+  uint32_t b_ok = 0;
+#pragma unroll
+  for (int i = 0; i < C::B_ITERS; ++i) b_ok |= uint32_t(nt_first + kWarps * i < a.np / 16) << i;
+  // Scale words: chunk z_c is 4 columns (from z_col) of the step's group row z_gi.
+  int z_gi[C::Z_ITERS];
+  bool z_ok[C::Z_ITERS];
+  const uint32_t* z_base[C::Z_ITERS];
+#pragma unroll
+  for (int i = 0; i < C::Z_ITERS; ++i) {
+    const int c = tid + i * kThreads, col = (c % (C::BN / 4)) * 4;
+    z_gi[i] = c / (C::BN / 4);
+    z_ok[i] = c < C::SZ_CHUNKS && n0 + col < a.np;
+    z_base[i] = a.sz + (z_ok[i] ? n0 + col : 0);
+  }
+  // ONE_GROUP: the group of k step kt is kt / spg (spg = k steps per group), tracked incrementally.
+  const int spg = ONE_GROUP ? gs / kBK : 1;
+  int z_group = ONE_GROUP ? kt_begin / spg : 0, z_left = ONE_GROUP ? spg - kt_begin % spg : 0;
+  int load_kt = kt_begin;
+
+  auto load = [&](int s) {
+    unsigned char* st = smem + s * C::STAGE;
+#pragma unroll
+    for (int i = 0; i < C::A_ITERS; ++i) {
+      if (tid + i * kThreads >= C::A_CHUNKS) break;
+      const bool ok = a_ok[i] && a_col[i] < K;
+      cp_async16(st + a_dst[i], ok ? a_ptr[i] : a.x, ok);
+      a_ptr[i] += kBK;
+      a_col[i] += kBK;
+    }
+#pragma unroll
+    for (int i = 0; i < C::B_ITERS; ++i) {
+      const bool ok = (b_ok >> i) & 1u;
+      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, ok ? b_ptr + i * b_unit_stride : a.tiles, ok);
+    }
+    b_ptr += 32;
+    {
+      int ga, ng;
+      if (ONE_GROUP) {
+        ga = z_group, ng = 1;
+        if (--z_left == 0) ++z_group, z_left = spg;
+      } else {
+        const int k0 = load_kt * kBK;
+        ga = k0 / gs;
+        ng = (min(k0 + kBK, K) - 1) / gs - ga + 1;
+      }
+#pragma unroll
+      for (int i = 0; i < C::Z_ITERS; ++i) {
+        const int c = tid + i * kThreads;
+        if (c < C::SZ_CHUNKS && z_gi[i] < ng)
+          cp_async16(st + C::A_BYTES + C::B_BYTES + c * 16, z_ok[i] ? z_base[i] + int64_t(ga + z_gi[i]) * np : a.sz,
+                     z_ok[i]);
+      }
+    }
+    ++load_kt;
+  };
+
+  float acc[MT][NU][2][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NU; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][h][e] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < C::STAGES - 1; ++s) {
+    if (s < nsteps) load(s);
+    cp_async_commit();
+  }
+  int read_stage = 0, write_stage = C::STAGES - 1;
+
+  // ldmatrix row / chunk of this lane for m16 tile 0 (tile mt adds 16 rows).
+  const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lch = lane >> 4;
+
+  for (int step = 0; step < nsteps; ++step) {
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads();
+    if (step + C::STAGES - 1 < nsteps) load(write_stage);
+    cp_async_commit();
+    write_stage = write_stage == C::STAGES - 1 ? 0 : write_stage + 1;
+    const int s = read_stage;
+    read_stage = read_stage == C::STAGES - 1 ? 0 : read_stage + 1;
+    const int k0 = (kt_begin + step) * kBK;
+    const unsigned char* as = smem + s * C::STAGE;
+    const uint4* bs = reinterpret_cast<const uint4*>(as + C::A_BYTES);
+    const uint32_t* zs = reinterpret_cast<const uint32_t*>(as + C::A_BYTES + C::B_BYTES);
+    uint4 bw[NU];
+#pragma unroll
+    for (int j = 0; j < NU; ++j) bw[j] = bs[(warp * NU + j) * 32 + lane];
+    uint32_t szw[NU][2];
+    if (ONE_GROUP) {
+#pragma unroll
+      for (int j = 0; j < NU; ++j) {
+        const int nl = (warp * NU + j) * 16 + gid;
+        szw[j][0] = zs[nl];
+        szw[j][1] = zs[nl + 8];
+      }
+    }
+    const int ga = ONE_GROUP ? 0 : k0 / gs;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      uint32_t af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = mt * 16 + lr, ch = 2 * w + lch;
+        ldmatrix_x4(af[mt], as + (r * 8 + (ch ^ (r & 7))) * 16);
+      }
+      if (!ONE_GROUP) {
+        const int gi = min((k0 + 16 * w) / gs, groups - 1) - ga;
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+          const int nl = (warp * NU + j) * 16 + gid;
+          szw[j][0] = zs[gi * C::BN + nl];
+          szw[j][1] = zs[gi * C::BN + nl + 8];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < NU; ++j) {
+        const uint32_t word = w == 0 ? bw[j].x : w == 1 ? bw[j].y : w == 2 ? bw[j].z : bw[j].w;
+        uint32_t b[4];
+        dequant(word, szw[j][0], szw[j][1], b);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_bf16(acc[mt][j][0], af[mt], b[0], b[1]);
+          mma_bf16(acc[mt][j][1], af[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NU; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const int64_t m = m0 + mt * 16 + gid + rr * 8;
+          if (m >= a.M) continue;
+          const int64_t n = n0 + (warp * NU + j) * 16 + h * 8 + 2 * tig;
+          const float v0 = acc[mt][j][h][rr * 2], v1 = acc[mt][j][h][rr * 2 + 1];
+          if (a.splits > 1) {
+            float* p = a.partial + (int64_t(split) * a.M + m) * a.N + n;
+            if (n + 1 < a.N && a.n_even) {
+              *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+            } else {
+              if (n < a.N) p[0] = v0;
+              if (n + 1 < a.N) p[1] = v1;
+            }
+          } else {
+            const float b0 = a.bias && n < a.N ? load_elt(a.bias, a.bias_type, n) : 0.0f;
+            const float b1 = a.bias && n + 1 < a.N ? load_elt(a.bias, a.bias_type, n + 1) : 0.0f;
+            bf16_t* p = a.y + m * a.N + n;
+            if (n + 1 < a.N && a.n_even) {
+              *reinterpret_cast<uint32_t*>(p) = uint32_t(f2bf(v0 + b0)) | (uint32_t(f2bf(v1 + b1)) << 16);
+            } else {
+              if (n < a.N) p[0] = f2bf(v0 + b0);
+              if (n + 1 < a.N) p[1] = f2bf(v1 + b1);
+            }
+          }
+        }
+}
+
+__global__ void splitk_reduce_kernel(const float* partial, int splits, int64_t M, int64_t N, const void* bias,
+                                     Elt bias_type, bf16_t* y) {
+  const int64_t total = M * N;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += partial[int64_t(s) * total + i];
+    if (bias) v += load_elt(bias, bias_type, i % N);
+    y[i] = f2bf(v);
+  }
+}
+
+__global__ void permute_kernel(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out) {
+  const int64_t total = M * K;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = i / K, j = i % K;
+    out[i] = x[m * K + perm[j]];
+  }
+}
+
+// One thread per 16 bytes of the output w [N, K]: row n = 16 nt + r, columns k = 64 kt + 16 w + 8 h .. + 7. Those 8
+// codes sit in the words w of the four lanes (gid = r % 8, tig = 0..3) of unit (nt, kt), at nibbles p and p + 4 with
+// p = 2 (r / 8) + h: one shift-and-mask per lane gives the bf16 pair (k = 2 tig, 2 tig + 1), already in output order.
+// Eight consecutive threads write one row's 128 contiguous bytes.
+__global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t np, int64_t kt,
+                               int64_t groups, int64_t gs, bf16_t* w) {
+  const int64_t total = (np / 16) * kt * 128;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int chunk = int(i % 8), r = int((i / 8) % 16);
+    const int64_t unit = i / 128, ktile = unit % kt, nt = unit / kt;
+    const int ws = chunk / 2, h = chunk % 2, gid = r % 8, p = 2 * (r / 8) + h;
+    const int64_t n = nt * 16 + r, k = ktile * kBK + 16 * ws + 8 * h;
+    if (n >= N || k >= K) continue;  // K % 8 == 0: a chunk is wholly inside K or wholly outside
+    const uint32_t zw = sz[imin(k / gs, groups - 1) * np + n];
+    const uint32_t s2 = __byte_perm(zw, 0, 0x1010), z2 = __byte_perm(zw, 0, 0x3232);
+    const uint32_t* u = tiles + unit * 128 + gid * 16 + ws;
+    uint4 o;
+    o.x = bsub_mul(lop3_and_or(u[0] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.y = bsub_mul(lop3_and_or(u[4] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.z = bsub_mul(lop3_and_or(u[8] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    o.w = bsub_mul(lop3_and_or(u[12] >> (4 * p), 0x000f000fu, 0x43004300u), z2, s2);
+    *reinterpret_cast<uint4*>(w + n * K + k) = o;
+  }
+}
+
+template <int MT, int NU, bool ONE_GROUP>
+void launch_one(const Args& a, cudaStream_t stream) {
+  using C = Cfg<MT, NU, ONE_GROUP>;
+  static bool configured = false;
+  if (!configured) {
+    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU, ONE_GROUP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    C::SMEM),
+               "matmul_packed (w4a16 shared memory)");
+    configured = true;
+  }
+  dim3 grid(unsigned((a.M + C::BM - 1) / C::BM), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
+  w4a16_kernel<MT, NU, ONE_GROUP><<<grid, kThreads, C::SMEM, stream>>>(a);
+  check_launch("matmul_packed (w4a16)");
+}
+
+template <int MT, int NU>
+void launch_cfg(const Args& a, cudaStream_t stream) {
+  if (a.tile_in_one_group) launch_one<MT, NU, true>(a, stream);
+  else launch_one<MT, NU, false>(a, stream);
+}
+
+int sm_count() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    check_cuda(cudaGetDevice(&dev), "matmul_packed (device)");
+    check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "matmul_packed (device)");
+    return v;
+  }();
+  return n;
+}
+
+uint16_t host_f2bf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+}  // namespace
+
+bool w4a16_supported(int bits, int64_t K, int64_t group_size) {
+  return bits == 4 && K > 0 && K % 8 == 0 && group_size > 0 && K % group_size == 0 &&
+         (group_size % 16 == 0 || group_size == K);
+}
+
+W4A16Dims w4a16_dims(int64_t N, int64_t K, int64_t group_size) {
+  W4A16Dims d;
+  d.np = (N + 15) / 16 * 16;
+  d.kt = (K + kBK - 1) / kBK;
+  d.groups = K / group_size;
+  return d;
+}
+
+bool w4a16_repack(const uint32_t* qweight, const float* scales, const float* zeros, int64_t N, int64_t K,
+                  int64_t group_size, uint32_t* tiles, uint32_t* sz) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  const int64_t G = d.groups, words = K / 8;
+  // Scales and integer zero points first: a non-integer zero point means this layout cannot hold the weight.
+  bool ok = true;
+  for (int64_t g = 0; g < G && ok; ++g)
+    for (int64_t n = 0; n < d.np; ++n) {
+      float s = 0.0f, z = 0.0f;
+      if (n < N) {
+        s = scales[n * G + g];
+        const float zs = zeros[n * G + g];
+        if (s == 0.0f) {
+          if (zs != 0.0f) { ok = false; break; }
+        } else {
+          const float zf = zs / s, zr = std::nearbyint(zf);
+          if (!std::isfinite(zf) || std::fabs(zf - zr) > 1e-3f * std::max(1.0f, std::fabs(zr)) || zr < -128.0f ||
+              zr > 127.0f) { ok = false; break; }
+          z = zr;
+        }
+      }
+      sz[g * d.np + n] = uint32_t(host_f2bf(s)) | (uint32_t(host_f2bf(128.0f + z)) << 16);
+    }
+  if (!ok) return false;
+  auto code = [&](int64_t n, int64_t k) -> uint32_t {
+    if (n >= N || k >= K) return 0;
+    return (qweight[n * words + k / 8] >> (4 * (k % 8))) & 0xfu;
+  };
+  parallel_for(d.np / 16, 4, [&](int64_t a, int64_t b) {
+    for (int64_t nt = a; nt < b; ++nt)
+      for (int64_t kt = 0; kt < d.kt; ++kt)
+        for (int lane = 0; lane < 32; ++lane) {
+          const int gid = lane / 4, tig = lane % 4;
+          const int64_t na = nt * 16 + gid, nb = na + 8;
+          for (int w = 0; w < 4; ++w) {
+            const int64_t k = kt * kBK + 16 * w + 2 * tig;
+            const uint32_t nib[8] = {code(na, k), code(na, k + 8), code(nb, k), code(nb, k + 8),
+                                     code(na, k + 1), code(na, k + 9), code(nb, k + 1), code(nb, k + 9)};
+            uint32_t word = 0;
+            for (int j = 0; j < 8; ++j) word |= nib[j] << (4 * j);
+            tiles[((nt * d.kt + kt) * 32 + lane) * 4 + w] = word;
+          }
+        }
+  });
+  return true;
+}
+
+void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out,
+                          cudaStream_t stream) {
+  if (M * K == 0) return;
+  permute_kernel<<<blocks_for(M * K, 256, 4096), 256, 0, stream>>>(x, perm, M, K, out);
+  check_launch("matmul_packed (act-order permute)");
+}
+
+size_t w4a16_partial_floats(const W4A16Args& p) {
+  return p.splits > 1 ? size_t(p.splits) * size_t(p.M) * size_t(p.N) : 0;
+}
+
+W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  W4A16Args p{};
+  p.M = M, p.N = N, p.K = K;
+  p.mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
+  const int64_t mblocks = (M + 16 * p.mt - 1) / (16 * p.mt);
+  const int sms = sm_count();
+  // Small M: 512 columns a block (each warp dequantizes 2 KB of codes per k step, which amortizes the step's fixed
+  // cost); split-K makes up the parallelism. M > 32: 64 x 256 tiles when there are enough of them, else 64 x 128.
+  if (p.mt <= 2) p.nu = 4;
+  else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
+  const int per_sm = 2;  // resident blocks (Cfg::MIN_BLOCKS)
+  const int64_t slots = int64_t(sms) * per_sm;
+  const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
+  int64_t splits = 1;
+  if (force_splits > 0) {
+    splits = force_splits;
+  } else if (blocks < slots) {
+    // One wave: as many splits as fit, each at least 3 k steps long.
+    splits = std::min<int64_t>(std::max<int64_t>(1, slots / blocks), std::max<int64_t>(1, d.kt / 3));
+  }
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
+  const int64_t per = (d.kt + splits - 1) / splits;
+  p.kt_per_split = int(per);
+  p.splits = int((d.kt + per - 1) / per);
+  return p;
+}
+
+void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
+                  const void* bias, Elt bias_type, bf16_t* y, float* partial, cudaStream_t stream) {
+  if (p.M == 0 || p.N == 0) return;
+  const W4A16Dims d = w4a16_dims(p.N, p.K, group_size);
+  Args a{};
+  a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
+  a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
+  a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
+  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
+  a.tile_in_one_group = group_size % kBK == 0;
+  a.n_even = p.N % 2 == 0;
+  check(p.splits == 1 || partial, "matmul_packed (w4a16): split-K needs a partial-sum buffer");
+  if (p.mt == 1) launch_cfg<1, 4>(a, stream);
+  else if (p.mt == 2) launch_cfg<2, 4>(a, stream);
+  else if (p.nu == 1) launch_cfg<4, 1>(a, stream);
+  else launch_cfg<4, 2>(a, stream);
+  if (p.splits > 1) {
+    splitk_reduce_kernel<<<blocks_for(p.M * p.N, 256, 4096), 256, 0, stream>>>(partial, p.splits, p.M, p.N, bias,
+                                                                                bias_type, y);
+    check_launch("matmul_packed (w4a16 split-K reduce)");
+  }
+}
+
+void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
+                          bf16_t* w, cudaStream_t stream) {
+  const W4A16Dims d = w4a16_dims(N, K, group_size);
+  check(aligned16(w), "matmul_packed (w4a16 dequant): the scratch must be 16-byte aligned");
+  const int64_t total = (d.np / 16) * d.kt * 128;
+  dequant_kernel<<<blocks_for(total, 256, 16384), 256, 0, stream>>>(tiles, sz, N, K, d.np, d.kt, d.groups, group_size,
+                                                                    w);
+  check_launch("matmul_packed (w4a16 dequant)");
+}
+
+}  // namespace dlx::cuda

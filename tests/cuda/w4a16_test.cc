@@ -1,0 +1,235 @@
+// The W4A16 tensor-core path (src/kernels/cuda/w4a16_mma.cu) against a plain reference: dequantize the canonical
+// PackedWeight in double (W = s*q - zs), gather the activation columns through perm, multiply in double, add the
+// bias. Fresh random inputs every run (the seed is printed on failure); outputs are poisoned with NaN first.
+//
+// Error bound: the inputs are bf16 already, so the GPU adds (a) bf16 rounding of each scale (relative 2^-9, one
+// per group and row), (b) one bf16 rounding of each dequantized weight s*(q-z) (2^-9), (c) fp32 accumulation
+// (orders of magnitude below), (d) the bf16 rounding of y (2^-9). The sum of K independent products with relative
+// errors of at most 2^-8 has a relative norm error of about 2^-8/sqrt(3) ~ 2e-3, plus 2^-9/sqrt(3) for (d): measured
+// values are 2e-3..3e-3. The bound is 1e-2, METHOD.md's range for bf16 operands; an indexing or layout mistake gives
+// errors of order 1 (a single wrong group scale in 1/G of the outputs still gives > 1e-2 for the G used here).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/packed_weight.h"
+#include "../test_util.h"
+
+namespace dlx {
+
+#ifdef DIFFULEX_HAVE_CUDA
+
+namespace {
+
+constexpr double kTol = 1e-2;
+
+bool small_only() {
+  const char* v = std::getenv("DIFFULEX_TEST_SMALL");
+  return v && *v && std::string(v) != "0";
+}
+
+class W4A16 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+    gpu_ = make_backend("cuda");
+    seed_ = std::random_device{}();
+    rng_.seed(seed_);
+  }
+  void TearDown() override {
+    if (gpu_) cuda_set_w4a16_path(*gpu_, "auto");
+  }
+
+  // gs <= 0 means one group (K). sym: zero point 8 everywhere; otherwise a random integer zero point per group.
+  PackedWeight random_w4(int64_t N, int64_t K, int64_t gs, bool sym, bool act_order) {
+    PackedWeight w;
+    w.bits = 4, w.n = N, w.k = K, w.group_size = gs > 0 ? gs : K;
+    w.qweight = Tensor::zeros(DType::I32, {N, w.words_per_row()});
+    for (int64_t i = 0; i < w.qweight.numel(); ++i) w.qweight.data<int32_t>()[i] = int32_t(uint32_t(rng_()));
+    const int64_t G = w.groups();
+    w.scales = Tensor::zeros(DType::F32, {N, G});
+    w.zeros = Tensor::zeros(DType::F32, {N, G});
+    std::uniform_real_distribution<float> sd(0.002f, 0.03f);
+    for (int64_t i = 0; i < N * G; ++i) {
+      const float s = sd(rng_);
+      w.scales.data<float>()[i] = s;
+      w.zeros.data<float>()[i] = s * (sym ? 8.0f : float(rng_() % 16));
+    }
+    if (act_order) {
+      w.perm = Tensor::zeros(DType::I32, {K});
+      std::vector<int32_t> p(static_cast<size_t>(K));
+      std::iota(p.begin(), p.end(), 0);
+      std::shuffle(p.begin(), p.end(), rng_);
+      std::copy(p.begin(), p.end(), w.perm.data<int32_t>());
+    }
+    return w;
+  }
+
+  Tensor rand_bf16_f32(Shape s, float std = 1.0f) {
+    Tensor t = test::random_tensor(DType::F32, std::move(s), rng_, std);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = bf16_to_f32(f32_to_bf16(t.data<float>()[i]));
+    return t;
+  }
+
+  // y = x[:, perm] · W^T + b in double, W dequantized from the canonical tensors.
+  static Tensor reference(const Tensor& x, const PackedWeight& w, const Tensor* bias) {
+    const int64_t M = x.dim(0), K = w.k, N = w.n, G = w.groups(), words = w.words_per_row();
+    std::vector<double> W(static_cast<size_t>(N * K));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        const uint32_t q = (uint32_t(w.qweight.data<int32_t>()[n * words + k / 8]) >> (4 * (k % 8))) & 0xfu;
+        const int64_t g = k / w.group_size;
+        W[size_t(n * K + k)] = double(w.scales.data<float>()[n * G + g]) * q - double(w.zeros.data<float>()[n * G + g]);
+      }
+    std::vector<double> xr(static_cast<size_t>(K));
+    Tensor y = Tensor::zeros(DType::F32, {M, N});
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t k = 0; k < K; ++k)
+        xr[size_t(k)] = x.data<float>()[m * K + (w.perm.defined() ? w.perm.data<int32_t>()[k] : k)];
+      for (int64_t n = 0; n < N; ++n) {
+        const double* wr = &W[size_t(n * K)];
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += xr[size_t(k)] * wr[k];
+        if (bias) acc += load_as_f32(bias->data(), bias->dtype(), size_t(n));
+        y.data<float>()[m * N + n] = float(acc);
+      }
+    }
+    return y;
+  }
+
+  Tensor poisoned(Shape s) {
+    Tensor h = Tensor::zeros(DType::F32, s);
+    std::fill_n(h.data<float>(), h.numel(), std::numeric_limits<float>::quiet_NaN());
+    return gpu_->from_host_f32(h);
+  }
+
+  std::string trace() const { return "seed " + std::to_string(seed_); }
+
+  std::unique_ptr<Backend> gpu_;
+  uint64_t seed_ = 0;
+  std::mt19937_64 rng_;
+};
+
+struct Case {
+  int64_t M, N, K, gs;
+  bool sym, act_order, bias;
+};
+
+std::string describe(const Case& c, const char* path) {
+  return fmt::format("{} path: M {} N {} K {} group {} {}{}{}", path, c.M, c.N, c.K, c.gs, c.sym ? "sym" : "asym",
+                     c.act_order ? " act-order" : "", c.bias ? " bias" : "");
+}
+
+// Every group size, sym/asym, act-order, M from 1 to 1024, N not a multiple of 16 or of the 128/256 column tile,
+// K not a multiple of the 64 k-step (group 32 and one group) or of 16 (one group, K = 200); small N forces split-K,
+// the wide cases run without it and with the 64x256 tile.
+const Case kCases[] = {
+    {1, 200, 352, 32, false, false, true},    {3, 200, 352, 32, true, true, false},
+    {16, 96, 512, 64, false, true, true},     {33, 1000, 512, 64, true, false, false},
+    {128, 136, 1024, 128, false, false, true}, {300, 264, 768, 128, false, true, true},
+    {1, 130, 200, -1, false, false, true},    {17, 130, 200, -1, true, true, false},
+    {64, 520, 384, -1, false, false, false},  {1024, 4400, 256, 128, false, false, true},
+    {1, 33800, 256, 64, false, false, true},  {32, 4200, 512, 32, false, true, true},
+    {300, 13600, 128, 128, true, false, false},
+};
+
+TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
+  PackedWeight hw = random_w4(72, 256, 64, false, false);
+  PackedWeight dw = gpu_->upload_packed(hw);
+  EXPECT_EQ(dw.layout, kW4A16TileLayout);
+  EXPECT_EQ(dw.qweight.device(), Device::CUDA);
+  EXPECT_FALSE(dw.zeros.defined());
+  // 4-bit tiles: N rounded to 16, K to 64 -> 80 x 256 codes in 4 bits; [G, 80] scale words. No bf16 copy.
+  EXPECT_EQ(dw.qweight.nbytes(), size_t(80 * 256 / 2));
+  EXPECT_EQ(dw.scales.nbytes(), size_t(4 * 80 * 4));
+  // The CPU backend keeps the canonical layout.
+  CpuBackend cpu;
+  EXPECT_EQ(cpu.upload_packed(hw).layout, kCanonicalLayout);
+}
+
+TEST_F(W4A16, MatchesDequantizedReference) {
+  for (const char* path : {"mma", "dequant", "auto"}) {
+    cuda_set_w4a16_path(*gpu_, path);
+    for (const Case& c : kCases) {
+      if (std::string(path) != "mma" && c.M < 64 && c.N > 4000) continue;  // the wide small-M cases are for the kernel
+      // Under compute-sanitizer (DIFFULEX_TEST_SMALL=1) the largest cases are left out: every code path is still run.
+      if (small_only() && c.M * c.N * c.K > 600000000) continue;
+      SCOPED_TRACE(trace() + ", " + describe(c, path));
+      PackedWeight hw = random_w4(c.N, c.K, c.gs, c.sym, c.act_order);
+      PackedWeight dw = gpu_->upload_packed(hw);
+      ASSERT_EQ(dw.layout, kW4A16TileLayout);
+      Tensor x = rand_bf16_f32({c.M, c.K});
+      Tensor b = c.bias ? test::random_tensor(DType::BF16, {c.N}, rng_, 0.1f) : Tensor();
+      Tensor gb = c.bias ? gpu_->upload(b) : Tensor();
+      Tensor want = reference(x, hw, c.bias ? &b : nullptr);
+      Tensor y = poisoned({c.M, c.N});
+      gpu_->matmul_packed(gpu_->from_host_f32(x), dw, c.bias ? &gb : nullptr, y);
+      const double err = test::rel_error(gpu_->to_host_f32(y), want);
+      EXPECT_LT(err, kTol);
+    }
+  }
+}
+
+// One M = 4096 shape through the kernel and through the auto choice, and an f32 bias.
+TEST_F(W4A16, LargeM) {
+  if (small_only()) GTEST_SKIP() << "DIFFULEX_TEST_SMALL";
+  PackedWeight hw = random_w4(520, 384, 128, false, true);
+  PackedWeight dw = gpu_->upload_packed(hw);
+  Tensor x = rand_bf16_f32({4096, 384});
+  Tensor b = test::random_tensor(DType::F32, {520}, rng_, 0.1f);
+  Tensor gb = gpu_->upload(b);
+  Tensor want = reference(x, hw, &b);
+  Tensor gx = gpu_->from_host_f32(x);
+  for (const char* path : {"mma", "auto"}) {
+    SCOPED_TRACE(trace() + ", " + path);
+    cuda_set_w4a16_path(*gpu_, path);
+    Tensor y = poisoned({4096, 520});
+    gpu_->matmul_packed(gx, dw, &gb, y);
+    EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), want), kTol);
+  }
+}
+
+// A zero point that is not an integer cannot live in the tile layout: the weight stays canonical and the SIMT
+// kernel computes it, still correctly.
+TEST_F(W4A16, NonIntegerZeroFallsBack) {
+  SCOPED_TRACE(trace());
+  PackedWeight hw = random_w4(40, 128, 32, false, false);
+  hw.zeros.data<float>()[5] += 0.37f * hw.scales.data<float>()[5];
+  PackedWeight dw = gpu_->upload_packed(hw);
+  EXPECT_EQ(dw.layout, kCanonicalLayout);
+  Tensor x = rand_bf16_f32({5, 128});
+  Tensor want = reference(x, hw, nullptr);
+  Tensor y = poisoned({5, 40});
+  gpu_->matmul_packed(gpu_->from_host_f32(x), dw, nullptr, y);
+  EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), want), kTol);
+  // Group size 8 (not a multiple of 16) also stays canonical.
+  EXPECT_EQ(gpu_->upload_packed(random_w4(16, 64, 8, true, false)).layout, kCanonicalLayout);
+}
+
+TEST_F(W4A16, RejectsMismatchedInput) {
+  PackedWeight dw = gpu_->upload_packed(random_w4(32, 128, 64, true, false));
+  Tensor x = gpu_->empty(DType::BF16, {4, 64});
+  Tensor y = gpu_->empty(DType::BF16, {4, 32});
+  try {
+    gpu_->matmul_packed(x, dw, nullptr, y);
+    ADD_FAILURE() << "a [4, 64] input was accepted for K = 128";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("matmul_packed"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+#endif  // DIFFULEX_HAVE_CUDA
+
+}  // namespace dlx
