@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -129,6 +130,7 @@ struct RandomWeights {
   Tensor embed, final_norm, lm_head;
   struct Layer {
     Tensor attn_norm, ffn_norm, w[7], bias[3];
+    Tensor gate_up;  // fused [2I, H] (w[4], w[5] are its halves) when Model::load would fuse them
   };
   std::vector<Layer> layers;
   size_t bytes = 0;
@@ -150,7 +152,18 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     L.ffn_norm = make({H}, 1.0f, 0.05f);
     const Shape shapes[7] = {{c.num_heads * D, H}, {c.num_kv_heads * D, H}, {c.num_kv_heads * D, H},
                              {H, c.num_heads * D}, {I, H}, {I, H}, {H, I}};
-    for (int r = 0; r < 7; ++r) L.w[r] = make(shapes[r], 0, 0.02f);
+    // As Model::load: on the GPU gate and up are one weight unless DIFFULEX_FUSE_GATE_UP=0.
+    const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
+    const bool fuse = be.device() == Device::CUDA && !(fuse_env && std::string(fuse_env) == "0");
+    for (int r = 0; r < 7; ++r) {
+      if (fuse && r == 4) {
+        L.gate_up = make({2 * I, H}, 0, 0.02f);
+        L.w[4] = L.gate_up.slice_rows(0, I);
+        L.w[5] = L.gate_up.slice_rows(I, 2 * I);
+      }
+      if (fuse && (r == 4 || r == 5)) continue;
+      L.w[r] = make(shapes[r], 0, 0.02f);
+    }
     if (c.qkv_bias)
       for (int r = 0; r < 3; ++r) L.bias[r] = make({shapes[r][0]}, 0, 0.02f);
     rw.layers.push_back(std::move(L));
@@ -222,22 +235,28 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
     be.add(h, tmp);
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.ffn_norm, eps, x);
-    mm("matmul_gate_up", x, lw.w[4], Tensor(), gate);
-    mm("matmul_gate_up", x, lw.w[5], Tensor(), up);
-    op("silu_mul", 0, 3 * act * T * I);
-    be.silu_mul(gate, up, gate);
+    if (lw.gate_up.defined()) {
+      Tensor gu = be.empty(at, {T, 2 * I});
+      mm("matmul_gate_up", x, lw.gate_up, Tensor(), gu);
+      op("silu_mul", 0, 3 * act * T * I);
+      be.silu_mul_fused(gu, gate);
+    } else {
+      mm("matmul_gate_up", x, lw.w[4], Tensor(), gate);
+      mm("matmul_gate_up", x, lw.w[5], Tensor(), up);
+      op("silu_mul", 0, 3 * act * T * I);
+      be.silu_mul(gate, up, gate);
+    }
     mm("matmul_down", gate, lw.w[6], Tensor(), tmp);
     op("add", 0, 3 * act * T * H);
     be.add(h, tmp);
   }
-  op("rmsnorm", 0, 2 * act * T * H);
-  be.rmsnorm(h, w.final_norm, eps, x);
-  // The logit rows, gathered through the host as Model::forward does.
-  op("gather_rows_via_host", 0, act * T * H + 4.0 * s.R * H);
-  Tensor xh = be.to_host_f32(x);
-  Tensor sel = Tensor::zeros(DType::F32, {s.R, H});
-  for (int64_t i = 0; i < s.R; ++i) std::copy_n(xh.data<float>() + rows[size_t(i)] * H, H, sel.data<float>() + i * H);
-  Tensor xr = be.from_host_f32(sel);
+  // The logit rows, picked on the backend before the final norm as Model::finish_forward does.
+  op("gather_rows", 0, 2 * act * s.R * H);
+  Tensor sel = be.empty(at, {s.R, H});
+  be.gather_rows(h, rows, sel);
+  op("rmsnorm", 0, 2 * act * s.R * H);
+  Tensor xr = be.empty(at, {s.R, H});
+  be.rmsnorm(sel, w.final_norm, eps, xr);
   Tensor logits = be.empty(at, {s.R, s.V});
   mm("lm_head", xr, w.lm_head, Tensor(), logits);
   op("logits_to_host", 0, act * s.R * s.V);

@@ -16,6 +16,9 @@ class DenseLinear : public Linear {
     weight_ = be.upload(host_weight_);
     if (host_bias_.defined()) bias_ = be.upload(host_bias_);
   }
+  // The device weight given (a view into a fused weight): nothing is uploaded.
+  DenseLinear(LinearSpec spec, Tensor host_weight, Tensor device_weight)
+      : Linear(std::move(spec)), host_weight_(std::move(host_weight)), weight_(std::move(device_weight)) {}
 
   LinearInfo info() const override {
     LinearInfo i;
@@ -75,6 +78,12 @@ LinearKind dense_kind() {
 
 std::unique_ptr<Linear> make_dense_linear(LinearSpec spec, Tensor weight, Tensor bias, Backend& be) {
   return std::make_unique<DenseLinear>(std::move(spec), std::move(weight), std::move(bias), be);
+}
+
+std::unique_ptr<Linear> make_dense_linear_view(LinearSpec spec, Tensor host_weight, Tensor device_weight) {
+  check(host_weight.shape() == device_weight.shape(), "dense linear '{}': device weight {} does not match {}",
+        spec.prefix, shape_str(device_weight.shape()), shape_str(host_weight.shape()));
+  return std::make_unique<DenseLinear>(std::move(spec), std::move(host_weight), std::move(device_weight));
 }
 
 const std::vector<LinearKind>& linear_kinds() {
