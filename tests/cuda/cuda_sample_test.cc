@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "engine/dream_sampler.h"
-#include "engine/generate.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
@@ -222,8 +221,11 @@ TEST_F(CudaSample, TimingAtDreamVocabulary) {
   }
 }
 
-// Greedy generation on the shipped tiny Dream model: sampling on the GPU gives the tokens of the host sampling
-// path over the same GPU logits, and of the CPU backend.
+// Greedy generation on the shipped tiny Dream model. (1) Sampling on the GPU gives exactly the tokens of the host
+// sampling path over the same GPU logits. (2) Against the CPU backend: the GPU forward runs in bf16 (logits within
+// ~1e-2 relative of the f32 CPU forward, docs/CUDA.md), so near-tied confidences may order differently and whole
+// generations can drift apart; what must agree is the token at every position whose CPU logits have a clear top-1
+// (a top1 - top2 gap > 0.5, far above the bf16 error), checked at every step on the canvas the GPU run produced.
 TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
@@ -233,7 +235,8 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
   auto gpu = Model::load(dir, lo);
   auto cpu = Model::load(dir);
   Tokenizer tok = Tokenizer::load(dir);
-  for (const char* text : {"And it came to pass", "In the beginning God"}) {
+  int64_t compared = 0, positions = 0;
+  for (const char* text : {"And it came to pass", "In the beginning God", "The LORD is my shepherd"}) {
     std::vector<int32_t> ids32 = tok.encode(text, false);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
     Tensor prompt = Tensor::zeros(DType::I64, {1, int64_t(ids.size())});
@@ -249,14 +252,42 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
                                                               const std::vector<int64_t>& r) {
       return gpu->forward_device(x, km, r);
     });
+    // (2) runs inside the GPU generation: the CPU forward on the same canvas and rows.
+    RowSampleFn checked = [&](const Tensor& x, const Tensor& km, const RowSampling& how,
+                              const std::vector<RowDraw>& draws) {
+      std::vector<TokenChoice> got = dev(x, km, how, draws);
+      std::vector<int64_t> rows;
+      for (const RowDraw& d : draws) rows.push_back(d.row);
+      std::vector<int64_t> sorted = rows;
+      std::sort(sorted.begin(), sorted.end());
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      const Tensor cl = cpu->forward(x, km, sorted);
+      const int64_t V = cl.dim(1);
+      for (size_t i = 0; i < draws.size(); ++i) {
+        const int64_t r = std::lower_bound(sorted.begin(), sorted.end(), draws[i].row) - sorted.begin();
+        std::vector<float> row(cl.data<float>() + r * V, cl.data<float>() + (r + 1) * V);
+        for (int64_t id : how.suppress)
+          if (id >= 0 && id < V) row[size_t(id)] = -INFINITY;
+        const int64_t best = argmax(row.data(), V);
+        float second = -INFINITY;
+        for (int64_t v = 0; v < V; ++v)
+          if (v != best) second = std::max(second, row[size_t(v)]);
+        ++positions;
+        if (row[size_t(best)] - second > 0.5f) {
+          ++compared;
+          EXPECT_EQ(got[i].token, best) << text << ": logits row " << draws[i].row;
+        }
+      }
+      return got;
+    };
     Tensor a = dream_generate(host, prompt, o), b = dream_generate(dev, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(b.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
-    GenerationOptions g;
-    g.max_new_tokens = 16;
-    g.steps = 16;
-    const GenerationResult rc = generate(*cpu, tok, ids, g), rg = generate(*gpu, tok, ids, g);
-    EXPECT_EQ(rg.new_ids, rc.new_ids) << text << ": cuda '" << rg.text << "' cpu '" << rc.text << "'";
+    Tensor c = dream_generate(checked, prompt, o);
+    for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(c.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
   }
+  std::printf("[cuda vs cpu] %lld of %lld position-steps had a clear CPU top-1 and were compared\n", (long long)compared,
+              (long long)positions);
+  EXPECT_GT(compared, positions / 4) << "too few clear positions to compare";
 }
 
 }  // namespace

@@ -109,13 +109,28 @@ __device__ void radix_select(const float* x, int64_t V, float m, bool by_mass, d
     for (int b = threadIdx.x; b < 256; b += blockDim.x) s.mass[b] = 0, s.cnt[b] = 0;
     __syncthreads();
     const uint32_t prefix = s.prefix, mask = s.mask;
+    // Each thread sums a run of entries falling into one bin before one atomic: the first passes put almost every
+    // entry into a few bins, where one shared atomic per entry would serialize the block.
+    int cur = -1, run_count = 0;
+    double run_mass = 0;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
       const float xv = x[v];
       const uint32_t k = okey(xv);
       if ((k & mask) != prefix) continue;
       const int bin = int((k >> shift) & 255u);
-      atomicAdd(&s.cnt[bin], 1);
-      if (by_mass) atomicAdd(&s.mass[bin], double(expf(xv - m)));
+      if (bin != cur) {
+        if (cur >= 0) {
+          atomicAdd(&s.cnt[cur], run_count);
+          if (by_mass) atomicAdd(&s.mass[cur], run_mass);
+        }
+        cur = bin, run_count = 0, run_mass = 0;
+      }
+      ++run_count;
+      if (by_mass) run_mass += double(expf(xv - m));
+    }
+    if (cur >= 0) {
+      atomicAdd(&s.cnt[cur], run_count);
+      if (by_mass) atomicAdd(&s.mass[cur], run_mass);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
