@@ -132,6 +132,21 @@ TEST_F(SampleRows, SiluMulFusedMatchesReference) {
   EXPECT_THROW(be_.silu_mul_fused(odd, o2), Error);
 }
 
+TEST_F(SampleRows, SplitColumnsCopiesTheBlocksInOrder) {
+  const int64_t T = 5, a = 7, b = 3, c = 6;
+  Tensor x = logits(T, a + b + c, 1.0f);
+  Tensor p = be_.empty(DType::F32, {T, a}), q = be_.empty(DType::F32, {T, 1, b}), r = be_.empty(DType::F32, {T, c});
+  be_.split_columns(x, {&p, &q, &r});
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = x.data<float>() + t * (a + b + c);
+    for (int64_t i = 0; i < a; ++i) ASSERT_EQ(p.data<float>()[t * a + i], row[i]);
+    for (int64_t i = 0; i < b; ++i) ASSERT_EQ(q.data<float>()[t * b + i], row[a + i]);
+    for (int64_t i = 0; i < c; ++i) ASSERT_EQ(r.data<float>()[t * c + i], row[a + b + i]);
+  }
+  Tensor small = be_.empty(DType::F32, {T, c - 1});
+  EXPECT_THROW(be_.split_columns(x, {&p, &q, &small}), Error);
+}
+
 TEST_F(SampleRows, DreamRuleMatchesPlainReference) {
   const int64_t N = 12, V = 3001;
   std::uniform_real_distribution<double> uni(0.0, 1.0);

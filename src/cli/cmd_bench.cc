@@ -131,6 +131,7 @@ struct RandomWeights {
   struct Layer {
     Tensor attn_norm, ffn_norm, w[7], bias[3];
     Tensor gate_up;  // fused [2I, H] (w[4], w[5] are its halves) when Model::load would fuse them
+    Tensor qkv, qkv_bias;  // fused [Nq + 2 Nkv, H] (w[0..2] and bias[0..2] are views), likewise
   };
   std::vector<Layer> layers;
   size_t bytes = 0;
@@ -155,7 +156,20 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     // As Model::load: on the GPU gate and up are one weight unless DIFFULEX_FUSE_GATE_UP=0.
     const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
     const bool fuse = be.device() == Device::CUDA && !(fuse_env && std::string(fuse_env) == "0");
+    const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
+    const bool fuse_qkv = be.device() == Device::CUDA && !(fuse_qkv_env && std::string(fuse_qkv_env) == "0");
+    if (fuse_qkv) {
+      const int64_t nq = c.num_heads * D, nkv = c.num_kv_heads * D;
+      L.qkv = make({nq + 2 * nkv, H}, 0, 0.02f);
+      if (c.qkv_bias) L.qkv_bias = make({nq + 2 * nkv}, 0, 0.02f);
+      const int64_t at[4] = {0, nq, nq + nkv, nq + 2 * nkv};
+      for (int r = 0; r < 3; ++r) {
+        L.w[r] = L.qkv.slice_rows(at[r], at[r + 1]);
+        if (c.qkv_bias) L.bias[r] = L.qkv_bias.slice_rows(at[r], at[r + 1]);
+      }
+    }
     for (int r = 0; r < 7; ++r) {
+      if (fuse_qkv && r < 3) continue;
       if (fuse && r == 4) {
         L.gate_up = make({2 * I, H}, 0, 0.02f);
         L.w[4] = L.gate_up.slice_rows(0, I);
@@ -164,7 +178,7 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
       if (fuse && (r == 4 || r == 5)) continue;
       L.w[r] = make(shapes[r], 0, 0.02f);
     }
-    if (c.qkv_bias)
+    if (c.qkv_bias && !fuse_qkv)
       for (int r = 0; r < 3; ++r) L.bias[r] = make({shapes[r][0]}, 0, 0.02f);
     rw.layers.push_back(std::move(L));
   }
@@ -220,9 +234,16 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
   for (const auto& lw : w.layers) {
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.attn_norm, eps, x);
-    mm("matmul_qkv", x, lw.w[0], lw.bias[0], q);
-    mm("matmul_qkv", x, lw.w[1], lw.bias[1], k);
-    mm("matmul_qkv", x, lw.w[2], lw.bias[2], v);
+    if (lw.qkv.defined()) {
+      Tensor qkv = be.empty(at, {T, lw.qkv.dim(0)});
+      mm("matmul_qkv", x, lw.qkv, lw.qkv_bias, qkv);
+      op("split_qkv", 0, 2 * act * T * lw.qkv.dim(0));
+      be.split_columns(qkv, {&q, &k, &v});
+    } else {
+      mm("matmul_qkv", x, lw.w[0], lw.bias[0], q);
+      mm("matmul_qkv", x, lw.w[1], lw.bias[1], k);
+      mm("matmul_qkv", x, lw.w[2], lw.bias[2], v);
+    }
     op("rope", 0, 2 * act * T * s.Hq * D);
     be.rope(q, pos, theta);
     op("rope", 0, 2 * act * T * s.Hkv * D);

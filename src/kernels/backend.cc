@@ -27,6 +27,27 @@ void Backend::silu_mul_fused(const Tensor& gate_up, Tensor& out) {
   copy(from_host_f32(r), out);
 }
 
+void Backend::split_columns(const Tensor& x, const std::vector<Tensor*>& outs) {
+  check(x.rank() == 2, "split_columns: input must be [T, N], got {}", shape_str(x.shape()));
+  const int64_t T = x.dim(0), N = x.dim(1);
+  int64_t total = 0;
+  for (const Tensor* o : outs) {
+    check(o && o->dtype() == x.dtype() && T > 0 && o->numel() % T == 0, "split_columns: output {} does not fit {} rows",
+          o ? shape_str(o->shape()) : std::string("null"), T);
+    total += o->numel() / T;
+  }
+  check(total == N, "split_columns: outputs take {} columns of {}", total, N);
+  const Tensor xh = to_host_f32(x);
+  int64_t col = 0;
+  for (Tensor* o : outs) {
+    const int64_t n = o->numel() / T;
+    Tensor part = Tensor::zeros(DType::F32, o->shape());
+    for (int64_t t = 0; t < T; ++t) std::copy_n(xh.data<float>() + t * N + col, n, part.data<float>() + t * n);
+    copy(from_host_f32(part), *o);
+    col += n;
+  }
+}
+
 void Backend::gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) {
   check(x.rank() == 2, "gather_rows: input must be [T, H], got {}", shape_str(x.shape()));
   const int64_t T = x.dim(0), H = x.dim(1), R = int64_t(rows.size());

@@ -31,17 +31,39 @@ Tensor load_matrix(const TensorStore& store, const std::string& name, int64_t ro
   return t;
 }
 
-// Whether `spec` loads as a dense bf16 layer without bias (the kind load_linear would pick is the dense one and
-// the weight is stored as BF16 [out, in]).
-bool fusable_dense(const LoadContext& ctx, const LinearSpec& spec, const std::string& family) {
+// Whether `spec` loads as a dense bf16 layer (the kind load_linear would pick is the dense one and the weight is
+// stored as BF16 [out, in]); a bias must be absent, unless `bias_ok`, and then present exactly when the
+// architecture has one there, with `out` entries.
+bool fusable_dense(const LoadContext& ctx, const LinearSpec& spec, const std::string& family, bool bias_ok = false) {
   if (!family.empty() && family != "bf16") return false;
   for (const LinearKind& k : linear_kinds()) {
     if (!k.matches(ctx, spec)) continue;
-    if (k.name != "bf16" || ctx.store.has(spec.prefix + ".bias")) return false;
+    if (k.name != "bf16") return false;
+    const bool has_bias = ctx.store.has(spec.prefix + ".bias");
+    if (has_bias && (!bias_ok || ctx.store.get(spec.prefix + ".bias").shape() != Shape{spec.out_features})) return false;
+    if (!has_bias && spec.bias) return false;  // load_linear reports the missing bias
     const Tensor w = ctx.store.get(spec.prefix + ".weight");
     return w.dtype() == DType::BF16 && w.shape() == Shape{spec.out_features, spec.in_features};
   }
   return false;
+}
+
+// Rows of `parts` (same dtype, same row length) stacked into one host tensor.
+Tensor stack_rows(const std::vector<Tensor>& parts) {
+  int64_t rows = 0;
+  size_t bytes = 0;
+  for (const Tensor& t : parts) rows += t.dim(0), bytes += t.nbytes();
+  Shape shape = parts[0].shape();
+  shape[0] = rows;
+  std::shared_ptr<void> buf(std::malloc(bytes), std::free);
+  check(buf != nullptr, "out of host memory stacking {} bytes of weights", bytes);
+  Tensor out(parts[0].dtype(), shape, buf.get(), buf);
+  size_t at = 0;
+  for (const Tensor& t : parts) {
+    std::memcpy(static_cast<char*>(out.data()) + at, t.data(), t.nbytes());
+    at += t.nbytes();
+  }
+  return out;
 }
 
 void check_family(const std::string& f, const char* flag) {
@@ -89,6 +111,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
   const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
   const bool fuse_gate_up = be.device() == Device::CUDA && !(fuse_env && std::strcmp(fuse_env, "0") == 0);
+  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv; the K/V GEMMs alone are narrow); DIFFULEX_FUSE_QKV=0 off.
+  const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
+  const bool fuse_qkv = be.device() == Device::CUDA && !(fuse_qkv_env && std::strcmp(fuse_qkv_env, "0") == 0);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights lw;
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
@@ -98,10 +123,43 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
                                                     opts.mlp_weight_family) &&
                       fusable_dense(ctx, spec(p + names.linear[int(LinearRole::Up)], LinearRole::Up),
                                     opts.mlp_weight_family);
+    const LinearRole qkv_roles[3] = {LinearRole::Q, LinearRole::K, LinearRole::V};
+    bool fuse3 = fuse_qkv;
+    for (LinearRole r : qkv_roles)
+      fuse3 = fuse3 && fusable_dense(ctx, spec(p + names.linear[int(r)], r), opts.attn_weight_family, true);
+    if (fuse3) {  // all three with a bias of one dtype, or none
+      const bool b0 = store.has(p + names.linear[0] + ".bias");
+      for (LinearRole r : qkv_roles) {
+        const std::string bn = p + names.linear[int(r)] + ".bias";
+        fuse3 = fuse3 && store.has(bn) == b0 &&
+                (!b0 || store.get(bn).dtype() == store.get(p + names.linear[0] + ".bias").dtype());
+      }
+    }
     for (LinearRole r : kLinearRoles) {
+      if (fuse3 && is_attention_role(r) && r != LinearRole::O) continue;  // below
       if (fuse && (r == LinearRole::Gate || r == LinearRole::Up)) continue;  // below
       const std::string& fam = is_attention_role(r) ? opts.attn_weight_family : opts.mlp_weight_family;
       lw.linear[int(r)] = load_linear(ctx, spec(p + names.linear[int(r)], r), fam);
+    }
+    if (fuse3) {
+      std::vector<Tensor> ws, bs;
+      for (LinearRole r : qkv_roles) {
+        const std::string pre = p + names.linear[int(r)];
+        ws.push_back(store.get(pre + ".weight"));
+        if (store.has(pre + ".bias")) bs.push_back(store.get(pre + ".bias"));
+      }
+      lw.qkv = be.upload(stack_rows(ws));
+      if (!bs.empty()) lw.qkv_bias = be.upload(stack_rows(bs));
+      int64_t row = 0;
+      for (int i = 0; i < 3; ++i) {
+        const LinearSpec sp = spec(p + names.linear[int(qkv_roles[i])], qkv_roles[i]);
+        const int64_t n = sp.out_features;
+        lw.linear[int(qkv_roles[i])] =
+            make_dense_linear_view(sp, ws[size_t(i)], lw.qkv.slice_rows(row, row + n),
+                                   bs.empty() ? Tensor() : bs[size_t(i)],
+                                   bs.empty() ? Tensor() : lw.qkv_bias.slice_rows(row, row + n));
+        row += n;
+      }
     }
     if (fuse) {
       const LinearSpec gs = spec(p + names.linear[int(LinearRole::Gate)], LinearRole::Gate);
@@ -240,9 +298,18 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
     lw.linear[int(r)]->forward(be, in, o2);
   };
   be.rmsnorm(h, lw.attn_norm, eps, x);
-  lin(LinearRole::Q, x, q);
-  lin(LinearRole::K, x, k);
-  lin(LinearRole::V, x, v);
+  if (lw.qkv.defined()) {
+    // q, k and v as one GEMM over the fused weight, its output split into the three contiguous tensors.
+    if (observer)
+      for (LinearRole r : {LinearRole::Q, LinearRole::K, LinearRole::V}) observer(layer, r, x);
+    Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
+    be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
+    be.split_columns(qkv, {&q, &k, &v});
+  } else {
+    lin(LinearRole::Q, x, q);
+    lin(LinearRole::K, x, k);
+    lin(LinearRole::V, x, v);
+  }
   be.rope(q, st.positions, c.rope_theta);
   be.rope(k, st.positions, c.rope_theta);
   if (st.cache) {
@@ -312,6 +379,8 @@ void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linea
         "replace_linear: shape mismatch for '{}'", slot->spec().prefix);
   slot = std::move(linear);
   if (role == LinearRole::Gate || role == LinearRole::Up) layers_[size_t(layer)].gate_up = Tensor();  // unfused now
+  if (role == LinearRole::Q || role == LinearRole::K || role == LinearRole::V)
+    layers_[size_t(layer)].qkv = layers_[size_t(layer)].qkv_bias = Tensor();
 }
 
 }  // namespace dlx

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "engine/dream_sampler.h"
+#include "io/safetensors.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
@@ -90,7 +91,19 @@ TEST_F(CudaSample, SiluMulFusedEqualsCpu) {
   }
 }
 
-// The fused gate/up weight (Model::load on the GPU) gives the logits of separate gate and up GEMMs.
+TEST_F(CudaSample, SplitColumnsEqualsCpu) {
+  const int64_t T = 19, a = 3584, b = 512, c = 512;
+  Tensor x = rows(T, a + b + c, 1.0f);
+  Tensor p = cpu_.empty(DType::F32, {T, a}), q = cpu_.empty(DType::F32, {T, b}), r = cpu_.empty(DType::F32, {T, c});
+  cpu_.split_columns(x, {&p, &q, &r});
+  Tensor gp = gpu_->empty(DType::BF16, {T, a}), gq = gpu_->empty(DType::BF16, {T, b}), gr = gpu_->empty(DType::BF16, {T, c});
+  gpu_->split_columns(gpu_->from_host_f32(x), {&gp, &gq, &gr});
+  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gp), p), 0.0);
+  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gq), q), 0.0);
+  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gr), r), 0.0);
+}
+
+// The fused gate/up and q/k/v weights (Model::load on the GPU) give the logits of separate GEMMs.
 TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
@@ -99,10 +112,15 @@ TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   lo.device = "cuda";
   auto fused = Model::load(dir, lo);
   ::setenv("DIFFULEX_FUSE_GATE_UP", "0", 1);
+  ::setenv("DIFFULEX_FUSE_QKV", "0", 1);
   auto apart = Model::load(dir, lo);
   ::unsetenv("DIFFULEX_FUSE_GATE_UP");
+  ::unsetenv("DIFFULEX_FUSE_QKV");
   ASSERT_TRUE(fused->layers()[0].gate_up.defined());
+  ASSERT_TRUE(fused->layers()[0].qkv.defined());
+  EXPECT_EQ(fused->layers()[0].qkv_bias.defined(), fused->config().qkv_bias);
   ASSERT_FALSE(apart->layers()[0].gate_up.defined());
+  ASSERT_FALSE(apart->layers()[0].qkv.defined());
   EXPECT_EQ(fused->weight_bytes(), apart->weight_bytes());
   Tensor ids = Tensor::zeros(DType::I64, {2, 24});
   for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 37 + 5) % fused->config().vocab_size;
@@ -112,6 +130,20 @@ TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   const Tensor g = fused->layers()[1].linear[int(LinearRole::Gate)]->dequantize();
   const Tensor g2 = apart->layers()[1].linear[int(LinearRole::Gate)]->dequantize();
   EXPECT_EQ(test::rel_error(g, g2), 0.0);
+  const Tensor k = fused->layers()[1].linear[int(LinearRole::K)]->dequantize();
+  const Tensor k2 = apart->layers()[1].linear[int(LinearRole::K)]->dequantize();
+  EXPECT_EQ(test::rel_error(k, k2), 0.0);
+  // Each fused layer's own Linear still computes its slice (the view's bias included).
+  Tensor x = fused->backend().from_host_f32(Tensor::zeros(DType::F32, {3, fused->config().hidden_size}));
+  const Linear& kl = *fused->layers()[1].linear[int(LinearRole::K)];
+  Tensor y = fused->backend().empty(DType::BF16, {3, kl.out_features()});
+  kl.forward(fused->backend(), x, y);
+  const Tensor yh = fused->backend().to_host_f32(y);
+  if (fused->config().qkv_bias) {
+    const Tensor b = fused->store().get(kl.spec().prefix + ".bias");
+    for (int64_t i = 0; i < kl.out_features(); ++i)
+      ASSERT_EQ(yh.data<float>()[i], load_as_f32(b.data(), b.dtype(), size_t(i))) << "k bias " << i;
+  }
 }
 
 TEST_F(CudaSample, DreamRuleEqualsCpu) {

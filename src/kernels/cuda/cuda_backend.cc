@@ -355,6 +355,30 @@ class CudaBackend final : public Backend {
     after("silu_mul_fused");
   }
 
+  // The column blocks of the fused q/k/v GEMM's output as contiguous tensors: one pitched device copy each.
+  void split_columns(const Tensor& x, const std::vector<Tensor*>& outs) override {
+    need(x, DType::BF16, "split_columns", "the input");
+    check(x.rank() == 2, "cuda split_columns: input must be [T, N], got {}", shape_str(x.shape()));
+    const int64_t T = x.dim(0), N = x.dim(1);
+    int64_t total = 0;
+    for (const Tensor* o : outs) {
+      check(o != nullptr, "cuda split_columns: null output");
+      need(*o, DType::BF16, "split_columns", "an output");
+      check(T > 0 && o->numel() % T == 0, "cuda split_columns: output {} does not fit {} rows", shape_str(o->shape()), T);
+      total += o->numel() / T;
+    }
+    check(total == N, "cuda split_columns: outputs take {} columns of {}", total, N);
+    int64_t col = 0;
+    for (Tensor* o : outs) {
+      const int64_t n = o->numel() / T;
+      check_cuda(cudaMemcpy2DAsync(o->data(), size_t(n) * 2, x.data<bf16_t>() + col, size_t(N) * 2, size_t(n) * 2,
+                                   size_t(T), cudaMemcpyDeviceToDevice, stream_),
+                 "split_columns");
+      col += n;
+    }
+    after("split_columns");
+  }
+
   void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) override {
     need(x, DType::BF16, "gather_rows", "the input");
     need(out, DType::BF16, "gather_rows", "the output");
