@@ -391,7 +391,33 @@ __global__ void silu_mul_fused_scalar(const bf16_t* gu, int64_t I, int64_t n, bf
   }
 }
 
+// out[t, :] = x[t, col : col + n]: one column block of a [T, N] matrix, 16 bytes per access when aligned.
+__global__ void split_cols_vec(const uint4* x, int64_t N8, int64_t col8, int64_t n8, int64_t total, uint4* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / n8, c = i - t * n8;
+    out[i] = x[t * N8 + col8 + c];
+  }
+}
+
+__global__ void split_cols_scalar(const bf16_t* x, int64_t N, int64_t col, int64_t n, int64_t total, bf16_t* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / n, c = i - t * n;
+    out[i] = x[t * N + col + c];
+  }
+}
+
 }  // namespace
+
+void launch_split_columns(const bf16_t* x, int64_t T, int64_t N, int64_t col, int64_t n, bf16_t* out,
+                          cudaStream_t stream) {
+  if (T == 0 || n == 0) return;
+  if (N % 8 == 0 && col % 8 == 0 && n % 8 == 0 && aligned16(x) && aligned16(out))
+    split_cols_vec<<<blocks_for(T * n / 8, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(x), N / 8, col / 8,
+                                                                   n / 8, T * n / 8, reinterpret_cast<uint4*>(out));
+  else
+    split_cols_scalar<<<blocks_for(T * n, 256), 256, 0, stream>>>(x, N, col, n, T * n, out);
+  check_launch("split_columns");
+}
 
 void launch_silu_mul_fused(const bf16_t* gu, int64_t T, int64_t I, bf16_t* out, cudaStream_t stream) {
   const int64_t n = T * I;

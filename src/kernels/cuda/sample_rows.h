@@ -15,6 +15,10 @@ void launch_gather_rows(const bf16_t* x, const int64_t* rows, int64_t R, int64_t
 // out[t, i] = silu(gu[t, i]) * gu[t, I + i]   (gu bf16 [T, 2I]: the fused gate/up GEMM's output)
 void launch_silu_mul_fused(const bf16_t* gu, int64_t T, int64_t I, bf16_t* out, cudaStream_t stream);
 
+// out[t, :] = x[t, col : col + n]   (x bf16 [T, N]; out contiguous [T, n])
+void launch_split_columns(const bf16_t* x, int64_t T, int64_t N, int64_t col, int64_t n, bf16_t* out,
+                          cudaStream_t stream);
+
 struct SampleDraw {
   int64_t row, uncond_row;
   double u;
