@@ -131,7 +131,7 @@ struct RandomWeights {
   struct Layer {
     Tensor attn_norm, ffn_norm, w[7], bias[3];
     Tensor gate_up;  // fused [2I, H] (w[4], w[5] are its halves) when Model::load would fuse them
-    Tensor qkv, qkv_bias;  // fused [Nq + 2 Nkv, H] (w[0..2] and bias[0..2] are views), likewise
+    Tensor qkv, qkv_bias;  // fused [Nq + 2 Nkv, H] (w[0..2] and bias[0..2] are views), with DIFFULEX_FUSE_QKV=1
   };
   std::vector<Layer> layers;
   size_t bytes = 0;
@@ -157,7 +157,7 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
     const bool fuse = be.device() == Device::CUDA && !(fuse_env && std::string(fuse_env) == "0");
     const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
-    const bool fuse_qkv = be.device() == Device::CUDA && !(fuse_qkv_env && std::string(fuse_qkv_env) == "0");
+    const bool fuse_qkv = be.device() == Device::CUDA && fuse_qkv_env && std::string(fuse_qkv_env) == "1";
     if (fuse_qkv) {
       const int64_t nq = c.num_heads * D, nkv = c.num_kv_heads * D;
       L.qkv = make({nq + 2 * nkv, H}, 0, 0.02f);

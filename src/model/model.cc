@@ -111,9 +111,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
   const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
   const bool fuse_gate_up = be.device() == Device::CUDA && !(fuse_env && std::strcmp(fuse_env, "0") == 0);
-  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv; the K/V GEMMs alone are narrow); DIFFULEX_FUSE_QKV=0 off.
+  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv), only with DIFFULEX_FUSE_QKV=1: on the H100 the GEMM gets
+  // faster (Dream-7B B=1: 1.27 -> 0.71 ms) but the split into q, k, v costs it back (docs/PERFORMANCE.md).
   const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
-  const bool fuse_qkv = be.device() == Device::CUDA && !(fuse_qkv_env && std::strcmp(fuse_qkv_env, "0") == 0);
+  const bool fuse_qkv = be.device() == Device::CUDA && fuse_qkv_env && std::strcmp(fuse_qkv_env, "1") == 0;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights lw;
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);

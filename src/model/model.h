@@ -57,7 +57,7 @@ struct LayerWeights {
   // CUDA, dense bf16 gate and up: one [2I, H] device weight (gate rows, then up rows) run as one GEMM; the Gate
   // and Up Linear objects are views into it (no second copy). Undefined otherwise, or after replace_linear.
   Tensor gate_up;
-  // CUDA, dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
+  // CUDA with DIFFULEX_FUSE_QKV=1, dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
   // GEMM, its output split into q, k, v; the Q/K/V Linear objects are views. Undefined otherwise.
   Tensor qkv, qkv_bias;
 };
