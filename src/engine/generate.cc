@@ -73,8 +73,8 @@ Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
   return pos;
 }
 
-// The logits callback with a block KV cache (logits left in the backend's memory for backend_row_sampler). Blocks are [P + j*block, P + (j+1)*block) (one block over the whole
-// generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
+// The logits callback with a block KV cache (the logits stay in the backend's memory for backend_row_sampler).
+// Blocks are [P + j*block, P + (j+1)*block) (one block over the whole generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
 // recompute a window: prefix = [block start, L), dual = [block start, block end). Dream reads the logits of
 // position p - 1 for position p, so a window also reaches back to the lowest row asked for.
 class CachedLogits {

@@ -256,7 +256,7 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
 Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
                              const std::vector<int64_t>& logit_rows, const Tensor& positions) {
   Tensor out = backend_->to_host_f32(forward_window_device(ids, key_mask, cache, begin, end, logit_rows, positions));
-  return logit_rows.empty() ? out.reshape({ids.dim(0), end - begin, cfg_.vocab_size}) : out;
+  return logit_rows.empty() ? out.reshape({ids.dim(0), out.dim(0) / ids.dim(0), cfg_.vocab_size}) : out;
 }
 
 Tensor Model::forward_window_device(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin,
