@@ -74,9 +74,10 @@ Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
 }
 
 // The logits callback with a block KV cache (the logits stay in the backend's memory for backend_row_sampler).
-// Blocks are [P + j*block, P + (j+1)*block) (one block over the whole generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
-// recompute a window: prefix = [block start, L), dual = [block start, block end). Dream reads the logits of
-// position p - 1 for position p, so a window also reaches back to the lowest row asked for.
+// Blocks are [P + j*block, P + (j+1)*block) (one block over the whole generation when block is 0). The first
+// request in a new block refreshes the cache with a full pass; later ones recompute a window: prefix = [block
+// start, L), dual = [block start, block end). Dream reads the logits of position p - 1 for position p, so a
+// window also reaches back to the lowest row asked for.
 class CachedLogits {
  public:
   CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift)
