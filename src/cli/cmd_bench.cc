@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -135,6 +136,8 @@ struct RandomWeights {
   struct Layer {
     Tensor attn_norm, ffn_norm, w[7], bias[3];
     PackedWeight pw[7];  // --quant w4a16: the seven linears as packed 4-bit weights (w[] then undefined)
+    Tensor gate_up;  // fused [2I, H] (w[4], w[5] are its halves) when Model::load would fuse them
+    Tensor qkv, qkv_bias;  // fused [Nq + 2 Nkv, H] (w[0..2] and bias[0..2] are views), with DIFFULEX_FUSE_QKV=1
   };
   std::vector<Layer> layers;
   size_t bytes = 0;
@@ -180,16 +183,40 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     L.ffn_norm = make({H}, 1.0f, 0.05f);
     const Shape shapes[7] = {{c.num_heads * D, H}, {c.num_kv_heads * D, H}, {c.num_kv_heads * D, H},
                              {H, c.num_heads * D}, {I, H}, {I, H}, {H, I}};
+    // As Model::load: on the GPU gate and up are one weight unless DIFFULEX_FUSE_GATE_UP=0 (dense weights only).
+    const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
+    const bool packed = quant == "w4a16";
+    const bool fuse = !packed && be.device() == Device::CUDA && !(fuse_env && std::string(fuse_env) == "0");
+    const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
+    const bool fuse_qkv =
+        !packed && be.device() == Device::CUDA && fuse_qkv_env && std::string(fuse_qkv_env) == "1";
+    if (fuse_qkv) {
+      const int64_t nq = c.num_heads * D, nkv = c.num_kv_heads * D;
+      L.qkv = make({nq + 2 * nkv, H}, 0, 0.02f);
+      if (c.qkv_bias) L.qkv_bias = make({nq + 2 * nkv}, 0, 0.02f);
+      const int64_t at[4] = {0, nq, nq + nkv, nq + 2 * nkv};
+      for (int r = 0; r < 3; ++r) {
+        L.w[r] = L.qkv.slice_rows(at[r], at[r + 1]);
+        if (c.qkv_bias) L.bias[r] = L.qkv_bias.slice_rows(at[r], at[r + 1]);
+      }
+    }
     for (int r = 0; r < 7; ++r) {
-      if (quant == "w4a16") {
+      if (packed) {
         const int64_t gs = group_size > 0 ? group_size : shapes[r][1];
         L.pw[r] = random_packed_w4(be, shapes[r][0], shapes[r][1], gs, ++s);
         rw.bytes += L.pw[r].nbytes();
-      } else {
-        L.w[r] = make(shapes[r], 0, 0.02f);
+        continue;
       }
+      if (fuse_qkv && r < 3) continue;
+      if (fuse && r == 4) {
+        L.gate_up = make({2 * I, H}, 0, 0.02f);
+        L.w[4] = L.gate_up.slice_rows(0, I);
+        L.w[5] = L.gate_up.slice_rows(I, 2 * I);
+      }
+      if (fuse && (r == 4 || r == 5)) continue;
+      L.w[r] = make(shapes[r], 0, 0.02f);
     }
-    if (c.qkv_bias)
+    if (c.qkv_bias && !fuse_qkv)
       for (int r = 0; r < 3; ++r) L.bias[r] = make({shapes[r][0]}, 0, 0.02f);
     rw.layers.push_back(std::move(L));
   }
@@ -256,9 +283,16 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
   for (const auto& lw : w.layers) {
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.attn_norm, eps, x);
-    lin("matmul_qkv", x, lw, 0, lw.bias[0], q);
-    lin("matmul_qkv", x, lw, 1, lw.bias[1], k);
-    lin("matmul_qkv", x, lw, 2, lw.bias[2], v);
+    if (lw.qkv.defined()) {
+      Tensor qkv = be.empty(at, {T, lw.qkv.dim(0)});
+      mm("matmul_qkv", x, lw.qkv, lw.qkv_bias, qkv);
+      op("split_qkv", 0, 2 * act * T * lw.qkv.dim(0));
+      be.split_columns(qkv, {&q, &k, &v});
+    } else {
+      lin("matmul_qkv", x, lw, 0, lw.bias[0], q);
+      lin("matmul_qkv", x, lw, 1, lw.bias[1], k);
+      lin("matmul_qkv", x, lw, 2, lw.bias[2], v);
+    }
     op("rope", 0, 2 * act * T * s.Hq * D);
     be.rope(q, pos, theta);
     op("rope", 0, 2 * act * T * s.Hkv * D);
@@ -271,22 +305,28 @@ void run_forward(Backend& be, const RandomWeights& w, const Shapes& s, double th
     be.add(h, tmp);
     op("rmsnorm", 0, 2 * act * T * H);
     be.rmsnorm(h, lw.ffn_norm, eps, x);
-    lin("matmul_gate_up", x, lw, 4, Tensor(), gate);
-    lin("matmul_gate_up", x, lw, 5, Tensor(), up);
-    op("silu_mul", 0, 3 * act * T * I);
-    be.silu_mul(gate, up, gate);
+    if (lw.gate_up.defined()) {
+      Tensor gu = be.empty(at, {T, 2 * I});
+      mm("matmul_gate_up", x, lw.gate_up, Tensor(), gu);
+      op("silu_mul", 0, 3 * act * T * I);
+      be.silu_mul_fused(gu, gate);
+    } else {
+      lin("matmul_gate_up", x, lw, 4, Tensor(), gate);
+      lin("matmul_gate_up", x, lw, 5, Tensor(), up);
+      op("silu_mul", 0, 3 * act * T * I);
+      be.silu_mul(gate, up, gate);
+    }
     lin("matmul_down", gate, lw, 6, Tensor(), tmp);
     op("add", 0, 3 * act * T * H);
     be.add(h, tmp);
   }
-  op("rmsnorm", 0, 2 * act * T * H);
-  be.rmsnorm(h, w.final_norm, eps, x);
-  // The logit rows, gathered through the host as Model::forward does.
-  op("gather_rows_via_host", 0, act * T * H + 4.0 * s.R * H);
-  Tensor xh = be.to_host_f32(x);
-  Tensor sel = Tensor::zeros(DType::F32, {s.R, H});
-  for (int64_t i = 0; i < s.R; ++i) std::copy_n(xh.data<float>() + rows[size_t(i)] * H, H, sel.data<float>() + i * H);
-  Tensor xr = be.from_host_f32(sel);
+  // The logit rows, picked on the backend before the final norm as Model::finish_forward does.
+  op("gather_rows", 0, 2 * act * s.R * H);
+  Tensor sel = be.empty(at, {s.R, H});
+  be.gather_rows(h, rows, sel);
+  op("rmsnorm", 0, 2 * act * s.R * H);
+  Tensor xr = be.empty(at, {s.R, H});
+  be.rmsnorm(sel, w.final_norm, eps, xr);
   Tensor logits = be.empty(at, {s.R, s.V});
   mm("lm_head", xr, w.lm_head, Tensor(), logits);
   op("logits_to_host", 0, act * s.R * s.V);

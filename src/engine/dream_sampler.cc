@@ -37,26 +37,29 @@ struct Site {
 // which is Dream's `cat(logits[:, :1], logits[:, :-1])` without building the shifted tensor.
 int64_t logits_row(const Site& s, int64_t L) { return s.row * L + std::max<int64_t>(s.pos - 1, 0); }
 
-std::vector<Proposal> propose(const LogitRows& logits, int64_t L, const std::vector<Site>& sites,
-                              const DreamOptions& o, const std::vector<int64_t>& suppress, int step) {
-  const int64_t V = logits.vocab();
-  const TokenSampling sampling{o.temperature, o.top_p, o.top_k};
-  const Confidence kind = confidence_of(o.alg);
+// One draw per site through the source's sampling path (the backend's sample_rows or the host's), with the
+// site's own uniform: a row's tokens do not depend on the other rows of the batch.
+std::vector<Proposal> propose(const LogitsSource& source, const Tensor& x, const Tensor& key_mask, int64_t L,
+                              const std::vector<Site>& sites, const DreamOptions& o,
+                              const std::vector<int64_t>& suppress, int step) {
+  RowSampling how;
+  how.rule = RowSampling::Rule::Dream;
+  how.temperature = o.temperature;
+  how.top_p = o.top_p;
+  how.top_k = o.top_k;
+  how.confidence = confidence_of(o.alg);
+  how.suppress = suppress;
+  std::vector<RowDraw> draws(sites.size());
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site s = sites[i];
+    draws[i].row = logits_row(s, L);
+    const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
+    draws[i].u = o.temperature > 0 ? Rng::keyed(o.seed, {kTokenDraw, key.row, uint64_t(step), key.pos}).uniform() : 0.0;
+  }
+  const std::vector<TokenChoice> choices = source.choose(x, key_mask, how, draws);
   std::vector<Proposal> out(sites.size());
-  parallel_for(int64_t(sites.size()), 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> row(static_cast<size_t>(V));
-    for (int64_t i = lo; i < hi; ++i) {
-      const Site s = sites[size_t(i)];
-      const float* src = logits.row(logits_row(s, L));
-      std::copy(src, src + V, row.begin());
-      suppress_tokens(row.data(), V, suppress);
-      const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
-      const double u = o.temperature > 0 ? Rng::keyed(o.seed, {kTokenDraw, key.row, uint64_t(step), key.pos}).uniform()
-                                         : 0.0;
-      const TokenChoice c = sample_token(row.data(), V, sampling, kind, u);
-      out[size_t(i)] = Proposal{s.pos, c.token, c.prob, c.confidence};
-    }
-  });
+  for (size_t i = 0; i < sites.size(); ++i)
+    out[i] = Proposal{sites[i].pos, choices[i].token, choices[i].prob, choices[i].confidence};
   return out;
 }
 
@@ -191,10 +194,7 @@ Tensor run_dream(const LogitsSource& source, const Tensor& prompt_ids, const Dre
       // A step that reveals nothing changes nothing (its random draws are keyed by step), so its forward pass
       // is skipped; the reference runs it and discards the result.
       if (!sites.empty()) {
-        std::vector<int64_t> rows;
-        for (const Site& s : sites) rows.push_back(logits_row(s, L));
-        const LogitRows logits = source.fetch(x, key_mask, std::move(rows));
-        std::vector<Proposal> props = propose(logits, L, sites, o, suppress, step);
+        std::vector<Proposal> props = propose(source, x, key_mask, L, sites, o, suppress, step);
         size_t first = 0;
         for (int64_t b = 0; b < B; ++b) {
           const size_t n = open[size_t(b)].size();
@@ -232,13 +232,19 @@ Tensor run_dream(const LogitsSource& source, const Tensor& prompt_ids, const Dre
 Tensor dream_generate(const LogitsFn& logits_fn, const Tensor& prompt_ids, const DreamOptions& opts,
                       const StepCallback& on_step) {
   check(bool(logits_fn), "dream: no logits function");
-  return run_dream(LogitsSource{logits_fn, {}}, prompt_ids, opts, on_step);
+  return run_dream(LogitsSource{logits_fn, {}, {}}, prompt_ids, opts, on_step);
 }
 
 Tensor dream_generate(const RowLogitsFn& logits_fn, const Tensor& prompt_ids, const DreamOptions& opts,
                       const StepCallback& on_step) {
   check(bool(logits_fn), "dream: no logits function");
-  return run_dream(LogitsSource{{}, logits_fn}, prompt_ids, opts, on_step);
+  return run_dream(LogitsSource{{}, logits_fn, {}}, prompt_ids, opts, on_step);
+}
+
+Tensor dream_generate(const RowSampleFn& sample_fn, const Tensor& prompt_ids, const DreamOptions& opts,
+                      const StepCallback& on_step) {
+  check(bool(sample_fn), "dream: no row sampler");
+  return run_dream(LogitsSource{{}, {}, sample_fn}, prompt_ids, opts, on_step);
 }
 
 }  // namespace dlx

@@ -62,5 +62,9 @@ Tensor dream_generate(const LogitsFn& logits_fn, const Tensor& prompt_ids, const
 // The same with a callback that computes only the rows read at each step (row p - 1 for each masked p).
 Tensor dream_generate(const RowLogitsFn& logits_fn, const Tensor& prompt_ids, const DreamOptions& opts,
                       const StepCallback& on_step = {});
+// The same with a callback that computes those rows and samples them where they are (backend_row_sampler): the
+// per-position work runs on the backend and only the chosen tokens come back.
+Tensor dream_generate(const RowSampleFn& sample_fn, const Tensor& prompt_ids, const DreamOptions& opts,
+                      const StepCallback& on_step = {});
 
 }  // namespace dlx

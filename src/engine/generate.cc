@@ -73,10 +73,11 @@ Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
   return pos;
 }
 
-// The logits callback with a block KV cache. Blocks are [P + j*block, P + (j+1)*block) (one block over the whole
-// generation when block is 0). The first request in a new block refreshes the cache with a full pass; later ones
-// recompute a window: prefix = [block start, L), dual = [block start, block end). Dream reads the logits of
-// position p - 1 for position p, so a window also reaches back to the lowest row asked for.
+// The logits callback with a block KV cache (the logits stay in the backend's memory for backend_row_sampler).
+// Blocks are [P + j*block, P + (j+1)*block) (one block over the whole generation when block is 0). The first
+// request in a new block refreshes the cache with a full pass; later ones recompute a window: prefix = [block
+// start, L), dual = [block start, block end). Dream reads the logits of position p - 1 for position p, so a
+// window also reaches back to the lowest row asked for.
 class CachedLogits {
  public:
   CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift)
@@ -91,11 +92,11 @@ class CachedLogits {
     const int64_t blk = std::max<int64_t>(0, (lo + shift_ - P_) / block);
     if (blk != current_ || cache_.empty()) {
       current_ = blk;
-      return m_.forward_window(ids, key_mask, cache_, 0, L, rows, pos);
+      return m_.forward_window_device(ids, key_mask, cache_, 0, L, rows, pos);
     }
     const int64_t begin = std::min(P_ + blk * block, lo);
     const int64_t end = dual_ ? std::min(L, std::max(P_ + (blk + 1) * block, hi)) : L;
-    return m_.forward_window(ids, key_mask, cache_, begin, end, rows, pos);
+    return m_.forward_window_device(ids, key_mask, cache_, begin, end, rows, pos);
   }
 
  private:
@@ -142,10 +143,13 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
   }
   // More steps than tokens would only add steps that reveal nothing.
   const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
-  RowLogitsFn fn = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
-    return model.forward(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
+  // The logits of the rows a step reads stay on the backend, which also does the per-position sampling work
+  // (Backend::sample_rows); only the chosen tokens and their confidences come back to the samplers.
+  DeviceRowLogitsFn logits = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+    return model.forward_device(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
   };
-  if (o.cache != "none") fn = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
+  if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
+  const RowSampleFn fn = backend_row_sampler(model.backend(), std::move(logits));
   std::vector<int64_t> stops;
   for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
     if (id >= 0) stops.push_back(id);

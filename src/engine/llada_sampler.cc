@@ -47,33 +47,35 @@ Tensor stacked_twice(const Tensor& key_mask) {
   return both;
 }
 
-std::vector<Proposal> propose(const LogitRows& logits, int64_t batch, int64_t L, const std::vector<Site>& sites,
-                              const LladaOptions& o, const std::vector<int64_t>& suppress, int step) {
-  const int64_t V = logits.vocab();
-  const bool cfg = o.cfg_scale > 0;
+// One draw per site through the source's sampling path (the backend's sample_rows or the host's); the Gumbel
+// noise of a site comes from its own keyed stream.
+std::vector<Proposal> propose(const LogitsSource& source, const Tensor& ids, const Tensor& key_mask, int64_t batch,
+                              int64_t L, const std::vector<Site>& sites, const LladaOptions& o,
+                              const std::vector<int64_t>& suppress, int step) {
+  RowSampling how;
+  how.rule = RowSampling::Rule::Gumbel;
+  how.temperature = o.temperature;
+  how.cfg_scale = o.cfg_scale;
+  how.suppress = suppress;
+  how.seed = o.seed;
+  std::vector<RowDraw> draws(sites.size());
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site s = sites[i];
+    draws[i].row = s.row * L + s.pos;
+    if (o.cfg_scale > 0) draws[i].uncond_row = (batch + s.row) * L + s.pos;
+    const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
+    draws[i].noise_key = {kGumbelDraw, key.row, uint64_t(step), key.pos};
+  }
+  const std::vector<TokenChoice> choices = source.choose(ids, key_mask, how, draws);
   std::vector<Proposal> out(sites.size());
-  parallel_for(int64_t(sites.size()), 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> row(static_cast<size_t>(V));
-    for (int64_t i = lo; i < hi; ++i) {
-      const Site s = sites[size_t(i)];
-      const float* cond = logits.row(s.row * L + s.pos);
-      if (cfg) {
-        const float* uncond = logits.row((batch + s.row) * L + s.pos);
-        cfg_combine(cond, uncond, V, o.cfg_scale, row.data());
-      } else {
-        std::copy(cond, cond + V, row.begin());
-      }
-      suppress_tokens(row.data(), V, suppress);
-      const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
-      Rng noise = Rng::keyed(o.seed, {kGumbelDraw, key.row, uint64_t(step), key.pos});
-      const TokenChoice c = gumbel_choice(row.data(), V, o.temperature, &noise);
-      const double confidence =
-          o.remasking == "random"
-              ? Rng::keyed(o.seed, {kRandomConfidence, key.row, uint64_t(step), key.pos}).uniform()
-              : c.prob;
-      out[size_t(i)] = Proposal{s.pos, c.token, c.prob, confidence};
-    }
-  });
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site s = sites[i];
+    const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
+    const double confidence =
+        o.remasking == "random" ? Rng::keyed(o.seed, {kRandomConfidence, key.row, uint64_t(step), key.pos}).uniform()
+                                : choices[i].prob;
+    out[i] = Proposal{s.pos, choices[i].token, choices[i].prob, confidence};
+  }
   return out;
 }
 
@@ -176,14 +178,10 @@ Tensor run_llada(const LogitsSource& source, const Tensor& prompt_ids, const Lla
         for (int64_t p : open[size_t(b)]) sites.push_back({b, p});
       // A step with nothing to reveal (steps > block masks) changes nothing: its forward pass is skipped.
       if (!sites.empty()) {
-        std::vector<int64_t> rows;
-        for (const Site& s : sites) rows.push_back(s.row * L + s.pos);
-        if (o.cfg_scale > 0)
-          for (const Site& s : sites) rows.push_back((B + s.row) * L + s.pos);
-        const LogitRows logits =
-            o.cfg_scale > 0 ? source.fetch(with_unconditional(x, is_prompt, o.mask_token_id), key_mask2, rows)
-                            : source.fetch(x, key_mask, rows);
-        const std::vector<Proposal> props = propose(logits, B, L, sites, o, suppress, step);
+        const std::vector<Proposal> props =
+            o.cfg_scale > 0 ? propose(source, with_unconditional(x, is_prompt, o.mask_token_id), key_mask2, B, L, sites,
+                                      o, suppress, step)
+                            : propose(source, x, key_mask, B, L, sites, o, suppress, step);
         size_t first = 0;
         for (int64_t b = 0; b < B; ++b) {
           const size_t n = open[size_t(b)].size();
@@ -208,13 +206,19 @@ Tensor run_llada(const LogitsSource& source, const Tensor& prompt_ids, const Lla
 Tensor llada_generate(const LogitsFn& logits_fn, const Tensor& prompt_ids, const LladaOptions& opts,
                       const StepCallback& on_step) {
   check(bool(logits_fn), "llada: no logits function");
-  return run_llada(LogitsSource{logits_fn, {}}, prompt_ids, opts, on_step);
+  return run_llada(LogitsSource{logits_fn, {}, {}}, prompt_ids, opts, on_step);
 }
 
 Tensor llada_generate(const RowLogitsFn& logits_fn, const Tensor& prompt_ids, const LladaOptions& opts,
                       const StepCallback& on_step) {
   check(bool(logits_fn), "llada: no logits function");
-  return run_llada(LogitsSource{{}, logits_fn}, prompt_ids, opts, on_step);
+  return run_llada(LogitsSource{{}, logits_fn, {}}, prompt_ids, opts, on_step);
+}
+
+Tensor llada_generate(const RowSampleFn& sample_fn, const Tensor& prompt_ids, const LladaOptions& opts,
+                      const StepCallback& on_step) {
+  check(bool(sample_fn), "llada: no row sampler");
+  return run_llada(LogitsSource{{}, {}, sample_fn}, prompt_ids, opts, on_step);
 }
 
 }  // namespace dlx

@@ -55,5 +55,8 @@ Tensor llada_generate(const LogitsFn& logits_fn, const Tensor& prompt_ids, const
 // block; with CFG, of both halves of the 2B-row batch).
 Tensor llada_generate(const RowLogitsFn& logits_fn, const Tensor& prompt_ids, const LladaOptions& opts,
                       const StepCallback& on_step = {});
+// The same with a callback that computes those rows and samples them where they are (backend_row_sampler).
+Tensor llada_generate(const RowSampleFn& sample_fn, const Tensor& prompt_ids, const LladaOptions& opts,
+                      const StepCallback& on_step = {});
 
 }  // namespace dlx

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "kernels/backend.h"
 
 namespace dlx {
 
@@ -95,6 +96,48 @@ LogitRows LogitsSource::fetch(const Tensor& ids, const Tensor& key_mask, std::ve
   std::sort(wanted.begin(), wanted.end());
   wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
   return LogitRows::some(rows(ids, key_mask, wanted), ids, wanted);
+}
+
+std::vector<TokenChoice> LogitsSource::choose(const Tensor& ids, const Tensor& key_mask, const RowSampling& how,
+                                               const std::vector<RowDraw>& draws) const {
+  if (sample) {
+    std::vector<TokenChoice> out = sample(ids, key_mask, how, draws);
+    check(out.size() == draws.size(), "row sampler returned {} choices for {} draws", out.size(), draws.size());
+    return out;
+  }
+  std::vector<int64_t> wanted;
+  for (const RowDraw& d : draws) {
+    wanted.push_back(d.row);
+    if (how.cfg_scale > 0) wanted.push_back(d.uncond_row);
+  }
+  const LogitRows logits = fetch(ids, key_mask, wanted);
+  return sample_rows_host([&](int64_t flat) { return logits.row(flat); }, logits.vocab(), how, draws);
+}
+
+RowSampleFn backend_row_sampler(Backend& be, DeviceRowLogitsFn logits) {
+  check(bool(logits), "backend_row_sampler: no logits function");
+  return [&be, logits = std::move(logits)](const Tensor& ids, const Tensor& key_mask, const RowSampling& how,
+                                           const std::vector<RowDraw>& draws) {
+    std::vector<int64_t> rows;
+    for (const RowDraw& d : draws) {
+      rows.push_back(d.row);
+      if (how.cfg_scale > 0) rows.push_back(d.uncond_row);
+    }
+    const int64_t canvas = ids.dim(0) * ids.dim(1);
+    for (int64_t r : rows) check(r >= 0 && r < canvas, "row sampler: row {} outside the {} canvas", r, shape_str(ids.shape()));
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    auto index = [&](int64_t flat) { return int64_t(std::lower_bound(rows.begin(), rows.end(), flat) - rows.begin()); };
+    std::vector<RowDraw> local = draws;  // rows renumbered into the computed [rows.size(), V]
+    for (RowDraw& d : local) {
+      d.row = index(d.row);
+      if (how.cfg_scale > 0) d.uncond_row = index(d.uncond_row);
+    }
+    const Tensor l = logits(ids, key_mask, rows);
+    check(l.defined() && l.rank() == 2 && l.dim(0) == int64_t(rows.size()),
+          "row sampler: the logits function returned {} for {} rows", shape_str(l.shape()), rows.size());
+    return be.sample_rows(l, how, local);
+  };
 }
 
 void softmax(const float* x, int64_t n, float* out) {

@@ -10,6 +10,7 @@
 
 #include "core/tensor.h"
 #include "engine/rng.h"
+#include "kernels/row_sampling.h"
 
 namespace dlx {
 
@@ -23,6 +24,17 @@ using LogitsFn = std::function<Tensor(const Tensor& ids, const Tensor& key_mask)
 // Model::forward(ids, key_mask, rows)). Saves the LM head on rows whose logits would be thrown away.
 using RowLogitsFn =
     std::function<Tensor(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows)>;
+// Computes the logits of the rows that `draws` name (flat indices b * L + l into `ids`, RowDraw::row and, with
+// CFG, RowDraw::uncond_row) and returns one choice per draw (kernels/row_sampling.h), wherever the logits live:
+// with backend_row_sampler the logits never leave the backend and only the choices come back to the host.
+using RowSampleFn = std::function<std::vector<TokenChoice>(const Tensor& ids, const Tensor& key_mask,
+                                                           const RowSampling& how, const std::vector<RowDraw>& draws)>;
+// Logits in a backend's memory for the listed flat rows (ascending, distinct): [rows.size(), V] of the backend's
+// activation dtype (Model::forward_device).
+using DeviceRowLogitsFn =
+    std::function<Tensor(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows)>;
+// A RowSampleFn that asks `logits` for the distinct rows the draws name and runs be.sample_rows on the result.
+RowSampleFn backend_row_sampler(class Backend& be, DeviceRowLogitsFn logits);
 // Called after each step with (index of the step just done, 0-based; total steps; tokens revealed so far over
 // all rows). In threshold / tokens_per_step modes `total` is an upper bound and the loop may end earlier.
 using StepCallback = std::function<void(int step, int total, int64_t revealed)>;
@@ -59,7 +71,12 @@ class LogitRows {
 struct LogitsSource {
   LogitsFn all;
   RowLogitsFn rows;
+  RowSampleFn sample;  // when set, choose() calls it and the logits never reach the sampler
   LogitRows fetch(const Tensor& ids, const Tensor& key_mask, std::vector<int64_t> wanted) const;
+  // One choice per draw (draw rows are flat indices into `ids`): through `sample`, or the host logits of
+  // all / rows and sample_rows_host. The samplers' only way to turn logits into tokens.
+  std::vector<TokenChoice> choose(const Tensor& ids, const Tensor& key_mask, const RowSampling& how,
+                                  const std::vector<RowDraw>& draws) const;
 };
 
 // The canvas: I64 [B, P + new_tokens] = prompt followed by new_tokens copies of mask_id.
@@ -95,19 +112,13 @@ void cfg_combine(const float* cond, const float* uncond, int64_t n, float scale,
 
 // ---- Choosing a token at one masked position ----
 
-struct TokenChoice {
-  int64_t token = 0;
-  double prob = 0;        // probability of `token` under the (filtered, tempered) distribution
-  double confidence = 0;  // the ranking measure chosen by the sampler
-};
+// TokenChoice and Confidence are defined in kernels/row_sampling.h (the backends' sample_rows returns them).
 
 struct TokenSampling {
   float temperature = 0;  // 0: greedy argmax
   float top_p = 1;        // 1: off
   int64_t top_k = 0;      // 0: off
 };
-
-enum class Confidence { Prob, Margin, NegEntropy };
 
 // Dream's sample_tokens on one row, in place: logits /= temperature (when > 0), top-p, then top-k filtering,
 // then softmax (the row then holds the probabilities). The token is drawn with uniform u when temperature > 0,

@@ -1,5 +1,8 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #ifdef DIFFULEX_HAVE_CUDA
@@ -7,6 +10,67 @@
 #endif
 
 namespace dlx {
+
+void Backend::silu_mul_fused(const Tensor& gate_up, Tensor& out) {
+  check(gate_up.rank() == 2 && gate_up.dim(1) % 2 == 0, "silu_mul_fused: input must be [T, 2I], got {}",
+        shape_str(gate_up.shape()));
+  const int64_t T = gate_up.dim(0), I = gate_up.dim(1) / 2;
+  check(out.numel() == T * I && out.dtype() == gate_up.dtype(), "silu_mul_fused: output {} {} should hold {} [{}, {}]",
+        dtype_name(out.dtype()), shape_str(out.shape()), dtype_name(gate_up.dtype()), T, I);
+  const Tensor gu = to_host_f32(gate_up);
+  Tensor r = Tensor::zeros(DType::F32, out.shape());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < I; ++i) {
+      const float g = gu.data<float>()[t * 2 * I + i], u = gu.data<float>()[t * 2 * I + I + i];
+      r.data<float>()[t * I + i] = g / (1.0f + std::exp(-g)) * u;  // as cpu::silu_mul
+    }
+  copy(from_host_f32(r), out);
+}
+
+void Backend::split_columns(const Tensor& x, const std::vector<Tensor*>& outs) {
+  check(x.rank() == 2, "split_columns: input must be [T, N], got {}", shape_str(x.shape()));
+  const int64_t T = x.dim(0), N = x.dim(1);
+  int64_t total = 0;
+  for (const Tensor* o : outs) {
+    check(o && o->dtype() == x.dtype() && T > 0 && o->numel() % T == 0, "split_columns: output {} does not fit {} rows",
+          o ? shape_str(o->shape()) : std::string("null"), T);
+    total += o->numel() / T;
+  }
+  check(total == N, "split_columns: outputs take {} columns of {}", total, N);
+  const Tensor xh = to_host_f32(x);
+  int64_t col = 0;
+  for (Tensor* o : outs) {
+    const int64_t n = o->numel() / T;
+    Tensor part = Tensor::zeros(DType::F32, o->shape());
+    for (int64_t t = 0; t < T; ++t) std::copy_n(xh.data<float>() + t * N + col, n, part.data<float>() + t * n);
+    copy(from_host_f32(part), *o);
+    col += n;
+  }
+}
+
+void Backend::gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) {
+  check(x.rank() == 2, "gather_rows: input must be [T, H], got {}", shape_str(x.shape()));
+  const int64_t T = x.dim(0), H = x.dim(1), R = int64_t(rows.size());
+  check(out.rank() == 2 && out.dim(0) == R && out.dim(1) == H && out.dtype() == x.dtype(),
+        "gather_rows: output {} {} should be {} [{}, {}]", dtype_name(out.dtype()), shape_str(out.shape()),
+        dtype_name(x.dtype()), R, H);
+  for (int64_t r : rows) check(r >= 0 && r < T, "gather_rows: row {} is outside [0, {})", r, T);
+  const Tensor xh = to_host_f32(x);
+  Tensor sel = Tensor::zeros(DType::F32, {R, H});
+  for (int64_t i = 0; i < R; ++i) std::copy_n(xh.data<float>() + rows[size_t(i)] * H, H, sel.data<float>() + i * H);
+  copy(from_host_f32(sel), out);
+}
+
+std::vector<TokenChoice> Backend::sample_rows(const Tensor& logits, const RowSampling& how,
+                                              const std::vector<RowDraw>& draws) {
+  check(logits.defined() && logits.rank() == 2 && logits.dim(1) >= 1, "sample_rows: logits must be [N, V], got {}",
+        shape_str(logits.shape()));
+  check_row_sampling(how, draws, logits.dim(0), "sample_rows");
+  const Tensor host = to_host_f32(logits);
+  const int64_t V = host.dim(1);
+  const float* base = host.data<float>();
+  return sample_rows_host([&](int64_t r) { return base + r * V; }, V, how, draws);
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend>();

@@ -13,12 +13,19 @@
 //   silu_mul   gate [T, I], up [T, I]                       -> out [T, I]   out = silu(gate) * up
 //   add        x [..] += y [..]
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
+//   silu_mul_fused  gate_up [T, 2I] (gate columns, then up)      -> out [T, I]   out = silu(gate) * up
+//   split_columns  x [T, N] -> outs[i] [T, n_i] (contiguous), sum n_i = N: the column blocks of x in order
+//   gather_rows  x [T, H], rows (host list of indices in [0, T))    -> out [R, H]   out[r] = x[rows[r]]
+//   sample_rows  logits [N, V] (this backend's memory), draws        -> one TokenChoice per draw (host); see
+//                kernels/row_sampling.h for the row pipeline (softmax, top-k / top-p, argmax or draw, confidence)
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kernels/packed_weight.h"
+#include "kernels/row_sampling.h"
 
 namespace dlx {
 
@@ -57,6 +64,15 @@ class Backend {
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
+
+  // ---- Ops with a generic implementation (backend.cc) that a backend may replace ----
+  // Generic: through to_host_f32 / from_host_f32 (on the CPU these are the tensors themselves).
+  virtual void silu_mul_fused(const Tensor& gate_up, Tensor& out);
+  virtual void split_columns(const Tensor& x, const std::vector<Tensor*>& outs);
+  virtual void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out);
+  // Generic: the logits go to the host and sample_rows_host runs there (the CPU backend's implementation).
+  virtual std::vector<TokenChoice> sample_rows(const Tensor& logits, const RowSampling& how,
+                                               const std::vector<RowDraw>& draws);
 };
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.

@@ -16,6 +16,13 @@ class DenseLinear : public Linear {
     weight_ = be.upload(host_weight_);
     if (host_bias_.defined()) bias_ = be.upload(host_bias_);
   }
+  // The device weight given (a view into a fused weight): nothing is uploaded.
+  DenseLinear(LinearSpec spec, Tensor host_weight, Tensor device_weight, Tensor host_bias, Tensor device_bias)
+      : Linear(std::move(spec)),
+        host_weight_(std::move(host_weight)),
+        host_bias_(std::move(host_bias)),
+        weight_(std::move(device_weight)),
+        bias_(std::move(device_bias)) {}
 
   LinearInfo info() const override {
     LinearInfo i;
@@ -75,6 +82,17 @@ LinearKind dense_kind() {
 
 std::unique_ptr<Linear> make_dense_linear(LinearSpec spec, Tensor weight, Tensor bias, Backend& be) {
   return std::make_unique<DenseLinear>(std::move(spec), std::move(weight), std::move(bias), be);
+}
+
+std::unique_ptr<Linear> make_dense_linear_view(LinearSpec spec, Tensor host_weight, Tensor device_weight,
+                                               Tensor host_bias, Tensor device_bias) {
+  check(host_weight.shape() == device_weight.shape(), "dense linear '{}': device weight {} does not match {}",
+        spec.prefix, shape_str(device_weight.shape()), shape_str(host_weight.shape()));
+  check(host_bias.defined() == device_bias.defined() &&
+            (!host_bias.defined() || host_bias.numel() == device_bias.numel()),
+        "dense linear '{}': device bias does not match the checkpoint's", spec.prefix);
+  return std::make_unique<DenseLinear>(std::move(spec), std::move(host_weight), std::move(device_weight),
+                                       std::move(host_bias), std::move(device_bias));
 }
 
 const std::vector<LinearKind>& linear_kinds() {

@@ -77,5 +77,9 @@ std::unique_ptr<Linear> load_linear(const LoadContext& ctx, const LinearSpec& sp
 
 // Dense weights (bf16, fp16 or f32 as stored; mmap'd on the CPU).
 std::unique_ptr<Linear> make_dense_linear(LinearSpec spec, Tensor weight, Tensor bias, Backend& be);
+// A dense layer over a device weight (and bias) that is already there, e.g. rows of a fused gate/up or q/k/v
+// weight; `host_weight` / `host_bias` (the checkpoint's tensors) still answer info() and dequantize().
+std::unique_ptr<Linear> make_dense_linear_view(LinearSpec spec, Tensor host_weight, Tensor device_weight,
+                                               Tensor host_bias = {}, Tensor device_bias = {});
 
 }  // namespace dlx

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "kernels/quant/quant_config.h"
@@ -26,6 +29,41 @@ Tensor load_matrix(const TensorStore& store, const std::string& name, int64_t ro
   check(t.shape() == Shape{rows, cols}, "{}: tensor '{}' has shape {}, expected [{}, {}] from config.json",
         store.file_of(name), name, shape_str(t.shape()), rows, cols);
   return t;
+}
+
+// Whether `spec` loads as a dense bf16 layer (the kind load_linear would pick is the dense one and the weight is
+// stored as BF16 [out, in]); a bias must be absent, unless `bias_ok`, and then present exactly when the
+// architecture has one there, with `out` entries.
+bool fusable_dense(const LoadContext& ctx, const LinearSpec& spec, const std::string& family, bool bias_ok = false) {
+  if (!family.empty() && family != "bf16") return false;
+  for (const LinearKind& k : linear_kinds()) {
+    if (!k.matches(ctx, spec)) continue;
+    if (k.name != "bf16") return false;
+    const bool has_bias = ctx.store.has(spec.prefix + ".bias");
+    if (has_bias && (!bias_ok || ctx.store.get(spec.prefix + ".bias").shape() != Shape{spec.out_features})) return false;
+    if (!has_bias && spec.bias) return false;  // load_linear reports the missing bias
+    const Tensor w = ctx.store.get(spec.prefix + ".weight");
+    return w.dtype() == DType::BF16 && w.shape() == Shape{spec.out_features, spec.in_features};
+  }
+  return false;
+}
+
+// Rows of `parts` (same dtype, same row length) stacked into one host tensor.
+Tensor stack_rows(const std::vector<Tensor>& parts) {
+  int64_t rows = 0;
+  size_t bytes = 0;
+  for (const Tensor& t : parts) rows += t.dim(0), bytes += t.nbytes();
+  Shape shape = parts[0].shape();
+  shape[0] = rows;
+  std::shared_ptr<void> buf(std::malloc(bytes), std::free);
+  check(buf != nullptr, "out of host memory stacking {} bytes of weights", bytes);
+  Tensor out(parts[0].dtype(), shape, buf.get(), buf);
+  size_t at = 0;
+  for (const Tensor& t : parts) {
+    std::memcpy(static_cast<char*>(out.data()) + at, t.data(), t.nbytes());
+    at += t.nbytes();
+  }
+  return out;
 }
 
 void check_family(const std::string& f, const char* flag) {
@@ -71,14 +109,73 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     }
     return s;
   };
+  // On the GPU the dense bf16 gate and up weights of a layer become one weight (one GEMM of twice the width fills
+  // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
+  const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
+  const bool fuse_gate_up = be.device() == Device::CUDA && !(fuse_env && std::strcmp(fuse_env, "0") == 0);
+  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv), only with DIFFULEX_FUSE_QKV=1: on the H100 the GEMM gets
+  // faster (Dream-7B B=1: 1.27 -> 0.71 ms) but the split into q, k, v costs it back (docs/PERFORMANCE.md).
+  const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
+  const bool fuse_qkv = be.device() == Device::CUDA && fuse_qkv_env && std::strcmp(fuse_qkv_env, "1") == 0;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights lw;
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
     lw.attn_norm = be.upload(load_vector(store, p + names.attn_norm, H));
     lw.ffn_norm = be.upload(load_vector(store, p + names.ffn_norm, H));
+    const bool fuse = fuse_gate_up && fusable_dense(ctx, spec(p + names.linear[int(LinearRole::Gate)], LinearRole::Gate),
+                                                    opts.mlp_weight_family) &&
+                      fusable_dense(ctx, spec(p + names.linear[int(LinearRole::Up)], LinearRole::Up),
+                                    opts.mlp_weight_family);
+    const LinearRole qkv_roles[3] = {LinearRole::Q, LinearRole::K, LinearRole::V};
+    bool fuse3 = fuse_qkv;
+    for (LinearRole r : qkv_roles)
+      fuse3 = fuse3 && fusable_dense(ctx, spec(p + names.linear[int(r)], r), opts.attn_weight_family, true);
+    if (fuse3) {  // all three with a bias of one dtype, or none
+      const bool b0 = store.has(p + names.linear[0] + ".bias");
+      for (LinearRole r : qkv_roles) {
+        const std::string bn = p + names.linear[int(r)] + ".bias";
+        fuse3 = fuse3 && store.has(bn) == b0 &&
+                (!b0 || store.get(bn).dtype() == store.get(p + names.linear[0] + ".bias").dtype());
+      }
+    }
     for (LinearRole r : kLinearRoles) {
+      if (fuse3 && is_attention_role(r) && r != LinearRole::O) continue;  // below
+      if (fuse && (r == LinearRole::Gate || r == LinearRole::Up)) continue;  // below
       const std::string& fam = is_attention_role(r) ? opts.attn_weight_family : opts.mlp_weight_family;
       lw.linear[int(r)] = load_linear(ctx, spec(p + names.linear[int(r)], r), fam);
+    }
+    if (fuse3) {
+      std::vector<Tensor> ws, bs;
+      for (LinearRole r : qkv_roles) {
+        const std::string pre = p + names.linear[int(r)];
+        ws.push_back(store.get(pre + ".weight"));
+        if (store.has(pre + ".bias")) bs.push_back(store.get(pre + ".bias"));
+      }
+      lw.qkv = be.upload(stack_rows(ws));
+      if (!bs.empty()) lw.qkv_bias = be.upload(stack_rows(bs));
+      int64_t row = 0;
+      for (int i = 0; i < 3; ++i) {
+        const LinearSpec sp = spec(p + names.linear[int(qkv_roles[i])], qkv_roles[i]);
+        const int64_t n = sp.out_features;
+        lw.linear[int(qkv_roles[i])] =
+            make_dense_linear_view(sp, ws[size_t(i)], lw.qkv.slice_rows(row, row + n),
+                                   bs.empty() ? Tensor() : bs[size_t(i)],
+                                   bs.empty() ? Tensor() : lw.qkv_bias.slice_rows(row, row + n));
+        row += n;
+      }
+    }
+    if (fuse) {
+      const LinearSpec gs = spec(p + names.linear[int(LinearRole::Gate)], LinearRole::Gate);
+      const LinearSpec us = spec(p + names.linear[int(LinearRole::Up)], LinearRole::Up);
+      const Tensor g = store.get(gs.prefix + ".weight"), u = store.get(us.prefix + ".weight");
+      std::shared_ptr<void> buf(std::malloc(g.nbytes() + u.nbytes()), std::free);
+      check(buf != nullptr, "out of host memory fusing '{}' and '{}'", gs.prefix, us.prefix);
+      Tensor cat(DType::BF16, {2 * I, H}, buf.get(), buf);
+      std::memcpy(cat.data(), g.data(), g.nbytes());
+      std::memcpy(static_cast<char*>(cat.data()) + g.nbytes(), u.data(), u.nbytes());
+      lw.gate_up = be.upload(cat);
+      lw.linear[int(LinearRole::Gate)] = make_dense_linear_view(gs, g, lw.gate_up.slice_rows(0, I));
+      lw.linear[int(LinearRole::Up)] = make_dense_linear_view(us, u, lw.gate_up.slice_rows(I, 2 * I));
     }
     m->layers_.push_back(std::move(lw));
   }
@@ -162,6 +259,12 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
 
 Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
                              const std::vector<int64_t>& logit_rows, const Tensor& positions) {
+  Tensor out = backend_->to_host_f32(forward_window_device(ids, key_mask, cache, begin, end, logit_rows, positions));
+  return logit_rows.empty() ? out.reshape({ids.dim(0), out.dim(0) / ids.dim(0), cfg_.vocab_size}) : out;
+}
+
+Tensor Model::forward_window_device(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin,
+                                    int64_t end, const std::vector<int64_t>& logit_rows, const Tensor& positions) {
   ForwardState st = begin_forward(ids, key_mask, positions, &cache, begin, end);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
   std::vector<int64_t> rows;
@@ -170,7 +273,14 @@ Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache&
     check(r >= 0 && b < st.B && l >= begin && l < end, "logit row {} is outside the window [{}, {})", r, begin, end);
     rows.push_back(b * st.width() + l - begin);
   }
-  return finish_forward(st, rows);
+  return finish_forward_device(st, rows);
+}
+
+Tensor Model::forward_device(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& logit_rows,
+                             const Tensor& positions) {
+  ForwardState st = begin_forward(ids, key_mask, positions);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  return finish_forward_device(st, logit_rows);
 }
 
 void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer) {
@@ -185,7 +295,7 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
   Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
   Tensor q = be.empty(at, {B, L, Hq, D}), k = be.empty(at, {B, L, Hkv, D}), v = be.empty(at, {B, L, Hkv, D});
   Tensor att = be.empty(at, {B, L, Hq, D});
-  Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
+  Tensor gate = be.empty(at, {T, I});
   const Tensor* mask = st.key_mask.defined() ? &st.key_mask : nullptr;
   auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) {
     if (observer) observer(layer, r, in);
@@ -193,9 +303,18 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
     lw.linear[int(r)]->forward(be, in, o2);
   };
   be.rmsnorm(h, lw.attn_norm, eps, x);
-  lin(LinearRole::Q, x, q);
-  lin(LinearRole::K, x, k);
-  lin(LinearRole::V, x, v);
+  if (lw.qkv.defined()) {
+    // q, k and v as one GEMM over the fused weight, its output split into the three contiguous tensors.
+    if (observer)
+      for (LinearRole r : {LinearRole::Q, LinearRole::K, LinearRole::V}) observer(layer, r, x);
+    Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
+    be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
+    be.split_columns(qkv, {&q, &k, &v});
+  } else {
+    lin(LinearRole::Q, x, q);
+    lin(LinearRole::K, x, k);
+    lin(LinearRole::V, x, v);
+  }
   be.rope(q, st.positions, c.rope_theta);
   be.rope(k, st.positions, c.rope_theta);
   if (st.cache) {
@@ -216,32 +335,46 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
   lin(LinearRole::O, att.reshape({T, Hq * D}), tmp);
   be.add(h, tmp);
   be.rmsnorm(h, lw.ffn_norm, eps, x);
-  lin(LinearRole::Gate, x, gate);
-  lin(LinearRole::Up, x, up);
-  be.silu_mul(gate, up, gate);
+  if (lw.gate_up.defined()) {
+    // Gate and up as one GEMM over the fused weight, then SwiGLU on the two halves of each output row.
+    if (observer) observer(layer, LinearRole::Gate, x), observer(layer, LinearRole::Up, x);
+    Tensor gu = be.empty(at, {T, 2 * I});
+    be.matmul(x, lw.gate_up, nullptr, gu);
+    be.silu_mul_fused(gu, gate);
+  } else {
+    Tensor up = be.empty(at, {T, I});
+    lin(LinearRole::Gate, x, gate);
+    lin(LinearRole::Up, x, up);
+    be.silu_mul(gate, up, gate);
+  }
   lin(LinearRole::Down, gate, tmp);
   be.add(h, tmp);
 }
 
 Tensor Model::finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows) {
+  Tensor out = backend_->to_host_f32(finish_forward_device(st, logit_rows));
+  return logit_rows.empty() ? out.reshape({st.B, st.width(), cfg_.vocab_size}) : out;
+}
+
+Tensor Model::finish_forward_device(ForwardState& st, const std::vector<int64_t>& logit_rows) {
   Backend& be = *backend_;
   const int64_t T = st.B * st.width(), H = cfg_.hidden_size;
   for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
-  Tensor x = be.empty(be.act_dtype(), {T, H});
-  be.rmsnorm(st.h, final_norm_, float(cfg_.rms_norm_eps), x);
-  Tensor rows = x;
+  Tensor rows;
   if (!logit_rows.empty()) {
-    // Only the rows that need logits go through the LM head (the largest matmul at real vocabulary sizes).
-    Tensor xh = be.to_host_f32(x);
-    Tensor sel = Tensor::zeros(DType::F32, {int64_t(logit_rows.size()), H});
-    for (size_t i = 0; i < logit_rows.size(); ++i)
-      std::copy_n(xh.data<float>() + logit_rows[i] * H, H, sel.data<float>() + int64_t(i) * H);
-    rows = be.from_host_f32(sel);
+    // Only the rows that need logits go through the final norm and the LM head (the largest matmul at real
+    // vocabulary sizes); they are picked on the backend. The norm is per row, so norm(h)[rows] = norm(h[rows]).
+    Tensor sel = be.empty(be.act_dtype(), {int64_t(logit_rows.size()), H});
+    be.gather_rows(st.h, logit_rows, sel);
+    rows = be.empty(be.act_dtype(), {sel.dim(0), H});
+    be.rmsnorm(sel, final_norm_, float(cfg_.rms_norm_eps), rows);
+  } else {
+    rows = be.empty(be.act_dtype(), {T, H});
+    be.rmsnorm(st.h, final_norm_, float(cfg_.rms_norm_eps), rows);
   }
   Tensor logits = be.empty(be.act_dtype(), {rows.dim(0), cfg_.vocab_size});
   lm_head_->forward(be, rows, logits);
-  Tensor out = be.to_host_f32(logits);
-  return logit_rows.empty() ? out.reshape({st.B, st.width(), cfg_.vocab_size}) : out;
+  return logits;
 }
 
 void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear) {
@@ -250,6 +383,9 @@ void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linea
   check(linear->in_features() == slot->in_features() && linear->out_features() == slot->out_features(),
         "replace_linear: shape mismatch for '{}'", slot->spec().prefix);
   slot = std::move(linear);
+  if (role == LinearRole::Gate || role == LinearRole::Up) layers_[size_t(layer)].gate_up = Tensor();  // unfused now
+  if (role == LinearRole::Q || role == LinearRole::K || role == LinearRole::V)
+    layers_[size_t(layer)].qkv = layers_[size_t(layer)].qkv_bias = Tensor();
 }
 
 }  // namespace dlx

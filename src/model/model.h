@@ -57,6 +57,12 @@ struct ForwardState {
 struct LayerWeights {
   Tensor attn_norm, ffn_norm;
   std::unique_ptr<Linear> linear[7];  // indexed by LinearRole
+  // CUDA, dense bf16 gate and up: one [2I, H] device weight (gate rows, then up rows) run as one GEMM; the Gate
+  // and Up Linear objects are views into it (no second copy). Undefined otherwise, or after replace_linear.
+  Tensor gate_up;
+  // CUDA with DIFFULEX_FUSE_QKV=1, dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
+  // GEMM, its output split into q, k, v; the Q/K/V Linear objects are views. Undefined otherwise.
+  Tensor qkv, qkv_bias;
 };
 
 class Model {
@@ -88,6 +94,14 @@ class Model {
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);
   void run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer = {});
   Tensor finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows = {});
+
+  // The same three entry points with the logits left in the backend's memory (act_dtype(), [R, V] or [B*W, V]):
+  // the rows are picked on the backend (gather_rows) and the samplers' work runs there too (sample_rows).
+  Tensor forward_device(const Tensor& ids, const Tensor& key_mask = {}, const std::vector<int64_t>& logit_rows = {},
+                        const Tensor& positions = {});
+  Tensor forward_window_device(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
+                               const std::vector<int64_t>& logit_rows = {}, const Tensor& positions = {});
+  Tensor finish_forward_device(ForwardState& st, const std::vector<int64_t>& logit_rows = {});
 
   // Swaps one linear layer (the quantizer replaces each layer by its quantized version as it goes).
   void replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear);

@@ -1,5 +1,6 @@
 // `diffulex bench` on the CPU with a tiny random preset (what CI can run): valid JSON with a positive time for every
-// batch size, the per-op table, and the op sequence of Model::forward (one embedding, 2 rmsnorms per layer + 1).
+// batch size, the per-op table, and the op sequence of Model::forward (one embedding, 2 rmsnorms per layer + 1,
+// the fused gate/up GEMM on the GPU).
 // On a machine with a GPU the same is checked with --device cuda.
 #include <gtest/gtest.h>
 
@@ -26,7 +27,10 @@ void check_bench_json(const std::string& device) {
     const auto& ops = run["ops"];
     EXPECT_EQ(ops["embedding"]["calls"], 1);
     EXPECT_EQ(ops["rmsnorm"]["calls"], 2 * 2 + 1);  // dream-tiny has 2 layers
+    // On the GPU gate/up is one fused GEMM (Model::load does the same); q/k/v only with DIFFULEX_FUSE_QKV=1.
+    const int fused = device == "cuda" ? 1 : 0;
     EXPECT_EQ(ops["matmul_qkv"]["calls"], 3 * 2);
+    EXPECT_EQ(ops["matmul_gate_up"]["calls"], (fused ? 1 : 2) * 2);
     EXPECT_EQ(ops["attention"]["calls"], 2);
     EXPECT_EQ(ops["lm_head"]["calls"], 1);
     EXPECT_GT(ops["lm_head"]["ms_median"].get<double>(), 0.0);
