@@ -13,6 +13,10 @@
 //   silu_mul   gate [T, I], up [T, I]                       -> out [T, I]   out = silu(gate) * up
 //   add        x [..] += y [..]
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
+//   kv_quantize_fp8    src [N, heads*D] act -> dst F8_E4M3 [N, heads*D], scales F32 [N, heads]   (fp8 KV cache)
+//                      per (n, head): scale = max|x| / 448 (0 for an all-zero head), dst = e4m3(x * (448 / max|x|)),
+//                      round to nearest even, saturating
+//   kv_dequantize_fp8  src F8_E4M3 [N, heads*D], scales F32 [N, heads] -> dst act [N, heads*D] = scale * float(src)
 #pragma once
 #include <memory>
 #include <string>
@@ -47,6 +51,9 @@ class Backend {
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // fp8 KV cache (model.h KvCache::fp8).
+  virtual void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) = 0;
+  virtual void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) = 0;
 };
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.
