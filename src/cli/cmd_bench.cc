@@ -474,7 +474,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
-  cmd->callback([a] {
+  add_bench_decode_subcommand(*cmd);
+  cmd->callback([a, cmd] {
+    if (cmd->got_subcommand("decode")) return;  // `bench decode` (cmd_bench_decode.cc) ran instead
     json out = run_bench(*a);
     const std::string text = out.dump(2) + "\n";
     if (!a->output.empty()) write_file_atomic(a->output, text);
