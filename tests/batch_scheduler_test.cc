@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "engine/batch_scheduler.h"
@@ -225,6 +229,53 @@ TEST(Fp8KvCache, RefreshLogitErrorIsBounded) {
     EXPECT_EQ(cache.bytes(), kv_cache_bytes(model->config(), DType::F32, ids.dim(0), L, true));
     EXPECT_EQ(cache.k[0].dtype(), DType::F8_E4M3);
   }
+}
+
+// The CLI: one JSON line per request, in input order or as they finish, each equal to the library's solo run with
+// the same options (the checkpoint's generation_config.json defaults plus the flags).
+TEST(ContinuousBatchCli, PrintsOneJsonLinePerRequest) {
+  const std::string dir = test::source_path("models/kjv-dream-tiny");
+  test::TempDir tmp;
+  const std::vector<std::string> texts = {"In the beginning", "And Ruth said,", "Blessed are", "The LORD is my"};
+  {
+    std::ofstream f(tmp / "p.txt");
+    for (const auto& t : texts) f << "{\"prompt\": \"" << t << "\"}\n";
+  }
+  auto model = Model::load(dir);
+  Tokenizer tok = Tokenizer::load(dir);
+  GenerationOptions o = generation_defaults(dir);
+  o.max_new_tokens = 16;
+  o.block_length = 8;
+  o.cache = "dual";
+  o.kv_dtype = "fp8";
+  const std::string flags = " --max-new-tokens 16 --block-length 8 --cache dual --kv-dtype fp8 --max-batch 2";
+  for (const char* order : {"input", "completion"}) {
+    auto r = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --order " + order);
+    ASSERT_EQ(r.status, 0) << r.output;
+    std::istringstream lines(r.output);
+    std::string line;
+    std::vector<size_t> seen;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line[0] != '{') continue;  // log lines
+      auto j = nlohmann::json::parse(line);
+      const size_t i = j["index"].get<size_t>();
+      ASSERT_LT(i, texts.size());
+      seen.push_back(i);
+      GenerationResult solo = generate(*model, tok, format_prompt(tok, texts[i], false), o);
+      EXPECT_EQ(j["ids"].get<std::vector<int64_t>>(), solo.new_ids) << order << " request " << i;
+      EXPECT_EQ(j["text"].get<std::string>(), solo.text);
+    }
+    ASSERT_EQ(seen.size(), texts.size()) << r.output;
+    EXPECT_EQ(std::set<size_t>(seen.begin(), seen.end()).size(), texts.size());
+    if (std::string(order) == "input") {
+      EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2, 3}));
+    }
+  }
+  auto small = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --kv-budget 1K");
+  EXPECT_EQ(small.status, 1);
+  EXPECT_NE(small.output.find("--kv-budget"), std::string::npos) << small.output;
+  auto bad = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --order random");
+  EXPECT_EQ(bad.status, 1);
 }
 
 }  // namespace dlx

@@ -16,10 +16,9 @@ struct Cancelled {};  // unwinds a slot's sampler when the scheduler is destroye
 
 }  // namespace
 
-size_t request_kv_bytes(const Model& model, int64_t prompt_len, const GenerationOptions& o) {
+size_t request_kv_bytes(Model& model, int64_t prompt_len, const GenerationOptions& o) {
   if (o.cache == "none") return 0;
-  Model& m = const_cast<Model&>(model);  // backend() is not const; it only reports the activation dtype here
-  return kv_cache_bytes(model.config(), m.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == "fp8");
+  return kv_cache_bytes(model.config(), model.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == "fp8");
 }
 
 struct BatchScheduler::Slot {

@@ -34,7 +34,7 @@ struct FinishedRequest {
 
 // KV-cache bytes one request reserves while it runs: its cache of prompt + max_new_tokens positions (0 without a
 // cache).
-size_t request_kv_bytes(const Model& model, int64_t prompt_len, const GenerationOptions& opts);
+size_t request_kv_bytes(Model& model, int64_t prompt_len, const GenerationOptions& opts);
 
 class BatchScheduler {
  public:
