@@ -144,6 +144,7 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   o.cache = "none";
   o.kv_dtype = "fp8";
   EXPECT_THROW(t.submit(prompts[0], o), Error);  // fp8 needs a cache
+  EXPECT_THROW(t.submit({1, 2, model->config().vocab_size}, GenerationOptions()), Error);  // id outside the vocabulary
 }
 
 // The ragged batched pass: each slot's logits equal its own forward / forward_window, bit for bit on the CPU.

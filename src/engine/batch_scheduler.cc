@@ -54,6 +54,11 @@ BatchScheduler::~BatchScheduler() {
 uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const GenerationOptions& opts) {
   check(!prompt_ids.empty(), "the prompt is empty (no tokens to condition on)");
   validate_generation_options(model_, opts);
+  // Checked here so that a bad request fails alone rather than failing the batched pass it would join.
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < prompt_ids.size(); ++i)
+    check(prompt_ids[i] >= 0 && prompt_ids[i] < V, "prompt token {} = {} is outside the vocabulary [0, {})", i,
+          prompt_ids[i], V);
   const size_t bytes = request_kv_bytes(model_, int64_t(prompt_ids.size()), opts);
   std::lock_guard<std::mutex> lk(mu_);
   check(opts_.kv_budget_bytes == 0 || bytes <= opts_.kv_budget_bytes,
