@@ -579,7 +579,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--w4a16-kernels", *w4, "Time the W4A16 linear alone at the Dream/LLaDA shapes (CUDA; see bench_w4a16.cc)");
   cmd->add_option("--w4a16-ms", w4a->ms, "--w4a16-kernels: the M values, comma separated")->delimiter(',');
   cmd->add_option("--w4a16-shape", w4a->shape, "--w4a16-kernels: only shapes whose name contains this");
-  cmd->callback([a, w4, w4a] {
+  add_bench_decode_subcommand(*cmd);
+  cmd->callback([a, cmd, w4, w4a] {
+    if (cmd->got_subcommand("decode")) return;  // `bench decode` (cmd_bench_decode.cc) ran instead
     if (*w4) {
       check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
       W4A16BenchArgs wa = *w4a;

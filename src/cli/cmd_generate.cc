@@ -11,7 +11,11 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "engine/batch_scheduler.h"
 #include "engine/generate.h"
+#ifdef DIFFULEX_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace dlx::cli {
 
@@ -54,12 +58,70 @@ void print_result(const GenerationResult& r, const GenerationOptions& opts, Mode
   fmt::print("{}\n", j.dump());
 }
 
+// "1073741824", "512M", "4G", "4GiB", "auto" (or empty): bytes (0 for auto).
+size_t parse_bytes(const std::string& text, const char* flag) {
+  if (text.empty() || text == "auto") return 0;
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    fail("{}: '{}' is not a size (e.g. 2G, 512M, 1000000, auto)", flag, text);
+  }
+  std::string unit = text.substr(used);
+  double mul = 1;
+  if (unit == "K" || unit == "KiB" || unit == "k") mul = 1024.0;
+  else if (unit == "M" || unit == "MiB") mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB") mul = 1024.0 * 1024 * 1024;
+  else check(unit.empty(), "{}: unknown unit in '{}' (K, M, G)", flag, text);
+  check(v > 0, "{}: '{}' must be positive", flag, text);
+  return size_t(v * mul);
+}
+
+// Continuous batching (--max-batch): one JSON line per request as it finishes (completion order) or all at the
+// end in input order.
+void run_continuous(Model& model, const Tokenizer& tok, const std::vector<std::vector<int64_t>>& prompts,
+                    const GenerationOptions& opts, int64_t max_batch, const std::string& budget_text,
+                    const std::string& order, double load_s) {
+  check(order == "completion" || order == "input", "--order must be completion or input (got '{}')", order);
+  SchedulerOptions so;
+  so.max_batch = max_batch;
+  so.kv_budget_bytes = parse_bytes(budget_text, "--kv-budget");
+#ifdef DIFFULEX_HAVE_CUDA
+  if (so.kv_budget_bytes == 0 && opts.cache != "none" && model.backend().device() == Device::CUDA) {
+    // auto: 70% of the device memory still free after loading the weights (the rest for activations).
+    const CudaMemoryStats st = cuda_memory_stats(model.backend());
+    so.kv_budget_bytes = size_t(double(st.device_total_bytes - st.device_used_bytes) * 0.7);
+  }
+#endif
+  auto line = [&](size_t i, const GenerationResult& r) {
+    nlohmann::json j = {{"index", i},          {"text", r.text},        {"prompt_tokens", r.prompt_ids.size()},
+                        {"new_tokens", r.new_ids.size()}, {"ids", r.new_ids}, {"steps", r.steps_run},
+                        {"generate_s", r.seconds}};
+    fmt::print("{}\n", j.dump());
+    std::fflush(stdout);
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t forwards = 0;
+  std::vector<GenerationResult> results = generate_continuous(
+      model, tok, prompts, opts, so, order == "completion" ? line : std::function<void(size_t, const GenerationResult&)>(),
+      &forwards);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (order == "input")
+    for (size_t i = 0; i < results.size(); ++i) line(i, results[i]);
+  log_info("{} requests, up to {} at once (KV budget {}), {} batched forwards, {:.2f}s ({:.1f} new tokens/s) on {}; "
+           "load {:.2f}s",
+           results.size(), max_batch, so.kv_budget_bytes ? fmt::format("{} bytes", so.kv_budget_bytes) : "unlimited",
+           forwards, secs, double(opts.max_new_tokens) * double(results.size()) / secs, model.backend().name(), load_s);
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt by masked diffusion (Dream or LLaDA sampler)");
   struct Args {
-    std::string model, prompt, prompts_file, tokenizer;
+    std::string model, prompt, prompts_file, tokenizer, kv_budget = "auto", order = "completion";
+    int64_t max_batch = 0;
     bool chat = false, json = false;
     LoadOptions lo;
     int threads = 0;
@@ -88,6 +150,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--tokens-per-step", o->tokens_per_step, "Reveal this many tokens per step");
   cmd->add_option("--seed", o->seed, "Random seed");
   cmd->add_option("--cache", o->cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)");
+  cmd->add_option("--kv-dtype", o->kv_dtype, "KV cache storage: bf16 (activation dtype) | fp8 (e4m3, per-head scales)");
+  cmd->add_option("--max-batch", a->max_batch,
+                  "Continuous batching of --prompts-file: up to N requests at once, admitted as others finish; "
+                  "one JSON line per request (docs/BATCHING.md)");
+  cmd->add_option("--kv-budget", a->kv_budget,
+                  "Continuous batching: KV-cache bytes of the running requests together (e.g. 8G; auto: 70% of free "
+                  "GPU memory, unlimited on the CPU)");
+  cmd->add_option("--order", a->order, "Continuous batching output: completion | input");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print one JSON object with the text, ids and timings");
@@ -111,6 +181,8 @@ void add_generate_command(CLI::App& app) {
     take("--tokens-per-step", opts.tokens_per_step, a->o.tokens_per_step);
     take("--seed", opts.seed, a->o.seed);
     take("--cache", opts.cache, a->o.cache);
+    take("--kv-dtype", opts.kv_dtype, a->o.kv_dtype);
+    check(a->max_batch >= 0, "--max-batch must be positive (got {})", a->max_batch);
     if (a->threads > 0) set_num_threads(a->threads);
 
     auto t0 = std::chrono::steady_clock::now();
@@ -123,6 +195,10 @@ void add_generate_command(CLI::App& app) {
     std::vector<std::vector<int64_t>> prompts;
     for (const auto& t : texts) prompts.push_back(format_prompt(tok, t, a->chat));
 
+    if (a->max_batch > 0) {
+      run_continuous(*model, tok, prompts, opts, a->max_batch, a->kv_budget, a->order, load_s);
+      return;
+    }
     const bool tty = isatty(STDERR_FILENO) != 0;
     std::unique_ptr<Progress> bar;
     if (tty && log_level() != LogLevel::Quiet) bar = std::make_unique<Progress>("generate", 1);

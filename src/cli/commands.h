@@ -17,6 +17,7 @@ void add_generate_command(CLI::App& app);
 void add_random_model_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_bench_decode_subcommand(CLI::App& bench);  // diffulex bench decode (cmd_bench_decode.cc)
 void add_quantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 

@@ -80,8 +80,12 @@ Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
 // window also reaches back to the lowest row asked for.
 class CachedLogits {
  public:
-  CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift)
-      : m_(m), dual_(mode == "dual"), P_(prompt_len), block_(block), shift_(shift) {}
+  CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift, bool fp8 = false,
+               const ForwardHooks* hooks = nullptr)
+      : m_(m), dual_(mode == "dual"), P_(prompt_len), block_(block), shift_(shift) {
+    cache_.fp8 = fp8;
+    if (hooks) window_ = hooks->forward_window;
+  }
 
   Tensor operator()(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
     const int64_t L = ids.dim(1), block = block_ > 0 ? block_ : L - P_;
@@ -92,10 +96,17 @@ class CachedLogits {
     const int64_t blk = std::max<int64_t>(0, (lo + shift_ - P_) / block);
     if (blk != current_ || cache_.empty()) {
       current_ = blk;
-      return m_.forward_window_device(ids, key_mask, cache_, 0, L, rows, pos);
+      return window(ids, key_mask, 0, L, rows, pos);
     }
     const int64_t begin = std::min(P_ + blk * block, lo);
     const int64_t end = dual_ ? std::min(L, std::max(P_ + (blk + 1) * block, hi)) : L;
+    return window(ids, key_mask, begin, end, rows, pos);
+  }
+
+  // Through the scheduler's hook when there is one (host logits), else on the model (logits in the backend).
+  Tensor window(const Tensor& ids, const Tensor& key_mask, int64_t begin, int64_t end, const std::vector<int64_t>& rows,
+                const Tensor& pos) {
+    if (window_) return window_(ids, key_mask, cache_, begin, end, rows, pos);
     return m_.forward_window_device(ids, key_mask, cache_, begin, end, rows, pos);
   }
 
@@ -105,6 +116,7 @@ class CachedLogits {
   int64_t P_, block_, shift_;
   int64_t current_ = -1;
   KvCache cache_;
+  decltype(ForwardHooks::forward_window) window_;
 };
 
 }  // namespace
@@ -114,16 +126,21 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
   return generate_batch(model, tok, {prompt_ids}, o, on_step)[0];
 }
 
-std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
-                                             const std::vector<std::vector<int64_t>>& prompts,
-                                             const GenerationOptions& o, const StepCallback& on_step) {
+void validate_generation_options(const Model& model, const GenerationOptions& o) {
+  check(o.max_new_tokens > 0, "max_new_tokens must be positive, got {}", o.max_new_tokens);
+  check(model.config().mask_token_id >= 0, "{}/config.json has no mask_token_id; a diffusion model needs one", model.dir());
+  check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
+        o.cache);
+  check(o.kv_dtype == "bf16" || o.kv_dtype == "fp8", "kv dtype must be bf16 or fp8 (got '{}')", o.kv_dtype);
+  check(o.kv_dtype == "bf16" || o.cache != "none", "kv dtype fp8 needs a KV cache (cache prefix or dual)");
+}
+
+Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& o,
+                       const StepCallback& on_step, const ForwardHooks* hooks, int* steps_out) {
   const ModelConfig& c = model.config();
   check(!prompts.empty(), "no prompts to generate from");
   for (const auto& p : prompts) check(!p.empty(), "the prompt is empty (no tokens to condition on)");
-  check(o.max_new_tokens > 0, "max_new_tokens must be positive, got {}", o.max_new_tokens);
-  check(c.mask_token_id >= 0, "{}/config.json has no mask_token_id; a diffusion model needs one", model.dir());
-  check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
-        o.cache);
+  validate_generation_options(model, o);
   const int64_t B = int64_t(prompts.size());
   int64_t P = 0;
   for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
@@ -143,23 +160,33 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
   }
   // More steps than tokens would only add steps that reveal nothing.
   const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
-  // The logits of the rows a step reads stay on the backend, which also does the per-position sampling work
-  // (Backend::sample_rows); only the chosen tokens and their confidences come back to the samplers.
-  DeviceRowLogitsFn logits = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
-    return model.forward_device(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
-  };
-  if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, c.shift_logits() ? 1 : 0);
-  const RowSampleFn fn = backend_row_sampler(model.backend(), std::move(logits));
-  std::vector<int64_t> stops;
-  for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
-    if (id >= 0) stops.push_back(id);
+  // On the model, the logits of the rows a step reads stay on the backend, which also does the per-position
+  // sampling work (Backend::sample_rows); only the chosen tokens and their confidences come back to the samplers.
+  // The continuous-batching scheduler's hooks return host logits, sampled on the host.
+  RowLogitsFn host_fn;
+  RowSampleFn sample_fn;
+  const bool fp8 = o.kv_dtype == "fp8";
+  const int64_t shift = c.shift_logits() ? 1 : 0;
+  if (hooks) {
+    host_fn = [&model, hooks](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+      const Tensor pos = positions_from_mask(key_mask, ids.dim(0), ids.dim(1));
+      if (hooks->forward) return hooks->forward(ids, key_mask, rows, pos);
+      return model.forward(ids, key_mask, rows, pos);
+    };
+    if (o.cache != "none") host_fn = CachedLogits(model, o.cache, P, o.block_length, shift, fp8, hooks);
+  } else {
+    DeviceRowLogitsFn logits = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+      return model.forward_device(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
+    };
+    if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, shift, fp8);
+    sample_fn = backend_row_sampler(model.backend(), std::move(logits));
+  }
 
   int steps_run = 0;
   StepCallback count = [&](int step, int total, int64_t revealed) {
     steps_run = step + 1;
     if (on_step) on_step(step, total, revealed);
   };
-  auto t0 = std::chrono::steady_clock::now();
   Tensor out;
   if (c.arch == Arch::Dream) {
     DreamOptions d;
@@ -177,7 +204,7 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
     d.tokens_per_step = o.tokens_per_step;
     d.prompt_mask = prompt_mask;
     d.independent_rows = true;
-    out = dream_generate(fn, prompt, d, count);
+    out = sample_fn ? dream_generate(sample_fn, prompt, d, count) : dream_generate(host_fn, prompt, d, count);
   } else {
     LladaOptions l;
     l.gen_length = o.max_new_tokens;
@@ -192,8 +219,26 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
     l.tokens_per_step = o.tokens_per_step;
     l.prompt_mask = prompt_mask;
     l.independent_rows = true;
-    out = llada_generate(fn, prompt, l, count);
+    out = sample_fn ? llada_generate(sample_fn, prompt, l, count) : llada_generate(host_fn, prompt, l, count);
   }
+  if (steps_out) *steps_out = steps_run;
+  return out;
+}
+
+std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const GenerationOptions& o, const StepCallback& on_step,
+                                             const ForwardHooks* hooks) {
+  const ModelConfig& c = model.config();
+  std::vector<int64_t> stops;
+  for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
+    if (id >= 0) stops.push_back(id);
+  auto t0 = std::chrono::steady_clock::now();
+  int steps_run = 0;
+  Tensor out = generate_canvas(model, prompts, o, on_step, hooks, &steps_run);
+  const int64_t B = int64_t(prompts.size());
+  int64_t P = 0;
+  for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<int64_t> lengths = generated_lengths(out, P, stops);
   std::vector<GenerationResult> results(static_cast<size_t>(B));

@@ -2,6 +2,7 @@
 // over the model's forward, stop-token truncation and decoding. The CLI and the server call this.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct GenerationOptions {
   // the first step of each block and then recomputes only the current block and everything after it; "dual"
   // recomputes only the current block, reading cached keys/values for the prefix and the suffix.
   std::string cache = "none";
+  // KV cache storage: "bf16" (the backend's activation dtype: bf16 on CUDA, f32 on the CPU) or "fp8" (e4m3 with
+  // per-(position, head) scales; see KvCache). Only with a cache.
+  std::string kv_dtype = "bf16";
 };
 
 // The checkpoint's generation_config.json (Dream-style fields: max_new_tokens, steps, alg, alg_temp, temperature,
@@ -54,8 +58,29 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
 // Many prompts in one batch: prompts are left-padded to the longest, padding is masked out of attention and
 // every row's positions start at 0 at its first real token, and the samplers draw each row's randomness from
 // its own stream, so each result equals generating that prompt alone with the same options and seed.
+// `forward`, when given, replaces the model's forward passes (the continuous-batching scheduler routes them into
+// its shared batched pass); the decoding is otherwise the same code.
+struct ForwardHooks {
+  std::function<Tensor(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows,
+                       const Tensor& positions)>
+      forward;  // as Model::forward
+  std::function<Tensor(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
+                       const std::vector<int64_t>& rows, const Tensor& positions)>
+      forward_window;  // as Model::forward_window
+};
 std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
                                              const std::vector<std::vector<int64_t>>& prompts,
-                                             const GenerationOptions& opts, const StepCallback& on_step = {});
+                                             const GenerationOptions& opts, const StepCallback& on_step = {},
+                                             const ForwardHooks* hooks = nullptr);
+
+// The decoding of generate_batch without a tokenizer (no stop tokens, no text): the final canvas I64
+// [B, P + max_new_tokens] with the prompts left-padded to the longest, P; `steps_run` receives the steps taken.
+// The decode benchmark runs this on random weights.
+Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& opts,
+                       const StepCallback& on_step = {}, const ForwardHooks* hooks = nullptr, int* steps_run = nullptr);
+
+// Checks the options that do not depend on the prompt (cache, kv_dtype, max_new_tokens, ...), naming the first
+// invalid one.
+void validate_generation_options(const Model& model, const GenerationOptions& opts);
 
 }  // namespace dlx

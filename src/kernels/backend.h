@@ -18,6 +18,10 @@
 //   gather_rows  x [T, H], rows (host list of indices in [0, T))    -> out [R, H]   out[r] = x[rows[r]]
 //   sample_rows  logits [N, V] (this backend's memory), draws        -> one TokenChoice per draw (host); see
 //                kernels/row_sampling.h for the row pipeline (softmax, top-k / top-p, argmax or draw, confidence)
+//   kv_quantize_fp8    src [N, heads*D] act -> dst F8_E4M3 [N, heads*D], scales F32 [N, heads]   (fp8 KV cache)
+//                      per (n, head): scale = max|x| / 448 (0 for an all-zero head), dst = e4m3(x * (448 / max|x|)),
+//                      round to nearest even, saturating
+//   kv_dequantize_fp8  src F8_E4M3 [N, heads*D], scales F32 [N, heads] -> dst act [N, heads*D] = scale * float(src)
 #pragma once
 #include <memory>
 #include <string>
@@ -73,6 +77,9 @@ class Backend {
   // Generic: the logits go to the host and sample_rows_host runs there (the CPU backend's implementation).
   virtual std::vector<TokenChoice> sample_rows(const Tensor& logits, const RowSampling& how,
                                                const std::vector<RowDraw>& draws);
+  // fp8 KV cache (model.h KvCache::fp8).
+  virtual void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) = 0;
+  virtual void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) = 0;
 };
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -242,19 +243,42 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
     }
   if (cache && (cache->B != B || cache->L != L || cache->empty())) {
     check(begin == 0 && end == L, "the KV cache is empty or sized for another batch: refresh it with the whole sequence");
-    const DType at = backend_->act_dtype();
-    cache->B = B;
-    cache->L = L;
-    cache->k.clear();
-    cache->v.clear();
-    for (int64_t i = 0; i < cfg_.num_layers; ++i) {
-      cache->k.push_back(backend_->empty(at, {B, L, cfg_.num_kv_heads, cfg_.head_dim}));
-      cache->v.push_back(backend_->empty(at, {B, L, cfg_.num_kv_heads, cfg_.head_dim}));
-    }
+    alloc_cache(*cache, B, L);
   }
   st.h = backend_->empty(backend_->act_dtype(), {B * W, cfg_.hidden_size});
   backend_->embedding(wids.reshape({B * W}), embed_, st.h);
   return st;
+}
+
+size_t kv_cache_bytes(const ModelConfig& c, DType act_dtype, int64_t rows, int64_t len, bool fp8) {
+  const size_t per_layer = size_t(rows * len * c.num_kv_heads) * (fp8 ? size_t(c.head_dim) + 4 : size_t(c.head_dim) * dtype_size(act_dtype));
+  return 2 * per_layer * size_t(c.num_layers);
+}
+
+size_t KvCache::bytes() const {
+  size_t n = 0;
+  for (const auto* list : {&k, &v, &k_scale, &v_scale})
+    for (const Tensor& t : *list) n += t.nbytes();
+  return n;
+}
+
+void Model::alloc_cache(KvCache& cache, int64_t B, int64_t L) {
+  const DType at = cache.fp8 ? DType::F8_E4M3 : backend_->act_dtype();
+  const int64_t Hkv = cfg_.num_kv_heads, D = cfg_.head_dim;
+  cache.B = B;
+  cache.L = L;
+  cache.k.clear();
+  cache.v.clear();
+  cache.k_scale.clear();
+  cache.v_scale.clear();
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    cache.k.push_back(backend_->empty(at, {B, L, Hkv, D}));
+    cache.v.push_back(backend_->empty(at, {B, L, Hkv, D}));
+    if (cache.fp8) {
+      cache.k_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
+      cache.v_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
+    }
+  }
 }
 
 Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
@@ -322,13 +346,31 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
     Tensor& ck = st.cache->k[size_t(layer)];
     Tensor& cv = st.cache->v[size_t(layer)];
     const int64_t full = st.L, row = Hkv * D;
+    const bool fp8 = st.cache->fp8;
     for (int64_t b = 0; b < B; ++b) {
       Tensor dk = ck.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
       Tensor dv = cv.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
-      be.copy(k.reshape({T, row}).slice_rows(b * L, (b + 1) * L), dk);
-      be.copy(v.reshape({T, row}).slice_rows(b * L, (b + 1) * L), dv);
+      Tensor sk = k.reshape({T, row}).slice_rows(b * L, (b + 1) * L), sv = v.reshape({T, row}).slice_rows(b * L, (b + 1) * L);
+      if (fp8) {
+        // fp8 cache: quantize the window's keys/values with per-(position, head) scales.
+        auto srows = [&](Tensor& s) { return s.reshape({B * full, Hkv}).slice_rows(b * full + st.begin, b * full + st.end); };
+        Tensor ks = srows(st.cache->k_scale[size_t(layer)]), vs = srows(st.cache->v_scale[size_t(layer)]);
+        be.kv_quantize_fp8(sk, Hkv, dk, ks);
+        be.kv_quantize_fp8(sv, Hkv, dv, vs);
+      } else {
+        be.copy(sk, dk);
+        be.copy(sv, dv);
+      }
     }
-    be.attention(q, ck, cv, mask, att);
+    if (fp8) {
+      // Attention reads the dequantized cache (the window's own entries included, as later steps see them).
+      Tensor kd = be.empty(at, {B, full, Hkv, D}), vd = be.empty(at, {B, full, Hkv, D});
+      be.kv_dequantize_fp8(ck.reshape({B * full, row}), st.cache->k_scale[size_t(layer)], Hkv, kd);
+      be.kv_dequantize_fp8(cv.reshape({B * full, row}), st.cache->v_scale[size_t(layer)], Hkv, vd);
+      be.attention(q, kd, vd, mask, att);
+    } else {
+      be.attention(q, ck, cv, mask, att);
+    }
   } else {
     be.attention(q, k, v, mask, att);
   }
@@ -375,6 +417,145 @@ Tensor Model::finish_forward_device(ForwardState& st, const std::vector<int64_t>
   Tensor logits = be.empty(be.act_dtype(), {rows.dim(0), cfg_.vocab_size});
   lm_head_->forward(be, rows, logits);
   return logits;
+}
+
+std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
+  Backend& be = *backend_;
+  const ModelConfig& c = cfg_;
+  const DType at = be.act_dtype();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
+  const float eps = float(c.rms_norm_eps);
+  check(!slots.empty(), "forward_slots: no slots");
+  struct Seg {
+    int64_t L, begin, end, off;
+  };
+  std::vector<Seg> seg;
+  int64_t T = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    SlotPass& p = slots[i];
+    check(p.ids.dtype() == DType::I64 && p.ids.rank() == 2 && p.ids.dim(0) == 1 && p.ids.dim(1) > 0,
+          "forward_slots: slot {} ids must be I64 [1, L], got {} {}", i, dtype_name(p.ids.dtype()), shape_str(p.ids.shape()));
+    const int64_t L = p.ids.dim(1), end = p.end < 0 ? L : p.end;
+    check(0 <= p.begin && p.begin < end && end <= L, "forward_slots: slot {} window [{}, {}) is outside its length {}", i,
+          p.begin, end, L);
+    check(p.cache || (p.begin == 0 && end == L), "forward_slots: slot {}: a window smaller than the sequence needs a KV cache", i);
+    check(!p.key_mask.defined() || (p.key_mask.dtype() == DType::U8 && p.key_mask.numel() == L),
+          "forward_slots: slot {} key mask must be U8 [1, {}]", i, L);
+    check(!p.positions.defined() || (p.positions.dtype() == DType::I64 && p.positions.numel() == L),
+          "forward_slots: slot {} positions must be I64 [1, {}]", i, L);
+    if (p.cache && (p.cache->B != 1 || p.cache->L != L || p.cache->empty())) {
+      check(p.begin == 0 && end == L, "forward_slots: slot {}: the KV cache is empty or sized for another sequence: refresh it with the whole sequence", i);
+      alloc_cache(*p.cache, 1, L);
+    }
+    for (int64_t r : p.logit_rows)
+      check(r >= p.begin && r < end, "forward_slots: slot {} logit row {} is outside the window [{}, {})", i, r, p.begin, end);
+    seg.push_back({L, p.begin, end, T});
+    T += end - p.begin;
+  }
+  // Every slot's window tokens, concatenated.
+  Tensor ids = Tensor::zeros(DType::I64, {T}), pos = Tensor::zeros(DType::I64, {T});
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const Seg& g = seg[i];
+    for (int64_t l = g.begin; l < g.end; ++l) {
+      const int64_t id = slots[i].ids.data<int64_t>()[l];
+      check(id >= 0 && id < c.vocab_size, "forward_slots: slot {} input_ids[{}] = {} is outside the vocabulary [0, {})", i, l,
+            id, c.vocab_size);
+      ids.data<int64_t>()[g.off + l - g.begin] = id;
+      pos.data<int64_t>()[g.off + l - g.begin] = slots[i].positions.defined() ? slots[i].positions.data<int64_t>()[l] : l;
+    }
+  }
+  Tensor h = be.empty(at, {T, H});
+  be.embedding(ids, embed_, h);
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& lw = layers_[size_t(layer)];
+    Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
+    Tensor q = be.empty(at, {T, Hq * D}), k = be.empty(at, {T, Hkv * D}), v = be.empty(at, {T, Hkv * D});
+    Tensor att = be.empty(at, {T, Hq * D});
+    Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
+    auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) { lw.linear[int(r)]->forward(be, in, out); };
+    be.rmsnorm(h, lw.attn_norm, eps, x);
+    lin(LinearRole::Q, x, q);
+    lin(LinearRole::K, x, k);
+    lin(LinearRole::V, x, v);
+    Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
+    be.rope(q3, pos, c.rope_theta);
+    be.rope(k3, pos, c.rope_theta);
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const Seg& g = seg[i];
+      const int64_t W = g.end - g.begin, row = Hkv * D;
+      const Tensor* mask = slots[i].key_mask.defined() ? &slots[i].key_mask : nullptr;
+      Tensor qs = q.slice_rows(g.off, g.off + W).reshape({1, W, Hq, D});
+      Tensor as = att.slice_rows(g.off, g.off + W).reshape({1, W, Hq, D});
+      Tensor ks = k.slice_rows(g.off, g.off + W), vs = v.slice_rows(g.off, g.off + W);
+      KvCache* cache = slots[i].cache;
+      if (!cache) {
+        be.attention(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, as);
+        continue;
+      }
+      // As run_layer with B = 1: write the window into the slot's cache, attend to all of it.
+      Tensor& ck = cache->k[size_t(layer)];
+      Tensor& cv = cache->v[size_t(layer)];
+      Tensor dk = ck.reshape({g.L, row}).slice_rows(g.begin, g.end), dv = cv.reshape({g.L, row}).slice_rows(g.begin, g.end);
+      if (cache->fp8) {
+        Tensor& cks = cache->k_scale[size_t(layer)];
+        Tensor& cvs = cache->v_scale[size_t(layer)];
+        Tensor sk = cks.reshape({g.L, Hkv}).slice_rows(g.begin, g.end), sv = cvs.reshape({g.L, Hkv}).slice_rows(g.begin, g.end);
+        be.kv_quantize_fp8(ks, Hkv, dk, sk);
+        be.kv_quantize_fp8(vs, Hkv, dv, sv);
+        Tensor kd = be.empty(at, {1, g.L, Hkv, D}), vd = be.empty(at, {1, g.L, Hkv, D});
+        be.kv_dequantize_fp8(ck.reshape({g.L, row}), cks, Hkv, kd);
+        be.kv_dequantize_fp8(cv.reshape({g.L, row}), cvs, Hkv, vd);
+        be.attention(qs, kd, vd, mask, as);
+      } else {
+        be.copy(ks, dk);
+        be.copy(vs, dv);
+        be.attention(qs, ck, cv, mask, as);
+      }
+    }
+    lin(LinearRole::O, att, tmp);
+    be.add(h, tmp);
+    be.rmsnorm(h, lw.ffn_norm, eps, x);
+    lin(LinearRole::Gate, x, gate);
+    lin(LinearRole::Up, x, up);
+    be.silu_mul(gate, up, gate);
+    lin(LinearRole::Down, gate, tmp);
+    be.add(h, tmp);
+  }
+  // Final norm, then the LM head on the rows asked for (each slot's whole window when it lists none).
+  Tensor x = be.empty(at, {T, H});
+  be.rmsnorm(h, final_norm_, eps, x);
+  std::vector<int64_t> rows, counts;
+  bool all = true;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const Seg& g = seg[i];
+    if (slots[i].logit_rows.empty()) {
+      for (int64_t l = g.begin; l < g.end; ++l) rows.push_back(g.off + l - g.begin);
+      counts.push_back(g.end - g.begin);
+    } else {
+      all = false;
+      for (int64_t r : slots[i].logit_rows) rows.push_back(g.off + r - g.begin);
+      counts.push_back(int64_t(slots[i].logit_rows.size()));
+    }
+  }
+  Tensor sel = x;
+  if (!all) {
+    sel = be.empty(at, {int64_t(rows.size()), H});
+    be.gather_rows(x, rows, sel);
+  }
+  Tensor logits = be.empty(at, {sel.dim(0), c.vocab_size});
+  lm_head_->forward(be, sel, logits);
+  Tensor host = be.to_host_f32(logits);
+  std::vector<Tensor> out;
+  int64_t r0 = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int64_t n = counts[i];
+    Tensor t = slots[i].logit_rows.empty() ? Tensor::zeros(DType::F32, {1, n, c.vocab_size})
+                                           : Tensor::zeros(DType::F32, {n, c.vocab_size});
+    std::copy_n(host.data<float>() + r0 * c.vocab_size, n * c.vocab_size, t.data<float>());
+    out.push_back(std::move(t));
+    r0 += n;
+  }
+  return out;
 }
 
 void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear) {

@@ -37,10 +37,30 @@ using LinearObserver = std::function<void(int64_t layer, LinearRole role, const 
 // position of every layer, [B, L, Hkv, D] each, in the backend's memory. forward_window() recomputes only a
 // window of positions, writes their keys/values into the cache and lets them attend to all L cached positions;
 // the other positions' entries are whatever the last pass that covered them wrote (stale by design).
+//
+// fp8 = true (set before the first pass) stores keys and values as fp8 e4m3 with one F32 scale per (row,
+// position, kv head): x ~ scale * e4m3(x / scale), scale = max|x| over the head's D values / 448. Every pass
+// writes its window quantized and attends to the dequantized cache (docs/BATCHING.md gives the error bound).
 struct KvCache {
   int64_t B = 0, L = 0;
-  std::vector<Tensor> k, v;  // one per layer
+  std::vector<Tensor> k, v;  // one per layer: [B, L, Hkv, D] in act dtype, or F8_E4M3 when fp8
+  bool fp8 = false;
+  std::vector<Tensor> k_scale, v_scale;  // fp8 only: F32 [B, L, Hkv] per layer
   bool empty() const { return k.empty(); }
+  size_t bytes() const;
+};
+
+// Bytes of a KvCache for `rows` sequences of `len` positions (what KvCache::bytes() will report once filled).
+size_t kv_cache_bytes(const ModelConfig& c, DType act_dtype, int64_t rows, int64_t len, bool fp8);
+
+// One sequence's part of a ragged batched pass (Model::forward_slots): its own ids [1, L] (host), key mask and
+// positions (undefined: all valid, 0..L-1), window [begin, end) and cache (null: no cache, the window must be
+// the whole sequence). logit_rows as in forward_window (flat indices l into the row).
+struct SlotPass {
+  Tensor ids, key_mask, positions;
+  KvCache* cache = nullptr;
+  int64_t begin = 0, end = -1;
+  std::vector<int64_t> logit_rows;
 };
 
 // The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head).
@@ -90,6 +110,16 @@ class Model {
   Tensor forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
                         const std::vector<int64_t>& logit_rows = {}, const Tensor& positions = {});
 
+  // Several independent sequences (different lengths, windows and caches) in one pass: the linear layers,
+  // norms and rope run once over every slot's window tokens, attention runs per slot over its own keys. Slot i's
+  // result equals forward(...) (no cache) or forward_window(...) (cache) on that slot alone, bit for bit where
+  // the backend's kernels are row-independent (both backends' are). The continuous-batching scheduler's forward.
+  std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
+
+  // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:
+  // normal(0, 0.02) linears and embeddings, norms ~1; on CUDA a device hash, so a 7B model takes a second).
+  static std::unique_ptr<Model> random(const ModelConfig& c, const std::string& device, uint64_t seed);
+
   ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {},
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);
   void run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer = {});
@@ -109,6 +139,7 @@ class Model {
 
  private:
   Model() = default;
+  void alloc_cache(KvCache& cache, int64_t B, int64_t L);
   std::string dir_;
   ModelConfig cfg_;
   std::unique_ptr<Backend> backend_;

@@ -1,6 +1,9 @@
 // The CPU backend: F32 activations in host memory, weights used in place (mmap'd) in their stored dtype.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -35,6 +38,67 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
   check(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "copy: {} {} into {} {}", dtype_name(src.dtype()),
         shape_str(src.shape()), dtype_name(dst.dtype()), shape_str(dst.shape()));
   std::memcpy(dst.data(), src.data(), src.nbytes());
+}
+
+// ---- fp8 KV cache ----
+
+// Nearest e4m3 code of |a| (a >= 0 finite; ties to the even code, saturating at 448): the same result as
+// f32_to_fp8e4m3 (core/dtype.h) without its search over the codes.
+static uint8_t e4m3_code(float a) {
+  if (!(a < 448.0f)) return 0x7e;
+  if (a < 0.015625f) return uint8_t(std::nearbyint(a * 512.0f));  // subnormals (code 8 is the smallest normal)
+  int ex = 0;
+  const float fr = std::frexp(a, &ex);  // a = fr * 2^ex, fr in [0.5, 1)
+  int e = ex - 1 + 7;
+  int m = int(std::nearbyint((fr * 2.0f - 1.0f) * 8.0f));
+  if (m == 8) m = 0, ++e;
+  const int code = (e << 3) | m;
+  return uint8_t(code > 0x7e ? 0x7e : code);
+}
+
+void CpuBackend::kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) {
+  check(src.dtype() == DType::F32 && dst.dtype() == DType::F8_E4M3 && scales.dtype() == DType::F32,
+        "cpu kv_quantize_fp8: want F32 src, F8_E4M3 dst, F32 scales (got {}, {}, {})", dtype_name(src.dtype()),
+        dtype_name(dst.dtype()), dtype_name(scales.dtype()));
+  check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % (scales.numel()) == 0 &&
+            scales.numel() % heads == 0,
+        "cpu kv_quantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
+        shape_str(dst.shape()), shape_str(scales.shape()), heads);
+  const int64_t rows = scales.numel(), D = src.numel() / rows;
+  const float* x = src.data<float>();
+  uint8_t* q = dst.data<uint8_t>();
+  float* sc = scales.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(x[r * D + d]));
+    const float inv = amax > 0 ? 448.0f / amax : 0.0f;
+    sc[r] = amax / 448.0f;
+    for (int64_t d = 0; d < D; ++d) {
+      const float v = x[r * D + d] * inv;
+      q[r * D + d] = uint8_t((std::signbit(v) ? 0x80 : 0) | e4m3_code(std::fabs(v)));
+    }
+  }
+}
+
+void CpuBackend::kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) {
+  check(src.dtype() == DType::F8_E4M3 && dst.dtype() == DType::F32 && scales.dtype() == DType::F32,
+        "cpu kv_dequantize_fp8: want F8_E4M3 src, F32 scales, F32 dst (got {}, {}, {})", dtype_name(src.dtype()),
+        dtype_name(scales.dtype()), dtype_name(dst.dtype()));
+  check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
+            scales.numel() % heads == 0,
+        "cpu kv_dequantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
+        shape_str(dst.shape()), shape_str(scales.shape()), heads);
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[size_t(c)] = fp8e4m3_to_f32(uint8_t(c));
+    return t;
+  }();
+  const int64_t rows = scales.numel(), D = src.numel() / rows;
+  const uint8_t* q = src.data<uint8_t>();
+  const float* sc = scales.data<float>();
+  float* y = dst.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d) y[r * D + d] = sc[r] * table[q[r * D + d]];
 }
 
 }  // namespace dlx

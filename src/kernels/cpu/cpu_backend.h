@@ -21,6 +21,8 @@ class CpuBackend final : public Backend {
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void add(Tensor& x, const Tensor& y) override;
   void copy(const Tensor& src, Tensor& dst) override;
+  void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) override;
+  void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) override;
 };
 
 }  // namespace dlx

@@ -342,6 +342,32 @@ class CudaBackend final : public Backend {
     after("silu_mul");
   }
 
+  void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) override {
+    need(src, DType::BF16, "kv_quantize_fp8", "the input");
+    need(dst, DType::F8_E4M3, "kv_quantize_fp8", "the output");
+    need(scales, DType::F32, "kv_quantize_fp8", "the scales");
+    check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
+              scales.numel() % heads == 0,
+          "cuda kv_quantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
+          shape_str(dst.shape()), shape_str(scales.shape()), heads);
+    cuda::launch_kv_quantize_fp8(src.data<bf16_t>(), scales.numel(), src.numel() / scales.numel(), dst.data<uint8_t>(),
+                                 scales.data<float>(), stream_);
+    after("kv_quantize_fp8");
+  }
+
+  void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) override {
+    need(src, DType::F8_E4M3, "kv_dequantize_fp8", "the input");
+    need(scales, DType::F32, "kv_dequantize_fp8", "the scales");
+    need(dst, DType::BF16, "kv_dequantize_fp8", "the output");
+    check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
+              scales.numel() % heads == 0,
+          "cuda kv_dequantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
+          shape_str(dst.shape()), shape_str(scales.shape()), heads);
+    cuda::launch_kv_dequantize_fp8(src.data<uint8_t>(), scales.data<float>(), scales.numel(),
+                                   src.numel() / scales.numel(), dst.data<bf16_t>(), stream_);
+    after("kv_dequantize_fp8");
+  }
+
   void add(Tensor& x, const Tensor& y) override {
     need(x, DType::BF16, "add", "x");
     need(y, DType::BF16, "add", "y");

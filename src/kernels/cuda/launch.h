@@ -109,5 +109,10 @@ void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64
 // The dequantized weight, bf16 w [N, K] (a transient scratch for the large-M cuBLASLt path).
 void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
                           bf16_t* w, cudaStream_t stream);
+// fp8 KV cache: per row of D values (rows = positions x kv heads) scale = max|x| / 448, q = e4m3(x * 448 / max)
+// (round to nearest even, saturating); dequantize y = bf16(scale * float(q)).
+void launch_kv_quantize_fp8(const bf16_t* x, int64_t rows, int64_t D, uint8_t* q, float* scales, cudaStream_t stream);
+void launch_kv_dequantize_fp8(const uint8_t* q, const float* scales, int64_t rows, int64_t D, bf16_t* y,
+                              cudaStream_t stream);
 
 }  // namespace dlx::cuda

@@ -1,0 +1,81 @@
+// Model::random: a model with random weights made in the backend's memory (no checkpoint on disk), for the
+// decode benchmark at real model sizes. The generator is the bench's (cmd_bench.cc): on the CPU four 16-bit
+// uniforms from a splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
+#include <string>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/quant/quant_config.h"
+#include "model/model.h"
+#ifdef DIFFULEX_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace dlx {
+
+namespace {
+
+uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+Tensor random_tensor(Backend& be, Shape shape, uint64_t seed, float mean, float std) {
+#ifdef DIFFULEX_HAVE_CUDA
+  if (be.device() == Device::CUDA) return cuda_random_tensor(be, DType::BF16, std::move(shape), seed, mean, std);
+#endif
+  Tensor t = Tensor::zeros(DType::BF16, std::move(shape));
+  uint16_t* p = t.data<uint16_t>();
+  parallel_for(t.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) {
+      const uint64_t r = mix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i));
+      const float u = float(r & 0xffff) + float((r >> 16) & 0xffff) + float((r >> 32) & 0xffff) + float(r >> 48);
+      p[i] = f32_to_bf16(mean + std * (u / 65536.0f - 2.0f) * 1.7320508f);
+    }
+  });
+  return be.upload(t);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed) {
+  check(c.num_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0, "random model: empty config");
+  std::unique_ptr<Model> m(new Model());
+  m->dir_ = "random";
+  m->cfg_ = c;
+  m->backend_ = make_backend(device);
+  Backend& be = *m->backend_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  uint64_t s = seed * 1000003;
+  auto make = [&](Shape shape, float mean, float std) { return random_tensor(be, std::move(shape), ++s, mean, std); };
+  m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
+  const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
+  const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerWeights lw;
+    lw.attn_norm = make({H}, 1.0f, 0.05f);
+    lw.ffn_norm = make({H}, 1.0f, 0.05f);
+    for (LinearRole r : kLinearRoles) {
+      const int i = int(r);
+      LinearSpec spec;
+      spec.prefix = "random.layers." + std::to_string(l) + "." + std::to_string(i);
+      spec.in_features = ins[i];
+      spec.out_features = outs[i];
+      spec.bias = c.qkv_bias && i < 3;
+      Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
+      lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
+    }
+    m->layers_.push_back(std::move(lw));
+  }
+  m->final_norm_ = make({H}, 1.0f, 0.05f);
+  LinearSpec hs;
+  hs.prefix = "random.lm_head";
+  hs.in_features = H;
+  hs.out_features = c.vocab_size;
+  m->lm_head_ = make_dense_linear(hs, make({c.vocab_size, H}, 0, 0.02f), Tensor(), be);
+  return m;
+}
+
+}  // namespace dlx
