@@ -38,6 +38,7 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "model/random_init.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -105,31 +106,6 @@ class OpTimer {
 #endif
   std::vector<Clock::time_point> host_;
 };
-
-// Random tensors in the backend's memory. The host version uses the same kind of generator as the GPU's: four
-// 16-bit uniforms from a splitmix64 hash of (seed, index), summed and scaled to unit variance.
-uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float std) {
-#ifdef DIFFULEX_HAVE_CUDA
-  if (is_cuda(be)) return cuda_random_tensor(be, DType::BF16, std::move(shape), seed, mean, std);
-#endif
-  Tensor t = Tensor::zeros(DType::BF16, std::move(shape));
-  uint16_t* p = t.data<uint16_t>();
-  parallel_for(t.numel(), 1 << 16, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) {
-      const uint64_t r = splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i));
-      const float u = float(r & 0xffff) + float((r >> 16) & 0xffff) + float((r >> 32) & 0xffff) + float(r >> 48);
-      p[i] = f32_to_bf16(mean + std * (u / 65536.0f - 2.0f) * 1.7320508f);
-    }
-  });
-  return be.upload(t);
-}
 
 struct RandomWeights {
   Tensor embed, final_norm, lm_head;

@@ -10,26 +10,19 @@ namespace {
 inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 Rng::Rng(uint64_t seed) {
   uint64_t sm = seed;
-  for (uint64_t& w : s_) w = splitmix64(sm);
+  for (uint64_t& w : s_) w = splitmix64_next(sm);
 }
 
 Rng Rng::keyed(uint64_t seed, std::initializer_list<uint64_t> key) {
   // Absorb each key word: h = splitmix64-mix(h ^ word). Distinct keys give unrelated 64-bit seeds; the state
   // is then expanded by the plain constructor.
   uint64_t h = seed;
-  uint64_t mixed = splitmix64(h);
+  uint64_t mixed = splitmix64_next(h);
   for (uint64_t word : key) {
     h = mixed ^ word;
-    mixed = splitmix64(h);
+    mixed = splitmix64_next(h);
   }
   return Rng(mixed);
 }

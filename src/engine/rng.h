@@ -10,10 +10,10 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "core/hash.h"
+
 namespace dlx {
 
-// splitmix64: advances `state` by the golden-ratio increment and returns the mixed value.
-uint64_t splitmix64(uint64_t& state);
 
 class Rng {
  public:

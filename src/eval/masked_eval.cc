@@ -8,13 +8,6 @@
 
 namespace dlx {
 
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 double mask_uniform(uint64_t seed, int64_t w, int64_t j) {
   const uint64_t x = (seed << 40) ^ (uint64_t(w) << 20) ^ uint64_t(j);
   return double(splitmix64(x) >> 11) / 9007199254740992.0;  // 2^53

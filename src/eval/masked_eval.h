@@ -15,11 +15,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/hash.h"
 #include "model/model.h"
 
 namespace dlx {
 
-uint64_t splitmix64(uint64_t x);
 // The uniform number in [0, 1) deciding whether position j of window w is masked.
 double mask_uniform(uint64_t seed, int64_t w, int64_t j);
 

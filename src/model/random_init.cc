@@ -7,22 +7,14 @@
 #include "core/thread_pool.h"
 #include "kernels/quant/quant_config.h"
 #include "model/model.h"
+#include "model/random_init.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
 
 namespace dlx {
 
-namespace {
-
-uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-Tensor random_tensor(Backend& be, Shape shape, uint64_t seed, float mean, float std) {
+Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float std) {
 #ifdef DIFFULEX_HAVE_CUDA
   if (be.device() == Device::CUDA) return cuda_random_tensor(be, DType::BF16, std::move(shape), seed, mean, std);
 #endif
@@ -30,7 +22,7 @@ Tensor random_tensor(Backend& be, Shape shape, uint64_t seed, float mean, float 
   uint16_t* p = t.data<uint16_t>();
   parallel_for(t.numel(), 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
-      const uint64_t r = mix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i));
+      const uint64_t r = splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i));
       const float u = float(r & 0xffff) + float((r >> 16) & 0xffff) + float((r >> 32) & 0xffff) + float(r >> 48);
       p[i] = f32_to_bf16(mean + std * (u / 65536.0f - 2.0f) * 1.7320508f);
     }
@@ -38,7 +30,6 @@ Tensor random_tensor(Backend& be, Shape shape, uint64_t seed, float mean, float 
   return be.upload(t);
 }
 
-}  // namespace
 
 std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed) {
   check(c.num_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0, "random model: empty config");
@@ -49,7 +40,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
   Backend& be = *m->backend_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   uint64_t s = seed * 1000003;
-  auto make = [&](Shape shape, float mean, float std) { return random_tensor(be, std::move(shape), ++s, mean, std); };
+  auto make = [&](Shape shape, float mean, float std) { return random_weight(be, std::move(shape), ++s, mean, std); };
   m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};

@@ -17,6 +17,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/packed_weight.h"
 #include "../test_util.h"
+#include "cuda_test_util.h"
 
 namespace dlx {
 
@@ -43,22 +44,9 @@ TEST(CudaAvailability, MakeBackendAgreesWithAvailability) {
   }
 }
 
-class CudaOps : public ::testing::Test {
+class CudaOps : public test::CudaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
-    gpu_ = make_backend("cuda");
-    seed_ = std::random_device{}();
-    rng_.seed(seed_);
-  }
 
-  // A host F32 tensor of normal values rounded to bf16.
-  Tensor rand_f32(Shape s, float std = 1.0f) {
-    Tensor t = test::random_tensor(DType::F32, std::move(s), rng_, std);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = bf16_to_f32(f32_to_bf16(t.data<float>()[i]));
-    return t;
-  }
   Tensor rand_typed(DType dt, Shape s, float std = 1.0f) { return test::random_tensor(dt, std::move(s), rng_, std); }
   // A GPU activation filled with NaN.
   Tensor poisoned(Shape s) {
@@ -67,17 +55,11 @@ class CudaOps : public ::testing::Test {
     return gpu_->from_host_f32(h);
   }
   Tensor host(const Tensor& t) { return gpu_->to_host_f32(t); }
-  std::string trace() const { return "seed " + std::to_string(seed_); }
-
-  CpuBackend cpu_;
-  std::unique_ptr<Backend> gpu_;
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 TEST_F(CudaOps, ConversionsRoundTrip) {
   SCOPED_TRACE(trace());
-  Tensor x = rand_f32({7, 33});
+  Tensor x = rand_bf16_f32({7, 33});
   Tensor back = host(gpu_->from_host_f32(x));
   EXPECT_EQ(test::rel_error(back, x), 0.0);  // the values are bf16 already
   // fp16 weights are stored as bf16 on the GPU: the nearest bf16 of each value.
@@ -119,7 +101,7 @@ TEST_F(CudaOps, RmsNormMatchesCpu) {
   struct Case { int64_t T, H; DType wt; bool in_place; };
   for (const Case& c : {Case{37, 3584, DType::BF16, false}, Case{5, 100, DType::F32, false},
                         Case{16, 64, DType::BF16, true}, Case{3, 4096, DType::F16, true}}) {
-    Tensor x = rand_f32({c.T, c.H}, 3.0f);
+    Tensor x = rand_bf16_f32({c.T, c.H}, 3.0f);
     Tensor w = rand_typed(c.wt, {c.H});
     Tensor want = Tensor::zeros(DType::F32, {c.T, c.H});
     cpu_.rmsnorm(x, w, 1e-6f, want);
@@ -137,7 +119,7 @@ TEST_F(CudaOps, MatmulMatchesCpu) {
                         Case{288, 512, 3584, DType::BF16, 0}, Case{5, 13, 24, DType::BF16, 2},
                         Case{9, 96, 64, DType::F32, 1}, Case{4, 40, 48, DType::F16, 0},
                         Case{70, 320, 64, DType::BF16, 2}}) {
-    Tensor x = rand_f32({c.M, c.K});
+    Tensor x = rand_bf16_f32({c.M, c.K});
     Tensor w = rand_typed(c.wt, {c.N, c.K}, 0.05f);
     Tensor b = c.bias == 0 ? Tensor() : rand_typed(c.bias == 1 ? DType::BF16 : DType::F32, {c.N});
     Tensor want = Tensor::zeros(DType::F32, {c.M, c.N});
@@ -150,7 +132,7 @@ TEST_F(CudaOps, MatmulMatchesCpu) {
 }
 
 TEST_F(CudaOps, MatmulRejectsMismatchedShapes) {
-  Tensor x = gpu_->from_host_f32(rand_f32({4, 8}));
+  Tensor x = gpu_->from_host_f32(rand_bf16_f32({4, 8}));
   Tensor w = gpu_->upload(rand_typed(DType::BF16, {6, 9}));
   Tensor y = poisoned({4, 6});
   try {
@@ -161,30 +143,6 @@ TEST_F(CudaOps, MatmulRejectsMismatchedShapes) {
   }
 }
 
-// A random PackedWeight on the host: random codes, positive scales, zero points inside the code range.
-PackedWeight random_packed(std::mt19937_64& rng, int bits, int64_t N, int64_t K, int64_t gs, bool act_order) {
-  PackedWeight w;
-  w.bits = bits, w.n = N, w.k = K, w.group_size = gs;
-  w.qweight = Tensor::zeros(DType::I32, {N, w.words_per_row()});
-  for (int64_t i = 0; i < w.qweight.numel(); ++i) w.qweight.data<int32_t>()[i] = int32_t(uint32_t(rng()));
-  const int64_t G = w.groups();
-  w.scales = Tensor::zeros(DType::F32, {N, G});
-  w.zeros = Tensor::zeros(DType::F32, {N, G});
-  std::uniform_real_distribution<float> sd(0.005f, 0.02f);
-  for (int64_t i = 0; i < N * G; ++i) {
-    const float s = sd(rng);
-    w.scales.data<float>()[i] = s;
-    w.zeros.data<float>()[i] = s * float(rng() % (1u << bits));
-  }
-  if (act_order) {
-    w.perm = Tensor::zeros(DType::I32, {K});
-    std::vector<int32_t> p(static_cast<size_t>(K));
-    std::iota(p.begin(), p.end(), 0);
-    std::shuffle(p.begin(), p.end(), rng);
-    std::copy(p.begin(), p.end(), w.perm.data<int32_t>());
-  }
-  return w;
-}
 
 TEST_F(CudaOps, PackedMatmulMatchesCpu) {
   SCOPED_TRACE(trace());
@@ -193,8 +151,8 @@ TEST_F(CudaOps, PackedMatmulMatchesCpu) {
                         Case{4, 70, 130, 512, 128, false, true}, Case{4, 9, 64, 128, 128, false, false},
                         Case{8, 5, 96, 256, 64, false, true}, Case{8, 66, 72, 192, 64, true, false},
                         Case{2, 4, 48, 128, 32, false, false}}) {
-    PackedWeight hw = random_packed(rng_, c.bits, c.N, c.K, c.gs, c.act_order);
-    Tensor x = rand_f32({c.M, c.K});
+    PackedWeight hw = test::random_packed(rng_, c.bits, c.N, c.K, c.gs, c.act_order);
+    Tensor x = rand_bf16_f32({c.M, c.K});
     Tensor b = c.bias ? rand_typed(DType::BF16, {c.N}, 0.1f) : Tensor();
     Tensor want = Tensor::zeros(DType::F32, {c.M, c.N});
     cpu_.matmul_packed(x, hw, c.bias ? &b : nullptr, want);
@@ -216,7 +174,7 @@ TEST_F(CudaOps, RopeMatchesCpu) {
   struct Case { int64_t T, heads, D; double theta; int64_t max_pos; };
   for (const Case& c : {Case{18, 4, 16, 1e6, 9}, Case{40, 2, 32, 1e4, 5000}, Case{288, 28, 128, 1e6, 288},
                         Case{7, 3, 64, 5e5, 100000}}) {
-    Tensor x = rand_f32({c.T, c.heads, c.D});
+    Tensor x = rand_bf16_f32({c.T, c.heads, c.D});
     Tensor pos = Tensor::zeros(DType::I64, {c.T});
     for (int64_t t = 0; t < c.T; ++t) pos.data<int64_t>()[t] = int64_t(rng_() % uint64_t(c.max_pos));
     Tensor want = Tensor::from_data(DType::F32, x.shape(), x.data());
@@ -243,7 +201,7 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
   for (const Case& c : {Case{3, 9, 9, 4, 2, 16, true}, Case{3, 70, 70, 4, 2, 32, true}, Case{2, 9, 130, 4, 4, 64, true},
                         Case{1, 288, 288, 28, 4, 128, false}, Case{2, 100, 77, 8, 2, 128, true},
                         Case{1, 20, 33, 2, 1, 256, true}}) {
-    Tensor q = rand_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_f32({c.B, c.S, c.Hkv, c.D}), v = rand_f32({c.B, c.S, c.Hkv, c.D});
+    Tensor q = rand_bf16_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_bf16_f32({c.B, c.S, c.Hkv, c.D}), v = rand_bf16_f32({c.B, c.S, c.Hkv, c.D});
     Tensor mask;
     if (c.mask) {
       // Row 0 attends everywhere, row 1 (if any) to a random subset, row 2 (if any) to a prefix.
@@ -265,7 +223,7 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
 TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
   SCOPED_TRACE(trace());
   const int64_t B = 2, L = 5, H = 2, D = 32;
-  Tensor q = rand_f32({B, L, H, D}), k = rand_f32({B, L, H, D}), v = rand_f32({B, L, H, D});
+  Tensor q = rand_bf16_f32({B, L, H, D}), k = rand_bf16_f32({B, L, H, D}), v = rand_bf16_f32({B, L, H, D});
   Tensor mask = Tensor::zeros(DType::U8, {B, L});
   for (int64_t j = 0; j < L; ++j) mask.data<uint8_t>()[j] = 1;  // batch row 1: every key masked
   Tensor out = poisoned(q.shape());
@@ -278,7 +236,7 @@ TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
 }
 
 TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
-  Tensor q = gpu_->from_host_f32(rand_f32({1, 4, 2, 24}));
+  Tensor q = gpu_->from_host_f32(rand_bf16_f32({1, 4, 2, 24}));
   Tensor out = poisoned({1, 4, 2, 24});
   EXPECT_THROW(gpu_->attention(q, q, q, nullptr, out), Error);
 }
@@ -286,14 +244,14 @@ TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
 TEST_F(CudaOps, SiluMulAndAddMatchCpu) {
   SCOPED_TRACE(trace());
   for (int64_t n : {1000, 4096, 3 * 18944}) {  // scalar tail path and 16-byte vector path
-    Tensor g = rand_f32({n}, 2.0f), u = rand_f32({n});
+    Tensor g = rand_bf16_f32({n}, 2.0f), u = rand_bf16_f32({n});
     Tensor want = Tensor::zeros(DType::F32, {n});
     cpu_.silu_mul(g, u, want);
     Tensor gg = gpu_->from_host_f32(g);
     gpu_->silu_mul(gg, gpu_->from_host_f32(u), gg);  // in place, as the model calls it
     EXPECT_LT(test::rel_error(host(gg), want), kBf16Tol) << n;
 
-    Tensor a = rand_f32({n}), b = rand_f32({n});
+    Tensor a = rand_bf16_f32({n}), b = rand_bf16_f32({n});
     Tensor sum = Tensor::from_data(DType::F32, a.shape(), a.data());
     cpu_.add(sum, b);
     Tensor ga = gpu_->from_host_f32(a);

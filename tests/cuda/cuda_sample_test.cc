@@ -19,6 +19,7 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "../test_util.h"
+#include "cuda_test_util.h"
 
 namespace dlx {
 
@@ -26,15 +27,8 @@ namespace dlx {
 
 namespace {
 
-class CudaSample : public ::testing::Test {
+class CudaSample : public test::CudaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
-    gpu_ = make_backend("cuda");
-    seed_ = std::random_device{}();
-    rng_.seed(seed_);
-  }
   // Host F32 rows rounded to bf16 (what the GPU holds), scaled by `std`; `levels` > 0 rounds further to
   // multiples of 1/levels so that many entries tie.
   Tensor rows(int64_t N, int64_t V, float std, float levels = 0) {
@@ -58,10 +52,6 @@ class CudaSample : public ::testing::Test {
       EXPECT_NEAR(got[i].confidence, want[i].confidence, 1e-4 * std::max(1.0, std::abs(want[i].confidence)));
     }
   }
-  std::unique_ptr<Backend> gpu_;
-  CpuBackend cpu_;
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 TEST_F(CudaSample, GatherRowsEqualsCpu) {

@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/packed_weight.h"
 #include "../test_util.h"
+#include "cuda_test_util.h"
 
 namespace dlx {
 
@@ -37,48 +38,15 @@ bool small_only() {
   return v && *v && std::string(v) != "0";
 }
 
-class W4A16 : public ::testing::Test {
+class W4A16 : public test::CudaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
-    gpu_ = make_backend("cuda");
-    seed_ = std::random_device{}();
-    rng_.seed(seed_);
-  }
   void TearDown() override {
     if (gpu_) cuda_set_w4a16_path(*gpu_, "auto");
   }
 
   // gs <= 0 means one group (K). sym: zero point 8 everywhere; otherwise a random integer zero point per group.
   PackedWeight random_w4(int64_t N, int64_t K, int64_t gs, bool sym, bool act_order) {
-    PackedWeight w;
-    w.bits = 4, w.n = N, w.k = K, w.group_size = gs > 0 ? gs : K;
-    w.qweight = Tensor::zeros(DType::I32, {N, w.words_per_row()});
-    for (int64_t i = 0; i < w.qweight.numel(); ++i) w.qweight.data<int32_t>()[i] = int32_t(uint32_t(rng_()));
-    const int64_t G = w.groups();
-    w.scales = Tensor::zeros(DType::F32, {N, G});
-    w.zeros = Tensor::zeros(DType::F32, {N, G});
-    std::uniform_real_distribution<float> sd(0.002f, 0.03f);
-    for (int64_t i = 0; i < N * G; ++i) {
-      const float s = sd(rng_);
-      w.scales.data<float>()[i] = s;
-      w.zeros.data<float>()[i] = s * (sym ? 8.0f : float(rng_() % 16));
-    }
-    if (act_order) {
-      w.perm = Tensor::zeros(DType::I32, {K});
-      std::vector<int32_t> p(static_cast<size_t>(K));
-      std::iota(p.begin(), p.end(), 0);
-      std::shuffle(p.begin(), p.end(), rng_);
-      std::copy(p.begin(), p.end(), w.perm.data<int32_t>());
-    }
-    return w;
-  }
-
-  Tensor rand_bf16_f32(Shape s, float std = 1.0f) {
-    Tensor t = test::random_tensor(DType::F32, std::move(s), rng_, std);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = bf16_to_f32(f32_to_bf16(t.data<float>()[i]));
-    return t;
+    return test::random_packed(rng_, 4, N, K, gs, act_order, sym, 0.002f, 0.03f);
   }
 
   // y = x[:, perm] · W^T + b in double, W dequantized from the canonical tensors.
@@ -113,11 +81,7 @@ class W4A16 : public ::testing::Test {
     return gpu_->from_host_f32(h);
   }
 
-  std::string trace() const { return "seed " + std::to_string(seed_); }
 
-  std::unique_ptr<Backend> gpu_;
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 struct Case {

@@ -41,6 +41,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace dlx::cuda {
 
@@ -50,30 +51,6 @@ constexpr int kThreads = 256, kWarps = 8, kBK = 64, kMaxGroups = 4;
 
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;
   asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
@@ -181,14 +158,14 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
     for (int i = 0; i < C::A_ITERS; ++i) {
       if (tid + i * kThreads >= C::A_CHUNKS) break;
       const bool ok = a_ok[i] && a_col[i] < K;
-      cp_async16(st + a_dst[i], ok ? a_ptr[i] : a.x, ok);
+      cp_async16(st + a_dst[i], ok ? a_ptr[i] : a.x, ok ? 16 : 0);
       a_ptr[i] += kBK;
       a_col[i] += kBK;
     }
 #pragma unroll
     for (int i = 0; i < C::B_ITERS; ++i) {
       const bool ok = (b_ok >> i) & 1u;
-      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, ok ? b_ptr + i * b_unit_stride : a.tiles, ok);
+      cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, ok ? b_ptr + i * b_unit_stride : a.tiles, ok ? 16 : 0);
     }
     b_ptr += 32;
     {
@@ -206,7 +183,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
         const int c = tid + i * kThreads;
         if (c < C::SZ_CHUNKS && z_gi[i] < ng)
           cp_async16(st + C::A_BYTES + C::B_BYTES + c * 16, z_ok[i] ? z_base[i] + int64_t(ga + z_gi[i]) * np : a.sz,
-                     z_ok[i]);
+                     z_ok[i] ? 16 : 0);
       }
     }
     ++load_kt;
@@ -281,8 +258,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
         dequant(word, szw[j][0], szw[j][1], b);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma_bf16(acc[mt][j][0], af[mt], b[0], b[1]);
-          mma_bf16(acc[mt][j][1], af[mt], b[2], b[3]);
+          mma16816(acc[mt][j][0], af[mt], b[0], b[1]);
+          mma16816(acc[mt][j][1], af[mt], b[2], b[3]);
         }
       }
     }
