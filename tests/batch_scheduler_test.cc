@@ -21,13 +21,12 @@ namespace {
 
 std::vector<std::vector<int64_t>> kjv_prompts(const Tokenizer& tok) {
   return {format_prompt(tok, "In the beginning", false), format_prompt(tok, "And Ruth said unto Naomi, Intreat me not", false),
-          format_prompt(tok, "Blessed", false), format_prompt(tok, "The LORD is my shepherd; I shall not", false),
-          format_prompt(tok, "And God said, Let there be light", false)};
+          format_prompt(tok, "Blessed", false), format_prompt(tok, "The LORD is my shepherd; I shall not", false)};
 }
 
 // Requests with different lengths and seeds, so they finish at different steps and slots are refilled mid-run.
 GenerationOptions request_opts(GenerationOptions o, size_t i) {
-  o.max_new_tokens = i % 2 ? 24 : 16;
+  o.max_new_tokens = i % 2 ? 16 : 8;
   o.seed = 100 + i;
   return o;
 }
@@ -71,12 +70,12 @@ TEST(ContinuousBatch, DreamEqualsSoloRuns) {
     GenerationOptions o;
     o.temperature = 0.7f;
     o.top_p = 0.9f;
-    o.block_length = 8;
+    o.block_length = 4;
     o.cache = cache;
     expect_continuous_equals_solo(*model, tok, prompts, o, 2, std::string("dream cache ") + cache);
   }
   GenerationOptions t;  // parallel decoding with a threshold, fp8 cache, 3 slots
-  t.block_length = 8;
+  t.block_length = 4;
   t.threshold = 0.5f;
   t.cache = "dual";
   t.kv_dtype = "fp8";
@@ -107,7 +106,8 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   std::string dir = test::source_path("models/kjv-dream-tiny");
   auto model = Model::load(dir);
   Tokenizer tok = Tokenizer::load(dir);
-  const auto prompts = kjv_prompts(tok);
+  auto prompts = kjv_prompts(tok);
+  prompts.resize(3);
   GenerationOptions o;
   o.cache = "prefix";
   o.block_length = 8;
@@ -237,7 +237,7 @@ TEST(Fp8KvCache, RefreshLogitErrorIsBounded) {
 TEST(ContinuousBatchCli, PrintsOneJsonLinePerRequest) {
   const std::string dir = test::source_path("models/kjv-dream-tiny");
   test::TempDir tmp;
-  const std::vector<std::string> texts = {"In the beginning", "And Ruth said,", "Blessed are", "The LORD is my"};
+  const std::vector<std::string> texts = {"In the beginning", "And Ruth said,", "Blessed are"};
   {
     std::ofstream f(tmp / "p.txt");
     for (const auto& t : texts) f << "{\"prompt\": \"" << t << "\"}\n";
@@ -245,11 +245,11 @@ TEST(ContinuousBatchCli, PrintsOneJsonLinePerRequest) {
   auto model = Model::load(dir);
   Tokenizer tok = Tokenizer::load(dir);
   GenerationOptions o = generation_defaults(dir);
-  o.max_new_tokens = 16;
-  o.block_length = 8;
+  o.max_new_tokens = 8;
+  o.block_length = 4;
   o.cache = "dual";
   o.kv_dtype = "fp8";
-  const std::string flags = " --max-new-tokens 16 --block-length 8 --cache dual --kv-dtype fp8 --max-batch 2";
+  const std::string flags = " --max-new-tokens 8 --block-length 4 --cache dual --kv-dtype fp8 --max-batch 2";
   for (const char* order : {"input", "completion"}) {
     auto r = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --order " + order);
     ASSERT_EQ(r.status, 0) << r.output;
@@ -269,7 +269,7 @@ TEST(ContinuousBatchCli, PrintsOneJsonLinePerRequest) {
     ASSERT_EQ(seen.size(), texts.size()) << r.output;
     EXPECT_EQ(std::set<size_t>(seen.begin(), seen.end()).size(), texts.size());
     if (std::string(order) == "input") {
-      EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2, 3}));
+      EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2}));
     }
   }
   auto small = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --kv-budget 1K");
