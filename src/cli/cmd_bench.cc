@@ -119,28 +119,6 @@ struct RandomWeights {
   size_t bytes = 0;
 };
 
-// --quant w4a16: a random 4-bit weight (codes from splitmix64, zero point 8, scale 0.0043 +- 10%: the dequantized
-// weight has about the bf16 weights' std of 0.02), packed on the host and converted by the backend's
-// upload_packed (the CUDA backend repacks it into its tile layout; only that goes to the GPU).
-PackedWeight random_packed_w4(Backend& be, int64_t N, int64_t K, int64_t gs, uint64_t seed) {
-  check(K % gs == 0 && K % 8 == 0, "bench --quant w4a16: group size {} does not divide K = {}", gs, K);
-  PackedWeight w;
-  w.bits = 4, w.n = N, w.k = K, w.group_size = gs;
-  w.qweight = Tensor::zeros(DType::I32, {N, K / 8});
-  uint32_t* q = static_cast<uint32_t*>(w.qweight.data());
-  parallel_for(w.qweight.numel(), 1 << 16, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) q[i] = uint32_t(splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i)));
-  });
-  const int64_t G = K / gs;
-  w.scales = Tensor::zeros(DType::F32, {N, G});
-  w.zeros = Tensor::zeros(DType::F32, {N, G});
-  for (int64_t i = 0; i < N * G; ++i) {
-    const float sc = 0.0043f * (0.9f + 0.2f * float(splitmix64(~seed + uint64_t(i)) & 0xffff) / 65536.0f);
-    w.scales.data<float>()[i] = sc;
-    w.zeros.data<float>()[i] = 8.0f * sc;
-  }
-  return be.upload_packed(w);
-}
 
 RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t seed, const std::string& quant = "none",
                                   int64_t group_size = 128) {
@@ -179,7 +157,7 @@ RandomWeights make_random_weights(Backend& be, const ModelConfig& c, uint64_t se
     for (int r = 0; r < 7; ++r) {
       if (packed) {
         const int64_t gs = group_size > 0 ? group_size : shapes[r][1];
-        L.pw[r] = random_packed_w4(be, shapes[r][0], shapes[r][1], gs, ++s);
+        L.pw[r] = be.upload_packed(random_packed_w4(shapes[r][0], shapes[r][1], gs, ++s));
         rw.bytes += L.pw[r].nbytes();
         continue;
       }

@@ -39,7 +39,8 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 struct DecodeArgs {
-  std::string device = "cpu", model, preset, kv_dtype = "bf16", output;
+  std::string device = "cpu", model, preset, kv_dtype = "bf16", output, quant = "none";
+  int64_t group_size = 128;
   std::vector<int64_t> batches{1, 8, 32, 64};
   std::vector<std::string> caches{"none", "prefix", "dual"};
   std::vector<int64_t> tokens_per_step{1, 2, 4};
@@ -76,7 +77,8 @@ json run_decode_bench(const DecodeArgs& a) {
   } else {
     json cj = random_preset_config(a.preset);
     if (a.layers > 0) cj[cj.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = a.layers;
-    model = Model::random(parse_model_config(cj, "random preset " + a.preset), a.device, a.seed);
+    model = Model::random(parse_model_config(cj, "random preset " + a.preset), a.device, a.seed, a.quant,
+                          a.group_size);
   }
   const ModelConfig& cfg = model->config();
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
@@ -89,6 +91,7 @@ json run_decode_bench(const DecodeArgs& a) {
   out["config"] = {{"arch", std::string(arch_name(cfg.arch))}, {"hidden", cfg.hidden_size}, {"layers", cfg.num_layers},
                    {"heads", cfg.num_heads}, {"kv_heads", cfg.num_kv_heads}, {"vocab", cfg.vocab_size}};
   out["weight_bytes"] = model->weight_bytes();
+  out["quant"] = a.model.empty() ? a.quant : "checkpoint";
   out["load_s"] = load_s;
   out["prompt_length"] = a.prompt_length;
   out["gen_length"] = a.gen_length;
@@ -192,6 +195,11 @@ void add_bench_decode_subcommand(CLI::App& bench) {
   cmd->add_option("--model", a->model, "Checkpoint directory (e.g. a W4A16 one)");
   cmd->add_option("--random-config", a->preset, "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
   cmd->add_option("--layers", a->layers, "Override the preset's layer count");
+  cmd->add_option("--quant", a->quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
+      ->check(CLI::IsMember({"none", "w4a16"}))
+      ->capture_default_str();
+  cmd->add_option("--group-size", a->group_size, "--quant w4a16: group size (0 = one group per row)")
+      ->capture_default_str();
   cmd->add_option("--batch", a->batches, "Batch sizes, comma separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--cache", a->caches, "Cache modes, comma separated: none,prefix,dual")->delimiter(',')->capture_default_str();
   cmd->add_option("--tokens-per-step", a->tokens_per_step, "Tokens revealed per step, comma separated")->delimiter(',')->capture_default_str();

@@ -118,7 +118,10 @@ class Model {
 
   // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:
   // normal(0, 0.02) linears and embeddings, norms ~1; on CUDA a device hash, so a 7B model takes a second).
-  static std::unique_ptr<Model> random(const ModelConfig& c, const std::string& device, uint64_t seed);
+  // quant "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size`
+  // (0: one group per row); embedding and LM head stay bf16.
+  static std::unique_ptr<Model> random(const ModelConfig& c, const std::string& device, uint64_t seed,
+                                       const std::string& quant = "none", int64_t group_size = 128);
 
   ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {},
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);

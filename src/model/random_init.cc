@@ -8,6 +8,8 @@
 #include "kernels/quant/quant_config.h"
 #include "model/model.h"
 #include "model/random_init.h"
+#include "io/safetensors.h"
+#include "kernels/quant/packed_linear.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -30,8 +32,29 @@ Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float 
   return be.upload(t);
 }
 
+PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
+  check(gs > 0 && K % gs == 0 && K % 8 == 0, "random 4-bit weight: group size {} does not divide K = {}", gs, K);
+  PackedWeight w;
+  w.bits = 4, w.n = N, w.k = K, w.group_size = gs;
+  w.qweight = Tensor::zeros(DType::I32, {N, K / 8});
+  uint32_t* q = static_cast<uint32_t*>(w.qweight.data());
+  parallel_for(w.qweight.numel(), 1 << 16, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) q[i] = uint32_t(splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i)));
+  });
+  const int64_t G = K / gs;
+  w.scales = Tensor::zeros(DType::F32, {N, G});
+  w.zeros = Tensor::zeros(DType::F32, {N, G});
+  for (int64_t i = 0; i < N * G; ++i) {
+    const float sc = 0.0043f * (0.9f + 0.2f * float(splitmix64(~seed + uint64_t(i)) & 0xffff) / 65536.0f);
+    w.scales.data<float>()[i] = sc;
+    w.zeros.data<float>()[i] = 8.0f * sc;
+  }
+  return w;
+}
 
-std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed) {
+std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed,
+                                     const std::string& quant, int64_t group_size) {
+  check(quant == "none" || quant == "w4a16", "random model: quant '{}' is not one of none, w4a16", quant);
   check(c.num_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0, "random model: empty config");
   std::unique_ptr<Model> m(new Model());
   m->dir_ = "random";
@@ -41,6 +64,8 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   uint64_t s = seed * 1000003;
   auto make = [&](Shape shape, float mean, float std) { return random_weight(be, std::move(shape), ++s, mean, std); };
+  TensorStore no_files;  // the packed layers are made here, not read from a checkpoint
+  const LoadContext ctx{no_files, nullptr, be};
   m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
@@ -56,7 +81,16 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
       spec.out_features = outs[i];
       spec.bias = c.qkv_bias && i < 3;
       Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
-      lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
+      if (quant == "w4a16") {
+        LinearInfo info;
+        info.kind = "random_w4a16";
+        info.bits = 4;
+        info.group_size = group_size > 0 ? group_size : ins[i];
+        lw.linear[i] = make_packed_linear(ctx, spec, random_packed_w4(outs[i], ins[i], info.group_size, ++s), bias,
+                                          std::move(info));
+      } else {
+        lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
+      }
     }
     m->layers_.push_back(std::move(lw));
   }

@@ -16,16 +16,21 @@ namespace dlx {
 
 namespace {
 
-void check_decode_bench_json(const std::string& device) {
+nlohmann::json check_decode_bench_json(const std::string& device, const std::string& quant = "none") {
   auto r = test::run_cli("bench decode --device " + device +
                          " --random-config dream-tiny --batch 1,3 --cache none,dual --tokens-per-step 1,2 "
-                         "--gen-length 16 --block 8 --prompt-length 5 --blocks 1 --kv-dtype fp8");
-  ASSERT_EQ(r.status, 0) << r.output;
+                         "--gen-length 16 --block 8 --prompt-length 5 --blocks 1 --kv-dtype fp8 --quant " + quant +
+                         (quant == "none" ? "" : " --group-size 32"));
+  EXPECT_EQ(r.status, 0) << r.output;
   const size_t brace = r.output.find("{\n");  // the per-configuration lines go to stderr first
-  ASSERT_NE(brace, std::string::npos) << r.output;
+  if (r.status != 0 || brace == std::string::npos) {
+    ADD_FAILURE() << r.output;
+    return {};
+  }
   nlohmann::json j = nlohmann::json::parse(r.output.substr(brace));
   EXPECT_EQ(j["mode"], "decode");
-  ASSERT_EQ(j["runs"].size(), 2u * 2u * 2u);
+  EXPECT_EQ(j["quant"], quant);
+  EXPECT_EQ(j["runs"].size(), 2u * 2u * 2u);
   for (const auto& run : j["runs"]) {
     const int64_t B = run["batch"], tps = run["tokens_per_step"];
     EXPECT_EQ(run["steps_timed"].get<int64_t>(), 8 / tps) << run.dump();  // one block
@@ -37,11 +42,20 @@ void check_decode_bench_json(const std::string& device) {
       EXPECT_GT(run["speedup_vs_none"].get<double>(), 0.0);
     }
   }
+  return j;
 }
 
 }  // namespace
 
 TEST(BenchDecodeCli, CpuTinyPresetPrintsJson) { check_decode_bench_json("cpu"); }
+
+// Random packed 4-bit linears: the same decode steps on a model whose transformer weights take about a quarter of
+// the bytes (the bf16 embedding and LM head are the same in both).
+TEST(BenchDecodeCli, CpuTinyPresetW4A16) {
+  const nlohmann::json dense = check_decode_bench_json("cpu"), packed = check_decode_bench_json("cpu", "w4a16");
+  if (dense.empty() || packed.empty()) return;
+  EXPECT_LT(packed["weight_bytes"].get<int64_t>(), dense["weight_bytes"].get<int64_t>());
+}
 
 TEST(BenchDecodeCli, RejectsBadOptions) {
   EXPECT_EQ(test::run_cli("bench decode --random-config dream-tiny --block 8 --tokens-per-step 3").status, 1);
