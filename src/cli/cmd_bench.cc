@@ -39,6 +39,7 @@
 #include "model/model.h"
 #include "model/random_model.h"
 #include "model/random_init.h"
+#include "cli/bench_source.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -351,16 +352,13 @@ json memory_json(Backend& be, size_t weight_bytes) {
   return m;
 }
 
-struct Args {
-  std::string device = "cpu", model, preset;
+struct Args : BenchSource {
   std::vector<int64_t> batches{1, 8, 32};
-  int64_t length = 288, block = 32, layers = 0;
+  int64_t length = 288, block = 32;
   int warmup = 2, iters = 10;
   uint64_t seed = 1;
   bool no_ceilings = false;
   std::string output;
-  std::string quant = "none";  // --quant w4a16: random packed 4-bit linears (random-config only)
-  int64_t group_size = 128;
 };
 
 Tensor random_ids(int64_t B, int64_t L, int64_t V, std::mt19937_64& rng) {
@@ -385,7 +383,7 @@ double forward_flops(const ModelConfig& c, int64_t B, int64_t L, int64_t R) {
 }
 
 json run_bench(const Args& a) {
-  check(a.model.empty() != a.preset.empty(), "bench: give exactly one of --model DIR and --random-config PRESET");
+  check_bench_source(a, "bench");
   check(a.length > 0 && a.block > 0 && a.block <= a.length, "bench: need 0 < --block <= --length (got {} and {})",
         a.block, a.length);
   check(a.iters > 0 && a.warmup >= 0, "bench: --iters must be positive");
@@ -400,9 +398,7 @@ json run_bench(const Args& a) {
     model = Model::load(a.model, lo);
     cfg = model->config();
   } else {
-    json cj = random_preset_config(a.preset);
-    if (a.layers > 0) cj[cj.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = a.layers;
-    cfg = parse_model_config(cj, "random preset " + a.preset);
+    cfg = bench_preset_config(a);
     own = make_backend(a.device);
   }
   Backend& be = model ? model->backend() : *own;
@@ -427,8 +423,6 @@ json run_bench(const Args& a) {
 
   auto t_load = Clock::now();
   RandomWeights rw;
-  check(a.quant == "none" || a.quant == "w4a16", "bench: --quant must be none or w4a16 (got '{}')", a.quant);
-  check(a.quant == "none" || !model, "bench: --quant applies to --random-config only");
   if (!model) rw = make_random_weights(be, cfg, a.seed, a.quant, a.group_size);
   out["quant"] = a.quant;
   if (a.quant != "none") out["group_size"] = a.group_size;
@@ -511,10 +505,7 @@ json run_bench(const Args& a) {
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Time forward passes (per op and per forward) and print JSON");
   auto a = std::make_shared<Args>();
-  cmd->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
-  cmd->add_option("--model", a->model, "Checkpoint directory (timed through Model::forward)");
-  cmd->add_option("--random-config", a->preset, "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
-  cmd->add_option("--layers", a->layers, "Override the preset's layer count");
+  add_bench_source_options(*cmd, *a);
   cmd->add_option("--batch", a->batches, "Batch sizes, comma separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--length", a->length, "Tokens per sequence (prompt + block)")->capture_default_str();
   cmd->add_option("--block", a->block, "Positions per sequence that need logits")->capture_default_str();
@@ -523,10 +514,6 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
-  cmd->add_option("--quant", a->quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
-      ->capture_default_str();
-  cmd->add_option("--group-size", a->group_size, "--quant w4a16: group size (0 = one group per row)")
-      ->capture_default_str();
   // --w4a16-kernels: the W4A16 linear alone (bench_w4a16.cc) instead of forward passes.
   auto w4 = std::make_shared<bool>(false);
   auto w4a = std::make_shared<W4A16BenchArgs>();

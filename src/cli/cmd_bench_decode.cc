@@ -20,6 +20,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/bench_source.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "engine/generate.h"
@@ -38,13 +39,12 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-struct DecodeArgs {
-  std::string device = "cpu", model, preset, kv_dtype = "bf16", output, quant = "none";
-  int64_t group_size = 128;
+struct DecodeArgs : BenchSource {
+  std::string kv_dtype = "bf16", output;
   std::vector<int64_t> batches{1, 8, 32, 64};
   std::vector<std::string> caches{"none", "prefix", "dual"};
   std::vector<int64_t> tokens_per_step{1, 2, 4};
-  int64_t gen_length = 256, block = 32, prompt_length = 32, layers = 0, blocks = 1;
+  int64_t gen_length = 256, block = 32, prompt_length = 32, blocks = 1;
   uint64_t seed = 1;
   int threads = 0;
 };
@@ -58,7 +58,7 @@ double median(std::vector<double> v) {
 struct StopTiming {};  // thrown from the step callback once the timed blocks are done
 
 json run_decode_bench(const DecodeArgs& a) {
-  check(a.model.empty() != a.preset.empty(), "bench decode: give exactly one of --model DIR and --random-config PRESET");
+  check_bench_source(a, "bench decode");
   check(a.gen_length > 0 && a.block > 0 && a.gen_length % a.block == 0,
         "bench decode: --gen-length ({}) must be a positive multiple of --block ({})", a.gen_length, a.block);
   check(a.prompt_length > 0, "bench decode: --prompt-length must be positive (got {})", a.prompt_length);
@@ -75,10 +75,7 @@ json run_decode_bench(const DecodeArgs& a) {
     lo.device = a.device;
     model = Model::load(a.model, lo);
   } else {
-    json cj = random_preset_config(a.preset);
-    if (a.layers > 0) cj[cj.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = a.layers;
-    model = Model::random(parse_model_config(cj, "random preset " + a.preset), a.device, a.seed, a.quant,
-                          a.group_size);
+    model = Model::random(bench_preset_config(a), a.device, a.seed, a.quant, a.group_size);
   }
   const ModelConfig& cfg = model->config();
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
@@ -191,15 +188,7 @@ json run_decode_bench(const DecodeArgs& a) {
 void add_bench_decode_subcommand(CLI::App& bench) {
   auto* cmd = bench.add_subcommand("decode", "Time diffusion decoding steps (cache modes x tokens per step x batch) as JSON");
   auto a = std::make_shared<DecodeArgs>();
-  cmd->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
-  cmd->add_option("--model", a->model, "Checkpoint directory (e.g. a W4A16 one)");
-  cmd->add_option("--random-config", a->preset, "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
-  cmd->add_option("--layers", a->layers, "Override the preset's layer count");
-  cmd->add_option("--quant", a->quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
-      ->check(CLI::IsMember({"none", "w4a16"}))
-      ->capture_default_str();
-  cmd->add_option("--group-size", a->group_size, "--quant w4a16: group size (0 = one group per row)")
-      ->capture_default_str();
+  add_bench_source_options(*cmd, *a);
   cmd->add_option("--batch", a->batches, "Batch sizes, comma separated")->delimiter(',')->capture_default_str();
   cmd->add_option("--cache", a->caches, "Cache modes, comma separated: none,prefix,dual")->delimiter(',')->capture_default_str();
   cmd->add_option("--tokens-per-step", a->tokens_per_step, "Tokens revealed per step, comma separated")->delimiter(',')->capture_default_str();

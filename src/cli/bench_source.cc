@@ -1,0 +1,32 @@
+#include "cli/bench_source.h"
+
+#include "core/error.h"
+#include "model/random_model.h"
+
+namespace dlx::cli {
+
+void add_bench_source_options(CLI::App& cmd, BenchSource& s) {
+  cmd.add_option("--device", s.device, "cpu | cuda")->capture_default_str();
+  cmd.add_option("--model", s.model, "Checkpoint directory (instead of --random-config)");
+  cmd.add_option("--random-config", s.preset,
+                 "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
+  cmd.add_option("--layers", s.layers, "Override the preset's layer count");
+  cmd.add_option("--quant", s.quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
+      ->capture_default_str();
+  cmd.add_option("--group-size", s.group_size, "--quant w4a16: group size (0 = one group per row)")
+      ->capture_default_str();
+}
+
+void check_bench_source(const BenchSource& s, const std::string& what) {
+  check(s.model.empty() != s.preset.empty(), "{}: give exactly one of --model DIR and --random-config PRESET", what);
+  check(s.quant == "none" || s.quant == "w4a16", "{}: --quant must be none or w4a16 (got '{}')", what, s.quant);
+  check(s.quant == "none" || s.model.empty(), "{}: --quant applies to --random-config only", what);
+}
+
+ModelConfig bench_preset_config(const BenchSource& s) {
+  nlohmann::json cj = random_preset_config(s.preset);
+  if (s.layers > 0) cj[cj.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = s.layers;
+  return parse_model_config(cj, "random preset " + s.preset);
+}
+
+}  // namespace dlx::cli

@@ -1,0 +1,26 @@
+// What `diffulex bench` and `bench decode` run on: a checkpoint directory, or random weights at a preset's shape
+// (optionally with random packed 4-bit linears), on a device.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+
+namespace dlx::cli {
+
+struct BenchSource {
+  std::string device = "cpu", model, preset, quant = "none";
+  int64_t layers = 0, group_size = 128;
+};
+
+// --device, --model, --random-config, --layers, --quant, --group-size into `s` (which must outlive the app).
+void add_bench_source_options(CLI::App& cmd, BenchSource& s);
+
+// Checks that exactly one of --model and --random-config is given and the quant value; `what` names the command.
+void check_bench_source(const BenchSource& s, const std::string& what);
+
+// The preset's config with --layers applied.
+ModelConfig bench_preset_config(const BenchSource& s);
+
+}  // namespace dlx::cli
