@@ -13,6 +13,7 @@
 #include "kernels/quant/awq_layout.h"
 #include "kernels/quant/diffulex_int8_layout.h"
 #include "kernels/quant/gptq_layout.h"
+#include "kernels/quant/packed_linear.h"
 #include "kernels/quant/quant_config.h"
 #include "model/model.h"
 #include "quant_test_util.h"
@@ -193,6 +194,54 @@ TEST(QuantLinear, AwqPlainNibbleOrderNeedsTheOption) {
   QuantCodes back = unpack_awq(t, 64, AwqOrder::Plain);
   EXPECT_EQ(back.q, c.q);
   EXPECT_EQ(back.zero, c.zero);
+}
+
+// fuse_packed_linears: the fused layer's output is the parts' outputs side by side (same codes, same kernel per
+// row); the parts keep answering for themselves; incompatible parts are left alone.
+TEST(QuantLinear, FusedPackedLayersStackTheirRows) {
+  std::mt19937_64 rng(33);
+  std::vector<std::unique_ptr<Linear>> parts;
+  std::vector<QuantCodes> codes;
+  std::vector<Tensor> biases;
+  for (int64_t n : {48, 16, 16}) {
+    codes.push_back(test::random_codes(4, n, 128, 32, false, false, rng));
+    biases.push_back(test::random_tensor(DType::F16, {n}, rng));
+    Tensors ts = gptq_tensors(codes.back(), true, false);
+    ts.push_back({kPrefix + ".bias", biases.back()});
+    test::TempDir dir;
+    auto store = test::write_checkpoint(dir, ts);
+    QuantConfig q = gptq_config(4, 32, false);
+    parts.push_back(load(*store, &q, spec_of(n, 128, true)));
+  }
+  auto fused = fuse_packed_linears({&parts[0], &parts[1], &parts[2]}, cpu());
+  ASSERT_TRUE(fused != nullptr);
+  EXPECT_EQ(fused->out_features(), 80);
+  Tensor x = test::random_tensor(DType::F32, {5, 128}, rng);
+  Tensor y = Tensor::zeros(DType::F32, {5, 80});
+  fused->forward(cpu(), x, y);
+  int64_t col = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const int64_t n = parts[i]->out_features();
+    Tensor yi = Tensor::zeros(DType::F32, {5, n});
+    parts[i]->forward(cpu(), x, yi);
+    Tensor want = test::reference_matmul(x, test::codes_weight(codes[i]), &biases[i]);
+    for (int64_t m = 0; m < 5; ++m)
+      for (int64_t j = 0; j < n; ++j) {
+        EXPECT_NEAR(y.data<float>()[m * 80 + col + j], yi.data<float>()[m * n + j], 1e-4) << i << " " << m << " " << j;
+        EXPECT_NEAR(yi.data<float>()[m * n + j], want.data<float>()[m * n + j], 1e-3);
+      }
+    EXPECT_LE(test::rel_error(parts[i]->dequantize(), test::codes_weight(codes[i])), 1e-6);
+    col += n;
+  }
+  // Another group size does not fuse, and leaves the parts as they were.
+  QuantCodes other = test::random_codes(4, 16, 128, 64, false, false, rng);
+  test::TempDir dir;
+  auto store = test::write_checkpoint(dir, gptq_tensors(other, true, false));
+  QuantConfig q = gptq_config(4, 64, false);
+  std::unique_ptr<Linear> odd = load(*store, &q, spec_of(16, 128));
+  const Linear* before = odd.get();
+  EXPECT_EQ(fuse_packed_linears({&parts[0], &odd}, cpu()), nullptr);
+  EXPECT_EQ(odd.get(), before);
 }
 
 TEST(QuantLinear, DequantCacheKeepsDenseCopy) {

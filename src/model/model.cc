@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "kernels/quant/packed_linear.h"
 #include "kernels/quant/quant_config.h"
 
 namespace dlx {
@@ -178,6 +179,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
       lw.linear[int(LinearRole::Gate)] = make_dense_linear_view(gs, g, lw.gate_up.slice_rows(0, I));
       lw.linear[int(LinearRole::Up)] = make_dense_linear_view(us, u, lw.gate_up.slice_rows(I, 2 * I));
     }
+    m->fuse_packed(lw);
     m->layers_.push_back(std::move(lw));
   }
   // The LM head loads as the checkpoint holds it: dense, or quantized (GPTQModel's `lm_head: true`) through the
@@ -334,6 +336,12 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
     Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
     be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
     be.split_columns(qkv, {&q, &k, &v});
+  } else if (lw.qkv_packed) {
+    if (observer)
+      for (LinearRole r : {LinearRole::Q, LinearRole::K, LinearRole::V}) observer(layer, r, x);
+    Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
+    lw.qkv_packed->forward(be, x, qkv);
+    be.split_columns(qkv, {&q, &k, &v});
   } else {
     lin(LinearRole::Q, x, q);
     lin(LinearRole::K, x, k);
@@ -382,6 +390,11 @@ void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& obs
     if (observer) observer(layer, LinearRole::Gate, x), observer(layer, LinearRole::Up, x);
     Tensor gu = be.empty(at, {T, 2 * I});
     be.matmul(x, lw.gate_up, nullptr, gu);
+    be.silu_mul_fused(gu, gate);
+  } else if (lw.gate_up_packed) {
+    if (observer) observer(layer, LinearRole::Gate, x), observer(layer, LinearRole::Up, x);
+    Tensor gu = be.empty(at, {T, 2 * I});
+    lw.gate_up_packed->forward(be, x, gu);
     be.silu_mul_fused(gu, gate);
   } else {
     Tensor up = be.empty(at, {T, I});
@@ -474,9 +487,16 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
     Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
     auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) { lw.linear[int(r)]->forward(be, in, out); };
     be.rmsnorm(h, lw.attn_norm, eps, x);
-    lin(LinearRole::Q, x, q);
-    lin(LinearRole::K, x, k);
-    lin(LinearRole::V, x, v);
+    if (lw.qkv.defined() || lw.qkv_packed) {  // the fused weight of run_layer, split into q, k, v
+      Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
+      if (lw.qkv_packed) lw.qkv_packed->forward(be, x, qkv);
+      else be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
+      be.split_columns(qkv, {&q, &k, &v});
+    } else {
+      lin(LinearRole::Q, x, q);
+      lin(LinearRole::K, x, k);
+      lin(LinearRole::V, x, v);
+    }
     Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
     be.rope(q3, pos, c.rope_theta);
     be.rope(k3, pos, c.rope_theta);
@@ -515,9 +535,16 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
     lin(LinearRole::O, att, tmp);
     be.add(h, tmp);
     be.rmsnorm(h, lw.ffn_norm, eps, x);
-    lin(LinearRole::Gate, x, gate);
-    lin(LinearRole::Up, x, up);
-    be.silu_mul(gate, up, gate);
+    if (lw.gate_up.defined() || lw.gate_up_packed) {
+      Tensor gu = be.empty(at, {T, 2 * I});
+      if (lw.gate_up_packed) lw.gate_up_packed->forward(be, x, gu);
+      else be.matmul(x, lw.gate_up, nullptr, gu);
+      be.silu_mul_fused(gu, gate);
+    } else {
+      lin(LinearRole::Gate, x, gate);
+      lin(LinearRole::Up, x, up);
+      be.silu_mul(gate, up, gate);
+    }
     lin(LinearRole::Down, gate, tmp);
     be.add(h, tmp);
   }
@@ -558,15 +585,27 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
   return out;
 }
 
+void Model::fuse_packed(LayerWeights& lw) {
+  const char* env = std::getenv("DIFFULEX_FUSE_PACKED");
+  if (backend_->device() != Device::CUDA || (env && std::strcmp(env, "0") == 0)) return;
+  auto& L = lw.linear;
+  if (!lw.qkv.defined())
+    lw.qkv_packed = fuse_packed_linears({&L[int(LinearRole::Q)], &L[int(LinearRole::K)], &L[int(LinearRole::V)]},
+                                        *backend_);
+  if (!lw.gate_up.defined())
+    lw.gate_up_packed = fuse_packed_linears({&L[int(LinearRole::Gate)], &L[int(LinearRole::Up)]}, *backend_);
+}
+
 void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linear> linear) {
   check(layer >= 0 && layer < int64_t(layers_.size()), "replace_linear: layer {} out of range", layer);
   auto& slot = layers_[size_t(layer)].linear[int(role)];
   check(linear->in_features() == slot->in_features() && linear->out_features() == slot->out_features(),
         "replace_linear: shape mismatch for '{}'", slot->spec().prefix);
   slot = std::move(linear);
-  if (role == LinearRole::Gate || role == LinearRole::Up) layers_[size_t(layer)].gate_up = Tensor();  // unfused now
+  LayerWeights& lw = layers_[size_t(layer)];
+  if (role == LinearRole::Gate || role == LinearRole::Up) lw.gate_up = Tensor(), lw.gate_up_packed.reset();  // unfused now
   if (role == LinearRole::Q || role == LinearRole::K || role == LinearRole::V)
-    layers_[size_t(layer)].qkv = layers_[size_t(layer)].qkv_bias = Tensor();
+    lw.qkv = lw.qkv_bias = Tensor(), lw.qkv_packed.reset();
 }
 
 }  // namespace dlx

@@ -83,6 +83,10 @@ struct LayerWeights {
   // CUDA with DIFFULEX_FUSE_QKV=1, dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
   // GEMM, its output split into q, k, v; the Q/K/V Linear objects are views. Undefined otherwise.
   Tensor qkv, qkv_bias;
+  // CUDA, packed low-bit q/k/v and gate/up (fuse_packed_linears): one Linear of the summed width each; the parts
+  // keep their host weights and run only if used alone. Null otherwise (DIFFULEX_FUSE_PACKED=0), or after
+  // replace_linear.
+  std::unique_ptr<Linear> qkv_packed, gate_up_packed;
 };
 
 class Model {
@@ -142,6 +146,8 @@ class Model {
 
  private:
   Model() = default;
+  // On CUDA, the packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights).
+  void fuse_packed(LayerWeights& lw);
   void alloc_cache(KvCache& cache, int64_t B, int64_t L);
   std::string dir_;
   ModelConfig cfg_;

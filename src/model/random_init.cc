@@ -92,6 +92,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
         lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
       }
     }
+    m->fuse_packed(lw);
     m->layers_.push_back(std::move(lw));
   }
   m->final_norm_ = make({H}, 1.0f, 0.05f);

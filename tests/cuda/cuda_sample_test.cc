@@ -137,6 +137,42 @@ TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   }
 }
 
+// Packed low-bit q/k/v and gate/up run as one fused W4A16 GEMM each on CUDA (act-order fixture: the three
+// share one permutation); the logits equal the unfused model's up to bf16 rounding, and a part used alone (the
+// scheduler's path before fusion, the quantizer) still computes its own rows.
+TEST(CudaFusedPacked, ForwardMatchesUnfused) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  for (const char* name : {"gptq_sym_g64", "gptq_asym_actorder_g32", "awq_g64"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = test::source_path(std::string("testdata/fixtures/") + name);
+    LoadOptions lo;
+    lo.device = "cuda";
+    auto fused = Model::load(dir, lo);
+    ::setenv("DIFFULEX_FUSE_PACKED", "0", 1);
+    auto apart = Model::load(dir, lo);
+    ::unsetenv("DIFFULEX_FUSE_PACKED");
+    // The act-order fixture gives every layer its own permutation, so nothing there fuses.
+    const bool act_order = std::string(name).find("actorder") != std::string::npos;
+    EXPECT_EQ(fused->layers()[0].gate_up_packed != nullptr, !act_order);
+    EXPECT_EQ(fused->layers()[0].qkv_packed != nullptr, !act_order);
+    ASSERT_FALSE(apart->layers()[0].gate_up_packed != nullptr);
+    EXPECT_EQ(fused->weight_bytes(), apart->weight_bytes());
+    Tensor ids = Tensor::zeros(DType::I64, {2, 24});
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 37 + 5) % fused->config().vocab_size;
+    EXPECT_LT(test::rel_error(fused->forward(ids), apart->forward(ids)), 1e-2);
+    const Linear& up = *fused->layers()[1].linear[int(LinearRole::Up)];
+    std::mt19937_64 rng(7);
+    Tensor x = fused->backend().from_host_f32(test::random_tensor(DType::F32, {3, up.in_features()}, rng));
+    Tensor y = fused->backend().empty(DType::BF16, {3, up.out_features()});
+    Tensor y2 = apart->backend().empty(DType::BF16, {3, up.out_features()});
+    up.forward(fused->backend(), x, y);
+    apart->layers()[1].linear[int(LinearRole::Up)]->forward(apart->backend(),
+                                                            apart->backend().from_host_f32(fused->backend().to_host_f32(x)), y2);
+    EXPECT_LT(test::rel_error(fused->backend().to_host_f32(y), apart->backend().to_host_f32(y2)), 1e-2);
+  }
+}
+
 TEST_F(CudaSample, DreamRuleEqualsCpu) {
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   struct Case {
