@@ -4,6 +4,8 @@
 #include <random>
 
 #include "core/dtype.h"
+#include "core/error.h"
+#include "core/tensor.h"
 
 namespace dlx {
 
@@ -43,6 +45,21 @@ TEST(DType, Names) {
   EXPECT_EQ(t, DType::BF16);
   EXPECT_FALSE(dtype_from_name("F64", &t));
   EXPECT_EQ(dtype_size(DType::I64), 8u);
+}
+
+}  // namespace dlx
+
+namespace dlx {
+
+// Tensor::stack_rows: the parts' rows in order; parts of another dtype or row shape are refused by name.
+TEST(Tensor, StackRows) {
+  const float a[] = {1, 2, 3, 4}, b[] = {5, 6};
+  Tensor t = Tensor::stack_rows({Tensor::from_data(DType::F32, {2, 2}, a), Tensor::from_data(DType::F32, {1, 2}, b)});
+  ASSERT_EQ(t.shape(), (Shape{3, 2}));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(t.data<float>()[i], float(i + 1));
+  EXPECT_THROW(Tensor::stack_rows({Tensor::zeros(DType::F32, {1, 2}), Tensor::zeros(DType::F32, {1, 3})}), Error);
+  EXPECT_THROW(Tensor::stack_rows({Tensor::zeros(DType::F32, {1, 2}), Tensor::zeros(DType::BF16, {1, 2})}), Error);
+  EXPECT_THROW(Tensor::stack_rows({}), Error);
 }
 
 }  // namespace dlx

@@ -22,7 +22,10 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-Tensor Tensor::zeros(DType dtype, Shape shape) {
+namespace {
+
+// A new CPU tensor, zero-filled or (for callers that write every byte) left as allocated.
+Tensor allocate_cpu(DType dtype, Shape shape, bool zero) {
   int64_t n = 1;
   for (int64_t d : shape) {
     check(d >= 0, "negative dimension in shape {}", shape_str(shape));
@@ -33,9 +36,37 @@ Tensor Tensor::zeros(DType dtype, Shape shape) {
   size_t alloc = (bytes + 63) / 64 * 64 + 64;
   void* p = std::aligned_alloc(64, alloc);
   if (!p) fail("out of memory allocating a tensor of {} bytes", bytes);
-  std::memset(p, 0, alloc);
+  if (zero) std::memset(p, 0, alloc);
   std::shared_ptr<void> owner(p, [](void* q) { std::free(q); });
   return Tensor(dtype, std::move(shape), p, std::move(owner));
+}
+
+}  // namespace
+
+Tensor Tensor::zeros(DType dtype, Shape shape) { return allocate_cpu(dtype, std::move(shape), true); }
+
+Tensor Tensor::stack_rows(const std::vector<Tensor>& parts) {
+  check(!parts.empty(), "stack_rows: no tensors");
+  Shape shape = parts[0].shape();
+  check(!shape.empty(), "stack_rows: a scalar has no rows");
+  shape[0] = 0;
+  for (const Tensor& t : parts) {
+    Shape rest = t.shape();
+    check(t.device() == Device::CPU && t.dtype() == parts[0].dtype() && !rest.empty(),
+          "stack_rows: parts must be CPU tensors of one dtype ({} {} vs {})", dtype_name(t.dtype()),
+          shape_str(t.shape()), dtype_name(parts[0].dtype()));
+    shape[0] += rest[0];
+    rest[0] = parts[0].dim(0);
+    check(rest == parts[0].shape(), "stack_rows: {} and {} differ past the first dimension", shape_str(t.shape()),
+          shape_str(parts[0].shape()));
+  }
+  Tensor out = allocate_cpu(parts[0].dtype(), std::move(shape), false);
+  char* dst = out.data<char>();
+  for (const Tensor& t : parts) {
+    std::memcpy(dst, t.data(), t.nbytes());
+    dst += t.nbytes();
+  }
+  return out;
 }
 
 Tensor Tensor::from_data(DType dtype, Shape shape, const void* src) {

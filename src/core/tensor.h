@@ -26,6 +26,8 @@ class Tensor {
   static Tensor zeros(DType dtype, Shape shape);
   // A CPU tensor holding a copy of `n` elements of `src`.
   static Tensor from_data(DType dtype, Shape shape, const void* src);
+  // A new CPU tensor with the parts' rows one after another (CPU tensors of one dtype and the same trailing dims).
+  static Tensor stack_rows(const std::vector<Tensor>& parts);
 
   bool defined() const { return data_ != nullptr; }
   DType dtype() const { return dtype_; }

@@ -50,24 +50,6 @@ bool fusable_dense(const LoadContext& ctx, const LinearSpec& spec, const std::st
   return false;
 }
 
-// Rows of `parts` (same dtype, same row length) stacked into one host tensor.
-Tensor stack_rows(const std::vector<Tensor>& parts) {
-  int64_t rows = 0;
-  size_t bytes = 0;
-  for (const Tensor& t : parts) rows += t.dim(0), bytes += t.nbytes();
-  Shape shape = parts[0].shape();
-  shape[0] = rows;
-  std::shared_ptr<void> buf(std::malloc(bytes), std::free);
-  check(buf != nullptr, "out of host memory stacking {} bytes of weights", bytes);
-  Tensor out(parts[0].dtype(), shape, buf.get(), buf);
-  size_t at = 0;
-  for (const Tensor& t : parts) {
-    std::memcpy(static_cast<char*>(out.data()) + at, t.data(), t.nbytes());
-    at += t.nbytes();
-  }
-  return out;
-}
-
 void check_family(const std::string& f, const char* flag) {
   check(f.empty() || f == "bf16" || f == "gptq" || f == "awq", "{} must be bf16, gptq or awq (got '{}')", flag, f);
 }
@@ -153,8 +135,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
         ws.push_back(store.get(pre + ".weight"));
         if (store.has(pre + ".bias")) bs.push_back(store.get(pre + ".bias"));
       }
-      lw.qkv = be.upload(stack_rows(ws));
-      if (!bs.empty()) lw.qkv_bias = be.upload(stack_rows(bs));
+      lw.qkv = be.upload(Tensor::stack_rows(ws));
+      if (!bs.empty()) lw.qkv_bias = be.upload(Tensor::stack_rows(bs));
       int64_t row = 0;
       for (int i = 0; i < 3; ++i) {
         const LinearSpec sp = spec(p + names.linear[int(qkv_roles[i])], qkv_roles[i]);
@@ -170,12 +152,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
       const LinearSpec gs = spec(p + names.linear[int(LinearRole::Gate)], LinearRole::Gate);
       const LinearSpec us = spec(p + names.linear[int(LinearRole::Up)], LinearRole::Up);
       const Tensor g = store.get(gs.prefix + ".weight"), u = store.get(us.prefix + ".weight");
-      std::shared_ptr<void> buf(std::malloc(g.nbytes() + u.nbytes()), std::free);
-      check(buf != nullptr, "out of host memory fusing '{}' and '{}'", gs.prefix, us.prefix);
-      Tensor cat(DType::BF16, {2 * I, H}, buf.get(), buf);
-      std::memcpy(cat.data(), g.data(), g.nbytes());
-      std::memcpy(static_cast<char*>(cat.data()) + g.nbytes(), u.data(), u.nbytes());
-      lw.gate_up = be.upload(cat);
+      lw.gate_up = be.upload(Tensor::stack_rows({g, u}));
       lw.linear[int(LinearRole::Gate)] = make_dense_linear_view(gs, g, lw.gate_up.slice_rows(0, I));
       lw.linear[int(LinearRole::Up)] = make_dense_linear_view(us, u, lw.gate_up.slice_rows(I, 2 * I));
     }

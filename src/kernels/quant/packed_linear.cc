@@ -41,21 +41,6 @@ class PackedLinear : public Linear {
   mutable Tensor bias_;
 };
 
-// Row blocks of the parts' [N_i, C] tensors stacked into one [sum N_i, C] tensor of the first part's dtype.
-Tensor stack_rows(const std::vector<const Tensor*>& parts) {
-  int64_t rows = 0;
-  for (const Tensor* t : parts) rows += t->dim(0);
-  Shape shape = parts[0]->shape();
-  shape[0] = rows;
-  Tensor out = Tensor::zeros(parts[0]->dtype(), shape);
-  char* dst = static_cast<char*>(out.data());
-  for (const Tensor* t : parts) {
-    std::memcpy(dst, t->data(), t->nbytes());
-    dst += t->nbytes();
-  }
-  return out;
-}
-
 bool same_perm(const PackedWeight& a, const PackedWeight& b) {
   if (a.perm.defined() != b.perm.defined()) return false;
   return !a.perm.defined() || std::memcmp(a.perm.data(), b.perm.data(), a.perm.nbytes()) == 0;
@@ -95,12 +80,12 @@ std::unique_ptr<Linear> fuse_packed_linears(const std::vector<std::unique_ptr<Li
       return nullptr;
   }
   PackedWeight w = p[0]->host();
-  std::vector<const Tensor*> qw, sc, ze;
+  std::vector<Tensor> qw, sc, ze;
   Tensor bias;
-  for (const PackedLinear* q : p) qw.push_back(&q->host().qweight), sc.push_back(&q->host().scales), ze.push_back(&q->host().zeros);
-  w.qweight = stack_rows(qw);
-  w.scales = stack_rows(sc);
-  w.zeros = stack_rows(ze);
+  for (const PackedLinear* q : p) qw.push_back(q->host().qweight), sc.push_back(q->host().scales), ze.push_back(q->host().zeros);
+  w.qweight = Tensor::stack_rows(qw);
+  w.scales = Tensor::stack_rows(sc);
+  w.zeros = Tensor::stack_rows(ze);
   w.n = w.qweight.dim(0);
   if (p[0]->host_bias().defined()) {
     bias = Tensor::zeros(DType::F32, {w.n});
