@@ -105,6 +105,10 @@ const Case kCases[] = {
     {64, 520, 384, -1, false, false, false},  {1024, 4400, 256, 128, false, false, true},
     {1, 33800, 256, 64, false, false, true},  {32, 4200, 512, 32, false, true, true},
     {300, 13600, 128, 128, true, false, false},
+    // Group sizes that are multiples of 128 at M <= 32 take the fold (scales applied per group in fp32): 16- and
+    // 32-row tiles, one group for all of K, and split-K ranges that start and end inside a group (256 = 4 k steps).
+    {1, 4200, 1024, 128, false, false, true},  {32, 1000, 1024, 128, true, true, true},
+    {20, 300, 640, -1, false, false, true},    {7, 520, 768, 256, false, true, false},
 };
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {

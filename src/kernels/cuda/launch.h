@@ -96,6 +96,8 @@ struct W4A16Args {
   int64_t M = 0, N = 0, K = 0;
   int mt = 1, nu = 1;  // row tile 16*mt, column tile 128*nu
   int splits = 1, kt_per_split = 0;
+  int minb = 2;       // resident blocks per SM the configuration is built for
+  bool fold = false;  // scales and zero points applied per group in fp32 (group size a multiple of 128, M <= 32)
 };
 W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0);
 // Floats of fp32 partial sums the call needs (0 without split-K).

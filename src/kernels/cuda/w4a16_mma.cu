@@ -6,8 +6,9 @@
 //
 // Layout ("CUDA W4A16 tiles", PackedWeight::layout == kW4A16TileLayout)
 //   Np = N rounded up to 16, Kp = K rounded up to 64, KT = Kp / 64. Padding codes are 0 (their activations are 0).
-//   tiles  u32 [Np/16][KT][32 lanes][4 words]: one 512-byte unit per (16 output rows, 64 input columns), i.e. one
-//          16-byte load per lane of a warp. For lane l (gid = l / 4, tig = l % 4) word w (0..3) holds the weights
+//   tiles  u32 [KT][Np/16][32 lanes][4 words]: one 512-byte unit per (16 output rows, 64 input columns), i.e. one
+//          16-byte load per lane of a warp; the units of one k step lie side by side, so a block's k step reads one
+//          contiguous 4-16 KB run (DRAM-friendly). For lane l (gid = l / 4, tig = l % 4) word w (0..3) holds the weights
 //          of the w-th k16 step, k = 64*kt + 16*w + {2tig, 2tig+1, 2tig+8, 2tig+9}, at rows n = 16*nt + gid (nibbles
 //          0,4,1,5) and n = 16*nt + 8 + gid (nibbles 2,6,3,7), in that k order. Nibble j and nibble j+4 land in the two
 //          bf16 halves of one register after (word >> 4j) & 0x000f000f, which is exactly the B fragment
@@ -20,15 +21,19 @@
 // (0x4300 is 128.0 and the mantissa's unit is 1); subtracting the bf16 pair 128 + z is exact (small integers), and
 // the product with the bf16 scale rounds once. So the only rounding beyond the f32 reference is bf16(s) (2^-9
 // relative, per group) and bf16(s * (q - z)) (2^-9 relative, per element), the same as a bf16 weight.
+// The fold (M <= 32, group size a multiple of 128): the MMAs take the raw 128 + q and the scale and zero point are
+// applied per group to fp32 sums (see FOLD at the kernel): 7 instructions per word of codes instead of 15.
 //
-// The kernel (w4a16_kernel<MT, NU>): 256 threads = 8 warps; a block computes a (16*MT) x (128*NU) tile of y; each
+// The kernel (w4a16_kernel<MT, NU, ONE_GROUP, FOLD, MINB>): 256 threads = 8 warps, MINB blocks an SM; a block computes a (16*MT) x (128*NU) tile of y; each
 // warp owns 16*NU output columns and all the block's rows. K is walked in steps of 64 through a 4-stage cp.async
 // pipeline that brings the activation tile (rows swizzled in 16-byte chunks so that ldmatrix is conflict-free), the
 // weight units (512 contiguous bytes each) and the group scales of the step into shared memory; each warp then
 // loads its weight words (one 16-byte ld.shared per lane per unit), dequantizes them in registers and issues
 // 2*MT*NU mma.sync per k16 step. Blocks with the same output columns are adjacent in the launch order (grid.x is the
 // row tile), so a weight tile is read from DRAM once and from L2 by the other row tiles.
-// Split-K: when the tiles are too few to fill the GPU (small M, small N), grid.z splits the k steps; each split writes
+// Tiles: 16 x 256 (3 blocks an SM) for M <= 16, 32 x 256 with the fold or 32 x 512, 64 x 128 or 64 x 256 above.
+// Split-K: when the tiles are too few to fill the GPU (small M, small N), grid.z splits the k steps (the count from
+// a wave-quantization model in w4a16_plan); each split writes
 // fp32 partial sums to a scratch buffer and a second kernel adds them (in a fixed order: deterministic), adds the
 // bias and rounds to bf16. Without a split the bias is added in the epilogue.
 // Act-order: the activation columns are gathered through perm into a scratch buffer first (w4a16_permute).
@@ -36,7 +41,9 @@
 // fused kernel per (shape, M bucket) by timing both once (cuda_backend.cc).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -73,6 +80,15 @@ __device__ __forceinline__ void dequant(uint32_t word, uint32_t sz0, uint32_t sz
   b[3] = bsub_mul(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1, s1);
 }
 
+// FOLD: the four B registers hold the raw bf16 pairs 128 + q (one LOP3 each); the zero point and the scale are
+// applied per group to fp32 sums instead (see the fold in the kernel).
+__device__ __forceinline__ void dequant_raw(uint32_t word, uint32_t (&b)[4]) {
+  b[0] = lop3_and_or(word, 0x000f000fu, 0x43004300u);
+  b[1] = lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u);
+  b[2] = lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u);
+  b[3] = lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u);
+}
+
 struct Args {
   const bf16_t* x;  // [M, K], columns already in kernel order
   int64_t M, K, N, np, kt, groups, gs;
@@ -87,14 +103,14 @@ struct Args {
   bool n_even;             // N even: y and the partial sums take paired stores
 };
 
-template <int MT, int NU, bool ONE_GROUP>
+template <int MT, int NU, bool ONE_GROUP, int MINB>
 struct Cfg {
   static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
   static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
   // 4 stages, 2 resident blocks (3 stages and 3 blocks for MT = 1 measured 10-25% slower: the 85-register cap
   // spills).
-  static constexpr int STAGES = 4, MIN_BLOCKS = 2;
+  static constexpr int STAGES = 4, MIN_BLOCKS = MINB;
   static constexpr int SMEM = STAGES * STAGE;
   // 16-byte chunks per stage, and per thread (rounded up).
   static constexpr int A_CHUNKS = BM * 8, B_CHUNKS = BN * 2, SZ_CHUNKS = GROUPS * BN / 4;
@@ -103,9 +119,14 @@ struct Cfg {
 };
 
 // ONE_GROUP: group_size % 64 == 0, so a k step lies in one group and the scale words are loaded once per step.
-template <int MT, int NU, bool ONE_GROUP>
-__global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) w4a16_kernel(Args a) {
-  using C = Cfg<MT, NU, ONE_GROUP>;
+// FOLD (ONE_GROUP only): the MMAs take the raw codes 128 + q and accumulate one group into acc_g; at the group's
+// last k step acc += s * (acc_g - (128 + z) * xsum) per output, where xsum (the group's row sums of x) comes from
+// one extra MMA per k16 step with an all-ones B. Dequantization drops from 15 instructions per word of codes to 7,
+// and the result is closer to exact (no per-weight bf16 rounding; fp32 cancellation error ~2^-17 relative).
+template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
+__global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(Args a) {
+  static_assert(ONE_GROUP || !FOLD, "the fold needs whole groups per k step");
+  using C = Cfg<MT, NU, ONE_GROUP, MINB>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
   const int64_t m0 = int64_t(blockIdx.x) * C::BM, n0 = int64_t(blockIdx.y) * C::BN;
@@ -129,10 +150,11 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
     a_ptr[i] = a.x + (a_ok[i] ? m * a.K + a_col[i] : 0);
     a_dst[i] = (r * 8 + (ch ^ (r & 7))) * 16;
   }
-  // B: chunk i of this thread is unit (tid / 32 + 8 i) of the block, lane tid % 32; units are KT * 32 chunks apart.
-  const int64_t b_unit_stride = int64_t(kWarps) * a.kt * 32;
+  // B: chunk i of this thread is unit (tid / 32 + 8 i) of the block, lane tid % 32; units are 32 chunks apart.
+  const int64_t b_unit_stride = int64_t(kWarps) * 32;
   const int64_t nt_first = n0 / 16 + tid / 32;
-  const uint4* b_ptr = a.tiles + (nt_first < a.np / 16 ? (nt_first * a.kt + kt_begin) * 32 + tid % 32 : 0);
+  const int64_t b_step = a.np / 16 * 32;  // one k step further: the next row of units
+  const uint4* b_ptr = a.tiles + (nt_first < a.np / 16 ? int64_t(kt_begin) * b_step + nt_first * 32 + tid % 32 : 0);
   uint32_t b_ok = 0;
 #pragma unroll
   for (int i = 0; i < C::B_ITERS; ++i) b_ok |= uint32_t(nt_first + kWarps * i < a.np / 16) << i;
@@ -167,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
       const bool ok = (b_ok >> i) & 1u;
       cp_async16(st + C::A_BYTES + (tid + i * kThreads) * 16, ok ? b_ptr + i * b_unit_stride : a.tiles, ok ? 16 : 0);
     }
-    b_ptr += 32;
+    b_ptr += b_step;
     {
       int ga, ng;
       if (ONE_GROUP) {
@@ -190,6 +212,8 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
   };
 
   float acc[MT][NU][2][4];
+  // FOLD: this group's sums over the raw codes, and the group's row sums of x (rows gid: [0], gid + 8: [2]).
+  float acc_g[FOLD ? MT : 1][FOLD ? NU : 1][2][4], xsum[FOLD ? MT : 1][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -197,7 +221,18 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][j][h][e] = 0.0f;
+        for (int e = 0; e < 4; ++e) {
+          acc[i][j][h][e] = 0.0f;
+          if (FOLD) acc_g[i][j][h][e] = 0.0f;
+        }
+  if (FOLD) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xsum[i][e] = 0.0f;
+  }
+  // FOLD: k steps left in the group being accumulated.
+  int fold_left = ONE_GROUP ? spg - kt_begin % spg : 0;
 
 #pragma unroll
   for (int s = 0; s < C::STAGES - 1; ++s) {
@@ -225,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
 #pragma unroll
     for (int j = 0; j < NU; ++j) bw[j] = bs[(warp * NU + j) * 32 + lane];
     uint32_t szw[NU][2];
-    if (ONE_GROUP) {
+    if (ONE_GROUP && !FOLD) {
 #pragma unroll
       for (int j = 0; j < NU; ++j) {
         const int nl = (warp * NU + j) * 16 + gid;
@@ -251,17 +286,58 @@ __global__ void __launch_bounds__(kThreads, Cfg<MT, NU, ONE_GROUP>::MIN_BLOCKS) 
           szw[j][1] = zs[gi * C::BN + nl + 8];
         }
       }
+      if (FOLD) {
+        constexpr uint32_t kOnes = 0x3f803f80u;  // bf16 pair (1, 1)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) mma16816(xsum[mt], af[mt], kOnes, kOnes);
+      }
 #pragma unroll
       for (int j = 0; j < NU; ++j) {
         const uint32_t word = w == 0 ? bw[j].x : w == 1 ? bw[j].y : w == 2 ? bw[j].z : bw[j].w;
         uint32_t b[4];
-        dequant(word, szw[j][0], szw[j][1], b);
+        if (FOLD) {
+          dequant_raw(word, b);
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma16816(acc[mt][j][0], af[mt], b[0], b[1]);
-          mma16816(acc[mt][j][1], af[mt], b[2], b[3]);
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816(acc_g[mt][j][0], af[mt], b[0], b[1]);
+            mma16816(acc_g[mt][j][1], af[mt], b[2], b[3]);
+          }
+        } else {
+          dequant(word, szw[j][0], szw[j][1], b);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816(acc[mt][j][0], af[mt], b[0], b[1]);
+            mma16816(acc[mt][j][1], af[mt], b[2], b[3]);
+          }
         }
       }
+    }
+    if (FOLD && (--fold_left == 0 || step == nsteps - 1)) {
+      // The group ends here (or this split does): the scale words of its columns are in this stage.
+      fold_left = spg;
+#pragma unroll
+      for (int j = 0; j < NU; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint2 w2 = *reinterpret_cast<const uint2*>(zs + (warp * NU + j) * 16 + h * 8 + 2 * tig);
+          const float s0 = __uint_as_float(w2.x << 16), z0 = __uint_as_float(w2.x & 0xffff0000u);
+          const float s1 = __uint_as_float(w2.y << 16), z1 = __uint_as_float(w2.y & 0xffff0000u);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int rr = 0; rr < 2; ++rr) {
+              float* g = &acc_g[mt][j][h][2 * rr];
+              float* o = &acc[mt][j][h][2 * rr];
+              const float xr = xsum[mt][2 * rr];
+              o[0] = fmaf(s0, fmaf(-z0, xr, g[0]), o[0]);
+              o[1] = fmaf(s1, fmaf(-z1, xr, g[1]), o[1]);
+              g[0] = g[1] = 0.0f;
+            }
+        }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) xsum[mt][e] = 0.0f;
     }
   }
   cp_async_wait<0>();
@@ -328,7 +404,7 @@ __global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_
   const int64_t total = (np / 16) * kt * 128;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int chunk = int(i % 8), r = int((i / 8) % 16);
-    const int64_t unit = i / 128, ktile = unit % kt, nt = unit / kt;
+    const int64_t unit = i / 128, nt = unit % (np / 16), ktile = unit / (np / 16);
     const int ws = chunk / 2, h = chunk % 2, gid = r % 8, p = 2 * (r / 8) + h;
     const int64_t n = nt * 16 + r, k = ktile * kBK + 16 * ws + 8 * h;
     if (n >= N || k >= K) continue;  // K % 8 == 0: a chunk is wholly inside K or wholly outside
@@ -344,25 +420,29 @@ __global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_
   }
 }
 
-template <int MT, int NU, bool ONE_GROUP>
+template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
 void launch_one(const Args& a, cudaStream_t stream) {
-  using C = Cfg<MT, NU, ONE_GROUP>;
+  using C = Cfg<MT, NU, ONE_GROUP, MINB>;
   static bool configured = false;
   if (!configured) {
-    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU, ONE_GROUP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    C::SMEM),
+    check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU, ONE_GROUP, FOLD, MINB>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                "matmul_packed (w4a16 shared memory)");
     configured = true;
   }
   dim3 grid(unsigned((a.M + C::BM - 1) / C::BM), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
-  w4a16_kernel<MT, NU, ONE_GROUP><<<grid, kThreads, C::SMEM, stream>>>(a);
+  w4a16_kernel<MT, NU, ONE_GROUP, FOLD, MINB><<<grid, kThreads, C::SMEM, stream>>>(a);
   check_launch("matmul_packed (w4a16)");
 }
 
-template <int MT, int NU>
-void launch_cfg(const Args& a, cudaStream_t stream) {
-  if (a.tile_in_one_group) launch_one<MT, NU, true>(a, stream);
-  else launch_one<MT, NU, false>(a, stream);
+template <int MT, int NU, int MINB = 2, bool CAN_FOLD = true>
+void launch_cfg(const Args& a, bool fold, cudaStream_t stream) {
+  if constexpr (CAN_FOLD) {
+    if (fold) return launch_one<MT, NU, true, true, MINB>(a, stream);
+  }
+  check(!fold, "matmul_packed (w4a16): the fold is not built for this tile configuration");
+  if (a.tile_in_one_group) launch_one<MT, NU, true, false, MINB>(a, stream);
+  else launch_one<MT, NU, false, false, MINB>(a, stream);
 }
 
 int sm_count() {
@@ -438,7 +518,7 @@ bool w4a16_repack(const uint32_t* qweight, const float* scales, const float* zer
                                      code(na, k + 1), code(na, k + 9), code(nb, k + 1), code(nb, k + 9)};
             uint32_t word = 0;
             for (int j = 0; j < 8; ++j) word |= nib[j] << (4 * j);
-            tiles[((nt * d.kt + kt) * 32 + lane) * 4 + w] = word;
+            tiles[((kt * (d.np / 16) + nt) * 32 + lane) * 4 + w] = word;
           }
         }
   });
@@ -463,19 +543,35 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   p.mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
   const int64_t mblocks = (M + 16 * p.mt - 1) / (16 * p.mt);
   const int sms = sm_count();
-  // Small M: 512 columns a block (each warp dequantizes 2 KB of codes per k step, which amortizes the step's fixed
-  // cost); split-K makes up the parallelism. M > 32: 64 x 256 tiles when there are enough of them, else 64 x 128.
-  if (p.mt <= 2) p.nu = 4;
+  // The fold (see the kernel) pays when a group spans at least two k steps; its second accumulator set limits the
+  // 32-row tile to 256 columns (128 registers a thread).
+  static const bool fold_on = [] {  // DIFFULEX_W4A16_FOLD=0: the per-weight dequantization (for A/B timing)
+    const char* v = std::getenv("DIFFULEX_W4A16_FOLD");
+    return !(v && std::string(v) == "0");
+  }();
+  p.fold = fold_on && p.mt <= 2 && group_size % 128 == 0;
+  // Small M: 16 x 256 tiles, 3 blocks an SM (24 warps hide the dequantization's dependent latencies); 32 rows:
+  // 32 x 256 with the fold, else 32 x 512. Split-K makes up the parallelism. M > 32: 64 x 256 tiles when there are
+  // enough of them, else 64 x 128.
+  if (p.mt == 1) p.nu = 2, p.minb = 3;
+  else if (p.mt == 2) p.nu = p.fold ? 2 : 4;
   else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
-  const int per_sm = 2;  // resident blocks (Cfg::MIN_BLOCKS)
-  const int64_t slots = int64_t(sms) * per_sm;
+  // Split-K: the split count that minimizes a simple time model in bytes moved: the weight streams in waves of
+  // `slots` resident blocks (a partly filled last wave costs a full one), plus the fp32 partial sums written and
+  // read back and the reduction's launch (~2 us, ~6 MB at 3 TB/s). Each split keeps at least 3 k steps.
+  const int64_t slots = int64_t(sms) * p.minb;
   const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
+  const double step_bytes = 128.0 * p.nu * 32 + 16.0 * p.mt * kBK * 2;
+  auto model = [&](int64_t s) {
+    const int64_t per = (d.kt + s - 1) / s, waves = (blocks * s + slots - 1) / slots;
+    return double(waves * per) * double(slots) * step_bytes + (s > 1 ? double(s) * M * N * 8 + 6e6 : 0.0);
+  };
   int64_t splits = 1;
   if (force_splits > 0) {
     splits = force_splits;
-  } else if (blocks < slots) {
-    // One wave: as many splits as fit, each at least 3 k steps long.
-    splits = std::min<int64_t>(std::max<int64_t>(1, slots / blocks), std::max<int64_t>(1, d.kt / 3));
+  } else {
+    for (int64_t s = 2; s <= std::max<int64_t>(1, d.kt / 3); ++s)
+      if (model(s) < model(splits)) splits = s;
   }
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
   const int64_t per = (d.kt + splits - 1) / splits;
@@ -496,10 +592,16 @@ void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
   a.tile_in_one_group = group_size % kBK == 0;
   a.n_even = p.N % 2 == 0;
   check(p.splits == 1 || partial, "matmul_packed (w4a16): split-K needs a partial-sum buffer");
-  if (p.mt == 1) launch_cfg<1, 4>(a, stream);
-  else if (p.mt == 2) launch_cfg<2, 4>(a, stream);
-  else if (p.nu == 1) launch_cfg<4, 1>(a, stream);
-  else launch_cfg<4, 2>(a, stream);
+  // (mt, nu, resident blocks) -> the instantiated tile configurations.
+  const int key = p.mt * 100 + p.nu * 10 + p.minb;
+  switch (key) {
+    case 123: launch_cfg<1, 2, 3>(a, p.fold, stream); break;
+    case 242: launch_cfg<2, 4, 2, false>(a, p.fold, stream); break;
+    case 222: launch_cfg<2, 2>(a, p.fold, stream); break;
+    case 412: launch_cfg<4, 1, 2, false>(a, p.fold, stream); break;
+    case 422: launch_cfg<4, 2, 2, false>(a, p.fold, stream); break;
+    default: fail("matmul_packed (w4a16): no tile configuration mt {} nu {} blocks {}", p.mt, p.nu, p.minb);
+  }
   if (p.splits > 1) {
     splitk_reduce_kernel<<<blocks_for(p.M * p.N, 256, 4096), 256, 0, stream>>>(partial, p.splits, p.M, p.N, bias,
                                                                                 bias_type, y);
