@@ -109,6 +109,8 @@ const Case kCases[] = {
     // 32-row tiles, one group for all of K, and split-K ranges that start and end inside a group (256 = 4 k steps).
     {1, 4200, 1024, 128, false, false, true},  {32, 1000, 1024, 128, true, true, true},
     {20, 300, 640, -1, false, false, true},    {7, 520, 768, 256, false, true, false},
+    // Group sizes 64 and 32 on the 16 x 256 tile, K not a multiple of 128.
+    {5, 300, 320, 64, false, true, true},      {1, 700, 576, 32, true, false, false},
 };
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {

@@ -138,18 +138,15 @@ __global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(Args a) {
 
   // Per-thread copy state. The loads run for kt = kt_begin, kt_begin + 1, ... in order, so every source pointer
   // just advances by one k step per call (no 64-bit index arithmetic or divisions in the loop).
-  const bf16_t* a_ptr[C::A_ITERS];
-  int a_dst[C::A_ITERS], a_col[C::A_ITERS];
-  bool a_ok[C::A_ITERS];
+  // A: chunk i of this thread is row tid / 8 + 32 i, 16-byte column chunk tid % 8 (the same swizzle for every i).
+  const int a_r = tid / 8, a_ch = tid % 8;
+  const int a_dst = (a_r * 8 + (a_ch ^ (a_r & 7))) * 16;
+  int a_col = kt_begin * kBK + a_ch * 8;
+  const bf16_t* a_ptr = a.x + (m0 + a_r < a.M ? (m0 + a_r) * a.K + a_col : 0);
+  uint32_t a_ok = 0;
 #pragma unroll
-  for (int i = 0; i < C::A_ITERS; ++i) {
-    const int c = tid + i * kThreads, r = c / 8, ch = c % 8;
-    const int64_t m = m0 + r;
-    a_ok[i] = c < C::A_CHUNKS && m < a.M;
-    a_col[i] = kt_begin * kBK + ch * 8;
-    a_ptr[i] = a.x + (a_ok[i] ? m * a.K + a_col[i] : 0);
-    a_dst[i] = (r * 8 + (ch ^ (r & 7))) * 16;
-  }
+  for (int i = 0; i < C::A_ITERS; ++i)
+    a_ok |= uint32_t(tid + i * kThreads < C::A_CHUNKS && m0 + a_r + 32 * i < a.M) << i;
   // B: chunk i of this thread is unit (tid / 32 + 8 i) of the block, lane tid % 32; units are 32 chunks apart.
   const int64_t b_unit_stride = int64_t(kWarps) * 32;
   const int64_t nt_first = n0 / 16 + tid / 32;
@@ -179,11 +176,11 @@ __global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(Args a) {
 #pragma unroll
     for (int i = 0; i < C::A_ITERS; ++i) {
       if (tid + i * kThreads >= C::A_CHUNKS) break;
-      const bool ok = a_ok[i] && a_col[i] < K;
-      cp_async16(st + a_dst[i], ok ? a_ptr[i] : a.x, ok ? 16 : 0);
-      a_ptr[i] += kBK;
-      a_col[i] += kBK;
+      const bool ok = ((a_ok >> i) & 1u) && a_col < K;
+      cp_async16(st + a_dst + i * (32 * 8 * 16), ok ? a_ptr + int64_t(32 * i) * a.K : a.x, ok ? 16 : 0);
     }
+    a_ptr += kBK;
+    a_col += kBK;
 #pragma unroll
     for (int i = 0; i < C::B_ITERS; ++i) {
       const bool ok = (b_ok >> i) & 1u;
@@ -556,9 +553,11 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   if (p.mt == 1) p.nu = 2, p.minb = 3;
   else if (p.mt == 2) p.nu = p.fold ? 2 : 4;
   else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
-  // Split-K: the split count that minimizes a simple time model in bytes moved: the weight streams in waves of
-  // `slots` resident blocks (a partly filled last wave costs a full one), plus the fp32 partial sums written and
-  // read back and the reduction's launch (~2 us, ~6 MB at 3 TB/s). Each split keeps at least 3 k steps.
+  // Split-K for M <= 32: the split count that minimizes a simple time model in bytes moved: the weight streams in
+  // waves of `slots` resident blocks (a partly filled last wave costs a full one), plus the fp32 partial sums written
+  // and read back and the reduction's launch (~2 us, ~6 MB at 3 TB/s). Each split keeps at least 3 k steps. Larger
+  // M splits only when the tiles do not fill one wave (as many splits as fit); there the partial sums cost more
+  // than the model's waves save (measured: LLaDA gate_up M = 256, 0.206 vs 0.166 ms).
   const int64_t slots = int64_t(sms) * p.minb;
   const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
   const double step_bytes = 128.0 * p.nu * 32 + 16.0 * p.mt * kBK * 2;
@@ -569,9 +568,11 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   int64_t splits = 1;
   if (force_splits > 0) {
     splits = force_splits;
-  } else {
+  } else if (p.mt <= 2) {
     for (int64_t s = 2; s <= std::max<int64_t>(1, d.kt / 3); ++s)
       if (model(s) < model(splits)) splits = s;
+  } else if (blocks < slots) {
+    splits = std::min<int64_t>(std::max<int64_t>(1, slots / blocks), std::max<int64_t>(1, d.kt / 3));
   }
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
   const int64_t per = (d.kt + splits - 1) / splits;
