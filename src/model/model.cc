@@ -548,16 +548,12 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
   }
   Tensor logits = be.empty(at, {sel.dim(0), c.vocab_size});
   lm_head_->forward(be, sel, logits);
-  Tensor host = be.to_host_f32(logits);
+  // Each slot's rows, left in the backend's memory (views of the one logits tensor).
   std::vector<Tensor> out;
   int64_t r0 = 0;
   for (size_t i = 0; i < slots.size(); ++i) {
-    const int64_t n = counts[i];
-    Tensor t = slots[i].logit_rows.empty() ? Tensor::zeros(DType::F32, {1, n, c.vocab_size})
-                                           : Tensor::zeros(DType::F32, {n, c.vocab_size});
-    std::copy_n(host.data<float>() + r0 * c.vocab_size, n * c.vocab_size, t.data<float>());
-    out.push_back(std::move(t));
-    r0 += n;
+    out.push_back(logits.slice_rows(r0, r0 + counts[i]));
+    r0 += counts[i];
   }
   return out;
 }

@@ -118,6 +118,8 @@ class Model {
   // norms and rope run once over every slot's window tokens, attention runs per slot over its own keys. Slot i's
   // result equals forward(...) (no cache) or forward_window(...) (cache) on that slot alone, bit for bit where
   // the backend's kernels are row-independent (both backends' are). The continuous-batching scheduler's forward.
+  // The logits stay in the backend's memory, as forward_window_device leaves them: slot i's are [R_i, V] in
+  // act_dtype() for its logit_rows (its whole window, W_i rows, when it lists none).
   std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
 
   // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:

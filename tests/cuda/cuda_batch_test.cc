@@ -134,13 +134,15 @@ TEST(CudaFp8Kv, RefreshErrorBoundedAndSlotsMatch) {
     std::vector<SlotPass> refresh(2);
     refresh[0].ids = a, refresh[0].cache = &ca;
     refresh[1].ids = b, refresh[1].cache = &cb;
-    auto r = model->forward_slots(refresh);
+    auto r = model->forward_slots(refresh);  // logits on the device
+    for (Tensor& t : r) t = model->backend().to_host_f32(t);
     EXPECT_LT(test::rel_error(r[0], model->forward_window(a, {}, ca2, 0, L)), 1e-2);
     EXPECT_LT(test::rel_error(r[1], model->forward_window(b, {}, cb2, 0, L - 3)), 1e-2);
     std::vector<SlotPass> win(2);
     win[0].ids = a, win[0].cache = &ca, win[0].begin = 2, win[0].end = 6;
     win[1].ids = b, win[1].cache = &cb, win[1].begin = 1, win[1].end = 3, win[1].logit_rows = {2};
     auto w = model->forward_slots(win);
+    for (Tensor& t : w) t = model->backend().to_host_f32(t);
     EXPECT_LT(test::rel_error(w[0], model->forward_window(a, {}, ca2, 2, 6)), 1e-2) << "fp8 " << fp8;
     EXPECT_LT(test::rel_error(w[1], model->forward_window(b, {}, cb2, 1, 3, {2})), 1e-2) << "fp8 " << fp8;
   }
