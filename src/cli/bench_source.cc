@@ -29,4 +29,9 @@ ModelConfig bench_preset_config(const BenchSource& s) {
   return parse_model_config(cj, "random preset " + s.preset);
 }
 
+nlohmann::json weight_bytes_json(const WeightBytes& w) {
+  return {{"packed_linears", w.packed_linears}, {"dense", w.dense}, {"embedding", w.embedding}, {"head", w.head},
+          {"total", w.total()}};
+}
+
 }  // namespace dlx::cli

@@ -3,9 +3,11 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "model/config.h"
+#include "model/model.h"
 
 namespace dlx::cli {
 
@@ -22,5 +24,8 @@ void check_bench_source(const BenchSource& s, const std::string& what);
 
 // The preset's config with --layers applied.
 ModelConfig bench_preset_config(const BenchSource& s);
+
+// Model::held_weight_bytes as JSON: packed_linears, dense, embedding, head, total.
+nlohmann::json weight_bytes_json(const WeightBytes& w);
 
 }  // namespace dlx::cli

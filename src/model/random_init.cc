@@ -69,17 +69,37 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
   m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
+  // Dense linears fuse as Model::load fuses them: each fused weight is made whole and its parts are views.
+  const DenseFusion fusion = quant == "w4a16" ? DenseFusion{} : m->dense_fusion();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights lw;
     lw.attn_norm = make({H}, 1.0f, 0.05f);
     lw.ffn_norm = make({H}, 1.0f, 0.05f);
-    for (LinearRole r : kLinearRoles) {
-      const int i = int(r);
+    auto spec_of = [&](int i) {
       LinearSpec spec;
       spec.prefix = "random.layers." + std::to_string(l) + "." + std::to_string(i);
       spec.in_features = ins[i];
       spec.out_features = outs[i];
       spec.bias = c.qkv_bias && i < 3;
+      return spec;
+    };
+    // The parts [first, first + count) of a fused weight (and bias) as views, at their row offsets.
+    auto fuse = [&](Tensor& w, Tensor* bias, int first, int count) {
+      int64_t rows = 0;
+      for (int i = first; i < first + count; ++i) rows += outs[i];
+      w = make({rows, ins[first]}, 0, 0.02f);
+      if (bias) *bias = make({rows}, 0, 0.02f);
+      for (int i = first, at = 0; i < first + count; at += int(outs[i]), ++i) {
+        const Tensor wi = w.slice_rows(at, at + outs[i]), bi = bias ? bias->slice_rows(at, at + outs[i]) : Tensor();
+        lw.linear[i] = make_dense_linear_view(spec_of(i), wi, wi, bi, bi);
+      }
+    };
+    if (fusion.qkv) fuse(lw.qkv, c.qkv_bias ? &lw.qkv_bias : nullptr, int(LinearRole::Q), 3);
+    if (fusion.gate_up) fuse(lw.gate_up, nullptr, int(LinearRole::Gate), 2);
+    for (LinearRole r : kLinearRoles) {
+      const int i = int(r);
+      if (lw.linear[i]) continue;  // a view into a fused weight
+      const LinearSpec spec = spec_of(i);
       Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
       if (quant == "w4a16") {
         LinearInfo info;

@@ -20,6 +20,7 @@ class PackedLinear : public Linear {
     info_.bytes = host_.nbytes() + (host_bias_.defined() ? host_bias_.nbytes() : 0);
   }
   LinearInfo info() const override { return info_; }
+  HeldTensors held() const override { return {{dev_.qweight, dev_.scales, dev_.zeros, dev_.perm, bias_}, true}; }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     std::call_once(uploaded_, [&] { upload(be); });
     be.matmul_packed(x, dev_, bias_.defined() ? &bias_ : nullptr, y);
@@ -57,6 +58,7 @@ class DequantCachedLinear : public Linear {
     info_.bytes = host_.nbytes() + (host_bias_.defined() ? host_bias_.nbytes() : 0);
   }
   LinearInfo info() const override { return info_; }
+  HeldTensors held() const override { return {{weight_, bias_}, false}; }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     be.matmul(x, weight_, bias_.defined() ? &bias_ : nullptr, y);
   }
