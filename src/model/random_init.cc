@@ -20,6 +20,10 @@ Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float 
 #ifdef DIFFULEX_HAVE_CUDA
   if (be.device() == Device::CUDA) return cuda_random_tensor(be, DType::BF16, std::move(shape), seed, mean, std);
 #endif
+  return be.upload(random_host_weight(std::move(shape), seed, mean, std));
+}
+
+Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std) {
   Tensor t = Tensor::zeros(DType::BF16, std::move(shape));
   uint16_t* p = t.data<uint16_t>();
   parallel_for(t.numel(), 1 << 16, [&](int64_t a, int64_t b) {
@@ -29,7 +33,7 @@ Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float 
       p[i] = f32_to_bf16(mean + std * (u / 65536.0f - 2.0f) * 1.7320508f);
     }
   });
-  return be.upload(t);
+  return t;
 }
 
 PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
@@ -100,8 +104,9 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
       const int i = int(r);
       if (lw.linear[i]) continue;  // a view into a fused weight
       const LinearSpec spec = spec_of(i);
-      Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
       if (quant == "w4a16") {
+        // The bias stays on the host as a checkpoint's does (the packed layer uploads it; fusion stacks it there).
+        Tensor bias = spec.bias ? random_host_weight({outs[i]}, ++s, 0, 0.02f) : Tensor();
         LinearInfo info;
         info.kind = "random_w4a16";
         info.bits = 4;
@@ -109,6 +114,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
         lw.linear[i] = make_packed_linear(ctx, spec, random_packed_w4(outs[i], ins[i], info.group_size, ++s), bias,
                                           std::move(info));
       } else {
+        Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
         lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
       }
     }
