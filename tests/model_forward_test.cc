@@ -1,9 +1,11 @@
 // The one layer routine's reports (ForwardObserver) and the weight bytes a model holds (held_weight_bytes).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 #include <string>
 
+#include "core/error.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/random_model.h"
@@ -79,8 +81,11 @@ TEST(HeldWeightBytes, MeasuresTheTensorsHeld) {
   EXPECT_EQ(w.embedding, size_t(c.vocab_size * c.hidden_size) * 2);  // bf16
 
   const ModelConfig tc = tiny_config();
-  auto dense = Model::random(tc, "cpu", 1);
-  auto packed = Model::random(tc, "cpu", 1, "w4a16", 32);
+  RandomModelOptions o;
+  auto dense = Model::random(tc, o);
+  o.quant = "w4a16";
+  o.group_size = 32;
+  auto packed = Model::random(tc, o);
   const WeightBytes d = dense->held_weight_bytes(), p = packed->held_weight_bytes();
   EXPECT_EQ(d.packed_linears, 0u);
   EXPECT_GT(p.packed_linears, 0u);
@@ -92,6 +97,42 @@ TEST(HeldWeightBytes, MeasuresTheTensorsHeld) {
   // Packed weights stay as made on the CPU (no layout change); their q/k/v biases count with them.
   EXPECT_EQ(p.packed_linears, linear_bytes);
   EXPECT_LT(p.packed_linears, d.dense);
+}
+
+// --quant-head: the LM head is a packed 4-bit linear (as a GPTQModel checkpoint with lm_head: true loads): its
+// held bytes are the packed codes plus a scale and zero per group, and the forward runs it.
+TEST(RandomModel, QuantizedHead) {
+  const ModelConfig tc = tiny_config();
+  RandomModelOptions o;
+  o.quant = "w4a16";
+  o.group_size = 32;
+  auto bf16_head = Model::random(tc, o);
+  o.quant_head = true;
+  auto q_head = Model::random(tc, o);
+  const int64_t V = tc.vocab_size, H = tc.hidden_size;
+  const WeightBytes w = q_head->held_weight_bytes();
+  EXPECT_EQ(w.head, size_t(V * H / 2 + 2 * V * (H / 32) * 4));  // 4-bit codes, F32 scale and zero per group
+  EXPECT_EQ(bf16_head->held_weight_bytes().head, size_t(V * H * 2));
+  EXPECT_EQ(w.packed_linears, bf16_head->held_weight_bytes().packed_linears);
+  EXPECT_EQ(q_head->lm_head().info().bits, 4);
+  EXPECT_EQ(q_head->lm_head().info().group_size, 32);
+  // The forward's LM head op reads the packed head (its bytes: the R x H input, R x V logits, the head's weight).
+  double head_bytes = -1;
+  ForwardObserver obs;
+  obs.op = [&](const ForwardOp& op) {
+    if (std::string(op.name) == "lm_head") head_bytes = op.bytes;
+  };
+  q_head->set_observer(obs);
+  Tensor ids = Tensor::zeros(DType::I64, {1, 6});
+  for (int64_t l = 0; l < 6; ++l) ids.data<int64_t>()[l] = 3 + 7 * l;
+  Tensor logits = q_head->forward(ids, {}, {2, 5});
+  ASSERT_EQ(logits.shape(), (Shape{2, V}));
+  EXPECT_DOUBLE_EQ(head_bytes, 4.0 * (2 * H + 2 * V) + double(w.head));  // F32 activations on the CPU
+  for (int64_t i = 0; i < logits.numel(); ++i) ASSERT_TRUE(std::isfinite(logits.data<float>()[i])) << i;
+  // Not the bf16 head's logits (other weights), and refused without packed linears.
+  EXPECT_GT(test::rel_error(logits, bf16_head->forward(ids, {}, {2, 5})), 0.0);
+  o.quant = "none";
+  EXPECT_THROW(Model::random(tc, o), Error);
 }
 
 }  // namespace dlx

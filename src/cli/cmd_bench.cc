@@ -232,14 +232,7 @@ json run_bench(const Args& a) {
   for (int64_t b : a.batches) check(b > 0, "bench: batch sizes must be positive (got {})", b);
 
   auto t_load = Clock::now();
-  std::unique_ptr<Model> model;
-  if (!a.model.empty()) {
-    LoadOptions lo;
-    lo.device = a.device;
-    model = Model::load(a.model, lo);
-  } else {
-    model = Model::random(bench_preset_config(a), a.device, a.seed, a.quant, a.group_size);
-  }
+  std::unique_ptr<Model> model = bench_model(a, a.seed);
   sync(model->backend());
   const double load_ms = ms_since(t_load);
   const ModelConfig& cfg = model->config();
@@ -265,6 +258,7 @@ json run_bench(const Args& a) {
 
   out["quant"] = a.quant;
   if (a.model.empty() && a.quant != "none") out["group_size"] = a.group_size;
+  out["quant_head"] = a.quant_head;
   if (a.model.empty()) out["random_weights_ms"] = load_ms;
   else out["load_ms"] = load_ms;
 

@@ -30,6 +30,19 @@ struct LoadOptions {
   std::string awq_order = "autoawq";
 };
 
+// Model::random's choices.
+struct RandomModelOptions {
+  std::string device = "cpu";
+  uint64_t seed = 1;
+  // "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size` (0: one
+  // group per row); "none": bf16. The embedding stays bf16.
+  std::string quant = "none";
+  int64_t group_size = 128;
+  // With quant "w4a16": the LM head a packed 4-bit linear too (the same Linear a GPTQModel checkpoint with
+  // `lm_head: true` loads as); else it stays bf16.
+  bool quant_head = false;
+};
+
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
 
@@ -161,10 +174,7 @@ class Model {
 
   // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:
   // normal(0, 0.02) linears and embeddings, norms ~1; on CUDA a device hash, so a 7B model takes a second).
-  // quant "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size`
-  // (0: one group per row); embedding and LM head stay bf16.
-  static std::unique_ptr<Model> random(const ModelConfig& c, const std::string& device, uint64_t seed,
-                                       const std::string& quant = "none", int64_t group_size = 128);
+  static std::unique_ptr<Model> random(const ModelConfig& c, const RandomModelOptions& opts);
 
   // The pieces of every pass: begin_forward makes the state of forward / forward_window (one slot of B rows),
   // run_layer is the one layer routine, finish_forward_device (below) the final norm and LM head.

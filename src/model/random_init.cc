@@ -1,6 +1,6 @@
 // Model::random: a model with random weights made in the backend's memory (no checkpoint on disk), for the
-// decode benchmark at real model sizes. The generator is the bench's (cmd_bench.cc): on the CPU four 16-bit
-// uniforms from a splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
+// benchmarks (bench, bench decode) at real model sizes. The generator: on the CPU four 16-bit uniforms from a
+// splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
 #include <string>
 
 #include "core/error.h"
@@ -56,20 +56,30 @@ PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
   return w;
 }
 
-std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed,
-                                     const std::string& quant, int64_t group_size) {
+std::unique_ptr<Model> Model::random(const ModelConfig& c, const RandomModelOptions& o) {
+  const std::string& quant = o.quant;
   check(quant == "none" || quant == "w4a16", "random model: quant '{}' is not one of none, w4a16", quant);
+  check(!o.quant_head || quant == "w4a16", "random model: a quantized LM head needs quant w4a16 (got '{}')", quant);
   check(c.num_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0, "random model: empty config");
   std::unique_ptr<Model> m(new Model());
   m->dir_ = "random";
   m->cfg_ = c;
-  m->backend_ = make_backend(device);
+  m->backend_ = make_backend(o.device);
   Backend& be = *m->backend_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  uint64_t s = seed * 1000003;
+  uint64_t s = o.seed * 1000003;
   auto make = [&](Shape shape, float mean, float std) { return random_weight(be, std::move(shape), ++s, mean, std); };
   TensorStore no_files;  // the packed layers are made here, not read from a checkpoint
   const LoadContext ctx{no_files, nullptr, be};
+  // A random packed 4-bit layer: the Linear the GPTQ / AWQ kinds build from a checkpoint (make_packed_linear).
+  auto packed = [&](const LinearSpec& spec, Tensor bias) {
+    LinearInfo info;
+    info.kind = "random_w4a16";
+    info.bits = 4;
+    info.group_size = o.group_size > 0 ? o.group_size : spec.in_features;
+    PackedWeight w = random_packed_w4(spec.out_features, spec.in_features, info.group_size, ++s);
+    return make_packed_linear(ctx, spec, std::move(w), std::move(bias), std::move(info));
+  };
   m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
@@ -106,13 +116,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
       const LinearSpec spec = spec_of(i);
       if (quant == "w4a16") {
         // The bias stays on the host as a checkpoint's does (the packed layer uploads it; fusion stacks it there).
-        Tensor bias = spec.bias ? random_host_weight({outs[i]}, ++s, 0, 0.02f) : Tensor();
-        LinearInfo info;
-        info.kind = "random_w4a16";
-        info.bits = 4;
-        info.group_size = group_size > 0 ? group_size : ins[i];
-        lw.linear[i] = make_packed_linear(ctx, spec, random_packed_w4(outs[i], ins[i], info.group_size, ++s), bias,
-                                          std::move(info));
+        lw.linear[i] = packed(spec, spec.bias ? random_host_weight({outs[i]}, ++s, 0, 0.02f) : Tensor());
       } else {
         Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
         lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
@@ -126,7 +130,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
   hs.prefix = "random.lm_head";
   hs.in_features = H;
   hs.out_features = c.vocab_size;
-  m->lm_head_ = make_dense_linear(hs, make({c.vocab_size, H}, 0, 0.02f), Tensor(), be);
+  m->lm_head_ = o.quant_head ? packed(hs, Tensor()) : make_dense_linear(hs, make({c.vocab_size, H}, 0, 0.02f), Tensor(), be);
   return m;
 }
 

@@ -39,7 +39,8 @@ void check_bench_json(const std::string& device) {
 
 TEST(BenchCli, CpuTinyPresetPrintsJson) { check_bench_json("cpu"); }
 
-// --quant w4a16: the same forward on random packed 4-bit linears; fewer weight bytes than the bf16 run.
+// --quant w4a16: the same forward on random packed 4-bit linears; fewer weight bytes than the bf16 run; with
+// --quant-head a packed LM head too.
 void check_bench_w4a16(const std::string& device) {
   const std::string common = "bench --device " + device +
                              " --random-config dream-tiny --batch 2 --length 16 --block 4 --warmup 1 --iters 2"
@@ -66,9 +67,26 @@ void check_bench_w4a16(const std::string& device) {
   EXPECT_EQ(hq["embedding"], hd["embedding"]);
   EXPECT_EQ(hq["head"], hd["head"]);
   EXPECT_EQ(hq["total"], run["memory"]["weight_bytes"]);
+  // --quant-head: the LM head a packed 4-bit linear too; the backend holds fewer head bytes, the rest is the same.
+  auto h = test::run_cli(common + " --quant w4a16 --group-size 32 --quant-head");
+  ASSERT_EQ(h.status, 0) << h.output;
+  nlohmann::json jh = nlohmann::json::parse(h.output);
+  EXPECT_EQ(jh["quant_head"], true);
+  EXPECT_EQ(jq["quant_head"], false);
+  const auto& hh = jh["runs"][0]["memory"]["held_weight_bytes"];
+  EXPECT_LT(hh["head"].get<int64_t>() * 2, hq["head"].get<int64_t>());
+  EXPECT_EQ(hh["packed_linears"], hq["packed_linears"]);
+  EXPECT_EQ(hh["embedding"], hq["embedding"]);
+  EXPECT_EQ(jh["runs"][0]["ops"]["lm_head"]["calls"], 1);
 }
 
 TEST(BenchCli, CpuTinyPresetW4A16) { check_bench_w4a16("cpu"); }
+
+TEST(BenchCli, QuantHeadNeedsW4A16) {
+  auto r = test::run_cli("bench --device cpu --random-config dream-tiny --quant-head --no-ceilings --iters 1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--quant-head needs --quant w4a16"), std::string::npos) << r.output;
+}
 
 // --model: the same forward and per-op table on a checkpoint (the fixture's Dream layout, 2 layers).
 TEST(BenchCli, CheckpointHasPerOpTable) {
