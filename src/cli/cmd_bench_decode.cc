@@ -1,8 +1,8 @@
-// diffulex bench decode: time diffusion decoding end to end (model passes, block KV cache, sampler, host logits)
+// diffulex bench decode: time diffusion decoding end to end (model passes, block KV cache, sampling on the backend)
 // and print JSON. For each batch size B, cache mode (none | prefix | dual) and fixed tokens-per-step count, B
 // prompts of --prompt-length random ids generate --gen-length tokens in blocks of --block through the same code as
 // `diffulex generate` (generate_canvas). Each step's time is taken between the sampler's step callbacks (the
-// logits reach the host every step, so device work is included). --blocks K times only the first K blocks of
+// chosen tokens reach the host every step, so device work is included). --blocks K times only the first K blocks of
 // every generation (a block has a cache refresh step and block / tokens-per-step - 1 window steps, so whole
 // blocks give the same per-step mix as a full generation); 0 times the whole generation. Each configuration first
 // runs the same steps untimed: the pass shapes (window widths, logit rows) change from step to step, and the CUDA
