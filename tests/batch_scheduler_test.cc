@@ -147,7 +147,8 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   EXPECT_THROW(t.submit({1, 2, model->config().vocab_size}, GenerationOptions()), Error);  // id outside the vocabulary
 }
 
-// The ragged batched pass: each slot's logits equal its own forward / forward_window, bit for bit on the CPU.
+// The ragged batched pass: each slot's logits (left in the backend's memory) equal its own forward_device /
+// forward_window_device, bit for bit on the CPU.
 TEST(ContinuousBatch, ForwardSlotsEqualsPerSequencePasses) {
   std::string dir = test::source_path("testdata/fixtures/dream_tiny");
   auto model = Model::load(dir);
@@ -168,16 +169,17 @@ TEST(ContinuousBatch, ForwardSlotsEqualsPerSequencePasses) {
     refresh[1].ids = b, refresh[1].cache = &cb, refresh[1].logit_rows = {1, 4};
     refresh[2].ids = c;
     std::vector<Tensor> r = model->forward_slots(refresh);
-    EXPECT_EQ(r[0].shape(), (Shape{1, L, V}));
-    EXPECT_EQ(test::rel_error(r[0], model->forward_window(a, {}, ca2, 0, L)), 0.0);
-    EXPECT_EQ(test::rel_error(r[1], model->forward_window(b, {}, cb2, 0, L - 2, {1, 4})), 0.0);
-    EXPECT_EQ(test::rel_error(r[2], model->forward(c)), 0.0);
+    EXPECT_EQ(r[0].shape(), (Shape{L, V}));
+    EXPECT_EQ(r[1].shape(), (Shape{2, V}));
+    EXPECT_EQ(test::rel_error(r[0], model->forward_window_device(a, {}, ca2, 0, L)), 0.0);
+    EXPECT_EQ(test::rel_error(r[1], model->forward_window_device(b, {}, cb2, 0, L - 2, {1, 4})), 0.0);
+    EXPECT_EQ(test::rel_error(r[2], model->forward_device(c)), 0.0);
     std::vector<SlotPass> win(2);
     win[0].ids = a, win[0].cache = &ca, win[0].begin = 2, win[0].end = 5, win[0].logit_rows = {2, 4};
     win[1].ids = b, win[1].cache = &cb, win[1].begin = 4, win[1].end = L - 2;
     std::vector<Tensor> w = model->forward_slots(win);
-    EXPECT_EQ(test::rel_error(w[0], model->forward_window(a, {}, ca2, 2, 5, {2, 4})), 0.0) << "fp8 " << fp8;
-    EXPECT_EQ(test::rel_error(w[1], model->forward_window(b, {}, cb2, 4, L - 2)), 0.0) << "fp8 " << fp8;
+    EXPECT_EQ(test::rel_error(w[0], model->forward_window_device(a, {}, ca2, 2, 5, {2, 4})), 0.0) << "fp8 " << fp8;
+    EXPECT_EQ(test::rel_error(w[1], model->forward_window_device(b, {}, cb2, 4, L - 2)), 0.0) << "fp8 " << fp8;
     std::vector<SlotPass> bad(1);
     bad[0].ids = a, bad[0].begin = 1, bad[0].end = 3;
     EXPECT_THROW(model->forward_slots(bad), Error);  // a window needs a cache

@@ -16,6 +16,7 @@
 #include "kernels/quant/packed_linear.h"
 #include "kernels/quant/quant_config.h"
 #include "model/model.h"
+#include "model/random_init.h"
 #include "quant_test_util.h"
 
 namespace dlx {
@@ -242,6 +243,26 @@ TEST(QuantLinear, FusedPackedLayersStackTheirRows) {
   const Linear* before = odd.get();
   EXPECT_EQ(fuse_packed_linears({&parts[0], &odd}, cpu()), nullptr);
   EXPECT_EQ(odd.get(), before);
+}
+
+// A packed layer keeps its bias on the host (fusion stacks host biases and never reads one back from a device):
+// a bias that lives in a device's memory is refused when the layer is made. The tensor below only claims to be on
+// CUDA; nothing reads it.
+TEST(QuantLinear, PackedLayerRefusesADeviceBias) {
+  const PackedWeight w = random_packed_w4(16, 128, 32, 5);
+  Tensor host = Tensor::zeros(DType::F32, {16});
+  Tensor device(DType::F32, {16}, host.data(), nullptr, Device::CUDA);
+  TensorStore no_files;
+  LoadContext ctx{no_files, nullptr, cpu()};
+  LinearInfo info;
+  info.bits = 4, info.group_size = 32;
+  EXPECT_NO_THROW(make_packed_linear(ctx, spec_of(16, 128, true), w, host, info));
+  try {
+    make_packed_linear(ctx, spec_of(16, 128, true), w, device, info);
+    ADD_FAILURE() << "a device bias was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("host"), std::string::npos) << e.what();
+  }
 }
 
 TEST(QuantLinear, DequantCacheKeepsDenseCopy) {

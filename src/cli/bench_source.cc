@@ -15,18 +15,36 @@ void add_bench_source_options(CLI::App& cmd, BenchSource& s) {
       ->capture_default_str();
   cmd.add_option("--group-size", s.group_size, "--quant w4a16: group size (0 = one group per row)")
       ->capture_default_str();
+  cmd.add_flag("--quant-head", s.quant_head, "--quant w4a16: the LM head a random packed 4-bit linear too");
 }
 
 void check_bench_source(const BenchSource& s, const std::string& what) {
   check(s.model.empty() != s.preset.empty(), "{}: give exactly one of --model DIR and --random-config PRESET", what);
   check(s.quant == "none" || s.quant == "w4a16", "{}: --quant must be none or w4a16 (got '{}')", what, s.quant);
   check(s.quant == "none" || s.model.empty(), "{}: --quant applies to --random-config only", what);
+  check(!s.quant_head || s.quant == "w4a16", "{}: --quant-head needs --quant w4a16", what);
 }
 
-ModelConfig bench_preset_config(const BenchSource& s) {
+std::unique_ptr<Model> bench_model(const BenchSource& s, uint64_t seed) {
+  if (!s.model.empty()) {
+    LoadOptions lo;
+    lo.device = s.device;
+    return Model::load(s.model, lo);
+  }
   nlohmann::json cj = random_preset_config(s.preset);
   if (s.layers > 0) cj[cj.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = s.layers;
-  return parse_model_config(cj, "random preset " + s.preset);
+  RandomModelOptions o;
+  o.device = s.device;
+  o.seed = seed;
+  o.quant = s.quant;
+  o.group_size = s.group_size;
+  o.quant_head = s.quant_head;
+  return Model::random(parse_model_config(cj, "random preset " + s.preset), o);
+}
+
+nlohmann::json weight_bytes_json(const WeightBytes& w) {
+  return {{"packed_linears", w.packed_linears}, {"dense", w.dense}, {"embedding", w.embedding}, {"head", w.head},
+          {"total", w.total()}};
 }
 
 }  // namespace dlx::cli

@@ -1,8 +1,8 @@
-// diffulex bench decode: time diffusion decoding end to end (model passes, block KV cache, sampler, host logits)
+// diffulex bench decode: time diffusion decoding end to end (model passes, block KV cache, sampling on the backend)
 // and print JSON. For each batch size B, cache mode (none | prefix | dual) and fixed tokens-per-step count, B
 // prompts of --prompt-length random ids generate --gen-length tokens in blocks of --block through the same code as
 // `diffulex generate` (generate_canvas). Each step's time is taken between the sampler's step callbacks (the
-// logits reach the host every step, so device work is included). --blocks K times only the first K blocks of
+// chosen tokens reach the host every step, so device work is included). --blocks K times only the first K blocks of
 // every generation (a block has a cache refresh step and block / tokens-per-step - 1 window steps, so whole
 // blocks give the same per-step mix as a full generation); 0 times the whole generation. Each configuration first
 // runs the same steps untimed: the pass shapes (window widths, logit rows) change from step to step, and the CUDA
@@ -69,14 +69,7 @@ json run_decode_bench(const DecodeArgs& a) {
   if (a.threads > 0) set_num_threads(a.threads);
 
   auto t_load = Clock::now();
-  std::unique_ptr<Model> model;
-  if (!a.model.empty()) {
-    LoadOptions lo;
-    lo.device = a.device;
-    model = Model::load(a.model, lo);
-  } else {
-    model = Model::random(bench_preset_config(a), a.device, a.seed, a.quant, a.group_size);
-  }
+  std::unique_ptr<Model> model = bench_model(a, a.seed);
   const ModelConfig& cfg = model->config();
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
 
@@ -87,8 +80,12 @@ json run_decode_bench(const DecodeArgs& a) {
   out["source"] = a.model.empty() ? "random:" + a.preset : a.model;
   out["config"] = {{"arch", std::string(arch_name(cfg.arch))}, {"hidden", cfg.hidden_size}, {"layers", cfg.num_layers},
                    {"heads", cfg.num_heads}, {"kv_heads", cfg.num_kv_heads}, {"vocab", cfg.vocab_size}};
-  out["weight_bytes"] = model->weight_bytes();
+  // What the backend holds (device bytes on CUDA), by kind.
+  const WeightBytes held = model->held_weight_bytes();
+  out["weight_bytes"] = held.total();
+  out["held_weight_bytes"] = weight_bytes_json(held);
   out["quant"] = a.model.empty() ? a.quant : "checkpoint";
+  out["quant_head"] = a.quant_head;
   out["load_s"] = load_s;
   out["prompt_length"] = a.prompt_length;
   out["gen_length"] = a.gen_length;

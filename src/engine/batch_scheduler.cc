@@ -29,7 +29,7 @@ struct BatchScheduler::Slot {
   size_t bytes = 0;
   State state = State::Running;
   SlotPass pass;      // Posted: the pass it waits for
-  Tensor logits;      // its result
+  Tensor logits;      // its result, in the backend's memory (the slot's sampler runs Backend::sample_rows on it)
   std::exception_ptr forward_error;
   GenerationResult result;
   std::string error;

@@ -6,7 +6,9 @@
 // hence the same sampler, cache windows and random streams) on its own thread, with its model calls routed
 // (ForwardHooks) into the shared batched pass, whose per-slot result equals the solo pass (per-row kernels,
 // attention per slot over its own keys). Only one slot's sampler runs at a time (a turn lock), so the threads are
-// a way of suspending the sampler between steps, not a source of races or of nondeterminism.
+// a way of suspending the sampler between steps, not a source of races or of nondeterminism. The logits stay in
+// the backend's memory and each slot samples its own rows there (Backend::sample_rows, from the slot's thread):
+// the backend is still called by one thread at a time, since the engine's pass waits until every slot has posted.
 #pragma once
 #include <condition_variable>
 #include <cstdint>

@@ -103,7 +103,7 @@ class CachedLogits {
     return window(ids, key_mask, begin, end, rows, pos);
   }
 
-  // Through the scheduler's hook when there is one (host logits), else on the model (logits in the backend).
+  // Through the scheduler's hook when there is one, else on the model (the logits in the backend's memory either way).
   Tensor window(const Tensor& ids, const Tensor& key_mask, int64_t begin, int64_t end, const std::vector<int64_t>& rows,
                 const Tensor& pos) {
     if (window_) return window_(ids, key_mask, cache_, begin, end, rows, pos);
@@ -160,27 +160,18 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
   }
   // More steps than tokens would only add steps that reveal nothing.
   const int steps = int(o.steps > 0 ? std::min<int64_t>(o.steps, o.max_new_tokens) : o.max_new_tokens);
-  // On the model, the logits of the rows a step reads stay on the backend, which also does the per-position
-  // sampling work (Backend::sample_rows); only the chosen tokens and their confidences come back to the samplers.
-  // The continuous-batching scheduler's hooks return host logits, sampled on the host.
-  RowLogitsFn host_fn;
-  RowSampleFn sample_fn;
+  // The logits of the rows a step reads stay on the backend (the model's or, through the scheduler's hooks, the
+  // batched pass's), which also does the per-position sampling work (Backend::sample_rows); only the chosen
+  // tokens and their confidences come back to the samplers.
   const bool fp8 = o.kv_dtype == "fp8";
   const int64_t shift = c.shift_logits() ? 1 : 0;
-  if (hooks) {
-    host_fn = [&model, hooks](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
-      const Tensor pos = positions_from_mask(key_mask, ids.dim(0), ids.dim(1));
-      if (hooks->forward) return hooks->forward(ids, key_mask, rows, pos);
-      return model.forward(ids, key_mask, rows, pos);
-    };
-    if (o.cache != "none") host_fn = CachedLogits(model, o.cache, P, o.block_length, shift, fp8, hooks);
-  } else {
-    DeviceRowLogitsFn logits = [&model](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
-      return model.forward_device(ids, key_mask, rows, positions_from_mask(key_mask, ids.dim(0), ids.dim(1)));
-    };
-    if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, shift, fp8);
-    sample_fn = backend_row_sampler(model.backend(), std::move(logits));
-  }
+  DeviceRowLogitsFn logits = [&model, hooks](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
+    const Tensor pos = positions_from_mask(key_mask, ids.dim(0), ids.dim(1));
+    if (hooks && hooks->forward) return hooks->forward(ids, key_mask, rows, pos);
+    return model.forward_device(ids, key_mask, rows, pos);
+  };
+  if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, shift, fp8, hooks);
+  const RowSampleFn sample_fn = backend_row_sampler(model.backend(), std::move(logits));
 
   int steps_run = 0;
   StepCallback count = [&](int step, int total, int64_t revealed) {
@@ -204,7 +195,7 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
     d.tokens_per_step = o.tokens_per_step;
     d.prompt_mask = prompt_mask;
     d.independent_rows = true;
-    out = sample_fn ? dream_generate(sample_fn, prompt, d, count) : dream_generate(host_fn, prompt, d, count);
+    out = dream_generate(sample_fn, prompt, d, count);
   } else {
     LladaOptions l;
     l.gen_length = o.max_new_tokens;
@@ -219,7 +210,7 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
     l.tokens_per_step = o.tokens_per_step;
     l.prompt_mask = prompt_mask;
     l.independent_rows = true;
-    out = sample_fn ? llada_generate(sample_fn, prompt, l, count) : llada_generate(host_fn, prompt, l, count);
+    out = llada_generate(sample_fn, prompt, l, count);
   }
   if (steps_out) *steps_out = steps_run;
   return out;

@@ -63,10 +63,10 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
 struct ForwardHooks {
   std::function<Tensor(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows,
                        const Tensor& positions)>
-      forward;  // as Model::forward
+      forward;  // as Model::forward_device (the logits in the backend's memory)
   std::function<Tensor(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
                        const std::vector<int64_t>& rows, const Tensor& positions)>
-      forward_window;  // as Model::forward_window
+      forward_window;  // as Model::forward_window_device
 };
 std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
                                              const std::vector<std::vector<int64_t>>& prompts,

@@ -34,6 +34,8 @@ class DenseLinear : public Linear {
     return i;
   }
 
+  HeldTensors held() const override { return {{weight_, bias_}, false}; }
+
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     be.matmul(x, weight_, bias_.defined() ? &bias_ : nullptr, y);
   }

@@ -35,10 +35,19 @@ struct LinearInfo {
   size_t bytes = 0;       // memory held by the layer's weights
 };
 
+// The tensors a Linear holds in its backend's memory now (Model::held_weight_bytes measures them).
+struct HeldTensors {
+  std::vector<Tensor> tensors;  // weight and bias, or a packed weight's codes, scales, zeros (and permutation)
+  bool packed = false;          // a packed low-bit weight
+};
+
 class Linear {
  public:
   virtual ~Linear() = default;
   virtual LinearInfo info() const = 0;
+  // Views into a fused weight are included (a fused weight's views together cover it once); a layer whose weight
+  // lives only in a fused Linear and was never run alone holds nothing.
+  virtual HeldTensors held() const = 0;
   virtual void forward(Backend& be, const Tensor& x, Tensor& y) const = 0;
   // The effective weight as F32 [out, in] on the host (tests, debugging, --dequant-cache).
   virtual Tensor dequantize() const = 0;

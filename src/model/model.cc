@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -93,14 +94,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     }
     return s;
   };
-  // On the GPU the dense bf16 gate and up weights of a layer become one weight (one GEMM of twice the width fills
-  // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
-  const char* fuse_env = std::getenv("DIFFULEX_FUSE_GATE_UP");
-  const bool fuse_gate_up = be.device() == Device::CUDA && !(fuse_env && std::strcmp(fuse_env, "0") == 0);
-  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv), only with DIFFULEX_FUSE_QKV=1: on the H100 the GEMM gets
-  // faster (Dream-7B B=1: 1.27 -> 0.71 ms) but the split into q, k, v costs it back (docs/PERFORMANCE.md).
-  const char* fuse_qkv_env = std::getenv("DIFFULEX_FUSE_QKV");
-  const bool fuse_qkv = be.device() == Device::CUDA && fuse_qkv_env && std::strcmp(fuse_qkv_env, "1") == 0;
+  const DenseFusion fusion = m->dense_fusion();
+  const bool fuse_gate_up = fusion.gate_up, fuse_qkv = fusion.qkv;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     LayerWeights lw;
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
@@ -181,11 +176,92 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
+namespace {
+
+// Bytes of the tensors in `ts` whose storage address is not in `seen` yet (undefined ones skipped); adds them.
+size_t new_bytes(const std::vector<Tensor>& ts, std::set<const void*>& seen) {
+  size_t n = 0;
+  for (const Tensor& t : ts)
+    if (t.defined() && seen.insert(t.data()).second) n += t.nbytes();
+  return n;
+}
+
+size_t distinct_bytes(const std::vector<Tensor>& ts) {
+  std::set<const void*> seen;
+  return new_bytes(ts, seen);
+}
+
+}  // namespace
+
+WeightBytes Model::held_weight_bytes() const {
+  WeightBytes w;
+  std::set<const void*> seen;
+  w.embedding = new_bytes({embed_}, seen);
+  auto add = [&](const Linear* lin) {
+    if (!lin) return;
+    const HeldTensors h = lin->held();
+    (h.packed ? w.packed_linears : w.dense) += new_bytes(h.tensors, seen);
+  };
+  for (const auto& l : layers_) {
+    w.dense += new_bytes({l.attn_norm, l.ffn_norm}, seen);
+    for (const auto& lin : l.linear) add(lin.get());
+    add(l.qkv_packed.get());
+    add(l.gate_up_packed.get());
+  }
+  w.dense += new_bytes({final_norm_}, seen);
+  w.head = new_bytes(lm_head_->held().tensors, seen);
+  return w;
+}
+
+Model::DenseFusion Model::dense_fusion() const {
+  DenseFusion f;
+  if (backend_->device() != Device::CUDA) return f;
+  // On the GPU the dense bf16 gate and up weights of a layer become one weight (one GEMM of twice the width fills
+  // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
+  const char* gate_up = std::getenv("DIFFULEX_FUSE_GATE_UP");
+  f.gate_up = !(gate_up && std::strcmp(gate_up, "0") == 0);
+  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv), only with DIFFULEX_FUSE_QKV=1: on the H100 the GEMM gets
+  // faster (Dream-7B B=1: 1.27 -> 0.71 ms) but the split into q, k, v costs it back (docs/PERFORMANCE.md).
+  const char* qkv = std::getenv("DIFFULEX_FUSE_QKV");
+  f.qkv = qkv && std::strcmp(qkv, "1") == 0;
+  return f;
+}
+
+Tensor Model::logits_to_host(const Tensor& logits) const {
+  report("logits_to_host", -1, 0, double(logits.nbytes()));
+  return backend_->to_host_f32(logits);
+}
+
 Tensor Model::forward(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& logit_rows,
                       const Tensor& positions) {
-  ForwardState st = begin_forward(ids, key_mask, positions);
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
-  return finish_forward(st, logit_rows);
+  Tensor out = logits_to_host(forward_device(ids, key_mask, logit_rows, positions));
+  return logit_rows.empty() ? out.reshape({ids.dim(0), ids.dim(1), cfg_.vocab_size}) : out;
+}
+
+void Model::add_window(AttnSlot& s, const Tensor& ids, const Tensor& positions, Tensor& wids, ForwardState& st,
+                       const std::string& what) {
+  const int64_t W = s.width();
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t l = s.begin; l < s.end; ++l) {
+      const int64_t id = ids.data<int64_t>()[b * s.L + l], at = s.offset + b * W + l - s.begin;
+      check(id >= 0 && id < cfg_.vocab_size, "{}input_ids[{}][{}] = {} is outside the vocabulary [0, {})", what, b, l,
+            id, cfg_.vocab_size);
+      wids.data<int64_t>()[at] = id;
+      st.positions.data<int64_t>()[at] = positions.defined() ? positions.data<int64_t>()[b * s.L + l] : l;
+    }
+  KvCache* cache = s.cache;
+  if (cache && (cache->B != s.B || cache->L != s.L || cache->empty())) {
+    check(s.begin == 0 && s.end == s.L,
+          "{}the KV cache is empty or sized for another batch: refresh it with the whole sequence", what);
+    alloc_cache(*cache, s.B, s.L);
+  }
+}
+
+void Model::embed(ForwardState& st, const Tensor& wids) {
+  const int64_t T = st.tokens(), H = cfg_.hidden_size;
+  report("embedding", -1, 0, 2.0 * double(dtype_size(backend_->act_dtype())) * double(T * H));
+  st.h = backend_->empty(backend_->act_dtype(), {T, H});
+  backend_->embedding(wids, embed_, st.h);
 }
 
 ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache* cache,
@@ -196,36 +272,19 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
   check(B > 0 && L > 0, "input_ids is empty ({})", shape_str(ids.shape()));
   check(!key_mask.defined() || (key_mask.dtype() == DType::U8 && key_mask.shape() == ids.shape()),
         "key mask must be U8 {}", shape_str(ids.shape()));
+  check(!positions.defined() || (positions.dtype() == DType::I64 && positions.numel() == B * L),
+        "positions must be I64 {}", shape_str(ids.shape()));
   if (end < 0) end = L;
   check(0 <= begin && begin < end && end <= L, "window [{}, {}) is outside the sequence length {}", begin, end, L);
   check(cache || (begin == 0 && end == L), "a window smaller than the sequence needs a KV cache");
-  const int64_t W = end - begin;
+  AttnSlot s;
+  s.B = B, s.L = L, s.begin = begin, s.end = end, s.key_mask = key_mask, s.cache = cache;
   ForwardState st;
-  st.B = B;
-  st.L = L;
-  st.begin = begin;
-  st.end = end;
-  st.key_mask = key_mask;
-  st.cache = cache;
-  // The window's ids and positions (host).
-  Tensor wids = Tensor::zeros(DType::I64, {B, W});
-  st.positions = Tensor::zeros(DType::I64, {B, W});
-  check(!positions.defined() || (positions.dtype() == DType::I64 && positions.numel() == B * L),
-        "positions must be I64 {}", shape_str(ids.shape()));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t l = begin; l < end; ++l) {
-      int64_t id = ids.data<int64_t>()[b * L + l];
-      check(id >= 0 && id < cfg_.vocab_size, "input_ids[{}][{}] = {} is outside the vocabulary [0, {})", b, l, id,
-            cfg_.vocab_size);
-      wids.data<int64_t>()[b * W + l - begin] = id;
-      st.positions.data<int64_t>()[b * W + l - begin] = positions.defined() ? positions.data<int64_t>()[b * L + l] : l;
-    }
-  if (cache && (cache->B != B || cache->L != L || cache->empty())) {
-    check(begin == 0 && end == L, "the KV cache is empty or sized for another batch: refresh it with the whole sequence");
-    alloc_cache(*cache, B, L);
-  }
-  st.h = backend_->empty(backend_->act_dtype(), {B * W, cfg_.hidden_size});
-  backend_->embedding(wids.reshape({B * W}), embed_, st.h);
+  Tensor wids = Tensor::zeros(DType::I64, {s.tokens()});
+  st.positions = Tensor::zeros(DType::I64, {s.tokens()});
+  add_window(s, ids, positions, wids, st, "");
+  st.slots.push_back(s);
+  embed(st, wids);
   return st;
 }
 
@@ -262,7 +321,7 @@ void Model::alloc_cache(KvCache& cache, int64_t B, int64_t L) {
 
 Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
                              const std::vector<int64_t>& logit_rows, const Tensor& positions) {
-  Tensor out = backend_->to_host_f32(forward_window_device(ids, key_mask, cache, begin, end, logit_rows, positions));
+  Tensor out = logits_to_host(forward_window_device(ids, key_mask, cache, begin, end, logit_rows, positions));
   return logit_rows.empty() ? out.reshape({ids.dim(0), out.dim(0) / ids.dim(0), cfg_.vocab_size}) : out;
 }
 
@@ -270,11 +329,12 @@ Tensor Model::forward_window_device(const Tensor& ids, const Tensor& key_mask, K
                                     int64_t end, const std::vector<int64_t>& logit_rows, const Tensor& positions) {
   ForwardState st = begin_forward(ids, key_mask, positions, &cache, begin, end);
   for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  const AttnSlot& s = st.slots[0];
   std::vector<int64_t> rows;
   for (int64_t r : logit_rows) {
-    int64_t b = r / st.L, l = r % st.L;
-    check(r >= 0 && b < st.B && l >= begin && l < end, "logit row {} is outside the window [{}, {})", r, begin, end);
-    rows.push_back(b * st.width() + l - begin);
+    int64_t b = r / s.L, l = r % s.L;
+    check(r >= 0 && b < s.B && l >= s.begin && l < s.end, "logit row {} is outside the window [{}, {})", r, s.begin, s.end);
+    rows.push_back(b * s.width() + l - s.begin);
   }
   return finish_forward_device(st, rows);
 }
@@ -286,143 +346,178 @@ Tensor Model::forward_device(const Tensor& ids, const Tensor& key_mask, const st
   return finish_forward_device(st, logit_rows);
 }
 
-void Model::run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer) {
+void Model::report(const char* name, int64_t layer, double flops, double bytes) const {
+  if (observer_.op) observer_.op(ForwardOp{name, layer, flops, bytes});
+}
+
+void Model::report_linear(const char* name, int64_t layer, const Tensor& x, int64_t n, size_t weight_bytes) const {
+  const double M = double(x.dim(0)), K = double(x.dim(1)), N = double(n);
+  const double act = double(dtype_size(backend_->act_dtype()));
+  report(name, layer, 2 * M * N * K, act * (M * K + M * N) + double(weight_bytes));
+}
+
+void Model::run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const {
+  if (observer_.op) report_linear(name, layer, x, lin.out_features(), distinct_bytes(lin.held().tensors));
+  Tensor y2 = y.reshape({x.dim(0), lin.out_features()});
+  lin.forward(*backend_, x, y2);
+}
+
+void Model::run_layer(int64_t layer, ForwardState& st) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
   const DType at = be.act_dtype();
-  const int64_t B = st.B, L = st.width(), T = B * L;  // L: tokens per row in this pass (the window)
+  const double act = double(dtype_size(at));
+  const int64_t T = st.tokens();
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
+  const int64_t Nq = Hq * D, Nkv = Hkv * D;
   const float eps = float(c.rms_norm_eps);
   const LayerWeights& lw = layers_[size_t(layer)];
   Tensor& h = st.h;
   Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
-  Tensor q = be.empty(at, {B, L, Hq, D}), k = be.empty(at, {B, L, Hkv, D}), v = be.empty(at, {B, L, Hkv, D});
-  Tensor att = be.empty(at, {B, L, Hq, D});
+  Tensor q = be.empty(at, {T, Nq}), k = be.empty(at, {T, Nkv}), v = be.empty(at, {T, Nkv});
+  Tensor att = be.empty(at, {T, Nq});
   Tensor gate = be.empty(at, {T, I});
-  const Tensor* mask = st.key_mask.defined() ? &st.key_mask : nullptr;
-  auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) {
-    if (observer) observer(layer, r, in);
-    Tensor o2 = out.reshape({in.dim(0), out.numel() / in.dim(0)});
-    lw.linear[int(r)]->forward(be, in, o2);
+  auto lin = [&](const char* name, LinearRole r, const Tensor& in, Tensor& out) {
+    if (observer_.linear) observer_.linear(layer, r, in);
+    run_linear(name, layer, *lw.linear[int(r)], in, out);
   };
+  // A fused weight (dense `w` and `bias`, or a packed Linear) over x: each part's input is observed, one GEMM.
+  auto fused = [&](const char* name, std::initializer_list<LinearRole> parts, const Linear* packed, const Tensor& w,
+                   const Tensor& bias, Tensor& out) {
+    if (observer_.linear)
+      for (LinearRole r : parts) observer_.linear(layer, r, x);
+    if (packed) return run_linear(name, layer, *packed, x, out);
+    if (observer_.op) report_linear(name, layer, x, w.dim(0), distinct_bytes({w, bias}));
+    be.matmul(x, w, bias.defined() ? &bias : nullptr, out);
+  };
+  report("rmsnorm", layer, 0, 2 * act * double(T * H));
   be.rmsnorm(h, lw.attn_norm, eps, x);
-  if (lw.qkv.defined()) {
+  if (lw.qkv.defined() || lw.qkv_packed) {
     // q, k and v as one GEMM over the fused weight, its output split into the three contiguous tensors.
-    if (observer)
-      for (LinearRole r : {LinearRole::Q, LinearRole::K, LinearRole::V}) observer(layer, r, x);
-    Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
-    be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
-    be.split_columns(qkv, {&q, &k, &v});
-  } else if (lw.qkv_packed) {
-    if (observer)
-      for (LinearRole r : {LinearRole::Q, LinearRole::K, LinearRole::V}) observer(layer, r, x);
-    Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
-    lw.qkv_packed->forward(be, x, qkv);
+    Tensor qkv = be.empty(at, {T, Nq + 2 * Nkv});
+    fused("matmul_qkv", {LinearRole::Q, LinearRole::K, LinearRole::V}, lw.qkv_packed.get(), lw.qkv, lw.qkv_bias, qkv);
+    report("split_qkv", layer, 0, 2 * act * double(T * (Nq + 2 * Nkv)));
     be.split_columns(qkv, {&q, &k, &v});
   } else {
-    lin(LinearRole::Q, x, q);
-    lin(LinearRole::K, x, k);
-    lin(LinearRole::V, x, v);
+    lin("matmul_qkv", LinearRole::Q, x, q);
+    lin("matmul_qkv", LinearRole::K, x, k);
+    lin("matmul_qkv", LinearRole::V, x, v);
   }
-  be.rope(q, st.positions, c.rope_theta);
-  be.rope(k, st.positions, c.rope_theta);
-  if (st.cache) {
-    // Write the window's keys/values into the cache, then attend to every cached position.
-    Tensor& ck = st.cache->k[size_t(layer)];
-    Tensor& cv = st.cache->v[size_t(layer)];
-    const int64_t full = st.L, row = Hkv * D;
-    const bool fp8 = st.cache->fp8;
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor dk = ck.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
-      Tensor dv = cv.reshape({B * full, row}).slice_rows(b * full + st.begin, b * full + st.end);
-      Tensor sk = k.reshape({T, row}).slice_rows(b * L, (b + 1) * L), sv = v.reshape({T, row}).slice_rows(b * L, (b + 1) * L);
-      if (fp8) {
-        // fp8 cache: quantize the window's keys/values with per-(position, head) scales.
-        auto srows = [&](Tensor& s) { return s.reshape({B * full, Hkv}).slice_rows(b * full + st.begin, b * full + st.end); };
-        Tensor ks = srows(st.cache->k_scale[size_t(layer)]), vs = srows(st.cache->v_scale[size_t(layer)]);
-        be.kv_quantize_fp8(sk, Hkv, dk, ks);
-        be.kv_quantize_fp8(sv, Hkv, dv, vs);
-      } else {
-        be.copy(sk, dk);
-        be.copy(sv, dv);
-      }
-    }
-    if (fp8) {
-      // Attention reads the dequantized cache (the window's own entries included, as later steps see them).
-      Tensor kd = be.empty(at, {B, full, Hkv, D}), vd = be.empty(at, {B, full, Hkv, D});
-      be.kv_dequantize_fp8(ck.reshape({B * full, row}), st.cache->k_scale[size_t(layer)], Hkv, kd);
-      be.kv_dequantize_fp8(cv.reshape({B * full, row}), st.cache->v_scale[size_t(layer)], Hkv, vd);
-      be.attention(q, kd, vd, mask, att);
-    } else {
-      be.attention(q, ck, cv, mask, att);
-    }
-  } else {
-    be.attention(q, k, v, mask, att);
-  }
-  lin(LinearRole::O, att.reshape({T, Hq * D}), tmp);
+  Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
+  report("rope", layer, 0, 2 * act * double(T * Nq));
+  be.rope(q3, st.positions, c.rope_theta);
+  report("rope", layer, 0, 2 * act * double(T * Nkv));
+  be.rope(k3, st.positions, c.rope_theta);
+  for (const AttnSlot& s : st.slots) attend(layer, s, q, k, v, att);
+  lin("matmul_o", LinearRole::O, att, tmp);
+  report("add", layer, 0, 3 * act * double(T * H));
   be.add(h, tmp);
+  report("rmsnorm", layer, 0, 2 * act * double(T * H));
   be.rmsnorm(h, lw.ffn_norm, eps, x);
-  if (lw.gate_up.defined()) {
+  if (lw.gate_up.defined() || lw.gate_up_packed) {
     // Gate and up as one GEMM over the fused weight, then SwiGLU on the two halves of each output row.
-    if (observer) observer(layer, LinearRole::Gate, x), observer(layer, LinearRole::Up, x);
     Tensor gu = be.empty(at, {T, 2 * I});
-    be.matmul(x, lw.gate_up, nullptr, gu);
-    be.silu_mul_fused(gu, gate);
-  } else if (lw.gate_up_packed) {
-    if (observer) observer(layer, LinearRole::Gate, x), observer(layer, LinearRole::Up, x);
-    Tensor gu = be.empty(at, {T, 2 * I});
-    lw.gate_up_packed->forward(be, x, gu);
+    fused("matmul_gate_up", {LinearRole::Gate, LinearRole::Up}, lw.gate_up_packed.get(), lw.gate_up, Tensor(), gu);
+    report("silu_mul", layer, 0, 3 * act * double(T * I));
     be.silu_mul_fused(gu, gate);
   } else {
     Tensor up = be.empty(at, {T, I});
-    lin(LinearRole::Gate, x, gate);
-    lin(LinearRole::Up, x, up);
+    lin("matmul_gate_up", LinearRole::Gate, x, gate);
+    lin("matmul_gate_up", LinearRole::Up, x, up);
+    report("silu_mul", layer, 0, 3 * act * double(T * I));
     be.silu_mul(gate, up, gate);
   }
-  lin(LinearRole::Down, gate, tmp);
+  lin("matmul_down", LinearRole::Down, gate, tmp);
+  report("add", layer, 0, 3 * act * double(T * H));
   be.add(h, tmp);
 }
 
-Tensor Model::finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows) {
-  Tensor out = backend_->to_host_f32(finish_forward_device(st, logit_rows));
-  return logit_rows.empty() ? out.reshape({st.B, st.width(), cfg_.vocab_size}) : out;
+// Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
+// cache after the window's entries are written into it), writing its rows of att.
+void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att) {
+  Backend& be = *backend_;
+  const DType at = be.act_dtype();
+  const double act = double(dtype_size(at));
+  const int64_t D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, row = Hkv * D;
+  const int64_t B = s.B, W = s.width(), n = s.tokens(), S = s.cache ? s.L : W;  // S: keys per row
+  const Tensor* mask = s.key_mask.defined() ? &s.key_mask : nullptr;
+  Tensor qs = q.slice_rows(s.offset, s.offset + n).reshape({B, W, Hq, D});
+  Tensor as = att.slice_rows(s.offset, s.offset + n).reshape({B, W, Hq, D});
+  Tensor ks = k.slice_rows(s.offset, s.offset + n), vs = v.slice_rows(s.offset, s.offset + n);
+  const double flops = 4.0 * double(B * W * S * Hq * D), io = act * double(2 * n * Hq * D + 2 * B * S * row);
+  if (!s.cache) {
+    report("attention", layer, flops, io);
+    be.attention(qs, ks.reshape({B, W, Hkv, D}), vs.reshape({B, W, Hkv, D}), mask, as);
+    return;
+  }
+  // Write the window's keys/values into the cache (quantized with per-(position, head) scales for fp8), then
+  // attend to every cached position.
+  KvCache& cache = *s.cache;
+  Tensor& ck = cache.k[size_t(layer)];
+  Tensor& cv = cache.v[size_t(layer)];
+  const int64_t full = s.L;
+  report(cache.fp8 ? "kv_quantize_fp8" : "kv_write", layer, 0,
+         2.0 * double(n * row) * (act + (cache.fp8 ? 1.0 : act)) + (cache.fp8 ? 8.0 * double(n * Hkv) : 0.0));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
+    Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
+    Tensor sk = ks.slice_rows(b * W, (b + 1) * W), sv = vs.slice_rows(b * W, (b + 1) * W);
+    if (cache.fp8) {
+      Tensor kscale = cache.k_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+      Tensor vscale = cache.v_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+      be.kv_quantize_fp8(sk, Hkv, dk, kscale);
+      be.kv_quantize_fp8(sv, Hkv, dv, vscale);
+    } else {
+      be.copy(sk, dk);
+      be.copy(sv, dv);
+    }
+  }
+  if (cache.fp8) {
+    // Attention reads the dequantized cache (the window's own entries included, as later steps see them).
+    report("kv_dequantize_fp8", layer, 0, 2.0 * double(B * full * row) * (1.0 + act) + 8.0 * double(B * full * Hkv));
+    Tensor kd = be.empty(at, {B, full, Hkv, D}), vd = be.empty(at, {B, full, Hkv, D});
+    be.kv_dequantize_fp8(ck.reshape({B * full, row}), cache.k_scale[size_t(layer)], Hkv, kd);
+    be.kv_dequantize_fp8(cv.reshape({B * full, row}), cache.v_scale[size_t(layer)], Hkv, vd);
+    report("attention", layer, flops, io);
+    be.attention(qs, kd, vd, mask, as);
+  } else {
+    report("attention", layer, flops, io);
+    be.attention(qs, ck, cv, mask, as);
+  }
 }
 
 Tensor Model::finish_forward_device(ForwardState& st, const std::vector<int64_t>& logit_rows) {
   Backend& be = *backend_;
-  const int64_t T = st.B * st.width(), H = cfg_.hidden_size;
+  const int64_t T = st.tokens(), H = cfg_.hidden_size;
+  const double act = double(dtype_size(be.act_dtype()));
   for (int64_t r : logit_rows) check(r >= 0 && r < T, "logit row {} is outside [0, {})", r, T);
   Tensor rows;
   if (!logit_rows.empty()) {
     // Only the rows that need logits go through the final norm and the LM head (the largest matmul at real
     // vocabulary sizes); they are picked on the backend. The norm is per row, so norm(h)[rows] = norm(h[rows]).
-    Tensor sel = be.empty(be.act_dtype(), {int64_t(logit_rows.size()), H});
+    const int64_t R = int64_t(logit_rows.size());
+    Tensor sel = be.empty(be.act_dtype(), {R, H});
+    report("gather_rows", -1, 0, 2 * act * double(R * H));
     be.gather_rows(st.h, logit_rows, sel);
-    rows = be.empty(be.act_dtype(), {sel.dim(0), H});
+    rows = be.empty(be.act_dtype(), {R, H});
+    report("rmsnorm", -1, 0, 2 * act * double(R * H));
     be.rmsnorm(sel, final_norm_, float(cfg_.rms_norm_eps), rows);
   } else {
     rows = be.empty(be.act_dtype(), {T, H});
+    report("rmsnorm", -1, 0, 2 * act * double(T * H));
     be.rmsnorm(st.h, final_norm_, float(cfg_.rms_norm_eps), rows);
   }
   Tensor logits = be.empty(be.act_dtype(), {rows.dim(0), cfg_.vocab_size});
-  lm_head_->forward(be, rows, logits);
+  run_linear("lm_head", -1, *lm_head_, rows, logits);
   return logits;
 }
 
-std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
-  Backend& be = *backend_;
-  const ModelConfig& c = cfg_;
-  const DType at = be.act_dtype();
-  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
-  const float eps = float(c.rms_norm_eps);
-  check(!slots.empty(), "forward_slots: no slots");
-  struct Seg {
-    int64_t L, begin, end, off;
-  };
-  std::vector<Seg> seg;
+std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
+  check(!passes.empty(), "forward_slots: no slots");
+  ForwardState st;
   int64_t T = 0;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    SlotPass& p = slots[i];
+  for (size_t i = 0; i < passes.size(); ++i) {
+    SlotPass& p = passes[i];
     check(p.ids.dtype() == DType::I64 && p.ids.rank() == 2 && p.ids.dim(0) == 1 && p.ids.dim(1) > 0,
           "forward_slots: slot {} ids must be I64 [1, L], got {} {}", i, dtype_name(p.ids.dtype()), shape_str(p.ids.shape()));
     const int64_t L = p.ids.dim(1), end = p.end < 0 ? L : p.end;
@@ -433,130 +528,39 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& slots) {
           "forward_slots: slot {} key mask must be U8 [1, {}]", i, L);
     check(!p.positions.defined() || (p.positions.dtype() == DType::I64 && p.positions.numel() == L),
           "forward_slots: slot {} positions must be I64 [1, {}]", i, L);
-    if (p.cache && (p.cache->B != 1 || p.cache->L != L || p.cache->empty())) {
-      check(p.begin == 0 && end == L, "forward_slots: slot {}: the KV cache is empty or sized for another sequence: refresh it with the whole sequence", i);
-      alloc_cache(*p.cache, 1, L);
-    }
     for (int64_t r : p.logit_rows)
       check(r >= p.begin && r < end, "forward_slots: slot {} logit row {} is outside the window [{}, {})", i, r, p.begin, end);
-    seg.push_back({L, p.begin, end, T});
-    T += end - p.begin;
+    AttnSlot s;
+    s.B = 1, s.L = L, s.begin = p.begin, s.end = end, s.offset = T, s.key_mask = p.key_mask, s.cache = p.cache;
+    st.slots.push_back(s);
+    T += s.tokens();
   }
   // Every slot's window tokens, concatenated.
-  Tensor ids = Tensor::zeros(DType::I64, {T}), pos = Tensor::zeros(DType::I64, {T});
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const Seg& g = seg[i];
-    for (int64_t l = g.begin; l < g.end; ++l) {
-      const int64_t id = slots[i].ids.data<int64_t>()[l];
-      check(id >= 0 && id < c.vocab_size, "forward_slots: slot {} input_ids[{}] = {} is outside the vocabulary [0, {})", i, l,
-            id, c.vocab_size);
-      ids.data<int64_t>()[g.off + l - g.begin] = id;
-      pos.data<int64_t>()[g.off + l - g.begin] = slots[i].positions.defined() ? slots[i].positions.data<int64_t>()[l] : l;
-    }
-  }
-  Tensor h = be.empty(at, {T, H});
-  be.embedding(ids, embed_, h);
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-    const LayerWeights& lw = layers_[size_t(layer)];
-    Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
-    Tensor q = be.empty(at, {T, Hq * D}), k = be.empty(at, {T, Hkv * D}), v = be.empty(at, {T, Hkv * D});
-    Tensor att = be.empty(at, {T, Hq * D});
-    Tensor gate = be.empty(at, {T, I}), up = be.empty(at, {T, I});
-    auto lin = [&](LinearRole r, const Tensor& in, Tensor& out) { lw.linear[int(r)]->forward(be, in, out); };
-    be.rmsnorm(h, lw.attn_norm, eps, x);
-    if (lw.qkv.defined() || lw.qkv_packed) {  // the fused weight of run_layer, split into q, k, v
-      Tensor qkv = be.empty(at, {T, (Hq + 2 * Hkv) * D});
-      if (lw.qkv_packed) lw.qkv_packed->forward(be, x, qkv);
-      else be.matmul(x, lw.qkv, lw.qkv_bias.defined() ? &lw.qkv_bias : nullptr, qkv);
-      be.split_columns(qkv, {&q, &k, &v});
-    } else {
-      lin(LinearRole::Q, x, q);
-      lin(LinearRole::K, x, k);
-      lin(LinearRole::V, x, v);
-    }
-    Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
-    be.rope(q3, pos, c.rope_theta);
-    be.rope(k3, pos, c.rope_theta);
-    for (size_t i = 0; i < slots.size(); ++i) {
-      const Seg& g = seg[i];
-      const int64_t W = g.end - g.begin, row = Hkv * D;
-      const Tensor* mask = slots[i].key_mask.defined() ? &slots[i].key_mask : nullptr;
-      Tensor qs = q.slice_rows(g.off, g.off + W).reshape({1, W, Hq, D});
-      Tensor as = att.slice_rows(g.off, g.off + W).reshape({1, W, Hq, D});
-      Tensor ks = k.slice_rows(g.off, g.off + W), vs = v.slice_rows(g.off, g.off + W);
-      KvCache* cache = slots[i].cache;
-      if (!cache) {
-        be.attention(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, as);
-        continue;
-      }
-      // As run_layer with B = 1: write the window into the slot's cache, attend to all of it.
-      Tensor& ck = cache->k[size_t(layer)];
-      Tensor& cv = cache->v[size_t(layer)];
-      Tensor dk = ck.reshape({g.L, row}).slice_rows(g.begin, g.end), dv = cv.reshape({g.L, row}).slice_rows(g.begin, g.end);
-      if (cache->fp8) {
-        Tensor& cks = cache->k_scale[size_t(layer)];
-        Tensor& cvs = cache->v_scale[size_t(layer)];
-        Tensor sk = cks.reshape({g.L, Hkv}).slice_rows(g.begin, g.end), sv = cvs.reshape({g.L, Hkv}).slice_rows(g.begin, g.end);
-        be.kv_quantize_fp8(ks, Hkv, dk, sk);
-        be.kv_quantize_fp8(vs, Hkv, dv, sv);
-        Tensor kd = be.empty(at, {1, g.L, Hkv, D}), vd = be.empty(at, {1, g.L, Hkv, D});
-        be.kv_dequantize_fp8(ck.reshape({g.L, row}), cks, Hkv, kd);
-        be.kv_dequantize_fp8(cv.reshape({g.L, row}), cvs, Hkv, vd);
-        be.attention(qs, kd, vd, mask, as);
-      } else {
-        be.copy(ks, dk);
-        be.copy(vs, dv);
-        be.attention(qs, ck, cv, mask, as);
-      }
-    }
-    lin(LinearRole::O, att, tmp);
-    be.add(h, tmp);
-    be.rmsnorm(h, lw.ffn_norm, eps, x);
-    if (lw.gate_up.defined() || lw.gate_up_packed) {
-      Tensor gu = be.empty(at, {T, 2 * I});
-      if (lw.gate_up_packed) lw.gate_up_packed->forward(be, x, gu);
-      else be.matmul(x, lw.gate_up, nullptr, gu);
-      be.silu_mul_fused(gu, gate);
-    } else {
-      lin(LinearRole::Gate, x, gate);
-      lin(LinearRole::Up, x, up);
-      be.silu_mul(gate, up, gate);
-    }
-    lin(LinearRole::Down, gate, tmp);
-    be.add(h, tmp);
-  }
-  // Final norm, then the LM head on the rows asked for (each slot's whole window when it lists none).
-  Tensor x = be.empty(at, {T, H});
-  be.rmsnorm(h, final_norm_, eps, x);
+  Tensor wids = Tensor::zeros(DType::I64, {T});
+  st.positions = Tensor::zeros(DType::I64, {T});
+  for (size_t i = 0; i < passes.size(); ++i)
+    add_window(st.slots[i], passes[i].ids, passes[i].positions, wids, st, fmt::format("forward_slots: slot {}: ", i));
+  embed(st, wids);
+  for (int64_t layer = 0; layer < cfg_.num_layers; ++layer) run_layer(layer, st);
+  // The LM head on the rows asked for (each slot's whole window when it lists none), then each slot's rows.
   std::vector<int64_t> rows, counts;
   bool all = true;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const Seg& g = seg[i];
-    if (slots[i].logit_rows.empty()) {
-      for (int64_t l = g.begin; l < g.end; ++l) rows.push_back(g.off + l - g.begin);
-      counts.push_back(g.end - g.begin);
+  for (size_t i = 0; i < passes.size(); ++i) {
+    const AttnSlot& s = st.slots[i];
+    if (passes[i].logit_rows.empty()) {
+      for (int64_t l = s.begin; l < s.end; ++l) rows.push_back(s.offset + l - s.begin);
     } else {
       all = false;
-      for (int64_t r : slots[i].logit_rows) rows.push_back(g.off + r - g.begin);
-      counts.push_back(int64_t(slots[i].logit_rows.size()));
+      for (int64_t r : passes[i].logit_rows) rows.push_back(s.offset + r - s.begin);
     }
+    counts.push_back(passes[i].logit_rows.empty() ? s.width() : int64_t(passes[i].logit_rows.size()));
   }
-  Tensor sel = x;
-  if (!all) {
-    sel = be.empty(at, {int64_t(rows.size()), H});
-    be.gather_rows(x, rows, sel);
-  }
-  Tensor logits = be.empty(at, {sel.dim(0), c.vocab_size});
-  lm_head_->forward(be, sel, logits);
-  Tensor host = be.to_host_f32(logits);
+  Tensor logits = finish_forward_device(st, all ? std::vector<int64_t>{} : rows);
+  // Each slot's rows, left in the backend's memory (views of the one logits tensor).
   std::vector<Tensor> out;
   int64_t r0 = 0;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const int64_t n = counts[i];
-    Tensor t = slots[i].logit_rows.empty() ? Tensor::zeros(DType::F32, {1, n, c.vocab_size})
-                                           : Tensor::zeros(DType::F32, {n, c.vocab_size});
-    std::copy_n(host.data<float>() + r0 * c.vocab_size, n * c.vocab_size, t.data<float>());
-    out.push_back(std::move(t));
+  for (int64_t n : counts) {
+    out.push_back(logits.slice_rows(r0, r0 + n));
     r0 += n;
   }
   return out;

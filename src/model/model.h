@@ -30,8 +30,39 @@ struct LoadOptions {
   std::string awq_order = "autoawq";
 };
 
+// Model::random's choices.
+struct RandomModelOptions {
+  std::string device = "cpu";
+  uint64_t seed = 1;
+  // "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size` (0: one
+  // group per row); "none": bf16. The embedding stays bf16.
+  std::string quant = "none";
+  int64_t group_size = 128;
+  // With quant "w4a16": the LM head a packed 4-bit linear too (the same Linear a GPTQModel checkpoint with
+  // `lm_head: true` loads as); else it stays bf16.
+  bool quant_head = false;
+};
+
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
+
+// One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, matmul_qkv,
+// split_qkv, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add, matmul_gate_up,
+// silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
+// FLOPs and bytes moved (activations read and written; for a linear also the weight bytes the backend holds).
+struct ForwardOp {
+  const char* name = nullptr;
+  int64_t layer = -1;
+  double flops = 0, bytes = 0;
+};
+
+// What a forward pass reports as it runs (Model::set_observer); either part may be empty. `linear` sees each
+// linear layer's input (a fused q/k/v or gate/up weight reports each of its parts); `op` is called before every
+// backend op (the bench times the intervals between the calls).
+struct ForwardObserver {
+  LinearObserver linear;
+  std::function<void(const ForwardOp&)> op;
+};
 
 // Block KV cache (Fast-dLLM's approximate cache for bidirectional models): the keys and values of every
 // position of every layer, [B, L, Hkv, D] each, in the backend's memory. forward_window() recomputes only a
@@ -63,15 +94,34 @@ struct SlotPass {
   std::vector<int64_t> logit_rows;
 };
 
-// The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head).
-// A state covers the window [begin, end) of each of the B rows of length L (W = end - begin tokens each).
-struct ForwardState {
-  int64_t B = 0, L = 0, begin = 0, end = 0;
-  Tensor h;                  // hidden states [B*W, H] in the backend's activation dtype
-  Tensor key_mask;           // U8 [B, L] or undefined
-  Tensor positions;          // I64 [B, W] (host)
-  KvCache* cache = nullptr;  // null: attention over the window itself (which is then the whole sequence)
+// One group of sequences of a pass that attend among themselves: B rows of length L of which the window
+// [begin, end) is computed (W = end - begin tokens per row, rows [offset, offset + B*W) of the pass), attending
+// through `cache` (B rows; null: to the window itself, which is then the whole sequence).
+struct AttnSlot {
+  int64_t B = 1, L = 0, begin = 0, end = 0, offset = 0;
+  Tensor key_mask;           // U8 [B, L] (host) or undefined
+  KvCache* cache = nullptr;
   int64_t width() const { return end - begin; }
+  int64_t tokens() const { return B * width(); }
+};
+
+// The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head). A state holds
+// the window tokens of its slots, concatenated: forward / forward_window make one slot of B rows, forward_slots
+// one slot per sequence. Every op but attention runs once over all T tokens; attention runs per slot.
+struct ForwardState {
+  Tensor h;          // hidden states [T, H] in the backend's activation dtype
+  Tensor positions;  // I64 [T] (host)
+  std::vector<AttnSlot> slots;
+  int64_t tokens() const { return positions.numel(); }
+};
+
+// Bytes of the model's weights in its backend's memory (device bytes on CUDA), measured from the tensors it
+// holds (Linear::held); storage at one address counts once.
+struct WeightBytes {
+  size_t packed_linears = 0;  // packed low-bit transformer linears, fused ones included
+  size_t dense = 0;           // dense transformer linears and the norms
+  size_t embedding = 0, head = 0;
+  size_t total() const { return packed_linears + dense + embedding + head; }
 };
 
 struct LayerWeights {
@@ -118,22 +168,29 @@ class Model {
   // norms and rope run once over every slot's window tokens, attention runs per slot over its own keys. Slot i's
   // result equals forward(...) (no cache) or forward_window(...) (cache) on that slot alone, bit for bit where
   // the backend's kernels are row-independent (both backends' are). The continuous-batching scheduler's forward.
+  // The logits stay in the backend's memory, as forward_window_device leaves them: slot i's are [R_i, V] in
+  // act_dtype() for its logit_rows (its whole window, W_i rows, when it lists none).
   std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
 
   // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:
   // normal(0, 0.02) linears and embeddings, norms ~1; on CUDA a device hash, so a 7B model takes a second).
-  // quant "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size`
-  // (0: one group per row); embedding and LM head stay bf16.
-  static std::unique_ptr<Model> random(const ModelConfig& c, const std::string& device, uint64_t seed,
-                                       const std::string& quant = "none", int64_t group_size = 128);
+  static std::unique_ptr<Model> random(const ModelConfig& c, const RandomModelOptions& opts);
 
+  // The pieces of every pass: begin_forward makes the state of forward / forward_window (one slot of B rows),
+  // run_layer is the one layer routine, finish_forward_device (below) the final norm and LM head.
   ForwardState begin_forward(const Tensor& ids, const Tensor& key_mask = {}, const Tensor& positions = {},
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);
-  void run_layer(int64_t layer, ForwardState& st, const LinearObserver& observer = {});
-  Tensor finish_forward(ForwardState& st, const std::vector<int64_t>& logit_rows = {});
+  void run_layer(int64_t layer, ForwardState& st);
 
-  // The same three entry points with the logits left in the backend's memory (act_dtype(), [R, V] or [B*W, V]):
+  // Every pass (any entry point above or below) reports to `observer` until it is replaced; {} stops the reports.
+  void set_observer(ForwardObserver observer) { observer_ = std::move(observer); }
+  const ForwardObserver& observer() const { return observer_; }
+  WeightBytes held_weight_bytes() const;
+
+  // forward and forward_window with the logits left in the backend's memory (act_dtype(), [R, V] or [B*W, V]):
   // the rows are picked on the backend (gather_rows) and the samplers' work runs there too (sample_rows).
+  // finish_forward_device: the final norm and LM head of a state's rows (indices into its T tokens; all when
+  // empty).
   Tensor forward_device(const Tensor& ids, const Tensor& key_mask = {}, const std::vector<int64_t>& logit_rows = {},
                         const Tensor& positions = {});
   Tensor forward_window_device(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin, int64_t end,
@@ -148,7 +205,24 @@ class Model {
   Model() = default;
   // On CUDA, the packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights).
   void fuse_packed(LayerWeights& lw);
+  // Which dense linears become one weight (see LayerWeights): gate/up on CUDA unless DIFFULEX_FUSE_GATE_UP=0,
+  // q/k/v on CUDA with DIFFULEX_FUSE_QKV=1. Model::load and Model::random decide alike.
+  struct DenseFusion {
+    bool gate_up = false, qkv = false;
+  };
+  DenseFusion dense_fusion() const;
   void alloc_cache(KvCache& cache, int64_t B, int64_t L);
+  // Copies slot s's window ids and positions (ids I64 [B, L] host, positions I64 [B, L] or undefined: 0..L-1)
+  // into its rows of wids / st.positions, checking the ids; allocates its cache on a full-sequence pass.
+  void add_window(AttnSlot& s, const Tensor& ids, const Tensor& positions, Tensor& wids, ForwardState& st,
+                  const std::string& what);
+  void embed(ForwardState& st, const Tensor& wids);
+  void attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att);
+  void run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const;
+  void report(const char* name, int64_t layer, double flops, double bytes) const;
+  void report_linear(const char* name, int64_t layer, const Tensor& x, int64_t n, size_t weight_bytes) const;
+  Tensor logits_to_host(const Tensor& logits) const;
+  ForwardObserver observer_;
   std::string dir_;
   ModelConfig cfg_;
   std::unique_ptr<Backend> backend_;

@@ -1,6 +1,6 @@
 // Model::random: a model with random weights made in the backend's memory (no checkpoint on disk), for the
-// decode benchmark at real model sizes. The generator is the bench's (cmd_bench.cc): on the CPU four 16-bit
-// uniforms from a splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
+// benchmarks (bench, bench decode) at real model sizes. The generator: on the CPU four 16-bit uniforms from a
+// splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
 #include <string>
 
 #include "core/error.h"
@@ -20,6 +20,10 @@ Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float 
 #ifdef DIFFULEX_HAVE_CUDA
   if (be.device() == Device::CUDA) return cuda_random_tensor(be, DType::BF16, std::move(shape), seed, mean, std);
 #endif
+  return be.upload(random_host_weight(std::move(shape), seed, mean, std));
+}
+
+Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std) {
   Tensor t = Tensor::zeros(DType::BF16, std::move(shape));
   uint16_t* p = t.data<uint16_t>();
   parallel_for(t.numel(), 1 << 16, [&](int64_t a, int64_t b) {
@@ -29,7 +33,7 @@ Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float 
       p[i] = f32_to_bf16(mean + std * (u / 65536.0f - 2.0f) * 1.7320508f);
     }
   });
-  return be.upload(t);
+  return t;
 }
 
 PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
@@ -52,43 +56,69 @@ PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
   return w;
 }
 
-std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& device, uint64_t seed,
-                                     const std::string& quant, int64_t group_size) {
+std::unique_ptr<Model> Model::random(const ModelConfig& c, const RandomModelOptions& o) {
+  const std::string& quant = o.quant;
   check(quant == "none" || quant == "w4a16", "random model: quant '{}' is not one of none, w4a16", quant);
+  check(!o.quant_head || quant == "w4a16", "random model: a quantized LM head needs quant w4a16 (got '{}')", quant);
   check(c.num_layers > 0 && c.hidden_size > 0 && c.vocab_size > 0, "random model: empty config");
   std::unique_ptr<Model> m(new Model());
   m->dir_ = "random";
   m->cfg_ = c;
-  m->backend_ = make_backend(device);
+  m->backend_ = make_backend(o.device);
   Backend& be = *m->backend_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  uint64_t s = seed * 1000003;
+  uint64_t s = o.seed * 1000003;
   auto make = [&](Shape shape, float mean, float std) { return random_weight(be, std::move(shape), ++s, mean, std); };
   TensorStore no_files;  // the packed layers are made here, not read from a checkpoint
   const LoadContext ctx{no_files, nullptr, be};
+  // A random packed 4-bit layer: the Linear the GPTQ / AWQ kinds build from a checkpoint (make_packed_linear).
+  auto packed = [&](const LinearSpec& spec, Tensor bias) {
+    LinearInfo info;
+    info.kind = "random_w4a16";
+    info.bits = 4;
+    info.group_size = o.group_size > 0 ? o.group_size : spec.in_features;
+    PackedWeight w = random_packed_w4(spec.out_features, spec.in_features, info.group_size, ++s);
+    return make_packed_linear(ctx, spec, std::move(w), std::move(bias), std::move(info));
+  };
   m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
+  // Dense linears fuse as Model::load fuses them: each fused weight is made whole and its parts are views.
+  const DenseFusion fusion = quant == "w4a16" ? DenseFusion{} : m->dense_fusion();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights lw;
     lw.attn_norm = make({H}, 1.0f, 0.05f);
     lw.ffn_norm = make({H}, 1.0f, 0.05f);
-    for (LinearRole r : kLinearRoles) {
-      const int i = int(r);
+    auto spec_of = [&](int i) {
       LinearSpec spec;
       spec.prefix = "random.layers." + std::to_string(l) + "." + std::to_string(i);
       spec.in_features = ins[i];
       spec.out_features = outs[i];
       spec.bias = c.qkv_bias && i < 3;
-      Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
+      return spec;
+    };
+    // The parts [first, first + count) of a fused weight (and bias) as views, at their row offsets.
+    auto fuse = [&](Tensor& w, Tensor* bias, int first, int count) {
+      int64_t rows = 0;
+      for (int i = first; i < first + count; ++i) rows += outs[i];
+      w = make({rows, ins[first]}, 0, 0.02f);
+      if (bias) *bias = make({rows}, 0, 0.02f);
+      for (int i = first, at = 0; i < first + count; at += int(outs[i]), ++i) {
+        const Tensor wi = w.slice_rows(at, at + outs[i]), bi = bias ? bias->slice_rows(at, at + outs[i]) : Tensor();
+        lw.linear[i] = make_dense_linear_view(spec_of(i), wi, wi, bi, bi);
+      }
+    };
+    if (fusion.qkv) fuse(lw.qkv, c.qkv_bias ? &lw.qkv_bias : nullptr, int(LinearRole::Q), 3);
+    if (fusion.gate_up) fuse(lw.gate_up, nullptr, int(LinearRole::Gate), 2);
+    for (LinearRole r : kLinearRoles) {
+      const int i = int(r);
+      if (lw.linear[i]) continue;  // a view into a fused weight
+      const LinearSpec spec = spec_of(i);
       if (quant == "w4a16") {
-        LinearInfo info;
-        info.kind = "random_w4a16";
-        info.bits = 4;
-        info.group_size = group_size > 0 ? group_size : ins[i];
-        lw.linear[i] = make_packed_linear(ctx, spec, random_packed_w4(outs[i], ins[i], info.group_size, ++s), bias,
-                                          std::move(info));
+        // The bias stays on the host as a checkpoint's does (the packed layer uploads it; fusion stacks it there).
+        lw.linear[i] = packed(spec, spec.bias ? random_host_weight({outs[i]}, ++s, 0, 0.02f) : Tensor());
       } else {
+        Tensor bias = spec.bias ? make({outs[i]}, 0, 0.02f) : Tensor();
         lw.linear[i] = make_dense_linear(spec, make({outs[i], ins[i]}, 0, 0.02f), bias, be);
       }
     }
@@ -100,7 +130,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const std::string& de
   hs.prefix = "random.lm_head";
   hs.in_features = H;
   hs.out_features = c.vocab_size;
-  m->lm_head_ = make_dense_linear(hs, make({c.vocab_size, H}, 0, 0.02f), Tensor(), be);
+  m->lm_head_ = o.quant_head ? packed(hs, Tensor()) : make_dense_linear(hs, make({c.vocab_size, H}, 0, 0.02f), Tensor(), be);
   return m;
 }
 

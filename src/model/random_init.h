@@ -13,6 +13,8 @@ namespace dlx {
 
 // A bf16 tensor of `shape` in be's memory.
 Tensor random_weight(Backend& be, Shape shape, uint64_t seed, float mean, float std);
+// The same on the host (the CPU's generator), for tensors a Linear keeps on the host (a packed layer's bias).
+Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std);
 
 // A random 4-bit weight [N, K] on the host in the canonical layout: codes from splitmix64, zero point 8, scales
 // 0.0043 +- 10% (the dequantized weight has about the bf16 weights' std of 0.02). Backend::upload_packed takes it

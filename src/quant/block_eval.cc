@@ -20,7 +20,9 @@ Tensor linear(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, Sh
 
 Tensor attention_block(Backend& be, const ModelConfig& c, const ForwardState& st, const Tensor& x,
                        const AttnBlockWeights& w) {
-  const int64_t B = st.B, L = st.L, T = B * L, D = c.head_dim;
+  check(st.slots.size() == 1 && !st.slots[0].cache, "attention_block: a calibration chunk is one slot without a cache");
+  const AttnSlot& s = st.slots[0];
+  const int64_t B = s.B, L = s.L, T = B * L, D = c.head_dim;
   check(x.dim(0) == T, "attention_block: {} rows for a [{}, {}] chunk", x.dim(0), B, L);
   Tensor dx = be.from_host_f32(x);
   Tensor q = linear(be, dx, w.wq, w.bq, {B, L, c.num_heads, D});
@@ -29,7 +31,7 @@ Tensor attention_block(Backend& be, const ModelConfig& c, const ForwardState& st
   be.rope(q, st.positions, c.rope_theta);
   be.rope(k, st.positions, c.rope_theta);
   Tensor att = be.empty(be.act_dtype(), {B, L, c.num_heads, D});
-  be.attention(q, k, v, st.key_mask.defined() ? &st.key_mask : nullptr, att);
+  be.attention(q, k, v, s.key_mask.defined() ? &s.key_mask : nullptr, att);
   Tensor o = linear(be, att.reshape({T, c.num_heads * D}), w.wo, Tensor(), {T, c.hidden_size});
   return be.to_host_f32(o);
 }

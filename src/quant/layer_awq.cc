@@ -68,7 +68,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   const auto& chunks = runner.chunks();
   size_t nsearch = 0;
   for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
-    tok += chunks[nsearch].B * chunks[nsearch].L;
+    tok += chunks[nsearch].tokens();
 
   // 1. attention norm -> q, k, v
   AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2]};

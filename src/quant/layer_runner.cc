@@ -29,11 +29,17 @@ void LayerRunner::begin(int64_t layer) {
 
 void LayerRunner::run(const LinearObserver& observer) {
   check(layer_ >= 0, "LayerRunner::run before begin");
+  // The observer watches the model for this run only (also when a layer throws).
+  struct Watch {
+    Model& m;
+    ~Watch() { m.set_observer({}); }
+  } watch{model_};
+  model_.set_observer({observer, {}});
   for (size_t c = 0; c < chunks_.size(); ++c) {
     // from_host_f32 may alias its argument (CPU) and the layer adds into h in place: give it a copy.
     Tensor h = Tensor::from_data(DType::F32, inputs_[c].shape(), inputs_[c].data());
     chunks_[c].h = model_.backend().from_host_f32(h);
-    model_.run_layer(layer_, chunks_[c], observer);
+    model_.run_layer(layer_, chunks_[c]);
   }
 }
 

@@ -16,6 +16,7 @@ class InputScaledLinear : public Linear {
   InputScaledLinear(std::unique_ptr<Linear> inner, std::vector<float> mul)
       : Linear(inner->spec()), inner_(std::move(inner)), mul_(std::move(mul)) {}
   LinearInfo info() const override { return inner_->info(); }
+  HeldTensors held() const override { return inner_->held(); }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     // A private copy: to_host_f32 may return x itself (CPU), which other linears still read.
     Tensor xh = be.to_host_f32(x);

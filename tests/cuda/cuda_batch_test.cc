@@ -16,11 +16,12 @@ namespace dlx {
 
 namespace {
 
-nlohmann::json check_decode_bench_json(const std::string& device, const std::string& quant = "none") {
+nlohmann::json check_decode_bench_json(const std::string& device, const std::string& quant = "none",
+                                       bool quant_head = false) {
   auto r = test::run_cli("bench decode --device " + device +
                          " --random-config dream-tiny --batch 1,3 --cache none,dual --tokens-per-step 1,2 "
                          "--gen-length 16 --block 8 --prompt-length 5 --blocks 1 --kv-dtype fp8 --quant " + quant +
-                         (quant == "none" ? "" : " --group-size 32"));
+                         (quant == "none" ? "" : " --group-size 32") + (quant_head ? " --quant-head" : ""));
   EXPECT_EQ(r.status, 0) << r.output;
   const size_t brace = r.output.find("{\n");  // the per-configuration lines go to stderr first
   if (r.status != 0 || brace == std::string::npos) {
@@ -55,6 +56,14 @@ TEST(BenchDecodeCli, CpuTinyPresetW4A16) {
   const nlohmann::json dense = check_decode_bench_json("cpu"), packed = check_decode_bench_json("cpu", "w4a16");
   if (dense.empty() || packed.empty()) return;
   EXPECT_LT(packed["weight_bytes"].get<int64_t>(), dense["weight_bytes"].get<int64_t>());
+  EXPECT_EQ(packed["held_weight_bytes"]["total"], packed["weight_bytes"]);
+  EXPECT_EQ(packed["held_weight_bytes"]["head"], dense["held_weight_bytes"]["head"]);
+  // --quant-head: the LM head packed too.
+  const nlohmann::json head = check_decode_bench_json("cpu", "w4a16", true);
+  if (head.empty()) return;
+  EXPECT_EQ(head["quant_head"], true);
+  EXPECT_LT(head["held_weight_bytes"]["head"].get<int64_t>(), packed["held_weight_bytes"]["head"].get<int64_t>());
+  EXPECT_EQ(head["held_weight_bytes"]["packed_linears"], packed["held_weight_bytes"]["packed_linears"]);
 }
 
 TEST(BenchDecodeCli, RejectsBadOptions) {
@@ -134,13 +143,15 @@ TEST(CudaFp8Kv, RefreshErrorBoundedAndSlotsMatch) {
     std::vector<SlotPass> refresh(2);
     refresh[0].ids = a, refresh[0].cache = &ca;
     refresh[1].ids = b, refresh[1].cache = &cb;
-    auto r = model->forward_slots(refresh);
+    auto r = model->forward_slots(refresh);  // logits on the device
+    for (Tensor& t : r) t = model->backend().to_host_f32(t);
     EXPECT_LT(test::rel_error(r[0], model->forward_window(a, {}, ca2, 0, L)), 1e-2);
     EXPECT_LT(test::rel_error(r[1], model->forward_window(b, {}, cb2, 0, L - 3)), 1e-2);
     std::vector<SlotPass> win(2);
     win[0].ids = a, win[0].cache = &ca, win[0].begin = 2, win[0].end = 6;
     win[1].ids = b, win[1].cache = &cb, win[1].begin = 1, win[1].end = 3, win[1].logit_rows = {2};
     auto w = model->forward_slots(win);
+    for (Tensor& t : w) t = model->backend().to_host_f32(t);
     EXPECT_LT(test::rel_error(w[0], model->forward_window(a, {}, ca2, 2, 6)), 1e-2) << "fp8 " << fp8;
     EXPECT_LT(test::rel_error(w[1], model->forward_window(b, {}, cb2, 1, 3, {2})), 1e-2) << "fp8 " << fp8;
   }

@@ -20,6 +20,7 @@ class PackedLinear : public Linear {
     info_.bytes = host_.nbytes() + (host_bias_.defined() ? host_bias_.nbytes() : 0);
   }
   LinearInfo info() const override { return info_; }
+  HeldTensors held() const override { return {{dev_.qweight, dev_.scales, dev_.zeros, dev_.perm, bias_}, true}; }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     std::call_once(uploaded_, [&] { upload(be); });
     be.matmul_packed(x, dev_, bias_.defined() ? &bias_ : nullptr, y);
@@ -57,6 +58,7 @@ class DequantCachedLinear : public Linear {
     info_.bytes = host_.nbytes() + (host_bias_.defined() ? host_bias_.nbytes() : 0);
   }
   LinearInfo info() const override { return info_; }
+  HeldTensors held() const override { return {{weight_, bias_}, false}; }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
     be.matmul(x, weight_, bias_.defined() ? &bias_ : nullptr, y);
   }
@@ -91,8 +93,7 @@ std::unique_ptr<Linear> fuse_packed_linears(const std::vector<std::unique_ptr<Li
     bias = Tensor::zeros(DType::F32, {w.n});
     int64_t at = 0;
     for (const PackedLinear* q : p) {
-      // A bias made on the device (random models) is read back; checkpoint biases are host tensors.
-      const Tensor b = q->host_bias().device() == Device::CPU ? q->host_bias() : be.to_host_f32(q->host_bias());
+      const Tensor& b = q->host_bias();
       for (int64_t i = 0; i < b.numel(); ++i) bias.data<float>()[at + i] = load_as_f32(b.data(), b.dtype(), size_t(i));
       at += b.numel();
     }
@@ -113,6 +114,8 @@ std::unique_ptr<Linear> make_packed_linear(const LoadContext& ctx, LinearSpec sp
   check(weight.n == spec.out_features && weight.k == spec.in_features,
         "layer '{}': packed weight is [{}, {}], the model expects [{}, {}]", spec.prefix, weight.n, weight.k,
         spec.out_features, spec.in_features);
+  check(!bias.defined() || bias.device() == Device::CPU,
+        "layer '{}': a packed layer's bias must be a host tensor (it keeps its host weights)", spec.prefix);
   if (ctx.dequant_cache)
     return std::make_unique<DequantCachedLinear>(std::move(spec), dequantize_packed(weight), std::move(bias),
                                                  std::move(info), ctx.backend);
