@@ -16,6 +16,7 @@ void add_bench_source_options(CLI::App& cmd, BenchSource& s) {
   cmd.add_option("--group-size", s.group_size, "--quant w4a16: group size (0 = one group per row)")
       ->capture_default_str();
   cmd.add_flag("--quant-head", s.quant_head, "--quant w4a16: the LM head a random packed 4-bit linear too");
+  cmd.add_flag("--embed-on-host", s.embed_on_host, "Keep the token-embedding table in host memory");
 }
 
 void check_bench_source(const BenchSource& s, const std::string& what) {
@@ -29,6 +30,7 @@ std::unique_ptr<Model> bench_model(const BenchSource& s, uint64_t seed) {
   if (!s.model.empty()) {
     LoadOptions lo;
     lo.device = s.device;
+    lo.embed_on_host = s.embed_on_host;
     return Model::load(s.model, lo);
   }
   nlohmann::json cj = random_preset_config(s.preset);
@@ -39,12 +41,13 @@ std::unique_ptr<Model> bench_model(const BenchSource& s, uint64_t seed) {
   o.quant = s.quant;
   o.group_size = s.group_size;
   o.quant_head = s.quant_head;
+  o.embed_on_host = s.embed_on_host;
   return Model::random(parse_model_config(cj, "random preset " + s.preset), o);
 }
 
 nlohmann::json weight_bytes_json(const WeightBytes& w) {
   return {{"packed_linears", w.packed_linears}, {"dense", w.dense}, {"embedding", w.embedding}, {"head", w.head},
-          {"total", w.total()}};
+          {"total", w.total()}, {"host_embedding", w.host_embedding}};
 }
 
 }  // namespace dlx::cli

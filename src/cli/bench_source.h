@@ -15,9 +15,10 @@ struct BenchSource {
   std::string device = "cpu", model, preset, quant = "none";
   int64_t layers = 0, group_size = 128;
   bool quant_head = false;
+  bool embed_on_host = false;
 };
 
-// --device, --model, --random-config, --layers, --quant, --group-size, --quant-head into `s` (which must outlive
+// --device, --model, --random-config, --layers, --quant, --group-size, --quant-head, --embed-on-host into `s` (which must outlive
 // the app).
 void add_bench_source_options(CLI::App& cmd, BenchSource& s);
 

@@ -14,6 +14,8 @@ void add_load_options(CLI::App& cmd, LoadOptions& lo) {
                  "Nibble order of AWQ tensors: autoawq (AutoAWQ gemm) | plain (the later Diffulex export)")
       ->check(CLI::IsMember({"autoawq", "plain"}))
       ->capture_default_str();
+  cmd.add_flag("--embed-on-host", lo.embed_on_host,
+               "Keep the token-embedding table in host memory (less GPU memory; rows are copied up each pass)");
 }
 
 }  // namespace dlx::cli

@@ -73,7 +73,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   const TensorStore& store = *m->store_;
   Backend& be = *m->backend_;
 
-  m->embed_ = be.upload(load_matrix(store, names.embed, c.vocab_size, c.hidden_size));
+  Tensor table = load_matrix(store, names.embed, c.vocab_size, c.hidden_size);
+  m->embed_ = opts.embed_on_host ? table : be.upload(table);
   m->final_norm_ = be.upload(load_vector(store, names.final_norm, c.hidden_size));
 
   check(opts.awq_order == "autoawq" || opts.awq_order == "plain",
@@ -196,7 +197,8 @@ size_t distinct_bytes(const std::vector<Tensor>& ts) {
 WeightBytes Model::held_weight_bytes() const {
   WeightBytes w;
   std::set<const void*> seen;
-  w.embedding = new_bytes({embed_}, seen);
+  const bool host_table = embed_.device() == Device::CPU && backend_->device() != Device::CPU;
+  (host_table ? w.host_embedding : w.embedding) = new_bytes({embed_}, seen);
   auto add = [&](const Linear* lin) {
     if (!lin) return;
     const HeldTensors h = lin->held();

@@ -28,6 +28,9 @@ struct LoadOptions {
   // "autoawq" (the AutoAWQ gemm nibble order, the default) or "plain" (sequential nibbles: the later public
   // Diffulex's "awq" export, which carries the same names and shapes and so cannot be detected).
   std::string awq_order = "autoawq";
+  // Keep the token-embedding table in host memory (a GPU backend then gathers each pass's rows on the host and
+  // copies them up: T x hidden x 2 bytes a pass): saves the table's device memory (1.09 GB for Dream-7B).
+  bool embed_on_host = false;
 };
 
 // Model::random's choices.
@@ -41,6 +44,7 @@ struct RandomModelOptions {
   // With quant "w4a16": the LM head a packed 4-bit linear too (the same Linear a GPTQModel checkpoint with
   // `lm_head: true` loads as); else it stays bf16.
   bool quant_head = false;
+  bool embed_on_host = false;  // as LoadOptions::embed_on_host
 };
 
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
@@ -121,6 +125,7 @@ struct WeightBytes {
   size_t packed_linears = 0;  // packed low-bit transformer linears, fused ones included
   size_t dense = 0;           // dense transformer linears and the norms
   size_t embedding = 0, head = 0;
+  size_t host_embedding = 0;  // the embedding table kept in host memory (embed_on_host on a GPU); not in total()
   size_t total() const { return packed_linears + dense + embedding + head; }
 };
 

@@ -80,7 +80,8 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const RandomModelOpti
     PackedWeight w = random_packed_w4(spec.out_features, spec.in_features, info.group_size, ++s);
     return make_packed_linear(ctx, spec, std::move(w), std::move(bias), std::move(info));
   };
-  m->embed_ = make({c.vocab_size, H}, 0, 0.02f);
+  m->embed_ = o.embed_on_host ? random_host_weight({c.vocab_size, H}, ++s, 0, 0.02f)
+                              : make({c.vocab_size, H}, 0, 0.02f);
   const int64_t outs[7] = {c.num_heads * D, c.num_kv_heads * D, c.num_kv_heads * D, H, I, I, H};
   const int64_t ins[7] = {H, H, H, c.num_heads * D, H, H, I};
   // Dense linears fuse as Model::load fuses them: each fused weight is made whole and its parts are views.

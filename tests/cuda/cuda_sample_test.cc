@@ -137,6 +137,36 @@ TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   }
 }
 
+// --embed-on-host: the table stays in host memory, each pass's rows are gathered there and copied up; the logits
+// are the device table's exactly (the same bf16 rows), and the device holds the table's bytes less.
+TEST(CudaEmbedOnHost, ForwardMatchesDeviceTable) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  const std::string dir = test::source_path("models/kjv-dream-tiny");
+  LoadOptions lo;
+  lo.device = "cuda";
+  auto dev = Model::load(dir, lo);
+  lo.embed_on_host = true;
+  auto host = Model::load(dir, lo);
+  const WeightBytes wd = dev->held_weight_bytes(), wh = host->held_weight_bytes();
+  const size_t table = size_t(dev->config().vocab_size * dev->config().hidden_size) * 2;
+  EXPECT_EQ(wd.embedding, table);
+  EXPECT_EQ(wd.host_embedding, 0u);
+  EXPECT_EQ(wh.embedding, 0u);
+  EXPECT_EQ(wh.host_embedding, table);
+  EXPECT_EQ(wd.total() - wh.total(), table);
+  Tensor ids = Tensor::zeros(DType::I64, {2, 24});
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 37 + 5) % dev->config().vocab_size;
+  EXPECT_EQ(test::rel_error(host->forward(ids), dev->forward(ids)), 0.0);
+  ids.data<int64_t>()[3] = dev->config().vocab_size;  // out of the vocabulary: an error naming the id
+  try {
+    host->forward(ids);
+    ADD_FAILURE() << "an id outside the vocabulary was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos) << e.what();
+  }
+}
+
 // Packed low-bit q/k/v and gate/up run as one fused W4A16 GEMM each on CUDA (act-order fixture: the three
 // share one permutation); the logits equal the unfused model's up to bf16 rounding, and a part used alone (the
 // scheduler's path before fusion, the quantizer) still computes its own rows.

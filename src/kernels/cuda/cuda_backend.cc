@@ -184,11 +184,36 @@ class CudaBackend final : public Backend {
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
     check(ids.dtype() == DType::I64, "cuda embedding: ids must be I64, got {}", dtype_name(ids.dtype()));
-    const Elt tt = float_weight(table, "embedding", "the table");
+    check(table.defined() && is_float(table.dtype()), "cuda embedding: the table must be a float tensor");
     check(table.rank() == 2, "cuda embedding: table must be [vocab, hidden], got {}", shape_str(table.shape()));
     const int64_t T = ids.numel(), V = table.dim(0), H = table.dim(1);
     need(out, DType::BF16, "embedding", "the output");
     check(out.numel() == T * H, "cuda embedding: output {} should hold [{}, {}]", shape_str(out.shape()), T, H);
+    if (table.device() == Device::CPU) {
+      // A table kept in host memory (--embed-on-host): gather the T rows as bf16 on the host, copy them up.
+      check(ids.device() == Device::CPU, "cuda embedding: a host table needs host ids");
+      const int64_t* id = ids.data<int64_t>();
+      for (int64_t t = 0; t < T; ++t)
+        check(id[t] >= 0 && id[t] < V, "token id {} is outside the vocabulary [0, {})", id[t], V);
+      std::vector<uint16_t> rows(size_t(T * H));
+      parallel_for(T, 1, [&](int64_t a, int64_t b) {
+        for (int64_t t = a; t < b; ++t) {
+          uint16_t* dst = rows.data() + t * H;
+          if (table.dtype() == DType::BF16) {
+            std::memcpy(dst, table.data<uint16_t>() + id[t] * H, size_t(H) * 2);
+          } else {
+            for (int64_t h = 0; h < H; ++h)
+              dst[h] = f32_to_bf16(load_as_f32(table.data(), table.dtype(), size_t(id[t] * H + h)));
+          }
+        }
+      });
+      // From pageable memory the copy is staged before the call returns.
+      check_cuda(cudaMemcpyAsync(out.data(), rows.data(), rows.size() * 2, cudaMemcpyHostToDevice, stream_),
+                 "embedding (host table)");
+      after("embedding");
+      return;
+    }
+    const Elt tt = float_weight(table, "embedding", "the table");
     const int64_t* dev_ids = ids.data<int64_t>();
     if (ids.device() == Device::CPU) {
       const int64_t* id = ids.data<int64_t>();

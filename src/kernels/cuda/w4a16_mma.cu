@@ -103,14 +103,12 @@ struct Args {
   bool n_even;             // N even: y and the partial sums take paired stores
 };
 
-template <int MT, int NU, bool ONE_GROUP, int MINB>
+template <int MT, int NU, bool ONE_GROUP>
 struct Cfg {
   static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
   static constexpr int A_BYTES = BM * kBK * 2, B_BYTES = BN * 32, SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = A_BYTES + B_BYTES + SZ_BYTES;
-  // 4 stages, 2 resident blocks (3 stages and 3 blocks for MT = 1 measured 10-25% slower: the 85-register cap
-  // spills).
-  static constexpr int STAGES = 4, MIN_BLOCKS = MINB;
+  static constexpr int STAGES = 4;
   static constexpr int SMEM = STAGES * STAGE;
   // 16-byte chunks per stage, and per thread (rounded up).
   static constexpr int A_CHUNKS = BM * 8, B_CHUNKS = BN * 2, SZ_CHUNKS = GROUPS * BN / 4;
@@ -126,7 +124,7 @@ struct Cfg {
 template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
 __global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(Args a) {
   static_assert(ONE_GROUP || !FOLD, "the fold needs whole groups per k step");
-  using C = Cfg<MT, NU, ONE_GROUP, MINB>;
+  using C = Cfg<MT, NU, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
   const int64_t m0 = int64_t(blockIdx.x) * C::BM, n0 = int64_t(blockIdx.y) * C::BN;
@@ -419,7 +417,7 @@ __global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_
 
 template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
 void launch_one(const Args& a, cudaStream_t stream) {
-  using C = Cfg<MT, NU, ONE_GROUP, MINB>;
+  using C = Cfg<MT, NU, ONE_GROUP>;
   static bool configured = false;
   if (!configured) {
     check_cuda(cudaFuncSetAttribute(w4a16_kernel<MT, NU, ONE_GROUP, FOLD, MINB>,
