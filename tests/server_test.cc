@@ -257,6 +257,10 @@ TEST_F(ServerTest, BadInputsAre400NamingTheField) {
     EXPECT_EQ(r.body["error"]["type"], "invalid_request_error") << k.body;
     EXPECT_FALSE(r.body["error"]["message"].get<std::string>().empty()) << k.body;
   }
+  // The message is about the request as sent (its max_tokens, not the default's).
+  Reply blk = send(port_, "POST", c, R"({"prompt": "In", "max_tokens": 16, "block_length": 5})");
+  EXPECT_NE(blk.body["error"]["message"].get<std::string>().find("max_new_tokens (16)"), std::string::npos)
+      << blk.body.dump();
   for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
            {"GET", "/v1/nothing"}, {"POST", "/v1/embeddings"}, {"GET", "/v1/completions"}}) {
     Reply r = send(port_, method, path);
@@ -265,6 +269,24 @@ TEST_F(ServerTest, BadInputsAre400NamingTheField) {
     EXPECT_NE(r.body["error"]["message"].get<std::string>().find(path), std::string::npos);
   }
   EXPECT_EQ(send(port_, "GET", "/health").status, 200);
+}
+
+TEST_F(ServerTest, KvCacheOverTheBudgetIs400) {
+  ServerOptions so;
+  so.port = 0;
+  so.defaults = generation_defaults(kModel);
+  so.scheduler.kv_budget_bytes = 4096;
+  Server server(*model_, *tok_, so);
+  const int port = server.start();
+  json req = request_json(8, 0, 0);
+  req["prompt"] = "In the beginning";
+  req["cache"] = "dual";
+  Reply r = post(port, "/v1/completions", req);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body["error"]["param"], "prompt");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("--kv-budget"), std::string::npos) << r.body.dump();
+  req["cache"] = "none";  // no cache, nothing reserved
+  EXPECT_EQ(post(port, "/v1/completions", req).status, 200);
 }
 
 // A tokenizer directory: the tiny model's tokenizer.json changed by `edit_tokenizer`, tokenizer_config.json

@@ -140,7 +140,8 @@ std::vector<std::string> stop_strings(const json& v) {
 }
 
 // The given generation fields over the defaults, checked by generate's own rules. When they fail, the field
-// named is the first that is invalid over the defaults alone, else the first without which the rest pass.
+// named is the first without which the rest pass (the error is about it), else (several are wrong) the first
+// that is invalid over the defaults alone.
 void check_options(Model& model, const GenerationOptions& defaults, const ApiRequest& r,
                    const std::vector<std::pair<const GenerationField*, std::string>>& given) {
   const int64_t ctx = model.config().max_position_embeddings;
@@ -151,15 +152,15 @@ void check_options(Model& model, const GenerationOptions& defaults, const ApiReq
   const std::string err = options_error(model, r.opts);
   if (err.empty()) return;
   for (const auto& [f, key] : given) {
+    GenerationOptions rest = r.opts;
+    copy_field(*f, defaults, rest);
+    if (options_error(model, rest).empty()) bad(key, fmt::format("invalid {}: {}", key, err));
+  }
+  for (const auto& [f, key] : given) {
     GenerationOptions one = defaults;
     copy_field(*f, r.opts, one);
     const std::string e = options_error(model, one);
     if (!e.empty()) bad(key, fmt::format("invalid {}: {}", key, e));
-  }
-  for (const auto& [f, key] : given) {
-    GenerationOptions rest = r.opts;
-    copy_field(*f, defaults, rest);
-    if (options_error(model, rest).empty()) bad(key, fmt::format("invalid {}: {}", key, err));
   }
   throw ApiError(400, err);
 }
