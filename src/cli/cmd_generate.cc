@@ -13,9 +13,6 @@
 #include "core/thread_pool.h"
 #include "engine/batch_scheduler.h"
 #include "engine/generate.h"
-#ifdef DIFFULEX_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#endif
 
 namespace dlx::cli {
 
@@ -58,26 +55,6 @@ void print_result(const GenerationResult& r, const GenerationOptions& opts, Mode
   fmt::print("{}\n", j.dump());
 }
 
-// "1073741824", "512M", "4G", "4GiB", "auto" (or empty): bytes (0 for auto).
-size_t parse_bytes(const std::string& text, const char* flag) {
-  if (text.empty() || text == "auto") return 0;
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    fail("{}: '{}' is not a size (e.g. 2G, 512M, 1000000, auto)", flag, text);
-  }
-  std::string unit = text.substr(used);
-  double mul = 1;
-  if (unit == "K" || unit == "KiB" || unit == "k") mul = 1024.0;
-  else if (unit == "M" || unit == "MiB") mul = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB") mul = 1024.0 * 1024 * 1024;
-  else check(unit.empty(), "{}: unknown unit in '{}' (K, M, G)", flag, text);
-  check(v > 0, "{}: '{}' must be positive", flag, text);
-  return size_t(v * mul);
-}
-
 // Continuous batching (--max-batch): one JSON line per request as it finishes (completion order) or all at the
 // end in input order.
 void run_continuous(Model& model, const Tokenizer& tok, const std::vector<std::vector<int64_t>>& prompts,
@@ -86,14 +63,7 @@ void run_continuous(Model& model, const Tokenizer& tok, const std::vector<std::v
   check(order == "completion" || order == "input", "--order must be completion or input (got '{}')", order);
   SchedulerOptions so;
   so.max_batch = max_batch;
-  so.kv_budget_bytes = parse_bytes(budget_text, "--kv-budget");
-#ifdef DIFFULEX_HAVE_CUDA
-  if (so.kv_budget_bytes == 0 && opts.cache != "none" && model.backend().device() == Device::CUDA) {
-    // auto: 70% of the device memory still free after loading the weights (the rest for activations).
-    const CudaMemoryStats st = cuda_memory_stats(model.backend());
-    so.kv_budget_bytes = size_t(double(st.device_total_bytes - st.device_used_bytes) * 0.7);
-  }
-#endif
+  so.kv_budget_bytes = kv_budget_bytes(model, budget_text);
   auto line = [&](size_t i, const GenerationResult& r) {
     nlohmann::json j = {{"index", i},          {"text", r.text},        {"prompt_tokens", r.prompt_ids.size()},
                         {"new_tokens", r.new_ids.size()}, {"ids", r.new_ids}, {"steps", r.steps_run},
@@ -125,10 +95,9 @@ void add_generate_command(CLI::App& app) {
     bool chat = false, json = false;
     LoadOptions lo;
     int threads = 0;
-    GenerationOptions o;
+    GenerationFlags gen;
   };
   auto a = std::make_shared<Args>();
-  auto* o = &a->o;
   cmd->add_option("--model", a->model, "Checkpoint directory (with tokenizer.json)")->required();
   auto* prompt_opt = cmd->add_option("--prompt", a->prompt, "Prompt text");
   cmd->add_option("--prompts-file", a->prompts_file,
@@ -136,21 +105,7 @@ void add_generate_command(CLI::App& app) {
       ->excludes(prompt_opt);
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json or its directory (default: the model directory)");
   cmd->add_flag("--chat", a->chat, "Format the prompt with the tokenizer's chat template (one user turn)");
-  cmd->add_option("--max-new-tokens,--gen-length", o->max_new_tokens, "Tokens to generate (default: generation_config.json, else 64)");
-  cmd->add_option("--steps", o->steps, "Diffusion steps (default: one per new token)");
-  cmd->add_option("--block-length", o->block_length, "Semi-autoregressive block length (0: one block)");
-  cmd->add_option("--alg", o->alg, "Dream: origin | maskgit_plus | topk_margin | entropy");
-  cmd->add_option("--alg-temp", o->alg_temp, "Dream: sample positions by softmax(confidence / alg_temp)");
-  cmd->add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)");
-  cmd->add_option("--top-p", o->top_p, "Nucleus sampling (1: off)");
-  cmd->add_option("--top-k", o->top_k, "Top-k sampling (0: off)");
-  cmd->add_option("--remasking", o->remasking, "LLaDA: low_confidence | random");
-  cmd->add_option("--cfg-scale", o->cfg_scale, "LLaDA: classifier-free guidance scale (0: off)");
-  cmd->add_option("--threshold", o->threshold, "Parallel decoding: reveal every position with confidence > threshold");
-  cmd->add_option("--tokens-per-step", o->tokens_per_step, "Reveal this many tokens per step");
-  cmd->add_option("--seed", o->seed, "Random seed");
-  cmd->add_option("--cache", o->cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)");
-  cmd->add_option("--kv-dtype", o->kv_dtype, "KV cache storage: bf16 (activation dtype) | fp8 (e4m3, per-head scales)");
+  a->gen.add(*cmd);
   cmd->add_option("--max-batch", a->max_batch,
                   "Continuous batching of --prompts-file: up to N requests at once, admitted as others finish; "
                   "one JSON line per request (docs/BATCHING.md)");
@@ -161,27 +116,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print one JSON object with the text, ids and timings");
-  // Options left unset take the checkpoint's generation_config.json values.
   cmd->callback([a, cmd] {
-    GenerationOptions opts = generation_defaults(a->model);
-    auto take = [&](const char* name, auto& dst, const auto& src) {
-      if (cmd->count(name) > 0) dst = src;
-    };
-    take("--max-new-tokens", opts.max_new_tokens, a->o.max_new_tokens);
-    take("--steps", opts.steps, a->o.steps);
-    take("--block-length", opts.block_length, a->o.block_length);
-    take("--alg", opts.alg, a->o.alg);
-    take("--alg-temp", opts.alg_temp, a->o.alg_temp);
-    take("--temperature", opts.temperature, a->o.temperature);
-    take("--top-p", opts.top_p, a->o.top_p);
-    take("--top-k", opts.top_k, a->o.top_k);
-    take("--remasking", opts.remasking, a->o.remasking);
-    take("--cfg-scale", opts.cfg_scale, a->o.cfg_scale);
-    take("--threshold", opts.threshold, a->o.threshold);
-    take("--tokens-per-step", opts.tokens_per_step, a->o.tokens_per_step);
-    take("--seed", opts.seed, a->o.seed);
-    take("--cache", opts.cache, a->o.cache);
-    take("--kv-dtype", opts.kv_dtype, a->o.kv_dtype);
+    const GenerationOptions opts = a->gen.resolve(a->model);
     check(a->max_batch >= 0, "--max-batch must be positive (got {})", a->max_batch);
     if (a->threads > 0) set_num_threads(a->threads);
 

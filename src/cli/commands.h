@@ -1,15 +1,37 @@
 // Each CLI subcommand lives in its own cmd_<name>.cc and registers itself on the app here.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/generate.h"
 
 namespace dlx {
 struct LoadOptions;
+class Model;
 }
 
 namespace dlx::cli {
 
 // --device, --linear-{attn,mlp}-weight-dtype, --dequant-cache, --awq-order into `lo` (which must outlive the app).
 void add_load_options(CLI::App& cmd, LoadOptions& lo);
+
+// The generation flags (--max-new-tokens, --steps, --alg, ...: one per server/generation_fields.h entry).
+// Must outlive the app. resolve() lays the flags given on the command line over the checkpoint's defaults
+// (generation_config.json, else GenerationOptions').
+class GenerationFlags {
+ public:
+  void add(CLI::App& cmd);
+  GenerationOptions resolve(const std::string& model_dir) const;
+
+ private:
+  GenerationOptions parsed_;
+  std::vector<CLI::Option*> given_;
+};
+
+// --kv-budget: "8G", "512M", bytes, or "auto" (on CUDA 70% of the device memory free after loading the weights,
+// on the CPU 0 = unlimited).
+size_t kv_budget_bytes(Model& model, const std::string& text);
 
 void add_inspect_command(CLI::App& app);
 void add_forward_command(CLI::App& app);
@@ -20,5 +42,6 @@ void add_bench_command(CLI::App& app);
 void add_bench_decode_subcommand(CLI::App& bench);  // diffulex bench decode (cmd_bench_decode.cc)
 void add_quantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace dlx::cli

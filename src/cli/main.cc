@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   dlx::cli::add_bench_command(app);
   dlx::cli::add_quantize_command(app);
   dlx::cli::add_eval_command(app);
+  dlx::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
