@@ -131,6 +131,22 @@ TEST_F(CudaOps, MatmulMatchesCpu) {
   }
 }
 
+// Decoding shrinks the LM head's row count step by step: the algorithm tuned for one M is reused for the other Ms
+// of its power-of-two bucket (gemm.h). Every M of the walk, in both directions, still matches the CPU.
+TEST_F(CudaOps, MatmulReusesTunedAlgorithmAcrossRowCounts) {
+  SCOPED_TRACE(trace());
+  Tensor w = rand_typed(DType::BF16, {520, 384}, 0.05f);
+  Tensor gw = gpu_->upload(w);
+  for (int64_t M : {32, 31, 17, 20, 9, 16, 1, 2, 64, 33}) {
+    Tensor x = rand_bf16_f32({M, 384});
+    Tensor want = Tensor::zeros(DType::F32, {M, 520});
+    cpu_.matmul(x, w, nullptr, want);
+    Tensor y = poisoned({M, 520});
+    gpu_->matmul(gpu_->from_host_f32(x), gw, nullptr, y);
+    EXPECT_LT(test::rel_error(host(y), want), kBf16Tol) << "M " << M;
+  }
+}
+
 TEST_F(CudaOps, MatmulRejectsMismatchedShapes) {
   Tensor x = gpu_->from_host_f32(rand_bf16_f32({4, 8}));
   Tensor w = gpu_->upload(rand_typed(DType::BF16, {6, 9}));

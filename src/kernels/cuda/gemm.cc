@@ -55,6 +55,7 @@ Gemm::Gemm(cudaStream_t stream, DeviceAllocator& alloc) : stream_(stream) {
 
 Gemm::~Gemm() {
   plans_.clear();
+  tuned_.clear();
   if (ev_start_) cudaEventDestroy(ev_start_);
   if (ev_stop_) cudaEventDestroy(ev_stop_);
   if (handle_) cublasLtDestroy(handle_);
@@ -115,7 +116,20 @@ Gemm::Plan& Gemm::plan(const Key& key, const void* x, const void* w, const void*
     fail("cuda matmul: cuBLASLt has no algorithm for [{}, {}] x [{}, {}]^T in {} ({})", M, K, N, K,
          is_bf16 ? "bf16" : "f32", cublasLtGetStatusString(s));
   p->algo = results[0].algo;
+  int64_t bucket = 1;
+  while (bucket < M) bucket *= 2;
+  Key bucket_key = key;
+  std::get<0>(bucket_key) = bucket;
   if (found > 1) {
+    if (auto t = tuned_.find(bucket_key); t != tuned_.end()) {
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(handle_, p->desc, p->a, p->b, p->c, p->c, &t->second, &check) ==
+              CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= workspace_bytes_) {
+        p->algo = t->second;
+        return *plans_.emplace(key, std::move(p)).first->second;
+      }
+    }
     // Time each candidate (one warm-up, then the best of two runs) on this call's operands; y is overwritten by
     // the real call that follows.
     float best = 0;
@@ -138,6 +152,7 @@ Gemm::Plan& Gemm::plan(const Key& key, const void* x, const void* w, const void*
         p->algo = results[i].algo;
       }
     }
+    tuned_[bucket_key] = p->algo;
   }
   return *plans_.emplace(key, std::move(p)).first->second;
 }

@@ -2,9 +2,12 @@
 // In cuBLAS's column-major terms that is y^T (N x M) = w (N x K, the row-major [N, K] buffer read transposed)
 // times x^T (K x M): the "TN" case, cuBLASLt's fastest layout. bf16 operands accumulate in fp32 (the bias, when
 // given in bf16, is added by the epilogue); fp32 operands (dense --dequant-cache weights) use fp32 compute.
-// Descriptors and the algorithm are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked
-// once per such key by timing the heuristic's top 32 candidates on the call's own operands (at M = 288 the tile
-// shapes differ by 10-30%); DIFFULEX_CUDA_GEMM_TUNE=0 takes the heuristic's first choice instead.
+// Descriptors are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked by timing the
+// heuristic's top 32 candidates on the call's own operands (at M = 288 the tile shapes differ by 10-30%), once per
+// M bucket (M rounded up to a power of two) and the rest of the key: decoding calls the LM head with a different
+// row count nearly every step, and timing each new M cost ~10 ms on the Dream-7B head. Another M of the bucket
+// reuses the tuned algorithm when cuBLASLt accepts it for that M (else it is timed too).
+// DIFFULEX_CUDA_GEMM_TUNE=0 takes the heuristic's first choice instead.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -43,6 +46,7 @@ class Gemm {
   std::shared_ptr<void> workspace_;
   size_t workspace_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  std::map<Key, cublasLtMatmulAlgo_t> tuned_;  // by M bucket (the key's M rounded up to a power of two)
   bool tune_ = true;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
 };
