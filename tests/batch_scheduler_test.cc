@@ -212,6 +212,15 @@ TEST(Fp8KvCache, QuantizationErrorIsBounded) {
     }
   }
   EXPECT_THROW(be.kv_quantize_fp8(x, heads, y, sc), Error);  // dst must be F8_E4M3
+  // Scales that do not cover whole heads: an error naming the op and the shapes.
+  Tensor sc_bad = Tensor::zeros(DType::F32, {N, heads + 1});
+  try {
+    be.kv_dequantize_fp8(q, sc_bad, heads, y);
+    ADD_FAILURE() << "scales [N, heads + 1] were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cpu kv_dequantize_fp8: src"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("heads"), std::string::npos) << e.what();
+  }
 }
 
 // The model with an fp8 cache: the refresh pass differs from the exact forward only by the fp8 rounding of keys

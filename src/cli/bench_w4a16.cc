@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/stats.h"
 #include "kernels/backend.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -21,10 +22,6 @@ namespace dlx::cli {
 #ifdef DIFFULEX_HAVE_CUDA
 namespace {
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 // Random 4-bit weight, group 128, integer zero points 0..15 (the GPTQ/AWQ form), scales around 0.01.
 PackedWeight random_packed4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
@@ -89,7 +86,7 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
           call(size_t(i) % copies);
           timer.mark();
         }
-        return median_of(timer.intervals_ms());
+        return median(timer.intervals_ms());
       };
       auto packed = [&](size_t c) { be->matmul_packed(x, pw[c], nullptr, y); };
       json row = {{"shape", s.name}, {"N", s.N}, {"K", s.K}, {"M", M}};

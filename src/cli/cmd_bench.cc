@@ -34,6 +34,7 @@
 #include "cli/bench_w4a16.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/stats.h"
 #include "core/thread_pool.h"
 #include "io/safetensors.h"
 #include "kernels/backend.h"
@@ -54,12 +55,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 [[maybe_unused]] bool is_cuda(Backend& be) { return be.device() == Device::CUDA; }
 

@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/bench_source.h"
 #include "core/error.h"
+#include "core/stats.h"
 #include "core/thread_pool.h"
 #include "engine/generate.h"
 #include "io/safetensors.h"
@@ -48,12 +49,6 @@ struct DecodeArgs : BenchSource {
   uint64_t seed = 1;
   int threads = 0;
 };
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct StopTiming {};  // thrown from the step callback once the timed blocks are done
 

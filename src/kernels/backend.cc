@@ -11,6 +11,13 @@
 
 namespace dlx {
 
+void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, const Tensor& scales, int64_t heads) {
+  check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
+            scales.numel() % heads == 0,
+        "{}: src {} / dst {} / scales {} do not match {} heads", who, shape_str(src.shape()), shape_str(dst.shape()),
+        shape_str(scales.shape()), heads);
+}
+
 void Backend::silu_mul_fused(const Tensor& gate_up, Tensor& out) {
   check(gate_up.rank() == 2 && gate_up.dim(1) % 2 == 0, "silu_mul_fused: input must be [T, 2I], got {}",
         shape_str(gate_up.shape()));

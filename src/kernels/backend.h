@@ -82,6 +82,10 @@ class Backend {
   virtual void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) = 0;
 };
 
+// The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row
+// of scales); `who` names the backend and op in the error, e.g. "cuda kv_quantize_fp8".
+void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, const Tensor& scales, int64_t heads);
+
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.
 std::unique_ptr<Backend> make_backend(const std::string& name);
 

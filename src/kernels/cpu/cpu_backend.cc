@@ -60,10 +60,7 @@ void CpuBackend::kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, 
   check(src.dtype() == DType::F32 && dst.dtype() == DType::F8_E4M3 && scales.dtype() == DType::F32,
         "cpu kv_quantize_fp8: want F32 src, F8_E4M3 dst, F32 scales (got {}, {}, {})", dtype_name(src.dtype()),
         dtype_name(dst.dtype()), dtype_name(scales.dtype()));
-  check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % (scales.numel()) == 0 &&
-            scales.numel() % heads == 0,
-        "cpu kv_quantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
-        shape_str(dst.shape()), shape_str(scales.shape()), heads);
+  check_kv_fp8_shapes("cpu kv_quantize_fp8", src, dst, scales, heads);
   const int64_t rows = scales.numel(), D = src.numel() / rows;
   const float* x = src.data<float>();
   uint8_t* q = dst.data<uint8_t>();
@@ -84,10 +81,7 @@ void CpuBackend::kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int6
   check(src.dtype() == DType::F8_E4M3 && dst.dtype() == DType::F32 && scales.dtype() == DType::F32,
         "cpu kv_dequantize_fp8: want F8_E4M3 src, F32 scales, F32 dst (got {}, {}, {})", dtype_name(src.dtype()),
         dtype_name(scales.dtype()), dtype_name(dst.dtype()));
-  check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
-            scales.numel() % heads == 0,
-        "cpu kv_dequantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
-        shape_str(dst.shape()), shape_str(scales.shape()), heads);
+  check_kv_fp8_shapes("cpu kv_dequantize_fp8", src, dst, scales, heads);
   static const auto table = [] {
     std::array<float, 256> t{};
     for (int c = 0; c < 256; ++c) t[size_t(c)] = fp8e4m3_to_f32(uint8_t(c));

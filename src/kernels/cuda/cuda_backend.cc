@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/stats.h"
 #include "core/thread_pool.h"
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/cuda_check.h"
@@ -371,10 +372,7 @@ class CudaBackend final : public Backend {
     need(src, DType::BF16, "kv_quantize_fp8", "the input");
     need(dst, DType::F8_E4M3, "kv_quantize_fp8", "the output");
     need(scales, DType::F32, "kv_quantize_fp8", "the scales");
-    check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
-              scales.numel() % heads == 0,
-          "cuda kv_quantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
-          shape_str(dst.shape()), shape_str(scales.shape()), heads);
+    check_kv_fp8_shapes("cuda kv_quantize_fp8", src, dst, scales, heads);
     cuda::launch_kv_quantize_fp8(src.data<bf16_t>(), scales.numel(), src.numel() / scales.numel(), dst.data<uint8_t>(),
                                  scales.data<float>(), stream_);
     after("kv_quantize_fp8");
@@ -384,10 +382,7 @@ class CudaBackend final : public Backend {
     need(src, DType::F8_E4M3, "kv_dequantize_fp8", "the input");
     need(scales, DType::F32, "kv_dequantize_fp8", "the scales");
     need(dst, DType::BF16, "kv_dequantize_fp8", "the output");
-    check(heads > 0 && src.numel() == dst.numel() && scales.numel() > 0 && src.numel() % scales.numel() == 0 &&
-              scales.numel() % heads == 0,
-          "cuda kv_dequantize_fp8: src {} / dst {} / scales {} do not match {} heads", shape_str(src.shape()),
-          shape_str(dst.shape()), shape_str(scales.shape()), heads);
+    check_kv_fp8_shapes("cuda kv_dequantize_fp8", src, dst, scales, heads);
     cuda::launch_kv_dequantize_fp8(src.data<uint8_t>(), scales.data<float>(), scales.numel(),
                                    src.numel() / scales.numel(), dst.data<bf16_t>(), stream_);
     after("kv_dequantize_fp8");
@@ -519,8 +514,7 @@ class CudaBackend final : public Backend {
     }
     (void)cudaEventDestroy(a);
     (void)cudaEventDestroy(b);
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
+    return median(std::move(t));
   }
 
   std::string w4a16_mode_ = [] {
@@ -690,11 +684,6 @@ CudaBackend& as_cuda(Backend& be) {
   auto* c = dynamic_cast<CudaBackend*>(&be);
   check(c != nullptr, "backend '{}' is not the CUDA backend", be.name());
   return *c;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 }  // namespace
