@@ -6,6 +6,7 @@
 #   tools/gpu_test.sh pack   on the build machine: builds build-cuda (CUDA ON, sm_90 + PTX) and copies the two
 #                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
 #                            (git-ignored through .git/info/exclude; the device call carries it).
+#   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
 #                            CPU backend), the golden fixtures with --device cuda, compute-sanitizer (memcheck on
 #                            all of them, racecheck and synccheck on the shared-memory kernels; run last, each
@@ -119,8 +120,55 @@ run() {
   return $status
 }
 
+# The W4A16 kernels alone (issue-sized runs inside one device call): their tests and the attention tests, the kernel
+# table of `bench --w4a16-kernels` (JSON in $OUT/w4a16.json), memcheck and racecheck on the kernels' small test
+# cases, and with W4A16_DECODE=1 the end-to-end decode and forward benches for bf16 and W4A16.
+w4a16() {
+  local out=${OUT:-$ROOT/gpu_out}
+  mkdir -p "$out"
+  local status=0 src cublas_py
+  src=$(cat "$BIN/source_dir" 2>/dev/null || echo /work/main)
+  if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
+  mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
+  cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
+  echo "== W4A16 and attention tests"
+  timeout 240 "$BIN/diffulex_tests" --gtest_filter="${W4A16_TESTS:-W4A16*:CudaOps.Attention*}" >"$out/tests.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure|Expected|Which is|rel_error|path:" "$out/tests.log" | head -40
+  echo "== bench --w4a16-kernels"
+  timeout "${W4A16_BENCH_TIMEOUT:-300}" "$BIN/diffulex" bench --device cuda --w4a16-kernels ${W4A16_BENCH_ARGS:-} \
+    --output "$out/w4a16.json" >"$out/w4a16_bench.log" 2>&1 || { status=1; tail -5 "$out/w4a16_bench.log"; }
+  grep -E "M=" "$out/w4a16_bench.log"
+  if [ "${W4A16_DECODE:-0}" = 1 ]; then
+    echo "== bench decode / forward, bf16 and W4A16"
+    for q in none w4a16; do
+      timeout 200 "$BIN/diffulex" bench decode --device cuda --random-config dream-7b --quant $q --batch 1,8,32,64 \
+        --cache dual --tokens-per-step 1,4 --blocks 2 --output "$out/decode_$q.json" >"$out/decode_$q.log" 2>&1 || status=1
+      tail -12 "$out/decode_$q.log"
+      timeout 120 "$BIN/diffulex" bench --device cuda --random-config dream-7b --quant $q --batch 1,8,32 --length 288 \
+        --block 32 --no-ceilings --output "$out/forward_$q.json" >"$out/forward_$q.log" 2>&1 || status=1
+      summarize "$out/forward_$q.json"
+    done
+  fi
+  if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
+    echo "== compute-sanitizer on the W4A16 kernels (small cases)"
+    export DIFFULEX_TEST_SMALL=1 DIFFULEX_CUDA_GEMM_TUNE=0
+    timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/diffulex_tests" \
+      --gtest_filter='W4A16.MatchesDequantizedReference:CudaOps.Attention*' >"$out/memcheck.log" 2>&1 || status=1
+    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN/diffulex_tests" \
+      --gtest_filter='W4A16.MatchesDequantizedReference' >"$out/racecheck.log" 2>&1 || status=1
+    for f in memcheck racecheck; do
+      echo "$f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$f.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
+    done
+  fi
+  echo "== done (status $status)"
+  return $status
+}
+
 case "${1:-}" in
   pack) pack ;;
   run) run ;;
-  *) echo "usage: tools/gpu_test.sh pack|run" >&2; exit 2 ;;
+  w4a16) w4a16 ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|w4a16" >&2; exit 2 ;;
 esac

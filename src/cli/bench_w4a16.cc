@@ -1,10 +1,11 @@
-// `diffulex bench --device cuda --w4a16-kernels`: the W4A16 linear alone (src/kernels/cuda/w4a16_mma.cu) against
-// cuBLASLt bf16 (the backend's matmul) and the int4 memory floor, at the Dream-7B and LLaDA-8B linear shapes for
-// M = 1 .. 1024. Per cell: the backend's own choice ("auto": the fused kernel, or for M >= 128 whichever of the
-// kernel and dequantize + cuBLASLt was faster when first timed), the fused kernel forced, dequantize + cuBLASLt
-// forced (M >= 64), and cuBLASLt on a bf16 weight. The floor is (packed codes + scale words + x + y bytes) / the
-// copy bandwidth measured in the same run. Weights are rotated among enough copies to exceed the L2 cache, so every
-// call reads its weight from DRAM. Times: CUDA events, median of --iters calls after --warmup.
+// `diffulex bench --device cuda --w4a16-kernels`: the W4A16 linear alone (src/kernels/cuda/w4a16_mma.cu and
+// w4a16_wgmma.cu) against cuBLASLt bf16 (the backend's matmul) and the int4 memory floor, at the Dream-7B and
+// LLaDA-8B linear shapes for M = 1 .. 2048. Per cell: the backend's own choice ("auto": whichever of the mma.sync
+// kernel, the wgmma kernel (compute capability 9.0) and, for M >= 64, dequantize + cuBLASLt was faster when first
+// timed in that M bucket; "path" names it), each path forced, and cuBLASLt on a bf16 weight. The floor is (packed
+// codes + scale words + x + y bytes) / the copy bandwidth measured in the same run. Weights are rotated among enough
+// copies to exceed the L2 cache, so every call reads its weight from DRAM. Times: CUDA events, median of --iters
+// calls after --warmup.
 #include "cli/bench_w4a16.h"
 
 #include <algorithm>
@@ -92,8 +93,13 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
       json row = {{"shape", s.name}, {"N", s.N}, {"K", s.K}, {"M", M}};
       cuda_set_w4a16_path(*be, "auto");
       row["ms_w4a16"] = time(packed, pw.size());
+      row["path"] = cuda_w4a16_choice(*be, s.N, s.K, gs, M);
       cuda_set_w4a16_path(*be, "mma");
       row["ms_mma"] = time(packed, pw.size());
+      if (cuda_w4a16_wgmma_available()) {
+        cuda_set_w4a16_path(*be, "wgmma");
+        row["ms_wgmma"] = time(packed, pw.size());
+      }
       if (M >= 64) {
         cuda_set_w4a16_path(*be, "dequant");
         row["ms_dequant_cublas"] = time(packed, pw.size());
@@ -106,9 +112,11 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
       row["w4a16_over_floor"] = row["ms_w4a16"].get<double>() / floor;
       row["cublas_over_w4a16"] = row["ms_cublas_bf16"].get<double>() / row["ms_w4a16"].get<double>();
       rows.push_back(row);
-      fmt::print(stderr, "{:<15} M={:<5} w4a16 {:.4f} ms (mma {:.4f}) cublas {:.4f} floor {:.4f}  x{:.2f} floor\n",
-                 s.name, M, row["ms_w4a16"].get<double>(), row["ms_mma"].get<double>(),
-                 row["ms_cublas_bf16"].get<double>(), floor, row["w4a16_over_floor"].get<double>());
+      fmt::print(stderr,
+                 "{:<15} M={:<5} w4a16 {:.4f} ms ({}; mma {:.4f} wgmma {:.4f}) cublas {:.4f} floor {:.4f}  x{:.2f} floor\n",
+                 s.name, M, row["ms_w4a16"].get<double>(), row["path"].get<std::string>(), row["ms_mma"].get<double>(),
+                 row.value("ms_wgmma", 0.0), row["ms_cublas_bf16"].get<double>(), floor,
+                 row["w4a16_over_floor"].get<double>());
     }
   }
   out["rows"] = rows;

@@ -9,7 +9,7 @@
 namespace dlx::cli {
 
 struct W4A16BenchArgs {
-  std::vector<int64_t> ms{1, 16, 32, 64, 128, 256, 512, 1024};
+  std::vector<int64_t> ms{1, 16, 32, 64, 128, 256, 512, 1024, 2048};
   int warmup = 5, iters = 30;
   uint64_t seed = 1;
   std::string shape;  // only shapes whose name contains this (empty: all)

@@ -216,7 +216,12 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
   struct Case { int64_t B, Lq, S, Hq, Hkv, D; bool mask; };
   for (const Case& c : {Case{3, 9, 9, 4, 2, 16, true}, Case{3, 70, 70, 4, 2, 32, true}, Case{2, 9, 130, 4, 4, 64, true},
                         Case{1, 288, 288, 28, 4, 128, false}, Case{2, 100, 77, 8, 2, 128, true},
-                        Case{1, 20, 33, 2, 1, 256, true}}) {
+                        Case{1, 20, 33, 2, 1, 256, true},
+                        // Head dims between the instantiated widths (zero-padded columns): LLaDA-style 24, and
+                        // 8, 40, 96, 136, 200.
+                        Case{2, 33, 33, 4, 2, 24, true}, Case{1, 9, 70, 2, 2, 8, false}, Case{2, 17, 65, 4, 4, 40, true},
+                        Case{1, 70, 70, 6, 2, 96, true}, Case{2, 20, 33, 2, 1, 136, true},
+                        Case{1, 65, 40, 4, 2, 200, false}}) {
     Tensor q = rand_bf16_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_bf16_f32({c.B, c.S, c.Hkv, c.D}), v = rand_bf16_f32({c.B, c.S, c.Hkv, c.D});
     Tensor mask;
     if (c.mask) {
@@ -252,9 +257,11 @@ TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
 }
 
 TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
-  Tensor q = gpu_->from_host_f32(rand_bf16_f32({1, 4, 2, 24}));
-  Tensor out = poisoned({1, 4, 2, 24});
-  EXPECT_THROW(gpu_->attention(q, q, q, nullptr, out), Error);
+  for (int64_t D : {12, 264}) {  // not a multiple of 8; past 256
+    Tensor q = gpu_->from_host_f32(rand_bf16_f32({1, 4, 2, D}));
+    Tensor out = poisoned({1, 4, 2, D});
+    EXPECT_THROW(gpu_->attention(q, q, q, nullptr, out), Error) << D;
+  }
 }
 
 TEST_F(CudaOps, SiluMulAndAddMatchCpu) {

@@ -1,4 +1,5 @@
-// The W4A16 tensor-core path (src/kernels/cuda/w4a16_mma.cu) against a plain reference: dequantize the canonical
+// The W4A16 tensor-core paths (src/kernels/cuda/w4a16_mma.cu, w4a16_wgmma.cu, dequantize + cuBLASLt, and the
+// backend's timed choice among them) against a plain reference: dequantize the canonical
 // PackedWeight in double (W = s*q - zs), gather the activation columns through perm, multiply in double, add the
 // bias. Fresh random inputs every run (the seed is printed on failure); outputs are poisoned with NaN first.
 //
@@ -16,6 +17,8 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/backend.h"
@@ -24,6 +27,10 @@
 #include "kernels/packed_weight.h"
 #include "../test_util.h"
 #include "cuda_test_util.h"
+
+#ifdef DIFFULEX_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace dlx {
 
@@ -111,6 +118,11 @@ const Case kCases[] = {
     {20, 300, 640, -1, false, false, true},    {7, 520, 768, 256, false, true, false},
     // Group sizes 64 and 32 on the 16 x 256 tile, K not a multiple of 128.
     {5, 300, 320, 64, false, true, true},      {1, 700, 576, 32, true, false, false},
+    // Every token tile of the wgmma kernel (8, 16, 32, 64, 128) with ragged M, two and more 128-token tiles, group
+    // 16 (four groups a k step), N and K not multiples of the 256-feature block or the 64 k step.
+    {9, 280, 448, 16, false, false, true},     {50, 520, 704, 64, true, true, false},
+    {200, 1000, 384, 32, false, true, true},   {513, 264, 576, 128, false, false, true},
+    {127, 4104, 1024, 128, true, false, false}, {2, 16, 64, -1, false, false, true},
 };
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
@@ -127,11 +139,32 @@ TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
   EXPECT_EQ(cpu.upload_packed(hw).layout, kCanonicalLayout);
 }
 
+// The paths this GPU runs: the wgmma kernel on compute capability 9.0 (sm_90a machine code) only.
+std::vector<const char*> kernel_paths() {
+  std::vector<const char*> p{"mma"};
+  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma");
+  return p;
+}
+
+// An H100/H200 must get the Hopper kernel: a build or load problem must not silently leave it out of every test.
+TEST_F(W4A16, WgmmaRunsOnHopper) {
+  int dev = 0, major = 0, minor = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), cudaSuccess);
+  if (major != 9 || minor != 0) GTEST_SKIP() << "compute capability " << major << "." << minor;
+  EXPECT_TRUE(cuda_w4a16_wgmma_available());
+}
+
 TEST_F(W4A16, MatchesDequantizedReference) {
-  for (const char* path : {"mma", "dequant", "auto"}) {
+  std::vector<const char*> paths = kernel_paths();
+  paths.push_back("dequant");
+  paths.push_back("auto");
+  for (const char* path : paths) {
     cuda_set_w4a16_path(*gpu_, path);
     for (const Case& c : kCases) {
-      if (std::string(path) != "mma" && c.M < 64 && c.N > 4000) continue;  // the wide small-M cases are for the kernel
+      const bool kernel = std::string(path) == "mma" || std::string(path) == "wgmma";
+      if (!kernel && c.M < 64 && c.N > 4000) continue;  // the wide small-M cases are for the kernels
       // Under compute-sanitizer (DIFFULEX_TEST_SMALL=1) the largest cases are left out: every code path is still run.
       if (small_only() && c.M * c.N * c.K > 600000000) continue;
       SCOPED_TRACE(trace() + ", " + describe(c, path));
@@ -160,7 +193,9 @@ TEST_F(W4A16, LargeM) {
   Tensor gb = gpu_->upload(b);
   Tensor want = reference(x, hw, &b);
   Tensor gx = gpu_->from_host_f32(x);
-  for (const char* path : {"mma", "auto"}) {
+  std::vector<const char*> paths = kernel_paths();
+  paths.push_back("auto");
+  for (const char* path : paths) {
     SCOPED_TRACE(trace() + ", " + path);
     cuda_set_w4a16_path(*gpu_, path);
     Tensor y = poisoned({4096, 520});

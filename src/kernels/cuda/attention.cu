@@ -1,4 +1,5 @@
-// Bidirectional grouped-query attention for head dim 256 (and the dispatcher): flash style, no [Lq, S] score
+// Bidirectional grouped-query attention for head dims 136..256 (multiples of 8, run as 256 with zero columns past
+// the stored head dim; and the dispatcher): flash style, no [Lq, S] score
 // matrix ever reaches global memory. Head dims up to 128 (Dream, LLaDA, the fixtures) take the faster
 // register-resident kernel in flash_attention.cu; this one keeps its fp32 output rows in shared memory, which is
 // what makes D = 256 fit.
@@ -53,16 +54,17 @@ struct Smem {
   static constexpr size_t bytes = bias + kBK * 4;
 };
 
-// Copies rows [r0, r0 + rows) of a [*, heads, D] bf16 tensor (head `hd`) into a shared tile of `tile_rows` rows;
-// rows at or past `limit` are zero-filled.
+// Copies rows [r0, r0 + rows) of a [*, heads, hd] bf16 tensor (head `head`) into a shared tile of `tile_rows` rows
+// of D columns; rows at or past `limit` and columns hd .. D are zero-filled.
 template <int D>
 __device__ void load_tile(bf16_t* dst, const bf16_t* src, int64_t row_base, int64_t r0, int64_t limit, int64_t heads,
-                          int64_t hd, int tile_rows) {
+                          int64_t head, int hd, int tile_rows) {
   constexpr int kVecs = D / 8;
   for (int i = threadIdx.x; i < tile_rows * kVecs; i += blockDim.x) {
     const int r = i / kVecs, c = i % kVecs;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (r0 + r < limit) val = reinterpret_cast<const uint4*>(src + ((row_base + r0 + r) * heads + hd) * D)[c];
+    if (r0 + r < limit && c * 8 < hd)
+      val = reinterpret_cast<const uint4*>(src + ((row_base + r0 + r) * heads + head) * hd)[c];
     *reinterpret_cast<uint4*>(dst + r * Smem<D>::kLd + c * 8) = val;
   }
 }
@@ -73,7 +75,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
                                                                       const bf16_t* __restrict__ v,
                                                                       const uint8_t* __restrict__ mask,
                                                                       bf16_t* __restrict__ out, int64_t Lq, int64_t S,
-                                                                      int64_t Hq, int64_t Hkv, float scale_log2) {
+                                                                      int64_t Hq, int64_t Hkv, int hd,
+                                                                      float scale_log2) {
   using L = Smem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem + L::q);
@@ -88,7 +91,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
   const int64_t kh = h / (Hq / Hkv);
 
-  load_tile<D>(Qs, q, b * Lq, q0, Lq, Hq, h, kBQ);
+  load_tile<D>(Qs, q, b * Lq, q0, Lq, Hq, h, hd, kBQ);
   for (int i = lane; i < 16 * L::kOLd; i += 32) Ow[i] = 0.0f;
   __syncthreads();
 
@@ -104,8 +107,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
 
   for (int64_t j0 = 0; j0 < S; j0 += kBK) {
     __syncthreads();  // the previous tile's K/V are no longer read
-    load_tile<D>(Ks, k, b * S, j0, S, Hkv, kh, kBK);
-    load_tile<D>(Vs, v, b * S, j0, S, Hkv, kh, kBK);
+    load_tile<D>(Ks, k, b * S, j0, S, Hkv, kh, hd, kBK);
+    load_tile<D>(Vs, v, b * S, j0, S, Hkv, kh, hd, kBK);
     for (int j = threadIdx.x; j < kBK; j += blockDim.x) {
       const bool ok = j0 + j < S && (mask == nullptr || mask[b * S + j0 + j] != 0);
       kbias[j] = ok ? 0.0f : -INFINITY;
@@ -181,14 +184,14 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
   if (qi < Lq) {
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const float* orow = Ow + row * L::kOLd + half * (D / 2);
-    bf16_t* dst = out + ((b * Lq + qi) * Hq + h) * D + half * (D / 2);
-    for (int c = 0; c < D / 2; ++c) dst[c] = f2bf(orow[c] * inv);
+    bf16_t* dst = out + ((b * Lq + qi) * Hq + h) * hd + half * (D / 2);
+    for (int c = 0; c < D / 2 && half * (D / 2) + c < hd; ++c) dst[c] = f2bf(orow[c] * inv);
   }
 }
 
 template <int D>
 void launch_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-              int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, cudaStream_t stream) {
+              int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, cudaStream_t stream) {
   const size_t bytes = Smem<D>::bytes;
   static bool configured = false;  // the attribute is per kernel and process; setting it again is harmless
   if (!configured) {
@@ -196,21 +199,21 @@ void launch_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* 
                "attention (shared memory size)");
     configured = true;
   }
-  const float scale_log2 = float(1.0 / std::sqrt(double(D)) * 1.4426950408889634);
+  const float scale_log2 = float(1.0 / std::sqrt(double(hd)) * 1.4426950408889634);
   dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
-  flash_attention_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, scale_log2);
+  flash_attention_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2);
   check_launch("attention");
 }
 
 }  // namespace
 
-bool attention_supports_head_dim(int64_t D) { return flash_attention_supports(D) || D == 256; }
+bool attention_supports_head_dim(int64_t D) { return D >= 8 && D <= 256 && D % 8 == 0; }
 
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                       int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream) {
   if (B == 0 || Lq == 0) return;
   if (flash_attention_supports(D)) return launch_flash_attention(q, k, v, mask, out, B, Lq, S, Hq, Hkv, D, stream);
-  if (D == 256) return launch_d<256>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
+  if (attention_supports_head_dim(D)) return launch_d<256>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, int(D), stream);
   check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
 }
 

@@ -341,7 +341,7 @@ class CudaBackend final : public Backend {
           shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
     const int64_t B = q.dim(0), Lq = q.dim(1), Hq = q.dim(2), D = q.dim(3), S = k.dim(1), Hkv = k.dim(2);
     check(Hkv > 0 && Hq % Hkv == 0, "attention: {} query heads is not a multiple of {} key/value heads", Hq, Hkv);
-    check(cuda::attention_supports_head_dim(D), "cuda attention: head dim {} is not supported (16, 32, 64, 128, 256)",
+    check(cuda::attention_supports_head_dim(D), "cuda attention: head dim {} is not supported (multiples of 8 up to 256)",
           D);
     for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out})
       check(cuda::aligned16(t->data()), "cuda attention: tensors must be 16-byte aligned");
@@ -423,12 +423,19 @@ class CudaBackend final : public Backend {
     return Backend::upload_packed(host);
   }
 
-  // "auto" (time both paths once per shape and M bucket for M >= 128), "mma" or "dequant" (bf16 scratch +
-  // cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
+  // "auto" (time the candidate paths once per shape and M bucket), "mma" (w4a16_mma.cu), "wgmma" (w4a16_wgmma.cu,
+  // compute capability 9.0 only) or "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
   void set_w4a16_path(const std::string& mode) {
-    check(mode == "auto" || mode == "mma" || mode == "dequant", "cuda: unknown W4A16 path '{}' (auto, mma, dequant)",
-          mode);
+    check(mode == "auto" || mode == "mma" || mode == "wgmma" || mode == "dequant",
+          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, dequant)", mode);
+    check(mode != "wgmma" || cuda::w4a16_wgmma_available(),
+          "cuda: the wgmma W4A16 path needs a compute capability 9.0 GPU (H100/H200) and a build with sm_90a");
     w4a16_mode_ = mode;
+  }
+  // The path "auto" chose for this shape and M ("" before the first call in that M bucket).
+  std::string w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
+    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, w4a16_bucket(M)));
+    return it == w4a16_choice_.end() ? std::string() : it->second;
   }
 
  private:
@@ -472,6 +479,13 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
+    auto run_wgmma = [&] {
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs);
+      Tensor partial;
+      if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
+      cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
+                               partial.defined() ? partial.data<float>() : nullptr, stream_);
+    };
     auto run_dequant = [&] {
       Tensor wd = empty(DType::BF16, {N, K});  // transient: back to the activation pool after the call
       cuda::launch_w4a16_dequant(tiles, sz, N, K, gs, wd.data<bf16_t>(), stream_);
@@ -479,20 +493,34 @@ class CudaBackend final : public Backend {
       gemm_->bf16(xp, wd.data(), fused_bias ? bp : nullptr, y.data(), M, N, K);
       if (bias && !fused_bias) cuda::launch_add_bias(y.data<bf16_t>(), bp, bt, M, N, stream_);
     };
-    bool dequant = w4a16_mode_ == "dequant";
-    if (w4a16_mode_ == "auto" && M >= 128) {
-      int64_t bucket = 128;
-      while (bucket < M) bucket *= 2;
-      const auto key = std::make_tuple(N, K, gs, bucket);
+    std::string path = w4a16_mode_;
+    if (path == "auto") {
+      // Timed once per (shape, group, power-of-two M bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
+      // kernels always, the wgmma kernel where the GPU runs it, dequantize + cuBLASLt from M = 64 on.
+      const auto key = std::make_tuple(N, K, gs, w4a16_bucket(M));
       auto it = w4a16_choice_.find(key);
       if (it == w4a16_choice_.end()) {
-        const double t_mma = time_ms(run_mma), t_deq = time_ms(run_dequant);
-        it = w4a16_choice_.emplace(key, t_deq < t_mma).first;
+        std::string best = "mma";
+        double t_best = time_ms(run_mma);
+        auto consider = [&](const char* name, auto&& fn) {
+          const double t = time_ms(fn);
+          if (t < t_best) t_best = t, best = name;
+        };
+        if (cuda::w4a16_wgmma_available()) consider("wgmma", run_wgmma);
+        if (M >= 64) consider("dequant", run_dequant);
+        it = w4a16_choice_.emplace(key, best).first;
       }
-      dequant = it->second;
+      path = it->second;
     }
-    if (dequant) run_dequant();
+    if (path == "dequant") run_dequant();
+    else if (path == "wgmma") run_wgmma();
     else run_mma();
+  }
+
+  static int64_t w4a16_bucket(int64_t M) {
+    int64_t bucket = 1;
+    while (bucket < M) bucket *= 2;
+    return bucket;
   }
 
   // Median of 5 timed runs of fn on the stream (after one untimed run).
@@ -521,7 +549,8 @@ class CudaBackend final : public Backend {
     const char* v = std::getenv("DIFFULEX_W4A16_PATH");
     return std::string(v && *v ? v : "auto");
   }();
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, bool> w4a16_choice_;  // (N, K, group, M bucket) -> dequant
+  // (N, K, group, M bucket) -> the path auto chose
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
   // --- end of the W4A16 path --------------------------------------------------------------------------------------
 
   // ---- SwiGLU of the fused gate/up GEMM, rows for the LM head and the samplers (sample_rows.cu) ----
@@ -689,6 +718,10 @@ CudaBackend& as_cuda(Backend& be) {
 }  // namespace
 
 void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
+std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
+  return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M);
+}
+bool cuda_w4a16_wgmma_available() { return cuda::w4a16_wgmma_available(); }
 
 bool cuda_available(std::string* why) {
   int n = 0;

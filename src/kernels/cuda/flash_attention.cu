@@ -1,4 +1,4 @@
-// Bidirectional grouped-query attention for head dims 16..128, FlashAttention-2 style: scores, probabilities and
+// Bidirectional grouped-query attention for head dims 8..128 (multiples of 8), FlashAttention-2 style: scores, probabilities and
 // the output accumulator live in registers; no [Lq, S] matrix exists anywhere in memory.
 //
 // Layouts (bf16): q [B, Lq, Hq, D], k/v [B, S, Hkv, D], out [B, Lq, Hq, D]; mask U8 [B, S] (1 = attend) or none;
@@ -16,6 +16,9 @@
 //   O[16 x D] += P V        P is re-packed from the S accumulators straight into A fragments (the m16n8 C layout
 //                           of two adjacent key slices is the m16k16 A layout), V fragments via ldmatrix.trans.
 // Rows (Q, K, V tiles) are padded by 8 bf16 so that the 8 row addresses of an ldmatrix fall in distinct banks.
+// Head dims that are multiples of 8 below 128 run the next instantiated D (16, 32, 64, 128) with the stored head dim
+// hd as the row stride: columns hd .. D of the tiles are zeros, which changes no score, and only hd columns are
+// written back.
 // Rows whose keys are all masked produce zeros, as in the CPU reference.
 #include <cmath>
 
@@ -43,7 +46,7 @@ template <int D>
 __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                                           const bf16_t* __restrict__ v,
                                                           const uint8_t* __restrict__ mask, bf16_t* __restrict__ out,
-                                                          int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv,
+                                                          int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd,
                                                           float scale_log2) {
   constexpr int LD = D + 8;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -58,14 +61,15 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   const int64_t kh = h / (Hq / Hkv);
   const int ntiles = int((S + kBK - 1) / kBK);
 
-  // Rows [r0, r0 + 64) of head `hd` of a [*, heads, D] tensor into a shared tile (zeros past `limit`).
+  // Rows [r0, r0 + 64) of head `head` of a [*, heads, hd] tensor into a shared tile (zeros past `limit` and in
+  // columns hd .. D).
   auto load_rows = [&](bf16_t* dst, const bf16_t* src, int64_t row_base, int64_t r0, int64_t limit, int64_t heads,
-                       int64_t hd) {
+                       int64_t head) {
     constexpr int kVecs = D / 8;
     for (int i = threadIdx.x; i < kBK * kVecs; i += kWarps * 32) {
       const int r = i / kVecs, cc = i % kVecs;
-      const bool ok = r0 + r < limit;
-      const bf16_t* s = src + ((row_base + (ok ? r0 + r : 0)) * heads + hd) * D + cc * 8;
+      const bool ok = r0 + r < limit && cc * 8 < hd;
+      const bf16_t* s = ok ? src + ((row_base + r0 + r) * heads + head) * hd + cc * 8 : src;
       cp_async16(dst + r * LD + cc * 8, s, ok ? 16 : 0);
     }
   };
@@ -190,16 +194,17 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) {
     const int col = i * 8 + 2 * c;
+    if (col >= hd) break;  // hd % 8 == 0: col and col + 1 are both inside or both outside
     if (r0 < Lq)
-      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r0) * Hq + h) * D + col) = pack_bf16x2(o[i][0] * inv0, o[i][1] * inv0);
+      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r0) * Hq + h) * hd + col) = pack_bf16x2(o[i][0] * inv0, o[i][1] * inv0);
     if (r1 < Lq)
-      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r1) * Hq + h) * D + col) = pack_bf16x2(o[i][2] * inv1, o[i][3] * inv1);
+      *reinterpret_cast<uint32_t*>(out + ((b * Lq + r1) * Hq + h) * hd + col) = pack_bf16x2(o[i][2] * inv1, o[i][3] * inv1);
   }
 }
 
 template <int D>
 void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-                  int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, cudaStream_t stream) {
+                  int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, cudaStream_t stream) {
   constexpr size_t bytes = fa2_smem_bytes<D>();
   static bool configured = false;  // raising the dynamic shared-memory limit once per kernel is enough
   if (!configured) {
@@ -207,25 +212,24 @@ void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8
                "attention (shared memory size)");
     configured = true;
   }
-  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(D)));
+  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
   dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
-  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, scale_log2);
+  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2);
   check_launch("attention");
 }
 
 }  // namespace
 
-bool flash_attention_supports(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
+bool flash_attention_supports(int64_t D) { return D >= 8 && D <= 128 && D % 8 == 0; }
 
 void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
                             int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream) {
-  switch (D) {
-    case 16: return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
-    case 32: return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
-    case 64: return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
-    case 128: return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, stream);
-    default: check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
-  }
+  if (!flash_attention_supports(D)) check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
+  const int hd = int(D);
+  if (D <= 16) return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
+  if (D <= 32) return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
+  if (D <= 64) return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
+  return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
 }
 
 }  // namespace dlx::cuda

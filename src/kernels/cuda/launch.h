@@ -32,9 +32,10 @@ void launch_rope_table(const int64_t* positions, const float* inv_freq, int64_t 
 // Rotate-half RoPE in place on x [T, heads, D] with a table from launch_rope_table.
 void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const float* table, cudaStream_t stream);
 
-// Bidirectional grouped-query attention, flash style. mask: device U8 [B, S] or null. Head dims 16..128 run the
-// register-resident mma.sync kernel (flash_attention.cu), 256 the WMMA kernel with shared-memory accumulators
-// (attention.cu). attention_supports_head_dim is false for any other D.
+// Bidirectional grouped-query attention, flash style. mask: device U8 [B, S] or null. Head dims that are multiples
+// of 8 up to 128 run the register-resident mma.sync kernel (flash_attention.cu), up to 256 the WMMA kernel with
+// shared-memory accumulators (attention.cu), each padded to its next instantiated width with zero columns.
+// attention_supports_head_dim is false for any other D.
 bool attention_supports_head_dim(int64_t D);
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                       int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream);
@@ -98,6 +99,7 @@ struct W4A16Args {
   int splits = 1, kt_per_split = 0;
   int minb = 2;       // resident blocks per SM the configuration is built for
   bool fold = false;  // scales and zero points applied per group in fp32 (group size a multiple of 128, M <= 32)
+  int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128)
 };
 W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0);
 // Floats of fp32 partial sums the call needs (0 without split-K).
@@ -105,6 +107,18 @@ size_t w4a16_partial_floats(const W4A16Args& p);
 // y[M, N] = x[M, K] · W^T (+ bias); x's columns already in the kernel's order (see launch_w4a16_permute).
 void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
                   const void* bias, Elt bias_type, bf16_t* y, float* partial, cudaStream_t stream);
+// The multiprocessors of the current device (read once).
+int cuda_sm_count();
+// y = bf16(sum over splits of partial[s, M, N] + bias), in a fixed order (deterministic).
+void launch_w4a16_splitk_reduce(const float* partial, int splits, int64_t M, int64_t N, const void* bias,
+                                Elt bias_type, bf16_t* y, cudaStream_t stream);
+// The Hopper kernel on the same tiles (w4a16_wgmma.cu, sm_90a): available only on compute capability 9.0 devices
+// of a build that has it; its plan (token tile, split-K) and launch. Same contract as launch_w4a16.
+bool w4a16_wgmma_available();
+W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0);
+void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
+                        int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
+                        cudaStream_t stream);
 // out[m, j] = x[m, perm[j]]
 void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out,
                           cudaStream_t stream);

@@ -440,16 +440,6 @@ void launch_cfg(const Args& a, bool fold, cudaStream_t stream) {
   else launch_one<MT, NU, false, false, MINB>(a, stream);
 }
 
-int sm_count() {
-  static int n = [] {
-    int dev = 0, v = 0;
-    check_cuda(cudaGetDevice(&dev), "matmul_packed (device)");
-    check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "matmul_packed (device)");
-    return v;
-  }();
-  return n;
-}
-
 uint16_t host_f2bf(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -459,6 +449,22 @@ uint16_t host_f2bf(float f) {
 }
 
 }  // namespace
+
+int cuda_sm_count() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    check_cuda(cudaGetDevice(&dev), "matmul_packed (device)");
+    check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "matmul_packed (device)");
+    return v;
+  }();
+  return n;
+}
+
+void launch_w4a16_splitk_reduce(const float* partial, int splits, int64_t M, int64_t N, const void* bias,
+                                Elt bias_type, bf16_t* y, cudaStream_t stream) {
+  splitk_reduce_kernel<<<blocks_for(M * N, 256, 4096), 256, 0, stream>>>(partial, splits, M, N, bias, bias_type, y);
+  check_launch("matmul_packed (w4a16 split-K reduce)");
+}
 
 bool w4a16_supported(int bits, int64_t K, int64_t group_size) {
   return bits == 4 && K > 0 && K % 8 == 0 && group_size > 0 && K % group_size == 0 &&
@@ -537,7 +543,7 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   p.M = M, p.N = N, p.K = K;
   p.mt = M <= 16 ? 1 : M <= 32 ? 2 : 4;
   const int64_t mblocks = (M + 16 * p.mt - 1) / (16 * p.mt);
-  const int sms = sm_count();
+  const int sms = cuda_sm_count();
   // The fold (see the kernel) pays when a group spans at least two k steps; its second accumulator set limits the
   // 32-row tile to 256 columns (128 registers a thread).
   static const bool fold_on = [] {  // DIFFULEX_W4A16_FOLD=0: the per-weight dequantization (for A/B timing)
@@ -601,11 +607,7 @@ void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
     case 422: launch_cfg<4, 2, 2, false>(a, p.fold, stream); break;
     default: fail("matmul_packed (w4a16): no tile configuration mt {} nu {} blocks {}", p.mt, p.nu, p.minb);
   }
-  if (p.splits > 1) {
-    splitk_reduce_kernel<<<blocks_for(p.M * p.N, 256, 4096), 256, 0, stream>>>(partial, p.splits, p.M, p.N, bias,
-                                                                                bias_type, y);
-    check_launch("matmul_packed (w4a16 split-K reduce)");
-  }
+  if (p.splits > 1) launch_w4a16_splitk_reduce(partial, p.splits, p.M, p.N, bias, bias_type, y, stream);
 }
 
 void launch_w4a16_dequant(const uint32_t* tiles, const uint32_t* sz, int64_t N, int64_t K, int64_t group_size,
