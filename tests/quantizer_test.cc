@@ -269,7 +269,7 @@ QuantizeOptions small_run(const TempDir& dir, const std::string& format, const s
 }
 
 // The public dequantization rules, written out here from FORMATS.md independently of src/kernels/quant.
-Tensor dequant_gptq_v1(const SafetensorsFile& f, const std::string& p, int64_t N, int64_t K) {
+Tensor dequant_gptq_v1(const TensorStore& f, const std::string& p, int64_t N, int64_t K) {
   const int32_t* qw = f.get(p + ".qweight").data<int32_t>();
   const int32_t* qz = f.get(p + ".qzeros").data<int32_t>();
   const int32_t* gi = f.get(p + ".g_idx").data<int32_t>();
@@ -287,7 +287,7 @@ Tensor dequant_gptq_v1(const SafetensorsFile& f, const std::string& p, int64_t N
   return w;
 }
 
-Tensor dequant_awq(const SafetensorsFile& f, const std::string& p, int64_t N, int64_t K, int64_t gs) {
+Tensor dequant_awq(const TensorStore& f, const std::string& p, int64_t N, int64_t K, int64_t gs) {
   static const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};  // nibble j holds column 8c + order[j]
   const int32_t* qw = f.get(p + ".qweight").data<int32_t>();
   const int32_t* qz = f.get(p + ".qzeros").data<int32_t>();
@@ -331,7 +331,19 @@ TEST(QuantizerCheckpoint, GptqRoundTrip) {
 
   auto src = Model::load(kModel);
   auto q = Model::load(out);
-  SafetensorsFile f(out + "/model.safetensors");
+  // The Diffulex layout: the quantized linears in model_quantized_gptq.safetensors, the rest in shards, one index.
+  SafetensorsFile qf(out + "/model_quantized_gptq.safetensors");
+  EXPECT_TRUE(qf.has("model.layers.0.self_attn.q_proj.qweight"));
+  EXPECT_FALSE(qf.has("model.embed_tokens.weight"));
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors"));  // HF loaders would read it instead of the index
+  json idx = json::parse(std::ifstream(out + "/model.safetensors.index.json"));
+  EXPECT_EQ(idx["weight_map"]["model.layers.0.self_attn.q_proj.qweight"], "model_quantized_gptq.safetensors");
+  EXPECT_EQ(idx["weight_map"]["model.embed_tokens.weight"], "model-00001-of-00001.safetensors");
+  EXPECT_EQ(meta["quant_format"], "gptq");
+  EXPECT_EQ(meta["quantized_modules"].size(), 42u);
+  EXPECT_EQ(meta["quantized_modules"][0]["in_features"], 256);
+  std::shared_ptr<TensorStore> store = TensorStore::open_dir(out);
+  const TensorStore& f = *store;
   EXPECT_EQ(f.get("model.embed_tokens.weight").dtype(), DType::F16);
   EXPECT_EQ(f.get("model.layers.0.self_attn.q_proj.bias").dtype(), DType::F16);
   EXPECT_FALSE(f.has("model.layers.0.self_attn.q_proj.weight"));
@@ -377,7 +389,8 @@ TEST(QuantizerCheckpoint, AwqRoundTrip) {
 
   auto src = Model::load(kModel);
   auto q = Model::load(out);
-  SafetensorsFile f(out + "/model.safetensors");
+  std::shared_ptr<TensorStore> store = TensorStore::open_dir(out);
+  const TensorStore& f = *store;
   SafetensorsFile sf(kModel + "/model.safetensors");
   EXPECT_FALSE(f.has("model.layers.0.self_attn.q_proj.g_idx"));
   for (int64_t i = 0; i < 6; ++i) {
@@ -467,7 +480,7 @@ TEST(QuantizerCheckpoint, ExistingOutputRefusedUnlessOverwrite) {
   o.overwrite = true;
   QuantizeReport r = quantize_model(o);
   EXPECT_FALSE(fs::exists(out + "/keep.txt"));
-  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/model_quantized_gptq.safetensors"));
   EXPECT_EQ(r.linears[0].error, -1);  // RTN without calibration has no error statistics
   EXPECT_EQ(hidden_entries(dir.str()), 0);
   EXPECT_EQ(Model::load(out)->layers()[0].linear[0]->info().kind, "gptq_w4a16");

@@ -7,7 +7,7 @@ namespace dlx::cli {
 
 void add_bench_source_options(CLI::App& cmd, BenchSource& s) {
   cmd.add_option("--device", s.device, "cpu | cuda")->capture_default_str();
-  cmd.add_option("--model", s.model, "Checkpoint directory (instead of --random-config)");
+  cmd.add_option("--model,--model-path", s.model, "Checkpoint directory (instead of --random-config)");
   cmd.add_option("--random-config", s.preset,
                  "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
   cmd.add_option("--layers", s.layers, "Override the preset's layer count");

@@ -32,6 +32,7 @@
 #include <random>
 
 #include "cli/bench_w4a16.h"
+#include "cli/strategies.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/stats.h"
@@ -204,7 +205,15 @@ struct Args : BenchSource {
   uint64_t seed = 1;
   bool no_ceilings = false;
   std::string output;
+  // --strategies: the original Diffulex test script's runs (cli/strategies.h) instead of forward timings.
+  std::string strategies;
+  int64_t max_tokens = 30;
+  std::vector<std::string> prompts;
 };
+
+// --strategies without --prompt: a few plain prompts, batched, as the original's script generates a batch.
+const std::vector<std::string> kStrategyPrompts = {"In the beginning", "The quick brown fox", "Once upon a time",
+                                                   "A language model is"};
 
 Tensor random_ids(int64_t B, int64_t L, int64_t V, std::mt19937_64& rng) {
   Tensor ids = Tensor::zeros(DType::I64, {B, L});
@@ -335,6 +344,11 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
+  cmd->add_option("--strategies", a->strategies,
+                  "With --model: generate with each named strategy in turn and print one JSON line each with its "
+                  "tokens/s (the original Diffulex's names, e.g. gptq_w4a16_bf16kv,awq_w4a16_fp8kv)");
+  cmd->add_option("--max-tokens", a->max_tokens, "--strategies: tokens generated per prompt")->capture_default_str();
+  cmd->add_option("--prompt", a->prompts, "--strategies: a prompt (repeatable; default: four plain prompts)");
   // --w4a16-kernels: the W4A16 linear alone (bench_w4a16.cc) instead of forward passes.
   auto w4 = std::make_shared<bool>(false);
   auto w4a = std::make_shared<W4A16BenchArgs>();
@@ -344,6 +358,19 @@ void add_bench_command(CLI::App& app) {
   add_bench_decode_subcommand(*cmd);
   cmd->callback([a, cmd, w4, w4a] {
     if (cmd->got_subcommand("decode")) return;  // `bench decode` (cmd_bench_decode.cc) ran instead
+    if (!a->strategies.empty()) {
+      check(!a->model.empty(), "bench --strategies needs --model DIR (a checkpoint to generate with)");
+      LoadOptions lo;
+      lo.device = a->device;
+      lo.embed_on_host = a->embed_on_host;
+      GenerationOptions o = generation_defaults(a->model);
+      o.max_new_tokens = a->max_tokens;
+      o.steps = 0;  // one per new token
+      o.seed = a->seed;
+      run_strategies(parse_strategies(a->strategies), a->model, "", lo,
+                     a->prompts.empty() ? kStrategyPrompts : a->prompts, false, o);
+      return;
+    }
     if (*w4) {
       check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
       W4A16BenchArgs wa = *w4a;

@@ -45,7 +45,7 @@ void add_eval_command(CLI::App& app) {
     bool json = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint directory (with its tokenizer)")->required();
+  cmd->add_option("--model,--model-path", a->model, "Checkpoint directory (with its tokenizer)")->required();
   cmd->add_option("--text", a->text, "Held-out text file")->capture_default_str();
   cmd->add_option("--ratios", a->ratios, "Comma-separated mask ratios")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Mask seed")->capture_default_str();

@@ -47,7 +47,7 @@ void add_forward_command(CLI::App& app) {
     LoadOptions lo;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint directory")->required();
+  cmd->add_option("--model,--model-path", a->model, "Checkpoint directory")->required();
   cmd->add_option("--input-ids", a->ids, "safetensors file with input_ids I64 [B, L] (optional attention_mask)")
       ->required();
   cmd->add_option("--output", a->output, "Output safetensors file (logits F32 [B, L, V])")->required();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/strategies.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -90,7 +91,7 @@ void run_continuous(Model& model, const Tokenizer& tok, const std::vector<std::v
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt by masked diffusion (Dream or LLaDA sampler)");
   struct Args {
-    std::string model, prompt, prompts_file, tokenizer, kv_budget = "auto", order = "completion";
+    std::string model, prompt, prompts_file, tokenizer, kv_budget = "auto", order = "completion", strategies;
     int64_t max_batch = 0;
     bool chat = false, json = false;
     LoadOptions lo;
@@ -98,7 +99,7 @@ void add_generate_command(CLI::App& app) {
     GenerationFlags gen;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint directory (with tokenizer.json)")->required();
+  cmd->add_option("--model,--model-path", a->model, "Checkpoint directory (with tokenizer.json)")->required();
   auto* prompt_opt = cmd->add_option("--prompt", a->prompt, "Prompt text");
   cmd->add_option("--prompts-file", a->prompts_file,
                   "Many prompts, batched: one per line, or JSON lines with a \"prompt\" field")
@@ -114,6 +115,9 @@ void add_generate_command(CLI::App& app) {
                   "GPU memory, unlimited on the CPU)");
   cmd->add_option("--order", a->order, "Continuous batching output: completion | input");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--strategies", a->strategies,
+                  "Run each named strategy in turn, one JSON line each (the original Diffulex's names, e.g. "
+                  "gptq_w4a16_bf16kv,awq_w4a16_fp8kv; docs/FROM_DIFFULEX.md)");
   add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print one JSON object with the text, ids and timings");
   cmd->callback([a, cmd] {
@@ -121,13 +125,20 @@ void add_generate_command(CLI::App& app) {
     check(a->max_batch >= 0, "--max-batch must be positive (got {})", a->max_batch);
     if (a->threads > 0) set_num_threads(a->threads);
 
+    check(!a->prompts_file.empty() || cmd->count("--prompt") > 0, "give --prompt or --prompts-file");
+    std::vector<std::string> texts = a->prompts_file.empty() ? std::vector<std::string>{a->prompt}
+                                                             : read_prompts(a->prompts_file);
+    if (!a->strategies.empty()) {
+      check(a->max_batch == 0, "--strategies runs one batch per strategy; leave out --max-batch");
+      check(a->lo.attn_weight_family.empty() && a->lo.mlp_weight_family.empty(),
+            "--strategies sets the weight dtypes; leave out --linear-attn-weight-dtype / --linear-mlp-weight-dtype");
+      run_strategies(parse_strategies(a->strategies), a->model, a->tokenizer, a->lo, texts, a->chat, opts);
+      return;
+    }
     auto t0 = std::chrono::steady_clock::now();
     auto model = Model::load(a->model, a->lo);
     Tokenizer tok = Tokenizer::load(a->tokenizer.empty() ? a->model : a->tokenizer);
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::vector<std::string> texts = a->prompts_file.empty() ? std::vector<std::string>{a->prompt}
-                                                             : read_prompts(a->prompts_file);
-    check(!a->prompts_file.empty() || cmd->count("--prompt") > 0, "give --prompt or --prompts-file");
     std::vector<std::vector<int64_t>> prompts;
     for (const auto& t : texts) prompts.push_back(format_prompt(tok, t, a->chat));
 

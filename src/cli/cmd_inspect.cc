@@ -2,7 +2,10 @@
 // --list-layers, every linear layer's name, shape, kind and memory.
 #include <fmt/format.h>
 
+#include <map>
+
 #include "cli/commands.h"
+#include "io/safetensors.h"
 #include "kernels/quant/quant_config.h"
 #include "model/model.h"
 
@@ -24,6 +27,23 @@ void print_linear(const Linear& l) {
              i.has_bias ? "yes" : "no", human_bytes(i.bytes));
 }
 
+// Without quantization settings the linears' kinds say what the checkpoint holds (e.g. a Diffulex overlay or
+// int8 file): "diffulex_int8_gptq x42 (from the tensors; no quantization settings file)", or "none".
+std::string kinds_summary(const Model& m) {
+  std::map<std::string, int> count;
+  auto add = [&](const Linear& l) {
+    if (l.info().group_size != 0) ++count[fmt::format("{} {}-bit group {}", l.info().kind, l.info().bits,
+                                                       l.info().group_size)];
+  };
+  for (const auto& l : m.layers())
+    for (const auto& lin : l.linear) add(*lin);
+  add(m.lm_head());
+  if (count.empty()) return "none";
+  std::string out;
+  for (const auto& [k, n] : count) out += fmt::format("{}{} x{}", out.empty() ? "" : ", ", k, n);
+  return out + " (from the tensors; no quantization settings file)";
+}
+
 }  // namespace
 
 void add_inspect_command(CLI::App& app) {
@@ -31,7 +51,7 @@ void add_inspect_command(CLI::App& app) {
   auto model = std::make_shared<std::string>();
   auto list = std::make_shared<bool>(false);
   auto lo = std::make_shared<LoadOptions>();
-  cmd->add_option("--model", *model, "Checkpoint directory (config.json + safetensors)")->required();
+  cmd->add_option("--model,--model-path", *model, "Checkpoint directory (config.json + safetensors)")->required();
   cmd->add_flag("--list-layers", *list, "List every linear layer with its kind, shape and bytes");
   add_load_options(*cmd, *lo);
   cmd->callback([model, list, lo] {
@@ -52,7 +72,9 @@ void add_inspect_command(CLI::App& app) {
                                      : fmt::format(", zero_point={}, version {}", q->zero_point, q->version),
                  q->source);
     else
-      fmt::print("quantization:  none\n");
+      fmt::print("quantization:  {}\n", kinds_summary(*m));
+    if (!m->store().overlay().empty())
+      fmt::print("overlay:       {} (read over the checkpoint's other weights)\n", m->store().overlay());
     fmt::print("weights:       {} in memory\n", human_bytes(m->weight_bytes()));
     if (*list) {
       fmt::print("linear layers:\n");

@@ -29,7 +29,7 @@ void add_quantize_command(CLI::App& app) {
   struct Args {
     QuantizeOptions o;
     bool sym = false, asym = false, no_true_seq = false, no_vo = false;
-    std::string max_shard = "5GB";
+    std::string max_shard = "5GB", quant_method, target_modules;
   };
   auto a = std::make_shared<Args>();
   QuantizeOptions& o = a->o;
@@ -37,19 +37,24 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--output-path", o.output_path, "Output directory (must not exist or be empty)")->required();
   cmd->add_option("--quant-format", o.format, "Checkpoint layout: gptq (AutoGPTQ v1) or awq (AutoAWQ gemm)")
       ->required();
-  cmd->add_option("--method", o.method, "Algorithm: gptq, awq or rtn (default: the format's own)");
+  cmd->add_option("--method", o.method,
+                  "Algorithm: gptq, awq or rtn (default: the format's own with calibration data, else rtn)");
+  cmd->add_option("--quant-method", a->quant_method,
+                  "The original Diffulex's name: auto (the format's own algorithm, needs calibration data) or simple "
+                  "(rtn)");
+  cmd->add_option("--target-modules", a->target_modules, "Not supported: every linear of the decoder layers is quantized");
   cmd->add_option("--bits", o.bits, "Bits per weight (GPTQ 4 or 8, AWQ 4)")->capture_default_str();
   cmd->add_option("--group-size", o.group_size, "Inputs per quantization group, -1 for one group per row")
       ->capture_default_str();
   cmd->add_flag("--sym", a->sym, "Symmetric grid (zero point 2^(bits-1)); default for GPTQ");
-  cmd->add_flag("--asym", a->asym, "Zero points per group; default for AWQ");
+  cmd->add_flag("--asym,--no-sym", a->asym, "Zero points per group; default for AWQ");
   cmd->add_flag("--desc-act", o.desc_act, "GPTQ act-order: columns by decreasing Hessian diagonal (writes g_idx)");
   cmd->add_flag("--static-groups", o.static_groups, "GPTQ: group parameters from the unquantized weights");
   cmd->add_flag("--no-true-sequential", a->no_true_seq, "GPTQ: all linears of a layer from the layer's float inputs");
-  cmd->add_option("--damp", o.damp, "GPTQ dampening, fraction of the mean Hessian diagonal")->capture_default_str();
-  cmd->add_option("--calib-text", o.calib.text_path, "Calibration text, tokenized with the model's tokenizer");
+  cmd->add_option("--damp,--damp-percent", o.damp, "GPTQ dampening, fraction of the mean Hessian diagonal")->capture_default_str();
+  cmd->add_option("--calib-text,--calib-text-file", o.calib.text_path, "Calibration text, tokenized with the model's tokenizer");
   cmd->add_option("--calib-ids", o.calib.ids_path, "Calibration token ids: safetensors with input_ids I64 [B, L]");
-  cmd->add_option("--calib-samples", o.calib.samples, "Calibration sequences (at most)")->capture_default_str();
+  cmd->add_option("--calib-samples,--calib-num-samples", o.calib.samples, "Calibration sequences (at most)")->capture_default_str();
   cmd->add_option("--calib-seq-len", o.calib.seq_len, "Tokens per calibration sequence (at most)")
       ->capture_default_str();
   cmd->add_option("--calib-mask", o.calib.mask,
@@ -69,6 +74,17 @@ void add_quantize_command(CLI::App& app) {
   cmd->callback([a] {
     QuantizeOptions o = a->o;
     check(!(a->sym && a->asym), "--sym and --asym exclude each other");
+    check(a->target_modules.empty(),
+          "--target-modules {}: not supported; diffulex quantizes every linear of the decoder layers (the LM head "
+          "stays dense)",
+          a->target_modules);
+    if (!a->quant_method.empty()) {
+      check(a->quant_method == "auto" || a->quant_method == "simple",
+            "--quant-method {}: must be auto (the format's own algorithm, with --calib-text) or simple (rtn)",
+            a->quant_method);
+      check(o.method.empty(), "give --method or --quant-method, not both");
+      o.method = a->quant_method == "simple" ? "rtn" : o.format;
+    }
     if (a->sym) o.sym = true;
     if (a->asym) o.sym = false;
     o.true_sequential = !a->no_true_seq;
@@ -83,6 +99,8 @@ void add_quantize_command(CLI::App& app) {
     fmt::print("{}", format_error_table(r));
     fmt::print("wrote {} ({} {}, {} linears) in {:.1f} s (layers {:.1f} s)\n", r.output, r.method, r.format,
                r.linears.size(), r.seconds, r.quantize_seconds);
+    fmt::print("  quantized linears: {}/{} (also an overlay: copy it next to the source's config.json)\n",
+               r.output, quantized_file_name(r.format));
   });
 }
 

@@ -13,7 +13,9 @@ class Model;
 
 namespace dlx::cli {
 
-// --device, --linear-{attn,mlp}-weight-dtype, --dequant-cache, --awq-order into `lo` (which must outlive the app).
+// --device, --linear-{attn,mlp}-weight-dtype, --dequant-cache, --awq-order, --strict, --embed-on-host into `lo`
+// (which must outlive the app), and the original Diffulex's --linear-{attn,mlp}-act-dtype (bf16) and
+// --tensor-parallel-size / --data-parallel-size (1), which are checked and otherwise change nothing.
 void add_load_options(CLI::App& cmd, LoadOptions& lo);
 
 // The generation flags (--max-new-tokens, --steps, --alg, ...: one per server/generation_fields.h entry).

@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace dlx {
 
@@ -144,21 +146,42 @@ std::vector<fs::path> seed_quantized_files(const fs::path& d) {
 
 std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
   std::shared_ptr<TensorStore> store = open_base_dir(dir);
-  std::vector<fs::path> overlays = seed_quantized_files(dir);
+  // An overlay file that model.safetensors.index.json already maps (diffulex quantize's own output) is a shard.
+  std::vector<fs::path> overlays;
+  for (const fs::path& p : seed_quantized_files(dir)) {
+    bool mapped = false;
+    for (const auto& f : store->files_) mapped = mapped || fs::equivalent(f->path(), p);
+    if (!mapped) overlays.push_back(p);
+  }
   if (overlays.size() > 1)
     fail("{}: both {} and {} are present; keep the one to load (diffulex reads one quantized overlay)", dir,
          overlays[0].filename().string(), overlays[1].filename().string());
   for (const fs::path& p : overlays) {
-    // The overlay's tensors join the store; a quantized layer's qweight/qzeros/scales then make the linear kinds
-    // pick the quantized kind over the original .weight, as the seed's loader did.
+    // The overlay's tensors join the store. A layer it quantizes (it holds `{layer}.qweight`) takes all its
+    // tensors from the overlay: they replace the base's (e.g. the bias, rewritten as F16 by the quantizer), and the
+    // base's dense `{layer}.weight` is hidden, so the linear kinds load the packed weight and the dense one is
+    // never read. Any other tensor the base also holds is refused.
     store->files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
-    for (const auto& [name, ti] : store->files_.back()->tensors()) {
+    const SafetensorsFile* ov = store->files_.back().get();
+    std::set<std::string> layers;
+    const std::string qw = ".qweight";
+    for (const auto& [name, ti] : ov->tensors())
+      if (name.size() > qw.size() && name.compare(name.size() - qw.size(), qw.size(), qw) == 0)
+        layers.insert(name.substr(0, name.size() - qw.size()));
+    for (const auto& [name, ti] : ov->tensors()) {
       auto it = store->where_.find(name);
-      if (it != store->where_.end())
-        fail("{}: tensor '{}' is also in {}; a quantized overlay may only add tensors", p.string(), name,
-             it->second->path());
-      store->where_[name] = store->files_.back().get();
+      const size_t dot = name.rfind('.');
+      if (it != store->where_.end() && !(dot != std::string::npos && layers.count(name.substr(0, dot))))
+        fail("{}: tensor '{}' is also in {}; a quantized overlay may only add tensors or replace those of the "
+             "layers it quantizes (layers with a '.qweight')",
+             p.string(), name, it->second->path());
+      store->where_[name] = ov;
     }
+    int64_t hidden = 0;
+    for (const std::string& l : layers) hidden += int64_t(store->where_.erase(l + ".weight"));
+    store->overlay_ = p.string();
+    log_info("{}: {} overlays the checkpoint: {} quantized layers ({} dense weights replaced)", dir,
+             p.filename().string(), layers.size(), hidden);
   }
   return store;
 }

@@ -42,8 +42,10 @@ class SafetensorsFile {
 };
 
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
-// model.safetensors.index.json (each name checked to be present in the shard the index names), plus the seed
-// Diffulex's quantized overlay model_quantized_{gptq,awq}.safetensors when present (it may only add tensors).
+// model.safetensors.index.json (each name checked to be present in the shard the index names), plus Diffulex's
+// quantized overlay model_quantized_{gptq,awq}.safetensors when present and not mapped by the index: it adds
+// tensors, and for each layer it quantizes ('{layer}.qweight') replaces the layer's tensors and hides the dense
+// '{layer}.weight' (docs/QUANTIZED_CHECKPOINTS.md).
 class TensorStore {
  public:
   static std::shared_ptr<TensorStore> open_dir(const std::string& dir);
@@ -54,11 +56,14 @@ class TensorStore {
   const TensorInfo& info(const std::string& name) const;
   std::vector<std::string> names() const;
   const std::string& file_of(const std::string& name) const;
+  // The overlay file read over the base checkpoint, or "" when none.
+  const std::string& overlay() const { return overlay_; }
 
  private:
   static std::shared_ptr<TensorStore> open_base_dir(const std::string& dir);  // without the overlay
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;
+  std::string overlay_;
 };
 
 // Writes tensors (CPU, any dtype) to `path` via a temporary file in the same directory, renamed on success,

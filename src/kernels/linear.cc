@@ -116,7 +116,7 @@ std::unique_ptr<Linear> load_linear(const LoadContext& ctx, const LinearSpec& sp
   for (const auto& kind : linear_kinds()) {
     if (!kind.matches(ctx, spec)) continue;
     if (!family.empty() && kind.family != family) {
-      found = kind.family;
+      if (found.empty()) found = kind.family;  // the first match is what the checkpoint holds
       continue;
     }
     return kind.load(ctx, spec);

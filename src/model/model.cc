@@ -8,8 +8,10 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "io/safetensors.h"
 #include "kernels/quant/packed_linear.h"
+#include "kernels/quant/quant_checks.h"
 #include "kernels/quant/quant_config.h"
 
 namespace dlx {
@@ -164,7 +166,26 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   hs.in_features = H;
   hs.out_features = c.vocab_size;
   m->lm_head_ = load_linear(ctx, hs);
+  m->check_unmatched_quant_tensors(opts.strict);
   return m;
+}
+
+void Model::check_unmatched_quant_tensors(bool strict) const {
+  std::set<std::string> loaded{lm_head_->spec().prefix};
+  for (const auto& l : layers_)
+    for (const auto& lin : l.linear) loaded.insert(lin->spec().prefix);
+  const std::vector<std::string> names = unmatched_quant_tensors(*store_, loaded);
+  if (names.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < names.size() && i < 4; ++i) list += (i ? ", " : "") + fmt::format("'{}'", names[i]);
+  if (names.size() > 4) list += fmt::format(" and {} more", names.size() - 4);
+  const std::string msg = fmt::format(
+      "{}: {} quantized tensors match no layer of the model ({}); they are not used (the model's layers are named "
+      "like '{}')",
+      store_->file_of(names[0]), names.size(), list,
+      layers_.empty() ? lm_head_->spec().prefix : layers_[0].linear[0]->spec().prefix);
+  check(!strict, "{} (--strict)", msg);
+  log_warn("{}", msg);
 }
 
 size_t Model::weight_bytes() const {

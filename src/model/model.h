@@ -31,6 +31,9 @@ struct LoadOptions {
   // Keep the token-embedding table in host memory (a GPU backend then gathers each pass's rows on the host and
   // copies them up: T x hidden x 2 bytes a pass): saves the table's device memory (1.09 GB for Dream-7B).
   bool embed_on_host = false;
+  // Quantized tensors (qweight/qzeros/scales/g_idx) whose layer name matches no linear of the model: a warning
+  // naming them, or with `strict` an error.
+  bool strict = false;
 };
 
 // Model::random's choices.
@@ -216,6 +219,8 @@ class Model {
     bool gate_up = false, qkv = false;
   };
   DenseFusion dense_fusion() const;
+  // LoadOptions::strict: warns about (or refuses) quantized tensors that match no linear.
+  void check_unmatched_quant_tensors(bool strict) const;
   void alloc_cache(KvCache& cache, int64_t B, int64_t L);
   // Copies slot s's window ids and positions (ids I64 [B, L] host, positions I64 [B, L] or undefined: 0..L-1)
   // into its rows of wids / st.positions, checking the ids; allocates its cache on a full-sequence pass.

@@ -105,19 +105,27 @@ void write_checkpoint(const CheckpointFiles& f) {
     total += b;
   }
   const std::map<std::string, std::string> meta{{"format", "pt"}};
-  if (shards.size() == 1) {
+  if (shards.size() == 1 && f.quantized_file.empty()) {
     std::vector<std::pair<std::string, Tensor>> all(f.tensors.begin(), f.tensors.end());
     write_safetensors((tmp.path / "model.safetensors").string(), all, meta);
   } else {
     json index;
-    index["metadata"] = {{"total_size", total}};
     json map = json::object();
+    if (!f.quantized_file.empty()) {
+      write_safetensors((tmp.path / f.quantized_file).string(), f.quantized_tensors, meta);
+      for (const auto& [name, t] : f.quantized_tensors) {
+        map[name] = f.quantized_file;
+        total += int64_t(t.nbytes());
+      }
+    }
+    index["metadata"] = {{"total_size", total}};
     for (size_t s = 0; s < shards.size(); ++s) {
       cancel_point();
       std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
       std::vector<std::pair<std::string, Tensor>> part;
       for (size_t i : shards[s]) {
         part.push_back(f.tensors[i]);
+        check(!map.contains(f.tensors[i].first), "checkpoint writer: tensor '{}' given twice", f.tensors[i].first);
         map[f.tensors[i].first] = name;
       }
       write_safetensors((tmp.path / name).string(), part, meta);

@@ -5,6 +5,9 @@
 //   shards model-0000i-of-0000N.safetensors + model.safetensors.index.json when the tensors exceed
 //   max_shard_bytes, and every other top-level file of the source directory (tokenizer, generation config,
 //   custom model code, ...) copied, except weights and the files written here.
+//   With `quantized_file` set (the Diffulex layout, docs/QUANTIZER.md): the quantized tensors go into that one
+//   file, the others into shards model-0000i-of-0000N.safetensors (one or more; never model.safetensors, which
+//   Hugging Face loaders read in preference to an index), and model.safetensors.index.json maps all of them.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +31,8 @@ struct CheckpointFiles {
   std::string metadata_name;             // e.g. quantization_metadata_gptq.json ("" = none)
   nlohmann::json metadata;
   std::vector<std::pair<std::string, Tensor>> tensors;  // CPU tensors, in file order
+  std::string quantized_file;            // e.g. model_quantized_gptq.safetensors ("" = everything in `tensors`)
+  std::vector<std::pair<std::string, Tensor>> quantized_tensors;  // what goes into quantized_file
   std::function<bool()> cancelled;       // polled between files; true aborts with an Error
 };
 

@@ -29,11 +29,15 @@ namespace {
 
 const char* kRoleNames[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
+bool has_calibration(const QuantizeOptions& o) { return !o.calib.text_path.empty() || !o.calib.ids_path.empty(); }
+
 QuantSettings resolve(const QuantizeOptions& o) {
   QuantSettings s;
   check(o.format == "gptq" || o.format == "awq", "--quant-format must be gptq or awq (got '{}')", o.format);
   s.format = o.format;
-  s.method = o.method.empty() ? o.format : o.method;
+  // Without calibration data the default is RTN, as the original Diffulex quantize script (no calibration
+  // options) did; with data it is the format's own algorithm.
+  s.method = !o.method.empty() ? o.method : has_calibration(o) ? o.format : "rtn";
   check(s.method == "gptq" || s.method == "awq" || s.method == "rtn", "--method must be gptq, awq or rtn (got '{}')",
         s.method);
   if (s.format == "awq")
@@ -146,6 +150,10 @@ double mean_of(const std::vector<double>& v) {
 
 }  // namespace
 
+std::string quantized_file_name(const std::string& format) {
+  return fmt::format("model_quantized_{}.safetensors", format);
+}
+
 QuantizeReport quantize_model(const QuantizeOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
   const QuantSettings s = resolve(o);
@@ -160,9 +168,15 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   rep.method = s.method;
   rep.format = s.format;
   rep.output = o.output_path;
-  const bool has_calib = !o.calib.text_path.empty() || !o.calib.ids_path.empty();
-  check(has_calib || s.method == "rtn", "--method {} needs calibration data: --calib-text FILE or --calib-ids FILE",
+  const bool has_calib = has_calibration(o);
+  check(has_calib || s.method == "rtn",
+        "--method {} needs calibration data: --calib-text FILE or --calib-ids FILE; or --method rtn "
+        "(round-to-nearest, no calibration: the default when no calibration data is given)",
         s.method);
+  if (!has_calib && o.method.empty())
+    log_warn("no calibration data: quantizing with RTN (round-to-nearest); for calibrated {} give --calib-text FILE "
+             "or --calib-ids FILE (docs/QUANTIZER.md)",
+             s.format == "gptq" ? "GPTQ" : "AWQ");
   json calib_json = nullptr;
   std::unique_ptr<LayerRunner> runner;
   if (has_calib) {
@@ -212,13 +226,15 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   }
   rep.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_quant).count();
 
-  // All tensors of the output: quantized linears, folded norms, everything else converted to --dtype.
+  // The output's tensors: the quantized linears (model_quantized_{format}.safetensors, the file the original
+  // Diffulex quantize script writes and an overlay for the source directory, docs/QUANTIZER.md), and folded norms
+  // and everything else converted to --dtype (model-0000i-of-0000N.safetensors), one index over both.
   const TensorStore& store = m->store();
-  std::map<std::string, Tensor> all = quantized;
+  std::map<std::string, Tensor> others;
   for (const std::string& name : store.names()) {
     if (replaced.count(name)) continue;
     auto f = folded.find(name);
-    all[name] = f != folded.end() ? f->second : convert(store.get(name), s.norm_dtype, name);
+    others[name] = f != folded.end() ? f->second : convert(store.get(name), s.norm_dtype, name);
   }
   CheckpointFiles files;
   files.source_dir = o.model_path;
@@ -226,20 +242,34 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   files.overwrite = o.overwrite;
   files.max_shard_bytes = o.max_shard_bytes;
   files.cancelled = o.cancelled;
-  files.tensors.assign(all.begin(), all.end());
+  files.tensors.assign(others.begin(), others.end());
+  files.quantized_file = quantized_file_name(s.format);
+  files.quantized_tensors.assign(quantized.begin(), quantized.end());
   files.config = read_json_file((fs::path(o.model_path) / "config.json").string());
   files.config["torch_dtype"] = o.dtype;
   files.config["quantization_config"] = quantization_config(s);
   if (s.format == "gptq") files.quantize_config = quantization_config(s);
   files.metadata_name = fmt::format("quantization_metadata_{}.json", s.format);
-  json layers = json::array();
+  json layers = json::array(), modules = json::array();
+  for (const auto& l : m->layers())
+    for (const auto& lin : l.linear)
+      modules.push_back({{"name", lin->spec().prefix},
+                         {"out_features", lin->out_features()},
+                         {"in_features", lin->in_features()},
+                         {"group_size", s.group_size},
+                         {"bits", s.bits}});
   for (const LinearReport& l : rep.linears)
     layers.push_back({{"name", l.name},
                       {"layer", l.layer},
                       {"role", kRoleNames[int(l.role)]},
                       {"rel_output_error", l.error < 0 ? json(nullptr) : json(l.error)},
                       {"rel_output_error_rtn", l.error_rtn < 0 ? json(nullptr) : json(l.error_rtn)}});
+  // The original Diffulex script's fields (quant_format, quant_method, group_size, bits, quantized_modules) and ours.
   files.metadata = {{"tool", "diffulex 0.1.0"},
+                    {"quant_format", s.format},
+                    {"quant_method", s.method == "rtn" ? "simple" : "auto"},
+                    {"quantized_modules", modules},
+                    {"quantized_file", files.quantized_file},
                     {"method", s.method},
                     {"format", s.format},
                     {"bits", s.bits},

@@ -18,13 +18,13 @@ namespace dlx {
 struct QuantizeOptions {
   std::string model_path, output_path;
   std::string format = "gptq";     // gptq | awq: the checkpoint layout
-  std::string method;              // gptq | awq | rtn; "" = the format's own algorithm
+  std::string method;              // gptq | awq | rtn; "" = the format's own algorithm, rtn without calibration
   int bits = 4;
   int64_t group_size = 128;        // -1: one group over all inputs
   std::optional<bool> sym;         // default: symmetric for GPTQ, zero points for AWQ
   bool desc_act = false, static_groups = false, true_sequential = true;
   double damp = 0.01;
-  CalibrationOptions calib;        // no text and no ids: RTN without error statistics
+  CalibrationOptions calib;        // no text and no ids: RTN (only) without error statistics
   int awq_grid = 20;
   int64_t awq_search_tokens = 4096;
   bool awq_fold_vo = true;
@@ -50,6 +50,9 @@ struct QuantizeReport {
 };
 
 QuantizeReport quantize_model(const QuantizeOptions& opt);
+
+// "model_quantized_{format}.safetensors": the file holding the quantized linears (the original Diffulex name).
+std::string quantized_file_name(const std::string& format);
 
 // One row per decoder layer: each linear's error, method / RTN, and the layer mean.
 std::string format_error_table(const QuantizeReport& r);

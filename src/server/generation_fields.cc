@@ -5,7 +5,7 @@ namespace dlx {
 const std::vector<GenerationField>& generation_fields() {
   using G = GenerationOptions;
   static const std::vector<GenerationField> fields = {
-      {"--max-new-tokens,--gen-length", "max_tokens", &G::max_new_tokens,
+      {"--max-new-tokens,--gen-length,--max-tokens", "max_tokens", &G::max_new_tokens,
        "Tokens to generate (default: generation_config.json, else 64)"},
       {"--steps", "steps", &G::steps, "Diffusion steps (default: one per new token)"},
       {"--block-length", "block_length", &G::block_length, "Semi-autoregressive block length (0: one block)"},
@@ -21,7 +21,7 @@ const std::vector<GenerationField>& generation_fields() {
       {"--tokens-per-step", "tokens_per_step", &G::tokens_per_step, "Reveal this many tokens per step"},
       {"--seed", "seed", &G::seed, "Random seed"},
       {"--cache", "cache", &G::cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)"},
-      {"--kv-dtype", "kv_dtype", &G::kv_dtype,
+      {"--kv-dtype,--kv-cache-dtype", "kv_dtype", &G::kv_dtype,
        "KV cache storage: bf16 (activation dtype) | fp8 (e4m3, per-head scales)"},
   };
   return fields;

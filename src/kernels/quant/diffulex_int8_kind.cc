@@ -5,6 +5,7 @@
 // the checkpoint has one scale per group ([G] or [G, 1]), a single column when every column has its own scale.
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <numeric>
 
 #include "core/error.h"
@@ -105,14 +106,23 @@ std::unique_ptr<Linear> load_int8(const LoadContext& ctx, const LinearSpec& s, c
   return make_packed_linear(ctx, s, std::move(w), std::move(bias), std::move(info));
 }
 
-LinearKind int8_kind(const char* name, const char* family, bool with_g_idx) {
+// Which of Diffulex's scripts wrote an int8 layer: the file name says it when the layer comes from
+// model_quantized_{gptq,awq}.safetensors (so a GPTQ file without g_idx is still GPTQ); otherwise g_idx, which
+// its GPTQ script always wrote and its AWQ script never did.
+std::string int8_family(const LoadContext& ctx, const LinearSpec& s) {
+  const std::string file = std::filesystem::path(ctx.store.file_of(s.prefix + ".qweight")).filename().string();
+  if (file == "model_quantized_gptq.safetensors") return "gptq";
+  if (file == "model_quantized_awq.safetensors") return "awq";
+  return ctx.store.has(s.prefix + ".g_idx") ? "gptq" : "awq";
+}
+
+LinearKind int8_kind(const char* name, const char* family) {
   LinearKind k;
   k.name = name;
   k.family = family;
-  k.matches = [with_g_idx](const LoadContext& ctx, const LinearSpec& s) {
+  k.matches = [family = std::string(family)](const LoadContext& ctx, const LinearSpec& s) {
     const std::string qn = s.prefix + ".qweight";
-    return ctx.store.has(qn) && ctx.store.info(qn).dtype == DType::I8 &&
-           ctx.store.has(s.prefix + ".g_idx") == with_g_idx &&
+    return ctx.store.has(qn) && ctx.store.info(qn).dtype == DType::I8 && int8_family(ctx, s) == family &&
            !(quant_skips_module(ctx.quant, s.prefix) && ctx.store.has(s.prefix + ".weight"));
   };
   k.load = [name](const LoadContext& ctx, const LinearSpec& s) { return load_int8(ctx, s, name); };
@@ -121,7 +131,7 @@ LinearKind int8_kind(const char* name, const char* family, bool with_g_idx) {
 
 }  // namespace
 
-LinearKind diffulex_int8_gptq_kind() { return int8_kind("diffulex_int8_gptq", "gptq", true); }
-LinearKind diffulex_int8_awq_kind() { return int8_kind("diffulex_int8_awq", "awq", false); }
+LinearKind diffulex_int8_gptq_kind() { return int8_kind("diffulex_int8_gptq", "gptq"); }
+LinearKind diffulex_int8_awq_kind() { return int8_kind("diffulex_int8_awq", "awq"); }
 
 }  // namespace dlx

@@ -39,7 +39,8 @@ std::unique_ptr<Linear> load_gptq(const LoadContext& ctx, const LinearSpec& s, i
                 fmt::format("[groups, out_features/{}] for {}-bit GPTQ", p, bits));
 
   std::vector<int32_t> perm;
-  if (t.has("g_idx")) {
+  // An empty g_idx ([0]) means none: the later Diffulex export writes one for every layer without act-order.
+  if (t.has("g_idx") && t.store().info(t.name("g_idx")).shape != Shape{0}) {
     perm = t.act_order_perm("g_idx", ctx.store.get(t.name("g_idx")), K, gs);
   } else {
     check(!(cfg && cfg->desc_act), "{}: checkpoint has no tensor '{}' although {} sets desc_act (act-order)",

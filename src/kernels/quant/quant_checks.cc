@@ -123,6 +123,18 @@ std::string quant_layout(const LoadContext& ctx, const LinearSpec& s) {
   return "gptq";
 }
 
+std::vector<std::string> unmatched_quant_tensors(const TensorStore& store, const std::set<std::string>& loaded) {
+  std::vector<std::string> out;
+  for (const std::string& name : store.names()) {
+    const size_t dot = name.rfind('.');
+    if (dot == std::string::npos) continue;
+    const std::string suffix = name.substr(dot + 1);
+    if (suffix != "qweight" && suffix != "qzeros" && suffix != "scales" && suffix != "g_idx") continue;
+    if (!loaded.count(name.substr(0, dot))) out.push_back(name);
+  }
+  return out;
+}
+
 int gptq_bits(const LoadContext& ctx, const LinearSpec& s) {
   if (ctx.quant) return ctx.quant->bits;
   const TensorInfo& ti = ctx.store.info(s.prefix + ".qweight");

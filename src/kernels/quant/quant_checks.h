@@ -2,6 +2,7 @@
 // the file it lives in, and says what was expected and why.
 #pragma once
 #include <initializer_list>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,11 @@ bool quant_skips_module(const QuantConfig* q, const std::string& prefix);
 // GPTQ loader reports the shape. "" when the layer has no qweight, an int8 one (Diffulex layout), or is listed in
 // modules_to_not_convert and has a dense `.weight` (a listed layer with only packed tensors stays packed).
 std::string quant_layout(const LoadContext& ctx, const LinearSpec& spec);
+
+// Tensors of quantized layers (names ending in .qweight, .qzeros, .scales or .g_idx) whose layer is not among
+// `loaded` (the prefixes of the model's linears): a checkpoint made for other layer names, which would otherwise
+// be ignored silently.
+std::vector<std::string> unmatched_quant_tensors(const TensorStore& store, const std::set<std::string>& loaded);
 
 // GPTQ bits: the config's, else from the qweight rows (K/8 rows: 4, K/4 rows: 8; 4 when neither fits).
 int gptq_bits(const LoadContext& ctx, const LinearSpec& spec);
