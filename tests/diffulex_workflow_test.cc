@@ -79,16 +79,13 @@ TEST_P(Workflow, QuantizeCopyGenerateAsTheOriginalDocuments) {
                               " --linear-mlp-weight-dtype " + fmt +
                               " --linear-attn-act-dtype bf16 --linear-mlp-act-dtype bf16 --tensor-parallel-size 1");
   ASSERT_EQ(g.status, 0) << g.output;
-  EXPECT_NE(g.output.find(qfile + " overlays the checkpoint: 42 quantized layers (42 dense weights replaced)"),
+  EXPECT_NE(g.output.find(qfile + " overlays the checkpoint: 42 quantized layers replace 42 dense weights"),
             std::string::npos)
       << g.output;
-  test::CmdResult gs = run_cli("-q generate --model " + m + gen);
   test::CmdResult go = run_cli("-q generate --model " + out + gen);
-  ASSERT_EQ(gs.status, 0) << gs.output;
   ASSERT_EQ(go.status, 0) << go.output;
-  EXPECT_EQ(gs.output, go.output);  // the same text as the standalone output directory
-  EXPECT_NE(g.output.find(gs.output), std::string::npos);
-  EXPECT_GT(gs.output.size(), 20u);
+  EXPECT_GT(go.output.size(), 20u);
+  EXPECT_NE(g.output.find(go.output), std::string::npos) << g.output;  // the standalone directory's text
 
   // The same logits: the overlay's packed layers are the output directory's; the other tensors differ only by the
   // output's float16 copy of the bf16 embeddings and norms.

@@ -385,6 +385,20 @@ TEST(QuantLinear, SeedQuantizedOverlayFileLoads) {
       want.data<float>()[n * K + k] = c.scale[size_t(k)] * float(c.q[size_t(n * K + k)] + c.zero[size_t(k)]);
   expect_layer(q_up, want, nullptr, rng);
 
+  // The same file under the GPTQ name is the seed's GPTQ output, although it has no g_idx: it loads as gptq, and
+  // forcing awq names the kind it holds (not the dense weight beneath it).
+  std::filesystem::rename(dir / "model_quantized_awq.safetensors", dir / "model_quantized_gptq.safetensors");
+  EXPECT_EQ(Model::load(dir.str())->layers()[0].linear[int(LinearRole::Up)]->info().kind, "diffulex_int8_gptq");
+  {
+    std::shared_ptr<TensorStore> st = TensorStore::open_dir(dir.str());
+    LinearSpec us = dense_up.spec();
+    EXPECT_EQ(load(*st, nullptr, us, "gptq")->info().kind, "diffulex_int8_gptq");
+    EXPECT_NE(error_of([&] { load(*st, nullptr, us, "awq"); }).find("is stored as gptq in the checkpoint but awq"),
+              std::string::npos);
+    EXPECT_EQ(load(*st, nullptr, us, "bf16")->info().kind, "bf16");  // the dense weight beneath stays loadable
+  }
+  std::filesystem::rename(dir / "model_quantized_gptq.safetensors", dir / "model_quantized_awq.safetensors");
+
   // Two overlays are ambiguous; an overlay that repeats a tensor of the base is not an overlay.
   std::filesystem::copy_file(dir / "model_quantized_awq.safetensors", dir / "model_quantized_gptq.safetensors");
   EXPECT_NE(error_of([&] { Model::load(dir.str()); }).find("model_quantized_gptq.safetensors"), std::string::npos);

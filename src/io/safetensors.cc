@@ -158,9 +158,10 @@ std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
          overlays[0].filename().string(), overlays[1].filename().string());
   for (const fs::path& p : overlays) {
     // The overlay's tensors join the store. A layer it quantizes (it holds `{layer}.qweight`) takes all its
-    // tensors from the overlay: they replace the base's (e.g. the bias, rewritten as F16 by the quantizer), and the
-    // base's dense `{layer}.weight` is hidden, so the linear kinds load the packed weight and the dense one is
-    // never read. Any other tensor the base also holds is refused.
+    // tensors from the overlay: they replace the base's (e.g. the bias, rewritten as F16 by the quantizer). The
+    // linear kinds try the packed kinds before the dense one, so the base's `{layer}.weight` is never read unless
+    // a bf16 family is forced (as the original Diffulex loads the dense weights for its bf16 strategies). Any
+    // other tensor the base also holds is refused.
     store->files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
     const SafetensorsFile* ov = store->files_.back().get();
     std::set<std::string> layers;
@@ -177,11 +178,11 @@ std::shared_ptr<TensorStore> TensorStore::open_dir(const std::string& dir) {
              p.string(), name, it->second->path());
       store->where_[name] = ov;
     }
-    int64_t hidden = 0;
-    for (const std::string& l : layers) hidden += int64_t(store->where_.erase(l + ".weight"));
+    int64_t dense = 0;
+    for (const std::string& l : layers) dense += int64_t(store->where_.count(l + ".weight"));
     store->overlay_ = p.string();
-    log_info("{}: {} overlays the checkpoint: {} quantized layers ({} dense weights replaced)", dir,
-             p.filename().string(), layers.size(), hidden);
+    log_info("{}: {} overlays the checkpoint: {} quantized layers replace {} dense weights", dir,
+             p.filename().string(), layers.size(), dense);
   }
   return store;
 }

@@ -44,8 +44,8 @@ class SafetensorsFile {
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
 // model.safetensors.index.json (each name checked to be present in the shard the index names), plus Diffulex's
 // quantized overlay model_quantized_{gptq,awq}.safetensors when present and not mapped by the index: it adds
-// tensors, and for each layer it quantizes ('{layer}.qweight') replaces the layer's tensors and hides the dense
-// '{layer}.weight' (docs/QUANTIZED_CHECKPOINTS.md).
+// tensors, and for each layer it quantizes ('{layer}.qweight') replaces the layer's tensors; the layer then loads
+// packed and its dense '{layer}.weight' stays unread unless bf16 is forced (docs/QUANTIZED_CHECKPOINTS.md).
 class TensorStore {
  public:
   static std::shared_ptr<TensorStore> open_dir(const std::string& dir);
