@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/stats.h"
 #include "core/thread_pool.h"
 #include "kernels/cuda/allocator.h"
@@ -506,7 +507,7 @@ class CudaBackend final : public Backend {
           const double t = time_ms(fn);
           if (t < t_best) t_best = t, best = name;
         };
-        if (cuda::w4a16_wgmma_available()) consider("wgmma", run_wgmma);
+        if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, run_wgmma)) consider("wgmma", run_wgmma);
         if (M >= 64) consider("dequant", run_dequant);
         it = w4a16_choice_.emplace(key, best).first;
       }
@@ -515,6 +516,33 @@ class CudaBackend final : public Backend {
     if (path == "dequant") run_dequant();
     else if (path == "wgmma") run_wgmma();
     else run_mma();
+  }
+
+  // A self-check before "auto" may pick the wgmma kernel: its output for this call must match the mma.sync kernel's
+  // to bf16 rounding (relative L2 error < 1e-2; both dequantize identically and accumulate in fp32). A mismatch means
+  // a GPU or driver where the Hopper kernel does not do what it was tested to do: it is turned off for the process,
+  // with a warning, instead of giving wrong results silently.
+  template <class A, class B>
+  bool wgmma_agrees(Tensor& y, A&& run_a, B&& run_b) {
+    if (wgmma_disabled_) return false;
+    run_a();
+    Tensor ref = to_host_f32(y);
+    run_b();
+    Tensor got = to_host_f32(y);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i) {
+      const double r = ref.data<float>()[i], g = got.data<float>()[i];
+      num += (g - r) * (g - r);
+      den += r * r;
+    }
+    const bool ok = std::isfinite(num) && num <= 1e-4 * std::max(den, 1e-30);
+    if (!ok) {
+      wgmma_disabled_ = true;
+      log_warn("cuda: the wgmma W4A16 kernel disagrees with the mma.sync kernel on [{} x {}] (relative L2 error {:.3g}); "
+               "using the other paths",
+               y.dim(0), y.dim(1), std::sqrt(num / std::max(den, 1e-30)));
+    }
+    return ok;
   }
 
   static int64_t w4a16_bucket(int64_t M) {
@@ -549,6 +577,7 @@ class CudaBackend final : public Backend {
     const char* v = std::getenv("DIFFULEX_W4A16_PATH");
     return std::string(v && *v ? v : "auto");
   }();
+  bool wgmma_disabled_ = false;
   // (N, K, group, M bucket) -> the path auto chose
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
   // --- end of the W4A16 path --------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@
 // minus the bf16 pair 128 + z, times the bf16 scale: the same arithmetic as w4a16_mma.cu's dequant, so both kernels
 // give the same weights), and issues 4 * MB wgmma, then waits for them (the other warpgroups and blocks of the SM
 // keep the tensor cores busy meanwhile), so the stage is free at the next barrier.
-// Split-K and the epilogue are those of w4a16_mma.cu: fp32 partial sums reduced by launch_w4a16_splitk_reduce, or
-// bias + bf16 in the epilogue.
+// Split-K is that of w4a16_mma.cu: fp32 partial sums reduced by launch_w4a16_splitk_reduce. Without a split the
+// epilogue adds the bias, rounds to bf16 and, when N % 8 == 0, stages the tile in shared memory for 16-byte stores
+// along y's rows (a thread's accumulators hold features 8 apart, so direct stores would be 2-byte scatters).
 #include <algorithm>
 
 #include "core/error.h"
@@ -71,6 +72,7 @@ struct WArgs {
   bf16_t* y;
   float* partial;  // [splits, M, N] when splits > 1
   int splits, kt_per_split;
+  bool y_vec;  // N % 8 == 0 and y 16-byte aligned: the epilogue stores 16-byte chunks
 };
 
 __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
@@ -253,6 +255,35 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(WArgs a) {
 
   // Epilogue. acc[b][4j + e]: feature row (wg*MB + b)*64 + 16 wi + gid (+8 for e >= 2), token 8j + 2tig + (e & 1).
   const bool has_bias = a.bias && a.splits == 1;
+  if (a.splits == 1 && a.y_vec) {
+    // Through shared memory (the stages are free now): the block's y tile [NT tokens][BN features] in bf16, bias
+    // added, then 16-byte stores along each token's row (a thread's own values are 8 rows apart in y).
+    constexpr int LD = C::BN + 8;  // bf16 row stride, padded against bank conflicts
+    static_assert(NT * LD * 2 <= STAGES * C::STAGE, "the y tile fits in the pipeline's shared memory");
+    bf16_t* ys = reinterpret_cast<bf16_t*>(smem);
+    __syncthreads();  // every warpgroup is past its last read of the stages
+#pragma unroll
+    for (int b = 0; b < MB; ++b)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int nl = (wg * MB + b) * 64 + 16 * wi + gid + 8 * h;
+        const float bias = has_bias && n0 + nl < a.N ? load_elt(a.bias, a.bias_type, n0 + nl) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < NT / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) ys[(8 * j + 2 * tig + e) * LD + nl] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
+      }
+    __syncthreads();
+    constexpr int CHUNKS = NT * (C::BN / 8);
+#pragma unroll 4
+    for (int c = tid; c < CHUNKS; c += C::THREADS) {
+      const int r = c / (C::BN / 8), cc = c % (C::BN / 8);
+      const int64_t m = m0 + r, n = n0 + cc * 8;
+      if (m < a.M && n < a.N)  // N % 8 == 0 (y_vec): a chunk is wholly inside or outside
+        *reinterpret_cast<uint4*>(a.y + m * a.N + n) = *reinterpret_cast<const uint4*>(ys + r * LD + cc * 8);
+    }
+    return;
+  }
 #pragma unroll
   for (int b = 0; b < MB; ++b)
 #pragma unroll
@@ -375,6 +406,7 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
   a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
   a.splits = p.splits, a.kt_per_split = p.kt_per_split;
+  a.y_vec = p.N % 8 == 0 && aligned16(y);
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
   const bool one_group = group_size % kBK == 0;
   switch (p.wg_nt) {
