@@ -336,19 +336,24 @@ size_t KvCache::bytes() const {
 
 void Model::alloc_cache(KvCache& cache, int64_t B, int64_t L) {
   const DType at = cache.fp8 ? DType::F8_E4M3 : backend_->act_dtype();
-  const int64_t Hkv = cfg_.num_kv_heads, D = cfg_.head_dim;
+  const int64_t Hkv = cfg_.num_kv_heads, D = cfg_.head_dim, n = cfg_.num_layers;
   cache.B = B;
   cache.L = L;
   cache.k.clear();
   cache.v.clear();
   cache.k_scale.clear();
   cache.v_scale.clear();
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
-    cache.k.push_back(backend_->empty(at, {B, L, Hkv, D}));
-    cache.v.push_back(backend_->empty(at, {B, L, Hkv, D}));
+  // One block for every layer's keys and values (and one for the fp8 scales), the layers' tensors views into it:
+  // a later cache of the same size gets the same block back from the caching allocator, so the captured layer
+  // stacks keyed by the cache's addresses (run_body) are replayed again rather than captured anew.
+  const Tensor kv = backend_->empty(at, {2 * n, B * L * Hkv * D});
+  const Tensor sc = cache.fp8 ? backend_->empty(DType::F32, {2 * n, B * L * Hkv}) : Tensor();
+  for (int64_t i = 0; i < n; ++i) {
+    cache.k.push_back(kv.slice_rows(2 * i, 2 * i + 1).reshape({B, L, Hkv, D}));
+    cache.v.push_back(kv.slice_rows(2 * i + 1, 2 * i + 2).reshape({B, L, Hkv, D}));
     if (cache.fp8) {
-      cache.k_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
-      cache.v_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
+      cache.k_scale.push_back(sc.slice_rows(2 * i, 2 * i + 1).reshape({B, L, Hkv}));
+      cache.v_scale.push_back(sc.slice_rows(2 * i + 1, 2 * i + 2).reshape({B, L, Hkv}));
     }
   }
 }
