@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
 #include "engine/generate.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
