@@ -68,6 +68,7 @@ struct Model::StepGraph {
   uint64_t last_use = 0;
 };
 
+Model::Model() = default;
 Model::~Model() = default;
 
 namespace {

@@ -223,7 +223,7 @@ class Model {
   const TensorStore& store() const { return *store_; }
 
  private:
-  Model() = default;
+  Model();  // defined in model.cc, where StepGraph is complete
   // On CUDA, the packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights).
   void fuse_packed(LayerWeights& lw);
   // Which dense linears become one weight (see LayerWeights): gate/up on CUDA unless DIFFULEX_FUSE_GATE_UP=0,
