@@ -52,9 +52,9 @@ struct RandomModelOptions {
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
 
-// One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, matmul_qkv,
-// split_qkv, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add, matmul_gate_up,
-// silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
+// One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, add_rmsnorm,
+// matmul_qkv, qkv_rope, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add,
+// matmul_gate_up, silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
 // FLOPs and bytes moved (activations read and written; for a linear also the weight bytes the backend holds).
 struct ForwardOp {
   const char* name = nullptr;
