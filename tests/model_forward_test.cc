@@ -54,7 +54,12 @@ TEST(ForwardObserver, ReportsOpsOncePerPassAndAttentionPerSlot) {
   EXPECT_EQ(calls["kv_write"], 2 * layers);
   EXPECT_EQ(calls["matmul_o"], layers);
   EXPECT_EQ(calls["matmul_qkv"], 3 * layers);  // q, k, v apart on the CPU
-  EXPECT_EQ(calls["rmsnorm"], 2 * layers + 1);
+  // The first layer's input norm and the final norm; every other norm adds the residual before it (add_rmsnorm:
+  // the attention output in each layer, the previous layer's MLP output from the second layer on), and the last
+  // layer's MLP output is added alone.
+  EXPECT_EQ(calls["rmsnorm"], 2);
+  EXPECT_EQ(calls["add_rmsnorm"], 2 * layers - 1);
+  EXPECT_EQ(calls["add"], 1);
   EXPECT_EQ(calls["gather_rows"], 1);
   EXPECT_EQ(calls["lm_head"], 1);
   EXPECT_EQ(calls.count("logits_to_host"), 0u);  // the logits stay in the backend's memory

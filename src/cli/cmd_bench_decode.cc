@@ -46,6 +46,7 @@ struct DecodeArgs : BenchSource {
   std::vector<std::string> caches{"none", "prefix", "dual"};
   std::vector<int64_t> tokens_per_step{1, 2, 4};
   int64_t gen_length = 256, block = 32, prompt_length = 32, blocks = 1;
+  float threshold = 0;  // > 0: parallel decoding by threshold instead of a fixed count per step
   uint64_t seed = 1;
   int threads = 0;
 };
@@ -58,6 +59,7 @@ json run_decode_bench(const DecodeArgs& a) {
         "bench decode: --gen-length ({}) must be a positive multiple of --block ({})", a.gen_length, a.block);
   check(a.prompt_length > 0, "bench decode: --prompt-length must be positive (got {})", a.prompt_length);
   check(a.blocks >= 0, "bench decode: --blocks must be >= 0 (got {})", a.blocks);
+  check(a.threshold >= 0 && a.threshold <= 1, "bench decode: --threshold must be in [0, 1] (got {})", a.threshold);
   for (int64_t b : a.batches) check(b > 0, "bench decode: batch sizes must be positive (got {})", b);
   for (int64_t t : a.tokens_per_step) check(t > 0 && a.block % t == 0, "bench decode: --tokens-per-step {} must divide --block {}", t, a.block);
   for (const auto& c : a.caches) check(c == "none" || c == "prefix" || c == "dual", "bench decode: --cache must be none, prefix or dual (got '{}')", c);
@@ -110,7 +112,8 @@ json run_decode_bench(const DecodeArgs& a) {
         GenerationOptions o;
         o.max_new_tokens = a.gen_length;
         o.block_length = a.block;
-        o.tokens_per_step = tps;
+        o.tokens_per_step = a.threshold > 0 ? 0 : tps;
+        o.threshold = a.threshold;
         o.steps = int(a.gen_length / tps);
         o.cache = cache;
         o.kv_dtype = cache == "none" ? "bf16" : a.kv_dtype;
@@ -135,7 +138,8 @@ json run_decode_bench(const DecodeArgs& a) {
             const double ms = std::chrono::duration<double, std::milli>(now - last).count();
             last = now;
             step_ms.push_back(ms);
-            (step % steps_per_block == 0 ? refresh_ms : window_ms).push_back(ms);
+            // With a threshold the steps per block vary: no refresh / window split.
+            if (a.threshold <= 0) (step % steps_per_block == 0 ? refresh_ms : window_ms).push_back(ms);
             revealed_at_end = revealed;
             if (step + 1 >= timed_steps) throw StopTiming{};
           });
@@ -148,7 +152,9 @@ json run_decode_bench(const DecodeArgs& a) {
         const double tok_s = secs > 0 ? double(revealed_at_end) / secs : 0;
         json run = {{"batch", B},
                     {"cache", cache},
-                    {"tokens_per_step", tps},
+                    {"tokens_per_step", a.threshold > 0 ? 0 : tps},
+                    {"threshold", a.threshold},
+                    {"graphs", model->graphs()},
                     {"kv_dtype", o.kv_dtype},
                     {"steps_timed", step_ms.size()},
                     {"tokens_timed", revealed_at_end},
@@ -188,6 +194,10 @@ void add_bench_decode_subcommand(CLI::App& bench) {
   cmd->add_option("--block", a->block, "Block length")->capture_default_str();
   cmd->add_option("--prompt-length", a->prompt_length, "Random prompt tokens per sequence")->capture_default_str();
   cmd->add_option("--blocks", a->blocks, "Blocks timed per configuration (0: the whole generation)")->capture_default_str();
+  cmd->add_option("--threshold", a->threshold,
+                  "Reveal by confidence threshold (Fast-dLLM parallel decoding) instead of --tokens-per-step; the "
+                  "steps of a block then vary, so no refresh/window split is reported")
+      ->capture_default_str();
   cmd->add_option("--kv-dtype", a->kv_dtype, "KV cache storage for prefix/dual: bf16 | fp8")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the random weights and prompts")->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");

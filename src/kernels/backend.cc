@@ -34,6 +34,29 @@ void Backend::silu_mul_fused(const Tensor& gate_up, Tensor& out) {
   copy(from_host_f32(r), out);
 }
 
+void Backend::add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out) {
+  add(h, y);
+  rmsnorm(h, weight, eps, out);
+}
+
+void Backend::qkv_rope(const Tensor& qkv, const Tensor& positions, double theta, Tensor& q, Tensor& k, Tensor& v) {
+  check(q.rank() == 3 && k.rank() == 3, "qkv_rope: q {} and k {} must be [T, heads, D]", shape_str(q.shape()),
+        shape_str(k.shape()));
+  split_columns(qkv, {&q, &k, &v});
+  rope(q, positions, theta);
+  rope(k, positions, theta);
+}
+
+void Backend::copy_from_host(const Tensor& host, Tensor& dst) {
+  check(host.device() == Device::CPU && dst.device() == Device::CPU && host.dtype() == dst.dtype() &&
+            host.numel() == dst.numel(),
+        "copy_from_host: {} {} into {} {} on {}", dtype_name(host.dtype()), shape_str(host.shape()),
+        dtype_name(dst.dtype()), shape_str(dst.shape()), name());
+  std::copy_n(host.data<unsigned char>(), host.nbytes(), dst.data<unsigned char>());
+}
+
+std::unique_ptr<Backend::Graph> Backend::capture(const std::function<void()>&) { return nullptr; }
+
 void Backend::split_columns(const Tensor& x, const std::vector<Tensor*>& outs) {
   check(x.rank() == 2, "split_columns: input must be [T, N], got {}", shape_str(x.shape()));
   const int64_t T = x.dim(0), N = x.dim(1);

@@ -15,6 +15,8 @@
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
 //   silu_mul_fused  gate_up [T, 2I] (gate columns, then up)      -> out [T, I]   out = silu(gate) * up
 //   split_columns  x [T, N] -> outs[i] [T, n_i] (contiguous), sum n_i = N: the column blocks of x in order
+//   add_rmsnorm  h [T, H] += y [T, H], then out [T, H] = rmsnorm(h, weight)   (the residual add and the next norm)
+//   qkv_rope  qkv [T, Nq + 2 Nkv] (fused q/k/v GEMM output) -> q [T, Hq, D], k [T, Hkv, D] rotated as rope, v [T, Nkv]
 //   gather_rows  x [T, H], rows (host list of indices in [0, T))    -> out [R, H]   out[r] = x[rows[r]]
 //   sample_rows  logits [N, V] (this backend's memory), draws        -> one TokenChoice per draw (host); see
 //                kernels/row_sampling.h for the row pipeline (softmax, top-k / top-p, argmax or draw, confidence)
@@ -23,6 +25,7 @@
 //                      round to nearest even, saturating
 //   kv_dequantize_fp8  src F8_E4M3 [N, heads*D], scales F32 [N, heads] -> dst act [N, heads*D] = scale * float(src)
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,6 +73,23 @@ class Backend {
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
 
   // ---- Ops with a generic implementation (backend.cc) that a backend may replace ----
+  // Generic: add, then rmsnorm (a fused kernel must give the same h and out bit for bit).
+  virtual void add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out);
+  // Generic: split_columns, then rope on q and k. `positions` as for rope.
+  virtual void qkv_rope(const Tensor& qkv, const Tensor& positions, double theta, Tensor& q, Tensor& k, Tensor& v);
+  // Enqueues a copy of a host tensor's bytes into `dst` (this backend's memory, same dtype and element count); the
+  // host tensor may change once the call returns. Generic: dst on the host, a memcpy.
+  virtual void copy_from_host(const Tensor& host, Tensor& dst);
+  // Records the ops that `body` issues as one replayable graph (CUDA graphs): nothing runs during capture; the
+  // replay runs them on the same buffers (any buffer the body allocates belongs to the graph from then on).
+  // Null when the backend cannot capture (the generic answer; the CUDA backend with DIFFULEX_CUDA_SYNC=1). The
+  // body must not synchronize or copy to or from the host; an error inside it ends the capture and is rethrown.
+  class Graph {
+   public:
+    virtual ~Graph() = default;
+    virtual void replay() = 0;
+  };
+  virtual std::unique_ptr<Graph> capture(const std::function<void()>& body);
   // Generic: through to_host_f32 / from_host_f32 (on the CPU these are the tensors themselves).
   virtual void silu_mul_fused(const Tensor& gate_up, Tensor& out);
   virtual void split_columns(const Tensor& x, const std::vector<Tensor*>& outs);

@@ -59,7 +59,31 @@ void check_family(const std::string& f, const char* flag) {
 
 }  // namespace
 
+// One captured layer stack (run_body): the device buffers it reads (positions, key mask) and updates in place (the
+// hidden states), and the graph. Its key names everything the graph's kernels bake in: the shapes, the window and
+// the addresses of the KV cache tensors.
+struct Model::StepGraph {
+  Tensor h, positions, mask;
+  std::vector<unsigned char> last_positions, last_mask;  // the host bytes last copied into positions / mask
+  std::unique_ptr<Backend::Graph> graph;
+  uint64_t last_use = 0;
+};
+
+Model::Model() = default;
 Model::~Model() = default;
+
+namespace {
+// Graphs kept per model (least recently used dropped first): a dual-cache generation uses one per block plus the
+// refresh pass's.
+constexpr size_t kMaxGraphs = 16;
+
+bool graphs_from_env() {
+  const char* v = std::getenv("DIFFULEX_CUDA_GRAPHS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+}  // namespace
+
+bool Model::graphs_default() { return graphs_from_env(); }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
   check_family(opts.attn_weight_family, "linear_attn_weight_dtype");
@@ -243,10 +267,11 @@ Model::DenseFusion Model::dense_fusion() const {
   // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
   const char* gate_up = std::getenv("DIFFULEX_FUSE_GATE_UP");
   f.gate_up = !(gate_up && std::strcmp(gate_up, "0") == 0);
-  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv), only with DIFFULEX_FUSE_QKV=1: on the H100 the GEMM gets
-  // faster (Dream-7B B=1: 1.27 -> 0.71 ms) but the split into q, k, v costs it back (docs/PERFORMANCE.md).
+  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv; DIFFULEX_FUSE_QKV=0 keeps them apart): on the H100 the GEMM
+  // gets faster (Dream-7B B=1: 1.27 -> 0.71 ms), and one kernel (qkv_rope) splits its output and applies RoPE, in
+  // place of the two rotations the unfused layer runs anyway (docs/PERFORMANCE.md).
   const char* qkv = std::getenv("DIFFULEX_FUSE_QKV");
-  f.qkv = qkv && std::strcmp(qkv, "1") == 0;
+  f.qkv = !(qkv && std::strcmp(qkv, "0") == 0);
   return f;
 }
 
@@ -289,6 +314,14 @@ void Model::embed(ForwardState& st, const Tensor& wids) {
 
 ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache* cache,
                                   int64_t begin, int64_t end) {
+  Tensor wids;
+  ForwardState st = prepare_forward(ids, key_mask, positions, cache, begin, end, wids);
+  embed(st, wids);
+  return st;
+}
+
+ForwardState Model::prepare_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache* cache,
+                                    int64_t begin, int64_t end, Tensor& wids) {
   check(ids.dtype() == DType::I64 && ids.rank() == 2, "input_ids must be I64 [batch, length], got {} {}",
         dtype_name(ids.dtype()), shape_str(ids.shape()));
   const int64_t B = ids.dim(0), L = ids.dim(1);
@@ -303,11 +336,10 @@ ForwardState Model::begin_forward(const Tensor& ids, const Tensor& key_mask, con
   AttnSlot s;
   s.B = B, s.L = L, s.begin = begin, s.end = end, s.key_mask = key_mask, s.cache = cache;
   ForwardState st;
-  Tensor wids = Tensor::zeros(DType::I64, {s.tokens()});
+  wids = Tensor::zeros(DType::I64, {s.tokens()});
   st.positions = Tensor::zeros(DType::I64, {s.tokens()});
   add_window(s, ids, positions, wids, st, "");
   st.slots.push_back(s);
-  embed(st, wids);
   return st;
 }
 
@@ -325,19 +357,24 @@ size_t KvCache::bytes() const {
 
 void Model::alloc_cache(KvCache& cache, int64_t B, int64_t L) {
   const DType at = cache.fp8 ? DType::F8_E4M3 : backend_->act_dtype();
-  const int64_t Hkv = cfg_.num_kv_heads, D = cfg_.head_dim;
+  const int64_t Hkv = cfg_.num_kv_heads, D = cfg_.head_dim, n = cfg_.num_layers;
   cache.B = B;
   cache.L = L;
   cache.k.clear();
   cache.v.clear();
   cache.k_scale.clear();
   cache.v_scale.clear();
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
-    cache.k.push_back(backend_->empty(at, {B, L, Hkv, D}));
-    cache.v.push_back(backend_->empty(at, {B, L, Hkv, D}));
+  // One block for every layer's keys and values (and one for the fp8 scales), the layers' tensors views into it:
+  // a later cache of the same size gets the same block back from the caching allocator, so the captured layer
+  // stacks keyed by the cache's addresses (run_body) are replayed again rather than captured anew.
+  const Tensor kv = backend_->empty(at, {2 * n, B * L * Hkv * D});
+  const Tensor sc = cache.fp8 ? backend_->empty(DType::F32, {2 * n, B * L * Hkv}) : Tensor();
+  for (int64_t i = 0; i < n; ++i) {
+    cache.k.push_back(kv.slice_rows(2 * i, 2 * i + 1).reshape({B, L, Hkv, D}));
+    cache.v.push_back(kv.slice_rows(2 * i + 1, 2 * i + 2).reshape({B, L, Hkv, D}));
     if (cache.fp8) {
-      cache.k_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
-      cache.v_scale.push_back(backend_->empty(DType::F32, {B, L, Hkv}));
+      cache.k_scale.push_back(sc.slice_rows(2 * i, 2 * i + 1).reshape({B, L, Hkv}));
+      cache.v_scale.push_back(sc.slice_rows(2 * i + 1, 2 * i + 2).reshape({B, L, Hkv}));
     }
   }
 }
@@ -350,8 +387,9 @@ Tensor Model::forward_window(const Tensor& ids, const Tensor& key_mask, KvCache&
 
 Tensor Model::forward_window_device(const Tensor& ids, const Tensor& key_mask, KvCache& cache, int64_t begin,
                                     int64_t end, const std::vector<int64_t>& logit_rows, const Tensor& positions) {
-  ForwardState st = begin_forward(ids, key_mask, positions, &cache, begin, end);
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  Tensor wids;
+  ForwardState st = prepare_forward(ids, key_mask, positions, &cache, begin, end, wids);
+  run_body(st, wids);
   const AttnSlot& s = st.slots[0];
   std::vector<int64_t> rows;
   for (int64_t r : logit_rows) {
@@ -364,8 +402,9 @@ Tensor Model::forward_window_device(const Tensor& ids, const Tensor& key_mask, K
 
 Tensor Model::forward_device(const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& logit_rows,
                              const Tensor& positions) {
-  ForwardState st = begin_forward(ids, key_mask, positions);
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) run_layer(i, st);
+  Tensor wids;
+  ForwardState st = prepare_forward(ids, key_mask, positions, nullptr, 0, -1, wids);
+  run_body(st, wids);
   return finish_forward_device(st, logit_rows);
 }
 
@@ -386,6 +425,99 @@ void Model::run_linear(const char* name, int64_t layer, const Linear& lin, const
 }
 
 void Model::run_layer(int64_t layer, ForwardState& st) {
+  flush_residual(st);
+  layer_pass(layer, st, false);
+}
+
+void Model::run_layers(ForwardState& st) {
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) layer_pass(i, st, true);
+  flush_residual(st);
+}
+
+size_t Model::captured_graphs() const {
+  size_t n = 0;
+  for (const auto& [key, g] : graphs_map_) n += g->graph ? 1 : 0;
+  return n;
+}
+
+bool Model::use_graphs() const {
+  return graphs_ && backend_->device() != Device::CPU && !observer_.op && !observer_.linear;
+}
+
+void Model::run_body(ForwardState& st, const Tensor& wids) {
+  if (!use_graphs()) {
+    embed(st, wids);
+    run_layers(st);
+    return;
+  }
+  Backend& be = *backend_;
+  AttnSlot& s = st.slots[0];
+  const KvCache* cache = s.cache;
+  const int64_t T = st.tokens();
+  // The shape (a first pass of a new shape runs eagerly: GEMM algorithm timing and other one-time work
+  // synchronize, which a capture may not), then the window and the cache addresses.
+  const std::vector<int64_t> shape = {s.B, s.L, s.width(), s.key_mask.defined() ? 1 : 0, cache ? 1 : 0,
+                                      cache && cache->fp8 ? 1 : 0};
+  std::vector<int64_t> key = shape;
+  key.push_back(s.begin);
+  if (cache)
+    for (const auto* list : {&cache->k, &cache->v, &cache->k_scale, &cache->v_scale})
+      for (const Tensor& t : *list) key.push_back(int64_t(reinterpret_cast<intptr_t>(t.data())));
+  auto it = graphs_map_.find(key);
+  if (it == graphs_map_.end()) {
+    if (graphs_map_.size() >= kMaxGraphs) {
+      auto oldest = graphs_map_.begin();
+      for (auto j = graphs_map_.begin(); j != graphs_map_.end(); ++j)
+        if (j->second->last_use < oldest->second->last_use) oldest = j;
+      graphs_map_.erase(oldest);
+    }
+    auto g = std::make_unique<StepGraph>();
+    g->h = be.empty(be.act_dtype(), {T, cfg_.hidden_size});
+    g->positions = be.empty(DType::I64, {T});
+    if (s.key_mask.defined()) g->mask = be.empty(DType::U8, {s.B, s.L});
+    it = graphs_map_.emplace(key, std::move(g)).first;
+  }
+  StepGraph& g = *it->second;
+  g.last_use = ++graph_clock_;
+  // The inputs: the window's embeddings (written into the graph's hidden-state buffer), positions and key mask.
+  report("embedding", -1, 0, 2.0 * double(dtype_size(be.act_dtype())) * double(T * cfg_.hidden_size));
+  be.embedding(wids, embed_, g.h);
+  // Positions and mask stay the same over a generation's steps: copied only when their bytes change.
+  auto refresh = [&](const Tensor& host, Tensor& dev, std::vector<unsigned char>& last) {
+    const auto* b = host.data<unsigned char>();
+    if (last.size() == host.nbytes() && std::equal(last.begin(), last.end(), b)) return;
+    be.copy_from_host(host, dev);
+    last.assign(b, b + host.nbytes());
+  };
+  refresh(st.positions, g.positions, g.last_positions);
+  if (g.mask.defined()) refresh(s.key_mask, g.mask, g.last_mask);
+  st.h = g.h;
+  st.positions = g.positions;
+  s.key_mask = g.mask;
+  if (g.graph) return g.graph->replay();
+  if (warmed_.insert(shape).second) return run_layers(st);
+  try {
+    g.graph = be.capture([&] { run_layers(st); });
+  } catch (const Error& e) {
+    log_warn("CUDA graph capture failed ({}); running the forward eagerly from now on", e.what());
+    g.graph.reset();
+  }
+  st.residual = Tensor();
+  if (!g.graph) {
+    graphs_ = false;
+    return run_layers(st);
+  }
+  g.graph->replay();
+}
+
+void Model::flush_residual(ForwardState& st) {
+  if (!st.residual.defined()) return;
+  report("add", -1, 0, 3 * double(dtype_size(backend_->act_dtype())) * double(st.h.numel()));
+  backend_->add(st.h, st.residual);
+  st.residual = Tensor();
+}
+
+void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
   const DType at = be.act_dtype();
@@ -413,30 +545,35 @@ void Model::run_layer(int64_t layer, ForwardState& st) {
     if (observer_.op) report_linear(name, layer, x, w.dim(0), distinct_bytes({w, bias}));
     be.matmul(x, w, bias.defined() ? &bias : nullptr, out);
   };
-  report("rmsnorm", layer, 0, 2 * act * double(T * H));
-  be.rmsnorm(h, lw.attn_norm, eps, x);
+  // The previous layer's MLP output (deferred) is added to h by the norm's kernel.
+  if (st.residual.defined()) {
+    report("add_rmsnorm", layer, 0, 5 * act * double(T * H));
+    be.add_rmsnorm(h, st.residual, lw.attn_norm, eps, x);
+    st.residual = Tensor();
+  } else {
+    report("rmsnorm", layer, 0, 2 * act * double(T * H));
+    be.rmsnorm(h, lw.attn_norm, eps, x);
+  }
+  Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
   if (lw.qkv.defined() || lw.qkv_packed) {
-    // q, k and v as one GEMM over the fused weight, its output split into the three contiguous tensors.
+    // q, k and v as one GEMM over the fused weight; one kernel splits its output and rotates q and k.
     Tensor qkv = be.empty(at, {T, Nq + 2 * Nkv});
     fused("matmul_qkv", {LinearRole::Q, LinearRole::K, LinearRole::V}, lw.qkv_packed.get(), lw.qkv, lw.qkv_bias, qkv);
-    report("split_qkv", layer, 0, 2 * act * double(T * (Nq + 2 * Nkv)));
-    be.split_columns(qkv, {&q, &k, &v});
+    report("qkv_rope", layer, 0, act * double(T * (Nq + 2 * Nkv)) * 2);
+    be.qkv_rope(qkv, st.positions, c.rope_theta, q3, k3, v);
   } else {
     lin("matmul_qkv", LinearRole::Q, x, q);
     lin("matmul_qkv", LinearRole::K, x, k);
     lin("matmul_qkv", LinearRole::V, x, v);
+    report("rope", layer, 0, 2 * act * double(T * Nq));
+    be.rope(q3, st.positions, c.rope_theta);
+    report("rope", layer, 0, 2 * act * double(T * Nkv));
+    be.rope(k3, st.positions, c.rope_theta);
   }
-  Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
-  report("rope", layer, 0, 2 * act * double(T * Nq));
-  be.rope(q3, st.positions, c.rope_theta);
-  report("rope", layer, 0, 2 * act * double(T * Nkv));
-  be.rope(k3, st.positions, c.rope_theta);
   for (const AttnSlot& s : st.slots) attend(layer, s, q, k, v, att);
   lin("matmul_o", LinearRole::O, att, tmp);
-  report("add", layer, 0, 3 * act * double(T * H));
-  be.add(h, tmp);
-  report("rmsnorm", layer, 0, 2 * act * double(T * H));
-  be.rmsnorm(h, lw.ffn_norm, eps, x);
+  report("add_rmsnorm", layer, 0, 5 * act * double(T * H));
+  be.add_rmsnorm(h, tmp, lw.ffn_norm, eps, x);
   if (lw.gate_up.defined() || lw.gate_up_packed) {
     // Gate and up as one GEMM over the fused weight, then SwiGLU on the two halves of each output row.
     Tensor gu = be.empty(at, {T, 2 * I});
@@ -450,9 +587,14 @@ void Model::run_layer(int64_t layer, ForwardState& st) {
     report("silu_mul", layer, 0, 3 * act * double(T * I));
     be.silu_mul(gate, up, gate);
   }
-  lin("matmul_down", LinearRole::Down, gate, tmp);
-  report("add", layer, 0, 3 * act * double(T * H));
-  be.add(h, tmp);
+  Tensor down = be.empty(at, {T, H});
+  lin("matmul_down", LinearRole::Down, gate, down);
+  if (defer_residual) {
+    st.residual = down;  // added by the next layer's norm (or flush_residual)
+  } else {
+    report("add", layer, 0, 3 * act * double(T * H));
+    be.add(h, down);
+  }
 }
 
 // Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
@@ -564,7 +706,7 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
   for (size_t i = 0; i < passes.size(); ++i)
     add_window(st.slots[i], passes[i].ids, passes[i].positions, wids, st, fmt::format("forward_slots: slot {}: ", i));
   embed(st, wids);
-  for (int64_t layer = 0; layer < cfg_.num_layers; ++layer) run_layer(layer, st);
+  run_layers(st);
   // The LM head on the rows asked for (each slot's whole window when it lists none), then each slot's rows.
   std::vector<int64_t> rows, counts;
   bool all = true;

@@ -6,7 +6,9 @@
 //   logits = lm_head(rmsnorm(h))   (only for the requested rows)
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,9 +55,9 @@ struct RandomModelOptions {
 // Called with the input of each linear layer just before it runs (the quantizer collects calibration statistics).
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
 
-// One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, matmul_qkv,
-// split_qkv, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add, matmul_gate_up,
-// silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
+// One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, add_rmsnorm,
+// matmul_qkv, qkv_rope, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add,
+// matmul_gate_up, silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
 // FLOPs and bytes moved (activations read and written; for a linear also the weight bytes the backend holds).
 struct ForwardOp {
   const char* name = nullptr;
@@ -117,7 +119,8 @@ struct AttnSlot {
 // one slot per sequence. Every op but attention runs once over all T tokens; attention runs per slot.
 struct ForwardState {
   Tensor h;          // hidden states [T, H] in the backend's activation dtype
-  Tensor positions;  // I64 [T] (host)
+  Tensor positions;  // I64 [T] (host; on the device inside a captured layer stack)
+  Tensor residual;   // a layer's MLP output not yet added to h (the next layer's norm adds it; see run_layers)
   std::vector<AttnSlot> slots;
   int64_t tokens() const { return positions.numel(); }
 };
@@ -138,7 +141,7 @@ struct LayerWeights {
   // CUDA, dense bf16 gate and up: one [2I, H] device weight (gate rows, then up rows) run as one GEMM; the Gate
   // and Up Linear objects are views into it (no second copy). Undefined otherwise, or after replace_linear.
   Tensor gate_up;
-  // CUDA with DIFFULEX_FUSE_QKV=1, dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
+  // CUDA (unless DIFFULEX_FUSE_QKV=0), dense bf16 q, k and v: one [Nq + 2 Nkv, H] device weight (and bias, when the checkpoint has them) in one
   // GEMM, its output split into q, k, v; the Q/K/V Linear objects are views. Undefined otherwise.
   Tensor qkv, qkv_bias;
   // CUDA, packed low-bit q/k/v and gate/up (fuse_packed_linears): one Linear of the summed width each; the parts
@@ -190,6 +193,19 @@ class Model {
                              KvCache* cache = nullptr, int64_t begin = 0, int64_t end = -1);
   void run_layer(int64_t layer, ForwardState& st);
 
+  // The layers of a pass in order (the same as run_layer on each, with each layer's MLP residual added by the next
+  // layer's norm kernel: add_rmsnorm), h complete on return.
+  void run_layers(ForwardState& st);
+
+  // CUDA graphs (on by default; DIFFULEX_CUDA_GRAPHS=0 or set_graphs(false) turns them off): forward and
+  // forward_window on a GPU backend run the layer stack of a pass as a captured graph, one per shape, window and
+  // KV cache (the first pass of a shape runs eagerly, the second is captured, later ones replay it). The
+  // embedding, positions and key mask are written into the graph's input buffers before each replay; the LM
+  // head and sampling run after it. Never used while an observer is set (its reports are per op).
+  void set_graphs(bool on) { graphs_ = on; }
+  bool graphs() const { return graphs_; }
+  size_t captured_graphs() const;  // graphs held now
+
   // Every pass (any entry point above or below) reports to `observer` until it is replaced; {} stops the reports.
   void set_observer(ForwardObserver observer) { observer_ = std::move(observer); }
   const ForwardObserver& observer() const { return observer_; }
@@ -210,11 +226,11 @@ class Model {
   const TensorStore& store() const { return *store_; }
 
  private:
-  Model() = default;
+  Model();  // defined in model.cc, where StepGraph is complete
   // On CUDA, the packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights).
   void fuse_packed(LayerWeights& lw);
   // Which dense linears become one weight (see LayerWeights): gate/up on CUDA unless DIFFULEX_FUSE_GATE_UP=0,
-  // q/k/v on CUDA with DIFFULEX_FUSE_QKV=1. Model::load and Model::random decide alike.
+  // q/k/v on CUDA unless DIFFULEX_FUSE_QKV=0. Model::load and Model::random decide alike.
   struct DenseFusion {
     bool gate_up = false, qkv = false;
   };
@@ -227,6 +243,21 @@ class Model {
   void add_window(AttnSlot& s, const Tensor& ids, const Tensor& positions, Tensor& wids, ForwardState& st,
                   const std::string& what);
   void embed(ForwardState& st, const Tensor& wids);
+  // begin_forward without the embedding: the state and the window's token ids (host, in `wids`).
+  ForwardState prepare_forward(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache* cache,
+                               int64_t begin, int64_t end, Tensor& wids);
+  // One layer; defer_residual leaves its MLP output in st.residual instead of adding it to h.
+  void layer_pass(int64_t layer, ForwardState& st, bool defer_residual);
+  void flush_residual(ForwardState& st);
+  // The embedding and layers of a one-slot pass: through a captured graph when use_graphs(), else eagerly.
+  void run_body(ForwardState& st, const Tensor& wids);
+  bool use_graphs() const;
+  static bool graphs_default();
+  struct StepGraph;
+  std::map<std::vector<int64_t>, std::unique_ptr<StepGraph>> graphs_map_;
+  std::set<std::vector<int64_t>> warmed_;  // shapes that ran once (see run_body)
+  uint64_t graph_clock_ = 0;
+  bool graphs_ = graphs_default();
   void attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att);
   void run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const;
   void report(const char* name, int64_t layer, double flops, double bytes) const;

@@ -100,7 +100,6 @@ TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
   const std::string dir = test::source_path("models/kjv-dream-tiny");
   LoadOptions lo;
   lo.device = "cuda";
-  ::setenv("DIFFULEX_FUSE_QKV", "1", 1);  // gate/up is fused by default, q/k/v on request
   auto fused = Model::load(dir, lo);
   ::setenv("DIFFULEX_FUSE_GATE_UP", "0", 1);
   ::setenv("DIFFULEX_FUSE_QKV", "0", 1);

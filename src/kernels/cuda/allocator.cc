@@ -43,19 +43,26 @@ void* DeviceAllocator::device_malloc(size_t bytes, const char* op) {
 std::shared_ptr<void> DeviceAllocator::activation(size_t bytes, const char* op) {
   const size_t rounded = round_size(bytes);
   void* p = nullptr;
+  std::shared_ptr<GraphPool> pool;
+  auto take = [&](std::unordered_map<size_t, std::vector<void*>>& lists) {
+    auto it = lists.find(rounded);
+    if (it == lists.end() || it->second.empty()) return false;
+    p = it->second.back();
+    it->second.pop_back();
+    stats_.cached_bytes -= rounded;
+    return true;
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(rounded);
-    if (it != free_.end() && !it->second.empty()) {
-      p = it->second.back();
-      it->second.pop_back();
-      stats_.cached_bytes -= rounded;
-    }
+    pool = graph_pool_;
+    // A capture takes its pool's free blocks first; a block from the shared lists becomes the pool's.
+    if (!(pool && take(pool->free_)) && take(free_) && pool) pool->blocks_.emplace_back(p, rounded);
   }
   if (!p) {
     p = device_malloc(rounded, op);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.device_mallocs;
+    if (pool) pool->blocks_.emplace_back(p, rounded);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -63,7 +70,36 @@ std::shared_ptr<void> DeviceAllocator::activation(size_t bytes, const char* op) 
     if (stats_.active_bytes > stats_.peak_active_bytes) stats_.peak_active_bytes = stats_.active_bytes;
   }
   auto self = shared_from_this();
+  if (pool)
+    return std::shared_ptr<void>(p, [self, pool, rounded](void* q) { self->release_to_pool(*pool, q, rounded); });
   return std::shared_ptr<void>(p, [self, rounded](void* q) { self->release_activation(q, rounded); });
+}
+
+std::shared_ptr<GraphPool> DeviceAllocator::begin_graph_pool() {
+  auto pool = std::make_shared<GraphPool>(shared_from_this());
+  std::lock_guard<std::mutex> lock(mu_);
+  check(!graph_pool_, "cuda: a graph capture is already in progress");
+  graph_pool_ = pool;
+  return pool;
+}
+
+void DeviceAllocator::end_graph_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  graph_pool_.reset();
+}
+
+void DeviceAllocator::release_to_pool(GraphPool& pool, void* p, size_t rounded) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pool.free_[rounded].push_back(p);
+  stats_.active_bytes -= rounded;
+  stats_.cached_bytes += rounded;
+}
+
+// Every block of the pool is free by now (each handed-out block's deleter holds the pool): they join the shared
+// free lists (already counted as cached).
+GraphPool::~GraphPool() {
+  std::lock_guard<std::mutex> lock(owner_->mu_);
+  for (const auto& [p, size] : blocks_) owner_->free_[size].push_back(p);
 }
 
 std::shared_ptr<void> DeviceAllocator::weight(size_t bytes, const char* op) {

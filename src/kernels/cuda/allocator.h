@@ -7,6 +7,11 @@
 //  - Page-locked host blocks (for device-to-host copies at full PCIe speed) are cached the same way, up to
 //    kPinnedCacheBytes; the tensors that to_host_f32 returns live in them.
 // On an out-of-memory error the cache is emptied and the allocation retried once.
+//  - Graph capture (CUDA graphs): between begin_graph_pool and end_graph_pool every activation block comes from
+//    and, when freed, returns to a GraphPool of the graph's own, also after the capture: a replay writes the blocks
+//    its kernels were captured with, so no eager op may ever be handed one of them while the graph lives. Blocks
+//    freed during the capture are reused by later ops of the same capture (stream order, as eagerly). When the
+//    pool is dropped (the graph and every tensor in its blocks gone) its blocks join the shared free lists.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -28,6 +33,22 @@ struct AllocatorStats {
 
 constexpr size_t kPinnedCacheBytes = size_t(2) << 30;
 
+class DeviceAllocator;
+
+class GraphPool {
+ public:
+  explicit GraphPool(std::shared_ptr<DeviceAllocator> owner) : owner_(std::move(owner)) {}
+  ~GraphPool();
+  GraphPool(const GraphPool&) = delete;
+  GraphPool& operator=(const GraphPool&) = delete;
+
+ private:
+  friend class DeviceAllocator;
+  std::shared_ptr<DeviceAllocator> owner_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // guarded by the owner's mutex
+  std::vector<std::pair<void*, size_t>> blocks_;          // every block the pool took (rounded sizes)
+};
+
 class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
  public:
   DeviceAllocator() = default;
@@ -41,7 +62,10 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
   std::shared_ptr<void> weight(size_t bytes, const char* op);
   // A page-locked host block of at least `bytes`, returned to its cache when the last user drops it.
   std::shared_ptr<void> pinned(size_t bytes, const char* op);
-  // Frees every cached (unused) activation block.
+  // Activation blocks come from a new pool until end_graph_pool (see above); one pool at a time.
+  std::shared_ptr<GraphPool> begin_graph_pool();
+  void end_graph_pool();
+  // Frees every cached (unused) activation block (not those of graph pools).
   void empty_cache();
   AllocatorStats stats() const;
   void reset_peak();
@@ -51,6 +75,8 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
  private:
   void* device_malloc(size_t bytes, const char* op);
   void release_activation(void* p, size_t rounded);
+  void release_to_pool(GraphPool& pool, void* p, size_t rounded);
+  friend class GraphPool;
   void release_weight(void* p, size_t bytes);
   void release_pinned(void* p, size_t rounded);
 
@@ -58,6 +84,7 @@ class DeviceAllocator : public std::enable_shared_from_this<DeviceAllocator> {
   std::unordered_map<size_t, std::vector<void*>> free_;
   std::unordered_map<size_t, std::vector<void*>> pinned_free_;
   AllocatorStats stats_;
+  std::shared_ptr<GraphPool> graph_pool_;  // set during a capture
 };
 
 }  // namespace dlx::cuda

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <tuple>
 
@@ -20,6 +21,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/layer_fusion.h"
 #include "kernels/cuda/sample_rows.h"
 
 namespace dlx {
@@ -80,6 +82,20 @@ class HostMirror {
   std::vector<unsigned char> last_;
   std::shared_ptr<void> dev_;
   size_t capacity_ = 0;
+};
+
+// An instantiated graph and the activation pool its buffers live in (released after the graph).
+class CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, std::shared_ptr<cuda::GraphPool> pool)
+      : exec_(exec), stream_(stream), pool_(std::move(pool)) {}
+  ~CudaGraph() override { (void)cudaGraphExecDestroy(exec_); }
+  void replay() override { check_cuda(cudaGraphLaunch(exec_, stream_), "graph replay"); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  std::shared_ptr<cuda::GraphPool> pool_;
 };
 
 class CudaBackend final : public Backend {
@@ -357,6 +373,83 @@ class CudaBackend final : public Backend {
     cuda::launch_attention(q.data<bf16_t>(), k.data<bf16_t>(), v.data<bf16_t>(), mask, out.data<bf16_t>(), B, Lq, S,
                            Hq, Hkv, D, stream_);
     after("attention");
+  }
+
+  void add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out) override {
+    need(h, DType::BF16, "add_rmsnorm", "h");
+    need(y, DType::BF16, "add_rmsnorm", "y");
+    need(out, DType::BF16, "add_rmsnorm", "the output");
+    same_numel(h, y, "add_rmsnorm");
+    same_numel(h, out, "add_rmsnorm");
+    check(out.data() != h.data() && out.data() != y.data(), "cuda add_rmsnorm: the output must not alias h or y");
+    const int64_t H = h.dim(-1), T = h.numel() / std::max<int64_t>(H, 1);
+    const Elt wt = float_weight(weight, "add_rmsnorm", "the weight");
+    check(weight.numel() == H, "cuda add_rmsnorm: weight has {} elements for rows of {}", weight.numel(), H);
+    cuda::launch_add_rmsnorm(h.data<bf16_t>(), y.data<bf16_t>(), weight.data(), wt, T, H, eps, out.data<bf16_t>(),
+                             stream_);
+    after("add_rmsnorm");
+  }
+
+  void qkv_rope(const Tensor& qkv, const Tensor& positions, double theta, Tensor& q, Tensor& k, Tensor& v) override {
+    need(qkv, DType::BF16, "qkv_rope", "the input");
+    need(q, DType::BF16, "qkv_rope", "q");
+    need(k, DType::BF16, "qkv_rope", "k");
+    need(v, DType::BF16, "qkv_rope", "v");
+    check(q.rank() == 3 && k.rank() == 3 && q.dim(2) == k.dim(2) && q.dim(0) == k.dim(0),
+          "cuda qkv_rope: q {} and k {} must be [T, heads, D]", shape_str(q.shape()), shape_str(k.shape()));
+    const int64_t T = q.dim(0), Hq = q.dim(1), Hkv = k.dim(1), D = q.dim(2);
+    check(D % 2 == 0, "cuda qkv_rope: head dim {} is odd", D);
+    check(qkv.rank() == 2 && qkv.dim(0) == T && qkv.dim(1) == (Hq + 2 * Hkv) * D && v.numel() == T * Hkv * D,
+          "cuda qkv_rope: input {} and v {} do not fit q {} and k {}", shape_str(qkv.shape()), shape_str(v.shape()),
+          shape_str(q.shape()), shape_str(k.shape()));
+    check(positions.dtype() == DType::I64 && positions.numel() == T, "cuda qkv_rope: {} positions for {} tokens",
+          positions.numel(), T);
+    cuda::launch_qkv_rope(qkv.data<bf16_t>(), T, Hq, Hkv, D, rope_table(positions, T, theta, D), q.data<bf16_t>(),
+                          k.data<bf16_t>(), v.data<bf16_t>(), stream_);
+    after("qkv_rope");
+  }
+
+  void copy_from_host(const Tensor& host, Tensor& dst) override {
+    check(host.device() == Device::CPU && dst.device() == Device::CUDA && host.dtype() == dst.dtype() &&
+              host.numel() == dst.numel(),
+          "cuda copy_from_host: {} {} on {} into {} {} on {}", dtype_name(host.dtype()), shape_str(host.shape()),
+          device_name(host.device()), dtype_name(dst.dtype()), shape_str(dst.shape()), device_name(dst.device()));
+    // From pageable memory the copy is staged before the call returns, so `host` may change afterwards.
+    check_cuda(cudaMemcpyAsync(dst.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice, stream_),
+               "copy_from_host");
+    after("copy_from_host");
+  }
+
+  // Stream capture in relaxed mode (the caching allocator may still cudaMalloc a new block); every activation block
+  // the body takes comes from a pool of the graph's own (cuda::GraphPool), so no later eager op is handed memory
+  // that a replay writes. Any error ends the capture and is rethrown.
+  std::unique_ptr<Graph> capture(const std::function<void()>& body) override {
+    if (sync_each_op_) return nullptr;  // a synchronization per op cannot be captured
+    cudaGraph_t graph = nullptr;
+    check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "graph capture");
+    std::shared_ptr<cuda::GraphPool> pool;
+    try {
+      pool = alloc_->begin_graph_pool();
+      body();
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_, &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      if (pool) alloc_->end_graph_pool();
+      throw;
+    }
+    alloc_->end_graph_pool();
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (end != cudaSuccess) {
+      if (graph) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      check_cuda(end, "graph capture");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    check_cuda(inst, "graph instantiate");
+    return std::make_unique<CudaGraph>(exec, stream_, std::move(pool));
   }
 
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -691,7 +784,8 @@ class CudaBackend final : public Backend {
   }
 
   // The (cos, sin) table for these positions, rebuilt only when the host positions, theta or D change (the q and
-  // k calls of every layer of a forward share one). Device positions are not compared: rebuilt every call.
+  // k calls of every layer of a forward share one). Device positions (a captured layer stack's) are not compared:
+  // rebuilt every call.
   const float* rope_table(const Tensor& positions, int64_t T, double theta, int64_t D) {
     const size_t bytes = size_t(T) * 8;
     const bool host = positions.device() == Device::CPU;
