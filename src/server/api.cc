@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "server/generation_fields.h"
 
 namespace dlx::server {
@@ -20,6 +21,14 @@ json error_body(int status, const std::string& message, const std::string& param
             {"type", status >= 500 ? "server_error" : "invalid_request_error"},
             {"param", param.empty() ? json(nullptr) : json(param)},
             {"code", nullptr}}}};
+}
+
+json parse_body(std::string_view body) {
+  try {
+    return parse_json(body, "the request body");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what());
+  }
 }
 
 std::string options_error(Model& model, const GenerationOptions& o) {
@@ -105,13 +114,15 @@ std::vector<ChatMessage> chat_messages(const json& m) {
     if (!e.is_object() || !e.contains("role") || !e["role"].is_string())
       bad("messages", fmt::format("messages[{}] must be an object with a string role", i));
     ChatMessage msg{e["role"].get<std::string>(), ""};
-    const json content = e.value("content", json());
+    static const json no_content;
+    const auto found = e.find("content");  // a reference: a copy of an untrusted tree would recurse
+    const json& content = found == e.end() ? no_content : *found;
     const std::string what = fmt::format("messages[{}].content must be a string or a list of text parts", i);
     if (content.is_string()) {
       msg.content = content.get<std::string>();
     } else if (content.is_array()) {
       for (const json& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
           bad("messages", what);
         msg.content += part["text"].get<std::string>();
       }
