@@ -11,8 +11,10 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "engine/generate.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "quant/checkpoint_writer.h"
 #include "server/api.h"
 #include "test_util.h"
@@ -77,6 +79,17 @@ TEST(HostileJson, SafetensorsMetadataNestedDeeply) {
   EXPECT_TRUE(Contains(msg, "nested more than"));
 }
 
+TEST(HostileJson, SafetensorsTensorNamedTwiceIsRefused) {
+  test::TempDir dir;
+  const std::string header = R"({"lm_head.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+    "lm_head.weight": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})";
+  std::string file(8, '\0');
+  for (int i = 0; i < 8; ++i) file[size_t(i)] = char((header.size() >> (8 * i)) & 0xff);
+  write_file(dir / "model.safetensors", file + header + std::string(8, '\0'));
+  EXPECT_TRUE(Contains(error_of([&] { SafetensorsFile f(dir / "model.safetensors"); }),
+                       "tensor 'lm_head.weight' appears twice in the header"));
+}
+
 TEST(HostileJson, ConfigAndTokenizerNestedDeeply) {
   test::TempDir dir;
   write_file(dir / "config.json", R"({"model_type": "dream", "extra": )" + nested_arrays(50000) + "}");
@@ -102,6 +115,58 @@ TEST(HostileJson, ServerRequestNestedDeeply) {
     EXPECT_EQ(e.status, 400);
     EXPECT_TRUE(Contains(e.what(), "the request body: JSON nested more than"));
   }
+}
+
+TEST(HostileServerRequest, TextAndCompletionsAreBoundedBeforeTokenizing) {
+  const std::string dir = test::source_path("models/kjv-dream-tiny");  // a context of 256 tokens
+  const std::unique_ptr<Model> model = Model::load(dir);
+  const Tokenizer tok = Tokenizer::load(dir);
+  const GenerationOptions defaults = generation_defaults(dir);
+  auto status_of = [&](const json& body, bool chat, std::string* param) {
+    try {
+      server::parse_request(body, chat, *model, tok, defaults, "m");
+    } catch (const server::ApiError& e) {
+      *param = e.param;
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  std::string param;
+  // 10 MB of prompt: refused by its size, not tokenized.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string msg = status_of({{"prompt", std::string(10 << 20, 'a')}, {"max_tokens", 8}}, false, &param);
+  EXPECT_TRUE(Contains(msg, "prompt holds 10485760 bytes of text, more than the model's context of 256 tokens"));
+  EXPECT_EQ(param, "prompt");
+  msg = status_of({{"messages", {{{"role", "user"}, {"content", std::string(10 << 20, 'a')}}}}, {"max_tokens", 8}},
+                  true, &param);
+  EXPECT_TRUE(Contains(msg, "messages holds 10485760 bytes"));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  // 64 prompts x n = 128 from a 1 KB request.
+  json prompts = json::array();
+  for (int i = 0; i < 64; ++i) prompts.push_back("In");
+  msg = status_of({{"prompt", prompts}, {"n", 128}, {"max_tokens", 8}}, false, &param);
+  EXPECT_TRUE(Contains(msg, "64 prompts x n = 128 asks for 8192 completions; one request may ask for at most 128"));
+  EXPECT_EQ(param, "prompt");
+  EXPECT_EQ(status_of({{"prompt", "In the beginning"}, {"n", 128}, {"max_tokens", 8}}, false, &param), "(accepted)");
+}
+
+TEST(HostileCli, PromptsBeyondTheContextAreRefused) {
+  test::TempDir dir;
+  const std::string model = test::source_path("models/kjv-dream-tiny");  // a context of 256 tokens
+  // 10 MB of text: refused before tokenizing (it used to ask for a 10 GB tensor).
+  write_file(dir / "big.txt", std::string(10 << 20, 'a') + "\n");
+  test::CmdResult r = test::run_cli("generate --model " + model + " --prompts-file " + (dir / "big.txt") +
+                                    " --max-new-tokens 8");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "error: the prompt is 10485761 bytes of text, more than the model's context of 256"));
+  // ~3,000 tokens: refused by the context check, not run for 40 s.
+  std::string words;
+  for (int i = 0; i < 3000; ++i) words += "and ";
+  write_file(dir / "long.txt", words + "\n");
+  r = test::run_cli("generate --model " + model + " --prompts-file " + (dir / "long.txt") +
+                    " --max-new-tokens 8");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "exceeds the model's context of 256 tokens"));
 }
 
 TEST(HostileConfig, ImplausibleValuesNameTheField) {

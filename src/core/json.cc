@@ -23,6 +23,8 @@ json parse_json(std::string_view text, std::string_view what, const json::parser
   }
 }
 
+json read_json_file(const std::string& path) { return read_json_file(path, nullptr); }
+
 json read_json_file(const std::string& path, const json::parser_callback_t& cb) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open", path);

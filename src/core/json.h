@@ -17,7 +17,8 @@ constexpr int kMaxJsonDepth = 128;
 nlohmann::json parse_json(std::string_view text, std::string_view what,
                           const nlohmann::json::parser_callback_t& cb = nullptr);
 
-// Reads and parses a JSON file, with errors that name it.
-nlohmann::json read_json_file(const std::string& path, const nlohmann::json::parser_callback_t& cb = nullptr);
+// Reads and parses a JSON file, with errors that name it (model/config.h declares the first form too).
+nlohmann::json read_json_file(const std::string& path);
+nlohmann::json read_json_file(const std::string& path, const nlohmann::json::parser_callback_t& cb);
 
 }  // namespace dlx

@@ -85,7 +85,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   if (n > kMaxHeader) fail("{}: header length {} exceeds the 100 MB limit (not a safetensors file?)", path, n);
   if (8 + n > size_) fail("{}: header length {} runs past the end of the file ({} bytes; truncated?)", path, n, size_);
   data_start_ = 8 + n;
-  const json header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes) + 8, n), path + ": header");
+  // JSON lets a key repeat (the parser keeps the last): a tensor named twice is refused, not silently replaced.
+  std::set<std::string> names;
+  const json header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes) + 8, n), path + ": header",
+                                 [&](int depth, json::parse_event_t ev, json& parsed) {
+                                   if (depth == 1 && ev == json::parse_event_t::key &&
+                                       !names.insert(parsed.get<std::string>()).second)
+                                     fail("{}: tensor '{}' appears twice in the header", path, parsed.get<std::string>());
+                                   return true;
+                                 });
   if (!header.is_object()) fail("{}: header is not a JSON object", path);
   size_t data_size = size_ - data_start_;
   for (auto it = header.begin(); it != header.end(); ++it) {

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "core/dtype.h"
-#include "core/json.h"  // read_json_file
 
 namespace dlx {
 
@@ -41,5 +40,8 @@ struct ModelConfig {
 // rejected with the list of supported ones; missing or invalid fields are named.
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
 ModelConfig load_model_config(const std::string& model_dir);
+
+// Reads a JSON file with errors that name it.
+nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace dlx

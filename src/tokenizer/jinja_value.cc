@@ -143,7 +143,13 @@ void ValueMap::set(const std::string& key, Value v) {
 Value Value::make_namespace(ValueMap attrs) {
   spend(attrs.size());
   NamespacePtr ns(new Namespace{std::move(attrs)}, TreeDelete{});
-  if (current_limits) current_limits->namespaces_.emplace_back(std::shared_ptr<ValueMap>(ns, &ns->attrs));
+  if (current_limits) {
+    std::vector<std::weak_ptr<ValueMap>>& made = current_limits->namespaces_;
+    // Forget the namespaces already gone now and then (at powers of two: amortized constant time).
+    if (made.size() >= 64 && (made.size() & (made.size() - 1)) == 0)
+      std::erase_if(made, [](const std::weak_ptr<ValueMap>& w) { return w.expired(); });
+    made.emplace_back(std::shared_ptr<ValueMap>(ns, &ns->attrs));
+  }
   return Value(Storage(std::move(ns)));
 }
 
