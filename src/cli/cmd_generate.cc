@@ -140,6 +140,11 @@ void add_generate_command(CLI::App& app) {
     Tokenizer tok = Tokenizer::load(a->tokenizer.empty() ? a->model : a->tokenizer);
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<std::vector<int64_t>> prompts;
+    // A text far longer than the context is refused before it is tokenized (no token is 1 KiB of text).
+    const int64_t ctx = model->config().max_position_embeddings;
+    for (const auto& t : texts)
+      check(ctx <= 0 || t.size() <= size_t(ctx) * 1024,
+            "the prompt is {} bytes of text, more than the model's context of {} tokens can hold", t.size(), ctx);
     for (const auto& t : texts) prompts.push_back(format_prompt(tok, t, a->chat));
 
     if (a->max_batch > 0) {

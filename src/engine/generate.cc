@@ -144,6 +144,10 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
   const int64_t B = int64_t(prompts.size());
   int64_t P = 0;
   for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
+  check(c.max_position_embeddings <= 0 || P + o.max_new_tokens <= c.max_position_embeddings,
+        "the prompt is {} tokens; with max_new_tokens = {} that exceeds the model's context of {} tokens "
+        "(max_position_embeddings in {}/config.json)",
+        P, o.max_new_tokens, c.max_position_embeddings, model.dir());
   // Left padding: row b's prompt ends at column P; the pad id is never attended to.
   const int64_t pad_id = c.pad_token_id >= 0 ? c.pad_token_id : 0;
   Tensor prompt = Tensor::zeros(DType::I64, {B, P});

@@ -9,10 +9,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "core/log.h"
 
 namespace dlx {
@@ -84,12 +85,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   if (n > kMaxHeader) fail("{}: header length {} exceeds the 100 MB limit (not a safetensors file?)", path, n);
   if (8 + n > size_) fail("{}: header length {} runs past the end of the file ({} bytes; truncated?)", path, n, size_);
   data_start_ = 8 + n;
-  json header;
-  try {
-    header = json::parse(bytes + 8, bytes + 8 + n);
-  } catch (const json::exception& e) {
-    fail("{}: header is not valid JSON: {}", path, e.what());
-  }
+  // JSON lets a key repeat (the parser keeps the last): a tensor named twice is refused, not silently replaced.
+  std::set<std::string> names;
+  const json header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes) + 8, n), path + ": header",
+                                 [&](int depth, json::parse_event_t ev, json& parsed) {
+                                   if (depth == 1 && ev == json::parse_event_t::key &&
+                                       !names.insert(parsed.get<std::string>()).second)
+                                     fail("{}: tensor '{}' appears twice in the header", path, parsed.get<std::string>());
+                                   return true;
+                                 });
   if (!header.is_object()) fail("{}: header is not a JSON object", path);
   size_t data_size = size_ - data_start_;
   for (auto it = header.begin(); it != header.end(); ++it) {
@@ -192,13 +196,7 @@ std::shared_ptr<TensorStore> TensorStore::open_base_dir(const std::string& dir) 
   fs::path single = d / "model.safetensors";
   fs::path index = d / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    json j;
-    try {
-      std::ifstream in(index);
-      j = json::parse(in);
-    } catch (const json::exception& e) {
-      fail("{}: not valid JSON: {}", index.string(), e.what());
-    }
+    const json j = read_json_file(index.string());
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       fail("{}: missing 'weight_map' object", index.string());
     auto store = std::make_shared<TensorStore>();

@@ -1,25 +1,15 @@
 #include "model/config.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace dlx {
 
 using json = nlohmann::json;
 
 std::string_view arch_name(Arch a) { return a == Arch::Dream ? "Dream" : "LLaDA"; }
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
 
 namespace {
 
@@ -43,6 +33,12 @@ struct Fields {
     if (!has(k)) return def;
     if (!j[k].is_number()) fail("{}: field '{}' must be a number", src, k);
     return j[k].get<double>();
+  }
+  // A number in (lo, hi], finite.
+  double number_in(const char* k, double def, double lo, double hi) const {
+    const double v = number_or(k, def);
+    if (!(v > lo && v <= hi)) fail("{}: field '{}' must be in ({:g}, {:g}], got {:g}", src, k, lo, hi, v);
+    return v;
   }
   bool boolean_or(const char* k, bool def) const {
     if (!has(k)) return def;
@@ -75,9 +71,9 @@ void parse_dream(const Fields& f, ModelConfig& c) {
   c.num_kv_heads = f.has("num_key_value_heads") ? f.positive("num_key_value_heads") : c.num_heads;
   c.head_dim = f.has("head_dim") ? f.positive("head_dim") : c.hidden_size / c.num_heads;
   c.vocab_size = f.positive("vocab_size");
-  c.max_position_embeddings = f.integer_or("max_position_embeddings", 32768);
-  c.rope_theta = f.number_or("rope_theta", 10000.0);
-  c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-6);
+  c.max_position_embeddings = f.has("max_position_embeddings") ? f.positive("max_position_embeddings") : 32768;
+  c.rope_theta = f.number_in("rope_theta", 10000.0, 0.0, 1e12);
+  c.rms_norm_eps = f.number_in("rms_norm_eps", 1e-6, 0.0, 1.0);
   c.qkv_bias = true;  // Qwen2 always has q/k/v biases
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
   c.mask_token_id = f.token_id_or("mask_token_id", -1);
@@ -95,12 +91,13 @@ void parse_llada(const Fields& f, ModelConfig& c) {
   c.head_dim = c.hidden_size / c.num_heads;
   // OLMo: mlp_hidden_size is the fused gate+up width when set; LLaDA's checkpoints store it as the per-branch
   // width (12288 = ff_proj rows). mlp_ratio * d_model is the fallback.
-  c.intermediate_size = f.has("mlp_hidden_size") ? f.positive("mlp_hidden_size")
-                                                 : int64_t(f.number_or("mlp_ratio", 4.0) * double(c.hidden_size));
+  c.intermediate_size = f.has("mlp_hidden_size")
+                            ? f.positive("mlp_hidden_size")
+                            : int64_t(f.number_in("mlp_ratio", 4.0, 0.0, 64.0) * double(c.hidden_size));
   c.vocab_size = f.has("embedding_size") ? f.positive("embedding_size") : f.positive("vocab_size");
-  c.max_position_embeddings = f.integer_or("max_sequence_length", 4096);
-  c.rope_theta = f.number_or("rope_theta", 10000.0);
-  c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-5);
+  c.max_position_embeddings = f.has("max_sequence_length") ? f.positive("max_sequence_length") : 4096;
+  c.rope_theta = f.number_in("rope_theta", 10000.0, 0.0, 1e12);
+  c.rms_norm_eps = f.number_in("rms_norm_eps", 1e-5, 0.0, 1.0);
   c.qkv_bias = f.boolean_or("include_bias", false) || f.boolean_or("include_qkv_bias", false);
   c.tie_word_embeddings = f.boolean_or("weight_tying", false);
   c.mask_token_id = f.token_id_or("mask_token_id", 126336);
@@ -127,6 +124,17 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
          source, c.model_type);
   }
   c.dtype = parse_torch_dtype(f);
+  // Sizes far beyond any model (the largest have hidden sizes near 2^14 and vocabularies near 2^18): products of
+  // them stay far inside int64, and a hostile file cannot ask for exabytes.
+  const struct {
+    const char* what;
+    int64_t value, max;
+  } sizes[] = {{"hidden size", c.hidden_size, 1 << 20},           {"intermediate size", c.intermediate_size, 1 << 22},
+               {"number of layers", c.num_layers, 1 << 12},      {"number of heads", c.num_heads, 1 << 14},
+               {"number of key/value heads", c.num_kv_heads, 1 << 14}, {"head dimension", c.head_dim, 1 << 14},
+               {"vocabulary size", c.vocab_size, 1 << 24},       {"context length", c.max_position_embeddings, 1 << 24}};
+  for (const auto& sz : sizes)
+    if (sz.value <= 0 || sz.value > sz.max) fail("{}: {} {} is outside [1, {}]", source, sz.what, sz.value, sz.max);
   if (c.hidden_size % c.num_heads != 0 && !f.has("head_dim"))
     fail("{}: hidden size {} is not divisible by the number of heads {}", source, c.hidden_size, c.num_heads);
   if (c.num_heads % c.num_kv_heads != 0)
@@ -134,6 +142,9 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
          c.num_kv_heads);
   if (c.head_dim % 2 != 0) fail("{}: head dimension {} must be even for RoPE", source, c.head_dim);
   if (c.mask_token_id >= c.vocab_size) fail("{}: mask_token_id {} is outside the vocabulary ({})", source, c.mask_token_id, c.vocab_size);
+  for (const auto& [name, id] : {std::pair{"pad_token_id", c.pad_token_id}, std::pair{"mask_token_id", c.mask_token_id}})
+    if (id < -1 || id >= c.vocab_size)
+      fail("{}: field '{}' is {}, outside the vocabulary [0, {}) (or -1 for none)", source, name, id, c.vocab_size);
   return c;
 }
 

@@ -1,12 +1,16 @@
 #include "quant/checkpoint_writer.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "io/safetensors.h"
 
 namespace dlx {
@@ -68,12 +72,62 @@ int64_t parse_byte_size(const std::string& s) {
   return int64_t(v * m);
 }
 
+namespace {
+
+// True when `inner` is `outer` or lies below it (both canonical).
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty() && std::next(o) == outer.end()) break;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+// A process that may still be writing (kill(pid, 0) fails with ESRCH only when no such process exists).
+bool process_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno != ESRCH); }
+
+// Leftovers of a run that was killed (kill -9, power loss) before it renamed its output into place, found by
+// their exact names beside `out`: .NAME.tmp-PID-N (an unfinished output) is removed; .NAME.old-PID-N (the
+// previous output, moved aside just before the rename) is put back when `out` is missing, else removed.
+// Entries of a process that is still running are left alone.
+void clean_stale_temps(const fs::path& out) {
+  const std::string name = out.filename().string();
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out.parent_path(), ec)) {
+    const std::string entry = e.path().filename().string();
+    for (const char* kind : {"tmp", "old"}) {
+      const std::string prefix = "." + name + "." + kind + "-";
+      if (entry.rfind(prefix, 0) != 0) continue;
+      long pid = 0, n = 0;
+      char tail = 0;
+      if (std::sscanf(entry.c_str() + prefix.size(), "%ld-%ld%c", &pid, &n, &tail) != 2) continue;
+      std::error_code dec;
+      if (!e.is_directory(dec) || process_alive(pid) || pid == long(::getpid())) continue;
+      if (kind[0] == 'o' && !fs::exists(out)) {
+        log_warn("{}: restoring the previous output from {} (left by a run that was killed)", out.string(), entry);
+        fs::rename(e.path(), out, dec);
+      } else {
+        log_warn("{}: removing {} (left by a run that was killed)", out.parent_path().string(), entry);
+        fs::remove_all(e.path(), dec);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void check_output_dir(const std::string& output_dir, const std::string& source_dir, bool overwrite) {
   check(!output_dir.empty(), "--output-path is empty");
   std::error_code ec;
-  fs::path out = fs::weakly_canonical(output_dir, ec);
-  fs::path src = fs::weakly_canonical(source_dir, ec);
+  fs::path out = fs::weakly_canonical(fs::absolute(output_dir), ec);
+  fs::path src = fs::weakly_canonical(fs::absolute(source_dir), ec);
   check(out != src, "--output-path {} is the source model directory; write the quantized model elsewhere", output_dir);
+  // --overwrite replaces the whole output directory: it must neither hold the source nor lie inside it.
+  check(!within(src, out), "--output-path {} contains the source model directory {}; write the quantized model elsewhere",
+        output_dir, source_dir);
+  check(!within(out, src), "--output-path {} is inside the source model directory {}; write the quantized model elsewhere",
+        output_dir, source_dir);
   if (!fs::exists(output_dir)) return;
   check(fs::is_directory(output_dir), "--output-path {} exists and is not a directory", output_dir);
   if (fs::is_empty(output_dir)) return;
@@ -81,14 +135,16 @@ void check_output_dir(const std::string& output_dir, const std::string& source_d
 }
 
 void write_checkpoint(const CheckpointFiles& f) {
-  check_output_dir(f.output_dir, f.source_dir, f.overwrite);
-  auto cancel_point = [&] {
-    if (f.cancelled && f.cancelled()) fail("interrupted: nothing was written to {}", f.output_dir);
-  };
+  check(!f.output_dir.empty(), "--output-path is empty");
   fs::path out = fs::absolute(f.output_dir).lexically_normal();
   if (out.filename().empty()) out = out.parent_path();
   fs::path parent = out.parent_path();
+  clean_stale_temps(out);  // first: a previous output it puts back is then checked like any other
+  check_output_dir(f.output_dir, f.source_dir, f.overwrite);
   fs::create_directories(parent);
+  auto cancel_point = [&] {
+    if (f.cancelled && f.cancelled()) fail("interrupted: nothing was written to {}", f.output_dir);
+  };
   static std::atomic<int> counter{0};
   TempDirGuard tmp;
   tmp.path = parent / fmt::format(".{}.tmp-{}-{}", out.filename().string(), ::getpid(), counter++);

@@ -8,11 +8,17 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "server/generation_fields.h"
 
 namespace dlx::server {
 
 using nlohmann::json;
+
+namespace {
+constexpr size_t kMaxBytesPerToken = 1024;  // the longest tokens of real vocabularies are a few hundred bytes
+constexpr size_t kMaxChoices = 128;         // completions one request may ask for (prompts x n)
+}  // namespace
 
 json error_body(int status, const std::string& message, const std::string& param) {
   return {{"error",
@@ -20,6 +26,14 @@ json error_body(int status, const std::string& message, const std::string& param
             {"type", status >= 500 ? "server_error" : "invalid_request_error"},
             {"param", param.empty() ? json(nullptr) : json(param)},
             {"code", nullptr}}}};
+}
+
+json parse_body(std::string_view body) {
+  try {
+    return parse_json(body, "the request body");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what());
+  }
 }
 
 std::string options_error(Model& model, const GenerationOptions& o) {
@@ -82,6 +96,15 @@ std::vector<int64_t> token_ids(const json& a, const std::string& param, const st
 }
 
 // OpenAI's prompt forms: a string, a list of strings, a list of token ids, or a list of lists of token ids.
+// Bytes of all strings in a prompt or message list (request bodies nest at most kMaxJsonDepth levels).
+size_t text_bytes(const json& v) {
+  if (v.is_string()) return v.get_ref<const std::string&>().size();
+  size_t n = 0;
+  if (v.is_array() || v.is_object())
+    for (const json& e : v) n += text_bytes(e);
+  return n;
+}
+
 std::vector<std::vector<int64_t>> completion_prompts(const json& p, const Tokenizer& tok) {
   const std::string what =
       "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids";
@@ -105,13 +128,15 @@ std::vector<ChatMessage> chat_messages(const json& m) {
     if (!e.is_object() || !e.contains("role") || !e["role"].is_string())
       bad("messages", fmt::format("messages[{}] must be an object with a string role", i));
     ChatMessage msg{e["role"].get<std::string>(), ""};
-    const json content = e.value("content", json());
+    static const json no_content;
+    const auto found = e.find("content");  // a reference: a copy of an untrusted tree would recurse
+    const json& content = found == e.end() ? no_content : *found;
     const std::string what = fmt::format("messages[{}].content must be a string or a list of text parts", i);
     if (content.is_string()) {
       msg.content = content.get<std::string>();
     } else if (content.is_array()) {
       for (const json& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
           bad("messages", what);
         msg.content += part["text"].get<std::string>();
       }
@@ -210,6 +235,20 @@ ApiRequest parse_request(const json& body, bool chat, Model& model, const Tokeni
     }
   }
   check_options(model, defaults, r, given);
+
+  // Bounded before any tokenizing: the text (no token is anywhere near kMaxBytesPerToken bytes) and the number of
+  // generations one request asks for.
+  const int64_t ctx_tokens = model.config().max_position_embeddings;
+  const json& prompt = body[prompt_key];
+  const size_t bytes = text_bytes(prompt);
+  if (ctx_tokens > 0 && bytes > size_t(ctx_tokens) * kMaxBytesPerToken)
+    bad(prompt_key, fmt::format("{} holds {} bytes of text, more than the model's context of {} tokens can hold",
+                                prompt_key, bytes, ctx_tokens));
+  const size_t prompt_count = !chat && prompt.is_array() && !prompt.empty() && !prompt[0].is_number() ? prompt.size() : 1;
+  if (prompt_count * size_t(r.n) > kMaxChoices)
+    bad(prompt_count > 1 ? "prompt" : "n",
+        fmt::format("{} prompts x n = {} asks for {} completions; one request may ask for at most {}", prompt_count,
+                    r.n, prompt_count * size_t(r.n), kMaxChoices));
 
   r.prompts = chat ? std::vector<std::vector<int64_t>>{chat_prompt(tok, chat_messages(body[prompt_key]))}
                    : completion_prompts(body[prompt_key], tok);

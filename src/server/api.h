@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/generate.h"
@@ -34,6 +35,9 @@ struct ApiRequest {
   std::vector<std::string> stop;  // the text ends before the first of these
   const char* prompt_param() const { return chat ? "messages" : "prompt"; }
 };
+
+// The request body as JSON: ApiError 400 when it is not JSON or nests more than kMaxJsonDepth levels deep.
+nlohmann::json parse_body(std::string_view body);
 
 // Parses a request body for the served model. `defaults` are the options a request does not set (validated by
 // the caller, see options_error); `model_name` is the id a "model" field must match.

@@ -134,8 +134,7 @@ std::vector<std::future<FinishedRequest>> Server::Impl::submit(const server::Api
 }
 
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
-  const json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded()) throw ApiError(400, "the request body is not valid JSON");
+  const json body = server::parse_body(req.body);
   const server::ApiRequest r = server::parse_request(body, chat, model, tok, opts.defaults, opts.model_name);
   std::vector<std::future<FinishedRequest>> pending = submit(r);
   std::vector<server::Choice> choices;

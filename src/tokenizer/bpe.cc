@@ -72,6 +72,11 @@ BpeModel BpeModel::parse(const json& j, const BpeEntries& lifted, const std::str
   };
   for (auto it = vocab.begin(); it != vocab.end(); ++it) add_token(it.key(), it.value());
   for (const auto& [tok, v] : lifted.vocab) add_token(tok, v);
+  // The id table has max_id + 1 slots: a file may leave some ids unused, not ask for gigabytes of them.
+  const int64_t entries = static_cast<int64_t>(m.vocab_.size()), id_bound = entries + (int64_t{1} << 16);
+  if (max_id >= id_bound)
+    fail("{}: model.vocab has an id {} far beyond its {} entries (ids must be below {})", where, max_id, entries,
+         id_bound);
   m.id_to_token_.resize(static_cast<size_t>(max_id + 1));
   m.has_id_.resize(static_cast<size_t>(max_id + 1));
   for (const auto& [tok, id] : m.vocab_) {

@@ -34,6 +34,7 @@ enum class ExprKind {
 struct Expr {
   ExprKind kind;
   size_t offset = 0;
+  int height = 1;                // the longest chain of expressions from this one down (the parser bounds it)
   Value value;                   // Literal
   std::string name;              // Name, Attr, Filter, Test; the operator of Unary/Binary
   std::vector<std::string> ops;  // Compare

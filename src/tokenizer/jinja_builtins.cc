@@ -117,8 +117,8 @@ Value str_method(std::string_view name, const Value& self) {
          bool first = true;
          for (const Value& v : iterate(Args("join", a, {"iterable"}).required(0))) {
            if (!v.is_string()) throw EvalError(fmt::format("join(): expected str items, found {}", v.type_name()));
-           if (!first) out += s.str();
-           out += v.str();
+           if (!first) append_bounded(out, s.str());
+           append_bounded(out, v.str());
            first = false;
          }
          return Value(std::move(out));
@@ -185,11 +185,12 @@ Value range_fn(const CallArgs& a) {
   const int64_t step = n.size() == 3 ? n[2] : 1;
   if (step == 0) throw EvalError("range() arg 3 must not be zero");
   ValueList out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+  for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
     if (static_cast<int64_t>(out.size()) >= kMaxRange) {
       throw EvalError(fmt::format("range too big: the sandbox blocks ranges larger than {}", kMaxRange));
     }
     out.emplace_back(i);
+    if (__builtin_add_overflow(i, step, &i)) break;  // the next item would be past int64, so past stop
   }
   return Value(std::move(out));
 }

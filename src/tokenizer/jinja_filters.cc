@@ -201,7 +201,9 @@ Value tojson(const Value& v, const CallArgs& a) {
     if (indent->is_string()) {
       opt.indent = indent->str();
     } else {
-      opt.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, args.integer(1, 0))), ' ');
+      const int64_t n = args.integer(1, 0);
+      if (n > 1024) throw EvalError(fmt::format("tojson(): indent {} is too large (at most 1024)", n));
+      opt.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, n)), ' ');
     }
     opt.item_sep = ",";
   }
@@ -281,8 +283,8 @@ const std::map<std::string_view, FilterFn>& filters() {
          std::string out;
          bool first = true;
          for (const Value& item : iterate(v)) {
-           if (!first) out += sep;
-           out += (attr ? attribute_path(item, *attr) : item).to_string();
+           if (!first) append_bounded(out, sep);
+           append_bounded(out, (attr ? attribute_path(item, *attr) : item).to_string());
            first = false;
          }
          return Value(std::move(out));

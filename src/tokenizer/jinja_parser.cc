@@ -80,6 +80,18 @@ class Parser {
     ~DepthGuard() { --p.depth_; }
   };
 
+  // Keeps parent.height (the longest chain of expressions below it, itself included) within kMaxDepth.
+  // Left-associative chains (1+1+..., x|f|f..., a.b.c...) deepen the tree without deepening the parser's own
+  // recursion, and every walk of the tree (evaluation, analysis, destruction) recurses once per level.
+  void grow(Expr& parent, const Expr& child) {
+    parent.height = std::max(parent.height, child.height + 1);
+    if (parent.height > kMaxDepth) fail(fmt::format("expression nested too deeply (more than {} levels)", kMaxDepth));
+  }
+  void add_child(Expr& parent, ExprPtr child) {
+    if (child) grow(parent, *child);
+    parent.items.push_back(std::move(child));
+  }
+
   // ---- statements ----
 
   // Parses nodes until a `{% tag %}` with tag in end_tags (consumed up to and including the tag name, which is
@@ -309,7 +321,7 @@ class Parser {
       return std::move(items[0]);
     }
     auto e = make_expr(ExprKind::Tuple, offset);
-    e->items = std::move(items);
+    for (ExprPtr& item : items) add_child(*e, std::move(item));
     return e;
   }
 
@@ -319,9 +331,9 @@ class Parser {
     ExprPtr expr = parse_or();
     while (skip_name("if")) {
       auto cond = make_expr(ExprKind::Cond, offset);
-      cond->items.push_back(std::move(expr));
-      cond->items.push_back(parse_or());
-      cond->items.push_back(skip_name("else") ? parse_expression() : nullptr);
+      add_child(*cond, std::move(expr));
+      add_child(*cond, parse_or());
+      add_child(*cond, skip_name("else") ? parse_expression() : nullptr);
       expr = std::move(cond);
     }
     return expr;
@@ -330,8 +342,8 @@ class Parser {
   ExprPtr binary(std::string op, ExprPtr a, ExprPtr b) {
     auto e = make_expr(ExprKind::Binary, a->offset);
     e->name = std::move(op);
-    e->items.push_back(std::move(a));
-    e->items.push_back(std::move(b));
+    add_child(*e, std::move(a));
+    add_child(*e, std::move(b));
     return e;
   }
 
@@ -353,7 +365,7 @@ class Parser {
       auto e = make_expr(ExprKind::Unary, cur().offset);
       advance();
       e->name = "not";
-      e->items.push_back(parse_not());
+      add_child(*e, parse_not());
       return e;
     }
     return parse_compare();
@@ -380,10 +392,10 @@ class Parser {
       }
       if (!cmp) {
         cmp = make_expr(ExprKind::Compare, first->offset);
-        cmp->items.push_back(std::move(first));
+        add_child(*cmp, std::move(first));
       }
       cmp->ops.push_back(op);
-      cmp->items.push_back(parse_math1());
+      add_child(*cmp, parse_math1());
     }
     return cmp ? std::move(cmp) : std::move(first);
   }
@@ -427,7 +439,7 @@ class Parser {
       e = make_expr(ExprKind::Unary, cur().offset);
       e->name = cur().text;
       advance();
-      e->items.push_back(parse_unary(false));
+      add_child(*e, parse_unary(false));
     } else {
       e = parse_primary();
     }
@@ -497,7 +509,7 @@ class Parser {
     while (!at_op("]")) {
       if (!e->items.empty()) expect_op(",");
       if (at_op("]")) break;
-      e->items.push_back(parse_expression());
+      add_child(*e, parse_expression());
     }
     expect_op("]");
     return e;
@@ -509,9 +521,9 @@ class Parser {
     while (!at_op("}")) {
       if (!e->items.empty()) expect_op(",");
       if (at_op("}")) break;
-      e->items.push_back(parse_expression());
+      add_child(*e, parse_expression());
       expect_op(":");
-      e->items.push_back(parse_expression());
+      add_child(*e, parse_expression());
     }
     expect_op("}");
     return e;
@@ -523,16 +535,16 @@ class Parser {
         advance();
         if (cur().type == Tok::Int) {  // x.0 is x[0]
           auto item = make_expr(ExprKind::Item, e->offset);
-          item->items.push_back(std::move(e));
-          item->items.push_back(
-              literal(Value(static_cast<int64_t>(std::strtoll(cur().text.c_str(), nullptr, 10))), cur().offset));
+          add_child(*item, std::move(e));
+          add_child(*item,
+                    literal(Value(static_cast<int64_t>(std::strtoll(cur().text.c_str(), nullptr, 10))), cur().offset));
           advance();
           e = std::move(item);
           continue;
         }
         auto attr = make_expr(ExprKind::Attr, e->offset);
         attr->name = expect_name();
-        attr->items.push_back(std::move(e));
+        add_child(*attr, std::move(e));
         e = std::move(attr);
       } else if (at_op("[")) {
         e = parse_subscript(std::move(e));
@@ -552,19 +564,19 @@ class Parser {
       start = parse_expression();
       if (skip_op("]")) {
         auto item = make_expr(ExprKind::Item, offset);
-        item->items.push_back(std::move(obj));
-        item->items.push_back(std::move(start));
+        add_child(*item, std::move(obj));
+        add_child(*item, std::move(start));
         return item;
       }
     }
     auto slice = make_expr(ExprKind::Slice, offset);
-    slice->items.push_back(std::move(obj));
-    slice->items.push_back(std::move(start));
+    add_child(*slice, std::move(obj));
+    add_child(*slice, std::move(start));
     expect_op(":");
-    slice->items.push_back(at_op("]") || at_op(":") ? nullptr : parse_expression());
+    add_child(*slice, at_op("]") || at_op(":") ? nullptr : parse_expression());
     ExprPtr step;
     if (skip_op(":") && !at_op("]")) step = parse_expression();
-    slice->items.push_back(std::move(step));
+    add_child(*slice, std::move(step));
     expect_op("]");
     return slice;
   }
@@ -581,10 +593,12 @@ class Parser {
       if (cur().type == Tok::Name && peek().type == Tok::Op && peek().text == "=") {
         std::string key = expect_name();
         advance();  // '='
-        e.kwargs.emplace_back(std::move(key), parse_expression());
+        ExprPtr value = parse_expression();
+        grow(e, *value);
+        e.kwargs.emplace_back(std::move(key), std::move(value));
       } else {
         if (!e.kwargs.empty()) fail("positional argument after keyword argument");
-        e.items.push_back(parse_expression());
+        add_child(e, parse_expression());
       }
     }
     expect_op(")");
@@ -599,7 +613,7 @@ class Parser {
 
   ExprPtr parse_call(ExprPtr callee) {
     auto call = make_expr(ExprKind::Call, callee->offset);
-    call->items.push_back(std::move(callee));
+    add_child(*call, std::move(callee));
     parse_call_args(*call);
     return call;
   }
@@ -611,7 +625,7 @@ class Parser {
         const size_t offset = cur().offset;
         auto f = make_expr(ExprKind::Filter, offset);
         f->name = parse_dotted_name();
-        f->items.push_back(std::move(e));
+        add_child(*f, std::move(e));
         if (at_op("(")) parse_call_args(*f);
         e = std::move(f);
       } else if (at_name("is")) {
@@ -620,7 +634,7 @@ class Parser {
         t->negated = skip_name("not");
         t->offset = cur().offset;
         t->name = parse_dotted_name();
-        t->items.push_back(std::move(e));
+        add_child(*t, std::move(e));
         if (at_op("(")) {
           parse_call_args(*t);
         } else if ((cur().type == Tok::Name || cur().type == Tok::String || cur().type == Tok::Int ||
@@ -628,7 +642,7 @@ class Parser {
                    !at_name("else") && !at_name("or") && !at_name("and")) {
           // `x is sameas none`, `x is divisibleby 3`: one argument without parentheses, as Jinja allows.
           if (at_name("is")) fail("cannot chain tests with 'is'");
-          t->items.push_back(parse_postfix(parse_primary()));
+          add_child(*t, parse_postfix(parse_primary()));
         }
         e = std::move(t);
       } else if (at_op("(")) {

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "tokenizer/jinja_value.h"  // append_bounded
+
 namespace dlx::jinja::pystr {
 namespace {
 
@@ -202,21 +204,22 @@ std::string replace(std::string_view s, std::string_view old, std::string_view r
   if (old.empty()) {
     const std::vector<size_t> off = codepoint_offsets(s);
     for (size_t i = 0; i + 1 < off.size(); ++i) {
-      if (count < 0 || done < count) out.append(repl), ++done;
-      out.append(s.substr(off[i], off[i + 1] - off[i]));
+      if (count < 0 || done < count) append_bounded(out, repl), ++done;
+      append_bounded(out, s.substr(off[i], off[i + 1] - off[i]));
     }
-    if (count < 0 || done < count) out.append(repl);
+    if (count < 0 || done < count) append_bounded(out, repl);
     return out;
   }
   size_t pos = 0;
   while (count < 0 || done < count) {
     const size_t hit = s.find(old, pos);
     if (hit == std::string_view::npos) break;
-    out.append(s.substr(pos, hit - pos)).append(repl);
+    append_bounded(out, s.substr(pos, hit - pos));
+    append_bounded(out, repl);
     pos = hit + old.size();
     ++done;
   }
-  out.append(s.substr(pos));
+  append_bounded(out, s.substr(pos));
   return out;
 }
 

@@ -26,6 +26,7 @@ std::string strip(std::string_view s, const std::optional<std::string>& chars, b
 // An empty sep is the caller's error (Python raises ValueError).
 std::vector<std::string> split(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
 // str.replace(old, new, count); count < 0 replaces all. An empty `old` inserts `repl` between code points.
+// The result is bounded as every built string is (append_bounded, jinja_value.h).
 std::string replace(std::string_view s, std::string_view old, std::string_view repl, int64_t count);
 
 bool isspace(std::string_view s);  // str.isspace(): non-empty and all Unicode whitespace

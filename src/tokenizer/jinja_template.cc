@@ -10,8 +10,10 @@
 namespace dlx::jinja {
 namespace {
 
-constexpr int kMaxCallDepth = 100;                   // macro recursion
-constexpr size_t kMaxOutputBytes = size_t{1} << 26;  // a prompt is never near this; a runaway loop is
+constexpr int kMaxCallDepth = 100;  // macro recursion
+// Statements and expressions being evaluated, one inside the other (macro calls included): each level is a
+// few stack frames, so this bounds the stack a render uses on any thread.
+constexpr int kMaxEvalDepth = 500;
 
 // Variables of one scope; lookups fall back to the parent (enclosing block, then the render's variables).
 struct Scope {
@@ -57,14 +59,30 @@ class Renderer {
     return Flow::Normal;
   }
 
+  // One level of statement or expression evaluation: spends a work unit, counts the nesting.
+  struct Step {
+    Renderer& r;
+    explicit Step(Renderer& renderer) : r(renderer) {
+      spend(1);
+      if (r.depth_ >= kMaxEvalDepth) {
+        throw EvalError(fmt::format("template evaluation nested more than {} levels deep", kMaxEvalDepth));
+      }
+      ++r.depth_;
+    }
+    ~Step() { --r.depth_; }
+    Step(const Step&) = delete;
+    Step& operator=(const Step&) = delete;
+  };
+
   Flow exec(const Node& n, const ScopePtr& scope, std::string& out) {
     try {
+      const Step step(*this);
       switch (n.kind) {
         case NodeKind::Text:
-          append(out, n.text);
+          append_bounded(out, n.text);
           return Flow::Normal;
         case NodeKind::Output:
-          append(out, eval(*n.expr, scope).to_string());
+          append_bounded(out, eval(*n.expr, scope).to_string());
           return Flow::Normal;
         case NodeKind::If:
           for (size_t i = 0; i < n.conds.size(); ++i) {
@@ -100,10 +118,6 @@ class Renderer {
     return Flow::Normal;
   }
 
-  static void append(std::string& out, const std::string& s) {
-    if (out.size() + s.size() > kMaxOutputBytes) throw EvalError("template output too large");
-    out += s;
-  }
 
   // Binds loop/set targets: one name takes the value, several unpack a list of the same length.
   static void bind_targets(Scope& s, const std::vector<std::string>& targets, const Value& v) {
@@ -234,6 +248,7 @@ class Renderer {
   // Evaluates e; an EvalError from it becomes a dlx::Error at e's position (the innermost failing expression).
   Value eval(const Expr& e, const ScopePtr& scope) {
     try {
+      const Step step(*this);
       return eval_inner(e, scope);
     } catch (const EvalError& err) {
       fail_at(src_, e.offset, err.what());
@@ -330,7 +345,7 @@ class Renderer {
     const Value b = eval(*e.items[1], scope);
     if (e.name == "~") {
       std::string s = a.to_string();
-      append(s, b.to_string());
+      append_bounded(s, b.to_string());
       return Value(std::move(s));
     }
     return arith(e.name, a, b);
@@ -360,9 +375,11 @@ class Renderer {
     return Value(true);
   }
 
+  RenderLimits limits_;  // first: it empties the render's namespaces after everything else is gone
   std::string_view src_;
   std::vector<ScopePtr> macro_scopes_;
   int call_depth_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -11,11 +11,123 @@
 
 namespace dlx::jinja {
 
+namespace {
+thread_local RenderLimits* current_limits = nullptr;
+}  // namespace
+
+RenderLimits::RenderLimits(uint64_t work_budget) : left_(work_budget), outer_(current_limits) {
+  current_limits = this;
+}
+
+RenderLimits::~RenderLimits() {
+  current_limits = outer_;
+  for (const std::weak_ptr<ValueMap>& w : namespaces_)
+    if (const std::shared_ptr<ValueMap> attrs = w.lock()) attrs->clear();
+}
+
+void spend(uint64_t units) {
+  RenderLimits* l = current_limits;
+  if (!l) return;
+  if (units > l->left_) {
+    l->left_ = 0;
+    throw EvalError(fmt::format("the template exceeded its work budget ({} steps; a runaway loop or recursion?)",
+                                kRenderWorkBudget));
+  }
+  l->left_ -= units;
+}
+
+void append_bounded(std::string& out, std::string_view s) {
+  if (out.size() + s.size() > kMaxBuiltSize) {
+    throw EvalError(fmt::format("string result too large (more than {} bytes)", kMaxBuiltSize));
+  }
+  spend_bytes(s.size());
+  out += s;
+}
+
+Value::Value(ValueList l) {
+  spend(l.size());
+  v_ = ListPtr(new ValueList(std::move(l)), TreeDelete{});
+}
+
+Value::Value(ValueMap m) {
+  spend(m.size());
+  v_ = MapPtr(new ValueMap(std::move(m)), TreeDelete{});
+}
+
+bool Value::has_children() const {
+  const Kind k = kind();
+  return k == Kind::List || k == Kind::Map || k == Kind::Namespace;
+}
+
+void Value::take_nested(ValueList& l, std::vector<Value>& out) {
+  for (Value& v : l)
+    if (v.has_children()) out.push_back(std::move(v));
+}
+
+void Value::take_nested(ValueMap& m, std::vector<Value>& out) {
+  for (auto& kv : m.items_)
+    if (kv.second.has_children()) out.push_back(std::move(kv.second));
+}
+
+// Lists and dicts are created non-const (new ValueList / new ValueMap) and only the last reference reaches
+// them here, so moving their items out is sound.
+void Value::take_children_if_last(std::vector<Value>& out) {
+  switch (kind()) {
+    case Kind::List:
+      if (const ListPtr& p = std::get<ListPtr>(v_); p && p.use_count() == 1) take_nested(const_cast<ValueList&>(*p), out);
+      return;
+    case Kind::Map:
+      if (const MapPtr& p = std::get<MapPtr>(v_); p && p.use_count() == 1) take_nested(const_cast<ValueMap&>(*p), out);
+      return;
+    case Kind::Namespace:
+      if (const NamespacePtr& p = std::get<NamespacePtr>(v_); p && p.use_count() == 1) take_nested(p->attrs, out);
+      return;
+    default:
+      return;
+  }
+}
+
+// Each value taken out of a dying container gives up its own nested containers the same way when its last
+// reference goes, so no destructor runs more than one level deep.
+void Value::drain(std::vector<Value>& pending) noexcept {
+  while (!pending.empty()) {
+    Value v = std::move(pending.back());
+    pending.pop_back();
+    v.take_children_if_last(pending);
+  }
+}
+
+void Value::TreeDelete::operator()(const ValueList* p) const noexcept {
+  std::vector<Value> pending;
+  take_nested(const_cast<ValueList&>(*p), pending);
+  delete p;
+  drain(pending);
+}
+
+void Value::TreeDelete::operator()(const ValueMap* p) const noexcept {
+  std::vector<Value> pending;
+  take_nested(const_cast<ValueMap&>(*p), pending);
+  delete p;
+  drain(pending);
+}
+
+void Value::TreeDelete::operator()(Namespace* p) const noexcept {
+  std::vector<Value> pending;
+  take_nested(p->attrs, pending);
+  delete p;
+  drain(pending);
+}
+
 const Value* ValueMap::find(std::string_view key) const {
   for (const auto& [k, v] : items_) {
     if (k == key) return &v;
   }
   return nullptr;
+}
+
+void ValueMap::clear() {
+  Items old;
+  old.swap(items_);
 }
 
 void ValueMap::set(const std::string& key, Value v) {
@@ -29,7 +141,16 @@ void ValueMap::set(const std::string& key, Value v) {
 }
 
 Value Value::make_namespace(ValueMap attrs) {
-  return Value(Storage(std::make_shared<Namespace>(Namespace{std::move(attrs)})));
+  spend(attrs.size());
+  NamespacePtr ns(new Namespace{std::move(attrs)}, TreeDelete{});
+  if (current_limits) {
+    std::vector<std::weak_ptr<ValueMap>>& made = current_limits->namespaces_;
+    // Forget the namespaces already gone now and then (at powers of two: amortized constant time).
+    if (made.size() >= 64 && (made.size() & (made.size() - 1)) == 0)
+      std::erase_if(made, [](const std::weak_ptr<ValueMap>& w) { return w.expired(); });
+    made.emplace_back(std::shared_ptr<ValueMap>(ns, &ns->attrs));
+  }
+  return Value(Storage(std::move(ns)));
 }
 
 Value Value::function(std::string name, Function fn) {
@@ -106,40 +227,62 @@ std::string Value::to_string() const {
 }
 
 std::string Value::repr() const {
+  std::string out;
+  std::vector<const void*> path;
+  repr_into(out, path);
+  return out;
+}
+
+// `path` holds the containers being printed around this value. A namespace inside itself prints as Python
+// prints a dict inside itself, {...}; lists and dicts are immutable, so only namespaces close a cycle.
+void Value::repr_into(std::string& out, std::vector<const void*>& path) const {
   switch (kind()) {
     case Kind::Undefined:
-      return "Undefined";
+      return append_bounded(out, "Undefined");
     case Kind::None:
-      return "None";
+      return append_bounded(out, "None");
     case Kind::Bool:
-      return as_bool() ? "True" : "False";
+      return append_bounded(out, as_bool() ? "True" : "False");
     case Kind::Int:
-      return std::to_string(as_int());
+      return append_bounded(out, std::to_string(as_int()));
     case Kind::Float:
-      return float_repr(as_float());
+      return append_bounded(out, float_repr(as_float()));
     case Kind::String:
-      return pystr::repr(str());
-    case Kind::List: {
-      std::string out = tuple_ ? "(" : "[";
-      for (size_t i = 0; i < list().size(); ++i) out += (i ? ", " : "") + list()[i].repr();
-      if (tuple_ && list().size() == 1) out += ",";
-      return out + (tuple_ ? ")" : "]");
-    }
-    case Kind::Map:
-    case Kind::Namespace: {
-      const ValueMap& m = kind() == Kind::Map ? map() : ns_attrs();
-      std::string out = kind() == Kind::Map ? "{" : "<Namespace {";
-      bool first = true;
-      for (const auto& [k, v] : m) {
-        out += (first ? "" : ", ") + pystr::repr(k) + ": " + v.repr();
-        first = false;
-      }
-      return out + (kind() == Kind::Map ? "}" : "}>");
-    }
+      return append_bounded(out, pystr::repr(str()));
     case Kind::Function:
-      return fmt::format("<function {}>", function_name());
+      return append_bounded(out, fmt::format("<function {}>", function_name()));
+    default:
+      break;
   }
-  return "";
+  if (kind() == Kind::Namespace && std::find(path.begin(), path.end(), identity()) != path.end()) {
+    return append_bounded(out, "<Namespace {...}>");
+  }
+  if (path.size() >= static_cast<size_t>(kMaxValueDepth)) {
+    throw EvalError(fmt::format("value nested more than {} levels deep", kMaxValueDepth));
+  }
+  path.push_back(identity());
+  if (kind() == Kind::List) {
+    append_bounded(out, tuple_ ? "(" : "[");
+    for (size_t i = 0; i < list().size(); ++i) {
+      if (i) append_bounded(out, ", ");
+      list()[i].repr_into(out, path);
+    }
+    if (tuple_ && list().size() == 1) append_bounded(out, ",");
+    append_bounded(out, tuple_ ? ")" : "]");
+  } else {
+    const ValueMap& m = kind() == Kind::Map ? map() : ns_attrs();
+    append_bounded(out, kind() == Kind::Map ? "{" : "<Namespace {");
+    bool first = true;
+    for (const auto& [k, v] : m) {
+      if (!first) append_bounded(out, ", ");
+      append_bounded(out, pystr::repr(k));
+      append_bounded(out, ": ");
+      v.repr_into(out, path);
+      first = false;
+    }
+    append_bounded(out, kind() == Kind::Map ? "}" : "}>");
+  }
+  path.pop_back();
 }
 
 std::string Value::type_name() const {
@@ -149,7 +292,13 @@ std::string Value::type_name() const {
   return names[static_cast<int>(kind())];
 }
 
-bool equals(const Value& a, const Value& b) {
+namespace {
+
+void check_depth(int depth) {
+  if (depth > kMaxValueDepth) throw EvalError(fmt::format("value nested more than {} levels deep", kMaxValueDepth));
+}
+
+bool equals_at(const Value& a, const Value& b, int depth) {
   using K = Value::Kind;
   if (a.is_number() && b.is_number()) {
     if (a.kind() == K::Float || b.kind() == K::Float) return a.as_float() == b.as_float();
@@ -165,16 +314,18 @@ bool equals(const Value& a, const Value& b) {
     case K::List: {
       const ValueList &x = a.list(), &y = b.list();
       if (a.is_tuple() != b.is_tuple() || x.size() != y.size()) return false;
+      check_depth(depth + 1);
       for (size_t i = 0; i < x.size(); ++i) {
-        if (!equals(x[i], y[i])) return false;
+        if (!equals_at(x[i], y[i], depth + 1)) return false;
       }
       return true;
     }
     case K::Map: {
       if (a.map().size() != b.map().size()) return false;
+      check_depth(depth + 1);
       for (const auto& [k, v] : a.map()) {
         const Value* w = b.map().find(k);
-        if (!w || !equals(v, *w)) return false;
+        if (!w || !equals_at(v, *w, depth + 1)) return false;
       }
       return true;
     }
@@ -183,7 +334,7 @@ bool equals(const Value& a, const Value& b) {
   }
 }
 
-int compare(const Value& a, const Value& b) {
+int compare_at(const Value& a, const Value& b, int depth) {
   using K = Value::Kind;
   if (a.is_number() && b.is_number()) {
     if (a.kind() == K::Float || b.kind() == K::Float) {
@@ -199,8 +350,9 @@ int compare(const Value& a, const Value& b) {
   }
   if (a.kind() == K::List && b.kind() == K::List && a.is_tuple() == b.is_tuple()) {
     const ValueList &x = a.list(), &y = b.list();
+    check_depth(depth + 1);
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (!equals(x[i], y[i])) return compare(x[i], y[i]);
+      if (!equals_at(x[i], y[i], depth + 1)) return compare_at(x[i], y[i], depth + 1);
     }
     return x.size() < y.size() ? -1 : (x.size() > y.size() ? 1 : 0);
   }
@@ -209,10 +361,13 @@ int compare(const Value& a, const Value& b) {
   throw EvalError(fmt::format("cannot order '{}' and '{}'", a.type_name(), b.type_name()));
 }
 
-namespace {
+}  // namespace
 
-// Largest string or list an operator may build: far beyond any prompt, small enough to never exhaust memory.
-constexpr size_t kMaxBuiltSize = size_t{1} << 26;
+bool equals(const Value& a, const Value& b) { return equals_at(a, b, 0); }
+
+int compare(const Value& a, const Value& b) { return compare_at(a, b, 0); }
+
+namespace {
 
 [[noreturn]] void unsupported_operands(std::string_view op, const Value& a, const Value& b) {
   throw EvalError(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
@@ -224,7 +379,7 @@ Value repeat(const Value& seq, int64_t n) {
   if (unit != 0 && static_cast<uint64_t>(n) > kMaxBuiltSize / unit) throw EvalError("repetition result too large");
   if (seq.is_string()) {
     std::string out;
-    for (int64_t i = 0; i < n; ++i) out += seq.str();
+    for (int64_t i = 0; i < n; ++i) append_bounded(out, seq.str());
     return Value(std::move(out));
   }
   ValueList out;
@@ -294,6 +449,7 @@ Value arith(std::string_view op, const Value& a, const Value& b) {
       return Value(a.str() + b.str());
     }
     if (a.kind() == K::List && b.kind() == K::List && a.is_tuple() == b.is_tuple()) {
+      if (a.list().size() + b.list().size() > kMaxBuiltSize) throw EvalError("list result too large");
       ValueList out = a.list();
       out.insert(out.end(), b.list().begin(), b.list().end());
       return a.is_tuple() ? Value::tuple(std::move(out)) : Value(std::move(out));
@@ -364,52 +520,53 @@ namespace {
 void json_encode(const Value& v, const JsonOptions& opt, int level, std::string& out) {
   using K = Value::Kind;
   auto newline = [&](int lvl) {
-    out.push_back('\n');
-    for (int i = 0; i < lvl; ++i) out += *opt.indent;
+    append_bounded(out, "\n");
+    for (int i = 0; i < lvl; ++i) append_bounded(out, *opt.indent);
   };
+  check_depth(level);
   switch (v.kind()) {
     case K::None:
-      out += "null";
+      append_bounded(out, "null");
       return;
     case K::Bool:
-      out += v.as_bool() ? "true" : "false";
+      append_bounded(out, v.as_bool() ? "true" : "false");
       return;
     case K::Int:
-      out += std::to_string(v.as_int());
+      append_bounded(out, std::to_string(v.as_int()));
       return;
     case K::Float: {
       const double d = v.as_float();
       if (std::isnan(d)) {
-        out += "NaN";
+        append_bounded(out, "NaN");
       } else if (std::isinf(d)) {
-        out += d < 0 ? "-Infinity" : "Infinity";
+        append_bounded(out, d < 0 ? "-Infinity" : "Infinity");
       } else {
-        out += float_repr(d);
+        append_bounded(out, float_repr(d));
       }
       return;
     }
     case K::String:
-      out += pystr::json_quote(v.str(), opt.ensure_ascii);
+      append_bounded(out, pystr::json_quote(v.str(), opt.ensure_ascii));
       return;
     case K::List: {
       const ValueList& l = v.list();
       if (l.empty()) {
-        out += "[]";
+        append_bounded(out, "[]");
         return;
       }
-      out.push_back('[');
+      append_bounded(out, "[");
       for (size_t i = 0; i < l.size(); ++i) {
-        if (i) out += opt.item_sep;
+        if (i) append_bounded(out, opt.item_sep);
         if (opt.indent) newline(level + 1);
         json_encode(l[i], opt, level + 1, out);
       }
       if (opt.indent) newline(level);
-      out.push_back(']');
+      append_bounded(out, "]");
       return;
     }
     case K::Map: {
       if (v.map().size() == 0) {
-        out += "{}";
+        append_bounded(out, "{}");
         return;
       }
       std::vector<const std::pair<std::string, Value>*> items;
@@ -417,15 +574,15 @@ void json_encode(const Value& v, const JsonOptions& opt, int level, std::string&
       if (opt.sort_keys) {
         std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
       }
-      out.push_back('{');
+      append_bounded(out, "{");
       for (size_t i = 0; i < items.size(); ++i) {
-        if (i) out += opt.item_sep;
+        if (i) append_bounded(out, opt.item_sep);
         if (opt.indent) newline(level + 1);
-        out += pystr::json_quote(items[i]->first, opt.ensure_ascii) + opt.key_sep;
+        append_bounded(out, pystr::json_quote(items[i]->first, opt.ensure_ascii) + opt.key_sep);
         json_encode(items[i]->second, opt, level + 1, out);
       }
       if (opt.indent) newline(level);
-      out.push_back('}');
+      append_bounded(out, "}");
       return;
     }
     default:

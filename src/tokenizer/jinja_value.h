@@ -6,6 +6,12 @@
 //
 // Operations that Python would reject (1 + 'a', len(5), ...) throw EvalError, which carries no position;
 // the renderer rethrows it as dlx::Error with the template line and column.
+//
+// Templates are untrusted input, so values are bounded: a render runs under RenderLimits (a work budget that
+// every built string, copied string and list spends from, see spend()); printing, serializing and comparing
+// refuse values nested deeper than kMaxValueDepth; nested lists, dicts and namespaces are destroyed without
+// recursion (a chain made by `{% set ns.a = [ns.a] %}` in a loop may be arbitrarily deep); and the namespaces
+// a render made are emptied when it ends, which frees those that hold themselves.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,13 +31,47 @@ struct EvalError : std::runtime_error {
 };
 
 class Value;
+class ValueMap;
 using ValueList = std::vector<Value>;
+
+// Largest string or list an operation may build: far beyond any prompt, small enough to never exhaust memory.
+constexpr size_t kMaxBuiltSize = size_t{1} << 26;
+// Deepest list/dict/namespace nesting that repr, tojson and comparisons walk (they recurse per level).
+constexpr int kMaxValueDepth = 256;
+// Work units: one per statement or expression evaluated, one per kBytesPerWorkUnit bytes of string built or
+// copied, one per list or dict item built. A render may spend kRenderWorkBudget of them.
+constexpr uint64_t kBytesPerWorkUnit = 64;
+constexpr uint64_t kRenderWorkBudget = uint64_t{1} << 24;
+
+// The limits of one render, in force on this thread while the object lives.
+class RenderLimits {
+ public:
+  explicit RenderLimits(uint64_t work_budget = kRenderWorkBudget);
+  ~RenderLimits();
+  RenderLimits(const RenderLimits&) = delete;
+  RenderLimits& operator=(const RenderLimits&) = delete;
+
+ private:
+  friend void spend(uint64_t units);
+  friend class Value;
+  uint64_t left_;
+  std::vector<std::weak_ptr<ValueMap>> namespaces_;  // attributes of the namespaces made meanwhile
+  RenderLimits* outer_;
+};
+// Spends work units of the render in force on this thread (none: free); EvalError when its budget is spent.
+void spend(uint64_t units);
+inline void spend_bytes(size_t bytes) {
+  if (bytes >= kBytesPerWorkUnit) spend(bytes / kBytesPerWorkUnit);
+}
+// out += s, refused (EvalError) past kMaxBuiltSize; spends the bytes.
+void append_bounded(std::string& out, std::string_view s);
 
 // Insertion-ordered string-keyed map: Python dicts keep insertion order and tojson output depends on it.
 // Chat-template maps are small (a message's fields, a namespace's attributes), so lookup is linear.
 class ValueMap {
  public:
   const Value* find(std::string_view key) const;
+  void clear();
   void set(const std::string& key, Value v);  // replaces the value of an existing key, else appends
   size_t size() const;
   using Items = std::vector<std::pair<std::string, Value>>;
@@ -39,6 +79,7 @@ class ValueMap {
   Items::const_iterator end() const;
 
  private:
+  friend class Value;
   Items items_;
 };
 
@@ -58,16 +99,31 @@ class Value {
   Value(int v) : v_(static_cast<int64_t>(v)) {}
   Value(int64_t v) : v_(v) {}
   Value(double v) : v_(v) {}
-  Value(std::string s) : v_(std::move(s)) {}
+  Value(std::string s) : v_(std::move(s)) { spend_bytes(str().size()); }
   Value(const char* s) : v_(std::string(s)) {}
-  Value(ValueList l) : v_(std::make_shared<const ValueList>(std::move(l))) {}
+  Value(ValueList l);
+  // Copying a string copies its bytes, so it spends them (moves are free).
+  Value(const Value& o) : v_(o.v_), tuple_(o.tuple_) {
+    if (is_string()) spend_bytes(str().size());
+  }
+  Value& operator=(const Value& o) {
+    if (this != &o) {
+      v_ = o.v_;
+      tuple_ = o.tuple_;
+      if (is_string()) spend_bytes(str().size());
+    }
+    return *this;
+  }
+  Value(Value&&) noexcept = default;
+  Value& operator=(Value&&) noexcept = default;
+  ~Value() = default;
   // A tuple is a list that prints as (a, b) and equals only tuples: what (a, b) and dict.items() make.
   static Value tuple(ValueList l) {
     Value v(std::move(l));
     v.tuple_ = true;
     return v;
   }
-  Value(ValueMap m) : v_(std::make_shared<const ValueMap>(std::move(m))) {}
+  Value(ValueMap m);
 
   // `hint` names what was missing, for the message when the undefined value is misused ("'x' is undefined").
   static Value undefined(std::string hint) { return Value(Undefined{std::move(hint)}); }
@@ -103,6 +159,7 @@ class Value {
   [[noreturn]] void fail_undefined() const;  // throws "'x' is undefined"
 
  private:
+  friend class RenderLimits;
   struct Undefined {
     std::string hint;
   };
@@ -123,6 +180,20 @@ class Value {
       std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, MapPtr, NamespacePtr, FunctionPtr>;
 
   explicit Value(Storage v) : v_(std::move(v)) {}
+  // Deleter of the shared lists, dicts and namespaces: moves nested ones out before deleting and destroys
+  // them from a worklist, so destruction never recurses more than one level.
+  struct TreeDelete {
+    void operator()(const ValueList* p) const noexcept;
+    void operator()(const ValueMap* p) const noexcept;
+    void operator()(Namespace* p) const noexcept;
+  };
+  bool has_children() const;
+  static void take_nested(ValueList& l, std::vector<Value>& out);
+  static void take_nested(ValueMap& m, std::vector<Value>& out);
+  // When this is the last reference to a list/dict/namespace, moves its nested containers into `out`.
+  void take_children_if_last(std::vector<Value>& out);
+  static void drain(std::vector<Value>& pending) noexcept;
+  void repr_into(std::string& out, std::vector<const void*>& path) const;
   Storage v_;
   bool tuple_ = false;
 };

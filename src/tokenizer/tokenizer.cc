@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -103,7 +104,7 @@ int32_t resolve(const Tokenizer& t, const std::string& token, const char* field,
 // document (their entries are most of the file).
 json read_lifting_bpe(const std::string& file, BpeEntries& lifted) {
   std::string key1, key2, vocab_key;  // the current keys at depths 1 and 2, and in model.vocab
-  return read_tokenizer_json(file, [&](int depth, json::parse_event_t ev, json& parsed) {
+  return read_json_file(file, [&](int depth, json::parse_event_t ev, json& parsed) {
     const bool in_model = depth == 3 && key1 == "model";
     if (ev == json::parse_event_t::key) {
       std::string& k = depth == 1 ? key1 : depth == 2 ? key2 : vocab_key;

@@ -2,11 +2,11 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace dlx {
 
@@ -43,18 +43,6 @@ std::string chat_template_of(const json& j, const std::string& file) {
 
 }  // namespace
 
-json read_tokenizer_json(const std::string& path, const json::parser_callback_t& cb) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  // Parsing from memory is several times faster than from the stream (Qwen's file is 11 MB).
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return json::parse(text, cb);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 TokenizerConfig load_tokenizer_config(const std::string& dir) {
   TokenizerConfig c;
   const std::string config_file = (fs::path(dir) / "tokenizer_config.json").string();
@@ -69,7 +57,7 @@ TokenizerConfig load_tokenizer_config(const std::string& dir) {
                           {"mask_token", &c.mask_token},
                           {"unk_token", &c.unk_token}};
   if (fs::exists(config_file)) {
-    const json j = read_tokenizer_json(config_file);
+    const json j = read_json_file(config_file);
     if (!j.is_object()) fail("{}: must be a JSON object", config_file);
     for (const Field& f : fields) *f.value = token_string(j, f.key, config_file);
     c.chat_template = chat_template_of(j, config_file);
@@ -79,7 +67,7 @@ TokenizerConfig load_tokenizer_config(const std::string& dir) {
     }
   }
   if (fs::exists(map_file)) {
-    const json j = read_tokenizer_json(map_file);
+    const json j = read_json_file(map_file);
     if (!j.is_object()) fail("{}: must be a JSON object", map_file);
     for (const Field& f : fields)
       if (f.value->empty()) *f.value = token_string(j, f.key, map_file);

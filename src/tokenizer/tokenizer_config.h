@@ -15,10 +15,6 @@ struct TokenizerConfig {
   bool add_bos_token = false;
 };
 
-// Parses a JSON file; errors name it (cannot open / not valid JSON). `cb`, when given, is nlohmann's parser
-// callback (it may keep values out of the document).
-nlohmann::json read_tokenizer_json(const std::string& path, const nlohmann::json::parser_callback_t& cb = nullptr);
-
 // Reads what exists of those files in `dir`; missing files give defaults, malformed ones an Error.
 TokenizerConfig load_tokenizer_config(const std::string& dir);
 
