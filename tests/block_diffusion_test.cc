@@ -302,7 +302,7 @@ TEST(BlockQuant, GptqAndAwqOfSdar) {
   }
 }
 
-TEST(BlockCli, GenerateAndInspect) {
+TEST(BlockCli, InspectNamesTheArchitecture) {
   auto r = test::run_cli("inspect --model " + fixture("sdar_tiny"));
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("SDAR"), std::string::npos) << r.output;
