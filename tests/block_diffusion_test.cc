@@ -302,10 +302,27 @@ TEST(BlockQuant, GptqAndAwqOfSdar) {
   }
 }
 
-TEST(BlockCli, InspectNamesTheArchitecture) {
+TEST(BlockCli, InspectAndGenerate) {
   auto r = test::run_cli("inspect --model " + fixture("sdar_tiny"));
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("SDAR"), std::string::npos) << r.output;
+  // `generate` picks the block decoder from the architecture: the tiny checkpoints with the KJV model's tokenizer
+  // (4k ids, so every id the 320-id models produce decodes; the prompt is one whose ids are all below 320).
+  for (const char* name : {"sdar_tiny", "fast_dllm_v2_tiny"}) {
+    test::TempDir tmp;
+    for (const char* f : {"config.json", "model.safetensors"})
+      std::filesystem::copy_file(fixture(name) + "/" + f, tmp / f);
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+      std::filesystem::copy_file(test::source_path("models/kjv-dream-tiny/") + f, tmp / f);
+    auto g = test::run_cli("generate --model " + tmp.str() + " --prompt xyzqxyzq --max-new-tokens 9");
+    EXPECT_EQ(g.status, 0) << name << ": " << g.output;
+    auto far = test::run_cli("generate --model " + tmp.str() + " --prompt 'In the beginning'");
+    EXPECT_EQ(far.status, 1) << far.output;  // KJV ids past the tiny vocabulary: named, not a crash
+    EXPECT_NE(far.output.find("outside the vocabulary [0, 320)"), std::string::npos) << far.output;
+    auto bad = test::run_cli("generate --model " + tmp.str() + " --prompt xyzq --sub-block 3");
+    EXPECT_EQ(bad.status, 1) << name << ": " << bad.output;
+    EXPECT_NE(bad.output.find("error: sub block 3 must divide"), std::string::npos) << bad.output;
+  }
 }
 
 }  // namespace dlx
