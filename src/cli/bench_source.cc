@@ -9,7 +9,7 @@ void add_bench_source_options(CLI::App& cmd, BenchSource& s) {
   cmd.add_option("--device", s.device, "cpu | cuda")->capture_default_str();
   cmd.add_option("--model,--model-path", s.model, "Checkpoint directory (instead of --random-config)");
   cmd.add_option("--random-config", s.preset,
-                 "Random weights at a preset's shape: dream-7b | llada-8b | dream-tiny | llada-tiny");
+                 "Random weights at a preset's shape: dream-7b | llada-8b | sdar-8b | fast-dllm-v2-7b | dream-tiny | llada-tiny | sdar-tiny");
   cmd.add_option("--layers", s.layers, "Override the preset's layer count");
   cmd.add_option("--quant", s.quant, "Random-config linears: none (bf16) | w4a16 (random packed 4-bit weights)")
       ->capture_default_str();

@@ -114,7 +114,9 @@ json run_decode_bench(const DecodeArgs& a) {
         o.block_length = a.block;
         o.tokens_per_step = a.threshold > 0 ? 0 : tps;
         o.threshold = a.threshold;
-        o.steps = int(a.gen_length / tps);
+        // Block diffusion (SDAR, Fast-dLLM v2): steps are per block (--block must be the model's block size; the
+        // cache mode changes nothing there, its exact block cache is always on).
+        o.steps = int(cfg.block_diffusion() ? a.block / tps : a.gen_length / tps);
         o.cache = cache;
         o.kv_dtype = cache == "none" ? "bf16" : a.kv_dtype;
         o.temperature = 0;

@@ -8,14 +8,14 @@
 namespace dlx::cli {
 
 void add_random_model_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("random-model", "Write a random-weight checkpoint (dream-7b, llada-8b, dream-tiny, llada-tiny)");
+  auto* cmd = app.add_subcommand("random-model", "Write a random-weight checkpoint (dream-7b, llada-8b, sdar-8b, fast-dllm-v2-7b, dream-tiny, llada-tiny, sdar-tiny)");
   struct Args {
     std::string preset = "dream-tiny", output;
     int64_t layers = 0;
     uint64_t seed = 0;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--preset", a->preset, "dream-7b | llada-8b | dream-tiny | llada-tiny")->capture_default_str();
+  cmd->add_option("--preset", a->preset, "dream-7b | llada-8b | sdar-8b | fast-dllm-v2-7b | dream-tiny | llada-tiny | sdar-tiny")->capture_default_str();
   cmd->add_option("--output", a->output, "Directory to write (created)")->required();
   cmd->add_option("--layers", a->layers, "Override the number of layers (e.g. 2 for a quick real-width model)");
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();

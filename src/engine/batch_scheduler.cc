@@ -17,8 +17,13 @@ struct Cancelled {};  // unwinds a slot's sampler when the scheduler is destroye
 }  // namespace
 
 size_t request_kv_bytes(Model& model, int64_t prompt_len, const GenerationOptions& o) {
+  const ModelConfig& c = model.config();
+  if (c.block_diffusion()) {  // always cached, over whole blocks (engine/block_sampler.h)
+    const int64_t len = (prompt_len + o.max_new_tokens + c.block_size - 1) / c.block_size * c.block_size;
+    return kv_cache_bytes(c, model.backend().act_dtype(), 1, len, o.kv_dtype == "fp8");
+  }
   if (o.cache == "none") return 0;
-  return kv_cache_bytes(model.config(), model.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == "fp8");
+  return kv_cache_bytes(c, model.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == "fp8");
 }
 
 struct BatchScheduler::Slot {

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/block_sampler.h"
 #include "engine/dream_sampler.h"
 #include "engine/llada_sampler.h"
 #include "tokenizer/chat_template.h"
@@ -132,15 +133,63 @@ void validate_generation_options(const Model& model, const GenerationOptions& o)
   check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
         o.cache);
   check(o.kv_dtype == "bf16" || o.kv_dtype == "fp8", "kv dtype must be bf16 or fp8 (got '{}')", o.kv_dtype);
+  const ModelConfig& c = model.config();
+  if (c.block_diffusion()) {  // the exact block cache is always on
+    check(o.block_length == 0 || o.block_length == c.block_size,
+          "block length {} differs from the model's block size {} ({}/config.json)", o.block_length, c.block_size,
+          model.dir());
+    check(o.sub_block >= 0 && (o.sub_block == 0 || c.block_size % o.sub_block == 0),
+          "sub block {} must divide the model's block size {}", o.sub_block, c.block_size);
+    check(o.steps >= 0, "steps must not be negative, got {}", o.steps);
+    return;
+  }
   check(o.kv_dtype == "bf16" || o.cache != "none", "kv dtype fp8 needs a KV cache (cache prefix or dual)");
 }
 
+namespace {
+
+// SDAR and Fast-dLLM v2: engine/block_sampler.h, on the model or through the scheduler's hooks (one row there).
+Tensor block_canvas(Model& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& o,
+                    const StepCallback& on_step, const ForwardHooks* hooks, int* steps_out,
+                    const std::vector<int64_t>& stop_ids) {
+  const ModelConfig& c = model.config();
+  BlockDecodeOptions b;
+  b.max_new_tokens = o.max_new_tokens;
+  b.block_size = c.block_size;
+  b.sub_block = o.sub_block > 0 ? o.sub_block : c.sub_block_size;
+  b.steps = int(std::min<int64_t>(o.steps, c.block_size));
+  // Defaults: SDAR's generate.py confidence_threshold 0.85; Fast-dLLM v2's run_chatbot.py threshold 0.9.
+  b.threshold = o.threshold > 0 ? o.threshold : (c.arch == Arch::SDAR ? 0.85f : 0.9f);
+  b.shift = c.shift_logits();
+  b.temperature = o.temperature;
+  b.top_p = o.top_p;
+  b.top_k = o.top_k;
+  b.seed = o.seed;
+  b.mask_token_id = c.mask_token_id;
+  b.stop_ids = stop_ids;
+  b.fp8_kv = o.kv_dtype == "fp8";
+  BlockForwardFn forward = model_block_forward(model);
+  if (hooks && hooks->forward_window)
+    forward = [hooks](std::vector<BlockPass>& passes) {
+      std::vector<Tensor> out;
+      for (BlockPass& p : passes)
+        out.push_back(hooks->forward_window(p.ids, Tensor(), *p.cache, p.begin, p.end, p.rows, Tensor()));
+      return out;
+    };
+  const int64_t pad_id = c.pad_token_id >= 0 ? c.pad_token_id : 0;
+  return block_generate(model.backend(), forward, prompts, b, pad_id, on_step, steps_out);
+}
+
+}  // namespace
+
 Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& o,
-                       const StepCallback& on_step, const ForwardHooks* hooks, int* steps_out) {
+                       const StepCallback& on_step, const ForwardHooks* hooks, int* steps_out,
+                       const std::vector<int64_t>& stop_ids) {
   const ModelConfig& c = model.config();
   check(!prompts.empty(), "no prompts to generate from");
   for (const auto& p : prompts) check(!p.empty(), "the prompt is empty (no tokens to condition on)");
   validate_generation_options(model, o);
+  if (c.block_diffusion()) return block_canvas(model, prompts, o, on_step, hooks, steps_out, stop_ids);
   const int64_t B = int64_t(prompts.size());
   int64_t P = 0;
   for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));
@@ -230,7 +279,7 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
     if (id >= 0) stops.push_back(id);
   auto t0 = std::chrono::steady_clock::now();
   int steps_run = 0;
-  Tensor out = generate_canvas(model, prompts, o, on_step, hooks, &steps_run);
+  Tensor out = generate_canvas(model, prompts, o, on_step, hooks, &steps_run, stops);
   const int64_t B = int64_t(prompts.size());
   int64_t P = 0;
   for (const auto& p : prompts) P = std::max<int64_t>(P, int64_t(p.size()));

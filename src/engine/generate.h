@@ -1,5 +1,6 @@
-// Text in, text out: prompt formatting (plain or chat template), the architecture's sampler (Dream or LLaDA)
-// over the model's forward, stop-token truncation and decoding. The CLI and the server call this.
+// Text in, text out: prompt formatting (plain or chat template), the architecture's sampler (Dream, LLaDA, or the
+// block-diffusion decoder for SDAR and Fast-dLLM v2) over the model's forward, stop-token truncation and decoding.
+// The CLI and the server call this.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,6 +26,11 @@ struct GenerationOptions {
   float cfg_scale = 0;                       // LLaDA
   float threshold = 0;                       // parallel decoding (Fast-dLLM); 0: off
   int64_t tokens_per_step = 0;               // fixed tokens per step; 0: off
+  // Block diffusion (SDAR, Fast-dLLM v2; engine/block_sampler.h): `steps` is per block (SDAR's denoising steps,
+  // clamped to the block size; 0: at least one token per step), `threshold` 0 takes the model's default (SDAR
+  // 0.85, Fast-dLLM v2 0.9), block_length must be 0 or the model's block size, and the exact block KV cache is
+  // always on (`cache` is ignored; kv_dtype applies).
+  int64_t sub_block = 0;  // tokens per decoding sub-block; 0: the model's (Fast-dLLM v2: 8, SDAR: the whole block)
   uint64_t seed = 0;
   // Block KV cache (Fast-dLLM): "none" recomputes the whole sequence every step; "prefix" refreshes the cache at
   // the first step of each block and then recomputes only the current block and everything after it; "dual"
@@ -76,8 +82,10 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
 // The decoding of generate_batch without a tokenizer (no stop tokens, no text): the final canvas I64
 // [B, P + max_new_tokens] with the prompts left-padded to the longest, P; `steps_run` receives the steps taken.
 // The decode benchmark runs this on random weights.
+// `stop_ids`: the block-diffusion decoder ends a row once it has decoded one (the other samplers run to the end).
 Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& opts,
-                       const StepCallback& on_step = {}, const ForwardHooks* hooks = nullptr, int* steps_run = nullptr);
+                       const StepCallback& on_step = {}, const ForwardHooks* hooks = nullptr, int* steps_run = nullptr,
+                       const std::vector<int64_t>& stop_ids = {});
 
 // Checks the options that do not depend on the prompt (cache, kv_dtype, max_new_tokens, ...), naming the first
 // invalid one.

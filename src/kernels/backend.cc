@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -56,6 +57,37 @@ void Backend::copy_from_host(const Tensor& host, Tensor& dst) {
 }
 
 std::unique_ptr<Backend::Graph> Backend::capture(const std::function<void()>&) { return nullptr; }
+
+void Backend::attention_block_causal(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask,
+                                     int64_t block, int64_t q_offset, Tensor& out) {
+  if (block <= 0) return attention(q, k, v, key_mask, out);
+  check(q.rank() == 4 && k.rank() == 4 && v.shape() == k.shape() && out.shape() == q.shape() && k.dim(0) == q.dim(0),
+        "attention_block_causal: q {} / k {} / v {} / out {} are not [B, Lq, Hq, D] / [B, S, Hkv, D]",
+        shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
+  const int64_t B = q.dim(0), Lq = q.dim(1), Hq = q.dim(2), D = q.dim(3), S = k.dim(1), Hkv = k.dim(2);
+  check(q_offset >= 0 && q_offset + Lq <= S, "attention_block_causal: queries [{}, {}) are outside the {} keys",
+        q_offset, q_offset + Lq, S);
+  check(!key_mask || (key_mask->dtype() == DType::U8 && key_mask->numel() == B * S),
+        "attention_block_causal: key mask must be U8 [{}, {}]", B, S);
+  const Tensor q2 = q.reshape({B * Lq, Hq * D}), k2 = k.reshape({B * S, Hkv * D}), v2 = v.reshape({B * S, Hkv * D});
+  Tensor o2 = out.reshape({B * Lq, Hq * D});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i0 = 0; i0 < Lq;) {
+      const int64_t end = ((q_offset + i0) / block + 1) * block;  // the query block's end (sequence index)
+      const int64_t i1 = std::min(Lq, end - q_offset), keys = std::min(S, end);
+      const Tensor qs = q2.slice_rows(b * Lq + i0, b * Lq + i1).reshape({1, i1 - i0, Hq, D});
+      Tensor os = o2.slice_rows(b * Lq + i0, b * Lq + i1).reshape({1, i1 - i0, Hq, D});
+      const Tensor ks = k2.slice_rows(b * S, b * S + keys).reshape({1, keys, Hkv, D});
+      const Tensor vs = v2.slice_rows(b * S, b * S + keys).reshape({1, keys, Hkv, D});
+      Tensor mask;
+      if (key_mask) {
+        mask = Tensor::zeros(DType::U8, {1, keys});
+        std::memcpy(mask.data(), key_mask->data<uint8_t>() + b * S, size_t(keys));
+      }
+      attention(qs, ks, vs, key_mask ? &mask : nullptr, os);
+      i0 = i1;
+    }
+}
 
 void Backend::split_columns(const Tensor& x, const std::vector<Tensor*>& outs) {
   check(x.rank() == 2, "split_columns: input must be [T, N], got {}", shape_str(x.shape()));

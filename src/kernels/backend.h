@@ -10,6 +10,9 @@
 //   rope       x [T, heads, D] in place, positions I64 [T] (host), rotate-half layout
 //   attention  q [B, Lq, Hq, D], k/v [B, S, Hkv, D], key_mask U8 [B, S] (1 = attend) or none -> out [B, Lq, Hq, D]
 //              bidirectional (no causal mask); Hq must be a multiple of Hkv (grouped-query attention)
+//   attention_block_causal  the same with block diffusion's mask: query i (sequence index q_offset + i) attends
+//              to the keys j < (floor((q_offset + i) / block) + 1) * block that key_mask allows (its own block and
+//              every earlier one; keys are sequence indices 0..S-1)
 //   silu_mul   gate [T, I], up [T, I]                       -> out [T, I]   out = silu(gate) * up
 //   add        x [..] += y [..]
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
@@ -93,6 +96,10 @@ class Backend {
   // Generic: through to_host_f32 / from_host_f32 (on the CPU these are the tensors themselves).
   virtual void silu_mul_fused(const Tensor& gate_up, Tensor& out);
   virtual void split_columns(const Tensor& x, const std::vector<Tensor*>& outs);
+  // Generic: one attention() per (batch row, query block) over the key prefix that block sees, on contiguous
+  // views of q, k, v and out (so every backend's attention kernel serves it); block <= 0 is attention().
+  virtual void attention_block_causal(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask,
+                                      int64_t block, int64_t q_offset, Tensor& out);
   virtual void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out);
   // Generic: the logits go to the host and sample_rows_host runs there (the CPU backend's implementation).
   virtual std::vector<TokenChoice> sample_rows(const Tensor& logits, const RowSampling& how,

@@ -13,7 +13,20 @@ const ArchNames& arch_names(Arch arch) {
       "model.transformer.wte.weight", "model.transformer.ln_f.weight", "model.transformer.ff_out.weight",
       "model.transformer.blocks.{}.", "attn_norm.weight", "ff_norm.weight",
       {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}};
-  return arch == Arch::Dream ? dream : llada;
+  // SDAR (JetAstra/SDAR modeling_sdar.py): Qwen3 names, the Qwen2 ones plus the per-head q/k norms.
+  static const ArchNames sdar = [] {
+    ArchNames n = dream;
+    n.q_norm = "self_attn.q_norm.weight";
+    n.k_norm = "self_attn.k_norm.weight";
+    return n;
+  }();
+  switch (arch) {
+    case Arch::LLaDA: return llada;
+    case Arch::SDAR: return sdar;
+    case Arch::Dream:
+    case Arch::FastDLLMv2: break;  // Fast-dLLM v2: Qwen2 names (its modeling.py keeps Qwen2's modules)
+  }
+  return dream;
 }
 
 }  // namespace dlx

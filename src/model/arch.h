@@ -1,4 +1,5 @@
-// Per-architecture tensor names. The transformer is the same for Dream and LLaDA; only the names differ.
+// Per-architecture tensor names. The transformer is the same for Dream, LLaDA, SDAR and Fast-dLLM v2; only the
+// names differ (and SDAR's q/k norms, present only where q_norm / k_norm are named).
 #pragma once
 #include <string>
 
@@ -16,6 +17,7 @@ struct ArchNames {
   std::string layer_prefix;  // fmt pattern with the layer index, e.g. "model.layers.{}."
   std::string attn_norm, ffn_norm;  // relative to the layer prefix, full tensor names
   std::string linear[7];      // relative module prefixes, indexed by LinearRole
+  std::string q_norm, k_norm;  // relative full tensor names of the per-head q/k RMSNorm weights; empty: none
 };
 
 const ArchNames& arch_names(Arch arch);

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
@@ -9,7 +10,15 @@ namespace dlx {
 
 using json = nlohmann::json;
 
-std::string_view arch_name(Arch a) { return a == Arch::Dream ? "Dream" : "LLaDA"; }
+std::string_view arch_name(Arch a) {
+  switch (a) {
+    case Arch::Dream: return "Dream";
+    case Arch::LLaDA: return "LLaDA";
+    case Arch::SDAR: return "SDAR";
+    case Arch::FastDLLMv2: return "Fast-dLLM v2";
+  }
+  return "?";
+}
 
 namespace {
 
@@ -62,8 +71,8 @@ DType parse_torch_dtype(const Fields& f) {
   fail("{}: field 'torch_dtype' is '{}' (supported: bfloat16, float16, float32)", f.src, s);
 }
 
-void parse_dream(const Fields& f, ModelConfig& c) {
-  c.arch = Arch::Dream;
+// The Qwen2 / Qwen3 field names (Dream, Fast-dLLM v2, SDAR).
+void parse_qwen(const Fields& f, ModelConfig& c) {
   c.hidden_size = f.positive("hidden_size");
   c.intermediate_size = f.positive("intermediate_size");
   c.num_layers = f.positive("num_hidden_layers");
@@ -74,12 +83,51 @@ void parse_dream(const Fields& f, ModelConfig& c) {
   c.max_position_embeddings = f.has("max_position_embeddings") ? f.positive("max_position_embeddings") : 32768;
   c.rope_theta = f.number_in("rope_theta", 10000.0, 0.0, 1e12);
   c.rms_norm_eps = f.number_in("rms_norm_eps", 1e-6, 0.0, 1.0);
-  c.qkv_bias = true;  // Qwen2 always has q/k/v biases
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
   c.mask_token_id = f.token_id_or("mask_token_id", -1);
   c.bos_token_id = f.token_id_or("bos_token_id", -1);
   c.eos_token_id = f.token_id_or("eos_token_id", -1);
   c.pad_token_id = f.token_id_or("pad_token_id", c.eos_token_id);
+}
+
+void parse_dream(const Fields& f, ModelConfig& c) {
+  c.arch = Arch::Dream;
+  parse_qwen(f, c);
+  c.qkv_bias = true;  // Qwen2 always has q/k/v biases
+}
+
+// SDAR (JetAstra/SDAR training/model/SDAR-8B-Chat/config.json, modeling_sdar.py): Qwen3 layout, block_size
+// (4 in the released configs) and mask_token_id (151669, "<|MASK|>") in config.json.
+void parse_sdar(const Fields& f, ModelConfig& c) {
+  c.arch = Arch::SDAR;
+  parse_qwen(f, c);
+  c.qk_norm = true;
+  // attention_bias would put biases on q/k/v AND o_proj; the released SDAR models have none.
+  if (f.boolean_or("attention_bias", false))
+    fail("{}: field 'attention_bias' is true; SDAR checkpoints with attention biases are not supported", f.src);
+  c.block_size = f.integer_or("block_size", 4);
+  if (c.block_size <= 0) fail("{}: field 'block_size' must be positive, got {}", f.src, c.block_size);
+  if (c.mask_token_id < 0) fail("{}: missing field 'mask_token_id' (SDAR's is 151669)", f.src);
+}
+
+// Fast-dLLM v2 (the Fast_dLLM_v2_7B directory: config.json, modeling.py): Qwen2.5 layout with q/k/v biases, the
+// block size in bd_size (32). Its config.json carries no mask_token_id: modeling.py's generate() defaults to
+// 151665 ("|<MASK>|" in added_tokens.json), used here when the vocabulary holds it. Decoding sub-blocks:
+// generate()'s small_block_size = 8 (config field small_block_size, when present, overrides it).
+void parse_fast_dllm_v2(const Fields& f, ModelConfig& c) {
+  c.arch = Arch::FastDLLMv2;
+  parse_qwen(f, c);
+  c.qkv_bias = true;
+  c.block_size = f.integer_or("bd_size", 32);
+  if (c.block_size <= 0) fail("{}: field 'bd_size' must be positive, got {}", f.src, c.block_size);
+  c.sub_block_size = f.integer_or("small_block_size", std::min<int64_t>(8, c.block_size));
+  if (c.sub_block_size <= 0 || c.block_size % c.sub_block_size != 0)
+    fail("{}: field 'small_block_size' ({}) must be a positive divisor of bd_size ({})", f.src, c.sub_block_size,
+         c.block_size);
+  if (c.mask_token_id < 0) {
+    if (c.vocab_size <= 151665) fail("{}: missing field 'mask_token_id' (Fast-dLLM v2's default 151665 is outside the vocabulary of {})", f.src, c.vocab_size);
+    c.mask_token_id = 151665;
+  }
 }
 
 void parse_llada(const Fields& f, ModelConfig& c) {
@@ -113,14 +161,19 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   Fields f{j, source};
   ModelConfig c;
   if (!f.has("model_type") || !j["model_type"].is_string())
-    fail("{}: missing field 'model_type' (supported: \"Dream\", \"llada\")", source);
+    fail("{}: missing field 'model_type' (supported: \"Dream\", \"llada\", \"sdar\", \"Fast_dLLM_Qwen\")", source);
   c.model_type = j["model_type"].get<std::string>();
   if (c.model_type == "Dream" || c.model_type == "dream") {
     parse_dream(f, c);
   } else if (c.model_type == "llada" || c.model_type == "LLaDA") {
     parse_llada(f, c);
+  } else if (c.model_type == "sdar") {
+    parse_sdar(f, c);
+  } else if (c.model_type == "Fast_dLLM_Qwen") {
+    parse_fast_dllm_v2(f, c);
   } else {
-    fail("{}: unsupported model_type '{}' (supported: \"Dream\" (Dream-v0 7B, Qwen2 layout), \"llada\" (LLaDA-8B))",
+    fail("{}: unsupported model_type '{}' (supported: \"Dream\" (Dream-v0 7B, Qwen2 layout), \"llada\" (LLaDA-8B), "
+         "\"sdar\" (SDAR, Qwen3 layout), \"Fast_dLLM_Qwen\" (Fast-dLLM v2, Qwen2.5 layout))",
          source, c.model_type);
   }
   c.dtype = parse_torch_dtype(f);

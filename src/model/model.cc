@@ -128,6 +128,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
     lw.attn_norm = be.upload(load_vector(store, p + names.attn_norm, H));
     lw.ffn_norm = be.upload(load_vector(store, p + names.ffn_norm, H));
+    if (c.qk_norm) {
+      lw.q_norm = be.upload(load_vector(store, p + names.q_norm, D));
+      lw.k_norm = be.upload(load_vector(store, p + names.k_norm, D));
+    }
     const bool fuse = fuse_gate_up && fusable_dense(ctx, spec(p + names.linear[int(LinearRole::Gate)], LinearRole::Gate),
                                                     opts.mlp_weight_family) &&
                       fusable_dense(ctx, spec(p + names.linear[int(LinearRole::Up)], LinearRole::Up),
@@ -217,6 +221,7 @@ size_t Model::weight_bytes() const {
   if (cfg_.tie_word_embeddings && lm_head_->spec().prefix + ".weight" == arch_names(cfg_.arch).embed) n -= embed_.nbytes();
   for (const auto& l : layers_) {
     n += l.attn_norm.nbytes() + l.ffn_norm.nbytes();
+    if (l.q_norm.defined()) n += l.q_norm.nbytes() + l.k_norm.nbytes();
     for (const auto& lin : l.linear) n += lin->info().bytes;
   }
   return n;
@@ -250,7 +255,7 @@ WeightBytes Model::held_weight_bytes() const {
     (h.packed ? w.packed_linears : w.dense) += new_bytes(h.tensors, seen);
   };
   for (const auto& l : layers_) {
-    w.dense += new_bytes({l.attn_norm, l.ffn_norm}, seen);
+    w.dense += new_bytes({l.attn_norm, l.ffn_norm, l.q_norm, l.k_norm}, seen);
     for (const auto& lin : l.linear) add(lin.get());
     add(l.qkv_packed.get());
     add(l.gate_up_packed.get());
@@ -299,7 +304,10 @@ void Model::add_window(AttnSlot& s, const Tensor& ids, const Tensor& positions, 
     }
   KvCache* cache = s.cache;
   if (cache && (cache->B != s.B || cache->L != s.L || cache->empty())) {
-    check(s.begin == 0 && s.end == s.L,
+    // Block-causal: a window [0, end) ending on a block boundary reads no entry it does not write.
+    const int64_t bs = cfg_.block_size;
+    const bool prefill = bs > 0 && s.begin == 0 && (s.end % bs == 0 || s.end == s.L);
+    check((s.begin == 0 && s.end == s.L) || prefill,
           "{}the KV cache is empty or sized for another batch: refresh it with the whole sequence", what);
     alloc_cache(*cache, s.B, s.L);
   }
@@ -555,16 +563,33 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
     be.rmsnorm(h, lw.attn_norm, eps, x);
   }
   Tensor q3 = q.reshape({T, Hq, D}), k3 = k.reshape({T, Hkv, D});
+  const bool qk_norm = lw.q_norm.defined();  // SDAR (Qwen3): RMSNorm over each head's D values, before RoPE
+  bool rotated = false;
   if (lw.qkv.defined() || lw.qkv_packed) {
-    // q, k and v as one GEMM over the fused weight; one kernel splits its output and rotates q and k.
+    // q, k and v as one GEMM over the fused weight; one kernel splits its output and rotates q and k (without q/k
+    // norms; with them the output is only split, normalized and rotated below).
     Tensor qkv = be.empty(at, {T, Nq + 2 * Nkv});
     fused("matmul_qkv", {LinearRole::Q, LinearRole::K, LinearRole::V}, lw.qkv_packed.get(), lw.qkv, lw.qkv_bias, qkv);
-    report("qkv_rope", layer, 0, act * double(T * (Nq + 2 * Nkv)) * 2);
-    be.qkv_rope(qkv, st.positions, c.rope_theta, q3, k3, v);
+    if (!qk_norm) {
+      report("qkv_rope", layer, 0, act * double(T * (Nq + 2 * Nkv)) * 2);
+      be.qkv_rope(qkv, st.positions, c.rope_theta, q3, k3, v);
+      rotated = true;
+    } else {
+      report("split_qkv", layer, 0, 2 * act * double(T * (Nq + 2 * Nkv)));
+      be.split_columns(qkv, {&q, &k, &v});
+    }
   } else {
     lin("matmul_qkv", LinearRole::Q, x, q);
     lin("matmul_qkv", LinearRole::K, x, k);
     lin("matmul_qkv", LinearRole::V, x, v);
+  }
+  if (qk_norm) {
+    report("qk_norm", layer, 0, 2 * act * double(T * (Nq + Nkv)));
+    Tensor qn = q.reshape({T * Hq, D}), kn = k.reshape({T * Hkv, D});
+    be.rmsnorm(qn, lw.q_norm, eps, qn);
+    be.rmsnorm(kn, lw.k_norm, eps, kn);
+  }
+  if (!rotated) {
     report("rope", layer, 0, 2 * act * double(T * Nq));
     be.rope(q3, st.positions, c.rope_theta);
     report("rope", layer, 0, 2 * act * double(T * Nkv));
@@ -610,9 +635,10 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   Tensor as = att.slice_rows(s.offset, s.offset + n).reshape({B, W, Hq, D});
   Tensor ks = k.slice_rows(s.offset, s.offset + n), vs = v.slice_rows(s.offset, s.offset + n);
   const double flops = 4.0 * double(B * W * S * Hq * D), io = act * double(2 * n * Hq * D + 2 * B * S * row);
+  const int64_t bs = cfg_.block_size;  // > 0: block-causal (the window's rows sit at sequence indices begin..)
   if (!s.cache) {
     report("attention", layer, flops, io);
-    be.attention(qs, ks.reshape({B, W, Hkv, D}), vs.reshape({B, W, Hkv, D}), mask, as);
+    be.attention_block_causal(qs, ks.reshape({B, W, Hkv, D}), vs.reshape({B, W, Hkv, D}), mask, bs, 0, as);
     return;
   }
   // Write the window's keys/values into the cache (quantized with per-(position, head) scales for fp8), then
@@ -644,10 +670,10 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
     be.kv_dequantize_fp8(ck.reshape({B * full, row}), cache.k_scale[size_t(layer)], Hkv, kd);
     be.kv_dequantize_fp8(cv.reshape({B * full, row}), cache.v_scale[size_t(layer)], Hkv, vd);
     report("attention", layer, flops, io);
-    be.attention(qs, kd, vd, mask, as);
+    be.attention_block_causal(qs, kd, vd, mask, bs, s.begin, as);
   } else {
     report("attention", layer, flops, io);
-    be.attention(qs, ck, cv, mask, as);
+    be.attention_block_causal(qs, ck, cv, mask, bs, s.begin, as);
   }
 }
 

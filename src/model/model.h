@@ -1,7 +1,8 @@
 // A loaded model: typed config, weights (views into the mmap'd checkpoint or uploaded to a device), and one
 // forward pass shared by Dream and LLaDA:
 //   h = embed(ids)
-//   per layer:  h += o(attention(rope(q(n1)), rope(k(n1)), v(n1)))   with n1 = rmsnorm(h)   (bidirectional)
+//   per layer:  h += o(attention(rope(q(n1)), rope(k(n1)), v(n1)))   with n1 = rmsnorm(h)   (bidirectional;
+//               block-causal for block diffusion, config block_size; SDAR normalizes q and k per head first)
 //               h += down(silu(gate(n2)) * up(n2))                    with n2 = rmsnorm(h)
 //   logits = lm_head(rmsnorm(h))   (only for the requested rows)
 #pragma once
@@ -56,8 +57,9 @@ struct RandomModelOptions {
 using LinearObserver = std::function<void(int64_t layer, LinearRole role, const Tensor& input)>;
 
 // One backend op of a forward pass, reported just before it is issued: its name (embedding, rmsnorm, add_rmsnorm,
-// matmul_qkv, qkv_rope, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o, add,
-// matmul_gate_up, silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers) and its work:
+// matmul_qkv, qkv_rope, split_qkv, qk_norm, rope, kv_write, kv_quantize_fp8, kv_dequantize_fp8, attention, matmul_o,
+// add, matmul_gate_up, silu_mul, matmul_down, gather_rows, lm_head, logits_to_host), its layer (-1 outside the layers)
+// and its work:
 // FLOPs and bytes moved (activations read and written; for a linear also the weight bytes the backend holds).
 struct ForwardOp {
   const char* name = nullptr;
@@ -77,6 +79,9 @@ struct ForwardObserver {
 // position of every layer, [B, L, Hkv, D] each, in the backend's memory. forward_window() recomputes only a
 // window of positions, writes their keys/values into the cache and lets them attend to all L cached positions;
 // the other positions' entries are whatever the last pass that covered them wrote (stale by design).
+// Block-diffusion models (config block_size > 0) attend block-causally, so a window reads only the entries of its
+// own blocks and earlier ones: once a finished block's final pass has written it, the cache is exact there, and
+// an empty cache may be filled by a first window [0, end) with end on a block boundary (a prompt prefill).
 //
 // fp8 = true (set before the first pass) stores keys and values as fp8 e4m3 with one F32 scale per (row,
 // position, kv head): x ~ scale * e4m3(x / scale), scale = max|x| over the head's D values / 448. Every pass
@@ -137,6 +142,7 @@ struct WeightBytes {
 
 struct LayerWeights {
   Tensor attn_norm, ffn_norm;
+  Tensor q_norm, k_norm;  // SDAR (Qwen3): per-head RMSNorm weights [head_dim]; undefined otherwise
   std::unique_ptr<Linear> linear[7];  // indexed by LinearRole
   // CUDA, dense bf16 gate and up: one [2I, H] device weight (gate rows, then up rows) run as one GEMM; the Gate
   // and Up Linear objects are views into it (no second copy). Undefined otherwise, or after replace_linear.

@@ -90,6 +90,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const RandomModelOpti
     LayerWeights lw;
     lw.attn_norm = make({H}, 1.0f, 0.05f);
     lw.ffn_norm = make({H}, 1.0f, 0.05f);
+    if (c.qk_norm) lw.q_norm = make({D}, 1.0f, 0.05f), lw.k_norm = make({D}, 1.0f, 0.05f);
     auto spec_of = [&](int i) {
       LinearSpec spec;
       spec.prefix = "random.layers." + std::to_string(l) + "." + std::to_string(i);

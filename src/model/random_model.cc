@@ -26,6 +26,27 @@ json random_preset_config(const std::string& preset) {
                 {"rope_theta", 500000.0},  {"rms_norm_eps", 1e-5},              {"include_bias", false},
                 {"weight_tying", false},   {"mask_token_id", 126336},           {"eos_token_id", 126081},
                 {"pad_token_id", 126081},  {"max_sequence_length", 4096},       {"torch_dtype", "bfloat16"}};
+  // SDAR-8B-Chat (JetAstra/SDAR training/model/SDAR-8B-Chat/config.json) and Fast_dLLM_v2_7B (its config.json;
+  // mask_token_id is modeling.py's default, written out here).
+  json sdar = {{"model_type", "sdar"},          {"architectures", {"SDARForCausalLM"}}, {"hidden_size", 4096},
+               {"intermediate_size", 12288},    {"num_hidden_layers", 36},              {"num_attention_heads", 32},
+               {"num_key_value_heads", 8},      {"head_dim", 128},                      {"vocab_size", 151936},
+               {"rope_theta", 1000000.0},       {"rms_norm_eps", 1e-6},                 {"tie_word_embeddings", false},
+               {"attention_bias", false},       {"block_size", 4},                      {"mask_token_id", 151669},
+               {"bos_token_id", 151643},        {"eos_token_id", 151643},               {"pad_token_id", 151643},
+               {"max_position_embeddings", 32768}, {"torch_dtype", "bfloat16"}};
+  json fast = dream;
+  fast.update({{"model_type", "Fast_dLLM_Qwen"}, {"architectures", {"Fast_dLLM_QwenForCausalLM"}}, {"bd_size", 32},
+               {"mask_token_id", 151665}, {"eos_token_id", 151645}, {"pad_token_id", 151645},
+               {"max_position_embeddings", 32768}});
+  if (preset == "sdar-8b") return sdar;
+  if (preset == "fast-dllm-v2-7b") return fast;
+  if (preset == "sdar-tiny") {
+    sdar.update({{"hidden_size", 64}, {"intermediate_size", 160}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                 {"num_key_value_heads", 2}, {"head_dim", 16}, {"vocab_size", 320}, {"mask_token_id", 319},
+                 {"bos_token_id", 1}, {"eos_token_id", 2}, {"pad_token_id", 2}});
+    return sdar;
+  }
   if (preset == "dream-7b") return dream;
   if (preset == "llada-8b") return llada;
   if (preset == "dream-tiny") {
@@ -40,7 +61,7 @@ json random_preset_config(const std::string& preset) {
                   {"pad_token_id", 2}});
     return llada;
   }
-  fail("unknown random model preset '{}' (available: dream-7b, llada-8b, dream-tiny, llada-tiny)", preset);
+  fail("unknown random model preset '{}' (available: dream-7b, llada-8b, sdar-8b, fast-dllm-v2-7b, dream-tiny, llada-tiny, sdar-tiny)", preset);
 }
 
 void write_random_checkpoint(const std::string& dir, json config, uint64_t seed, int64_t num_layers) {
@@ -64,6 +85,10 @@ void write_random_checkpoint(const std::string& dir, json config, uint64_t seed,
     std::string p = fmt::format(fmt::runtime(names.layer_prefix), i);
     tensors.emplace_back(p + names.attn_norm, make({H}, 1.0f, 0.05f));
     tensors.emplace_back(p + names.ffn_norm, make({H}, 1.0f, 0.05f));
+    if (c.qk_norm) {
+      tensors.emplace_back(p + names.q_norm, make({D}, 1.0f, 0.05f));
+      tensors.emplace_back(p + names.k_norm, make({D}, 1.0f, 0.05f));
+    }
     Shape shapes[7] = {{c.num_heads * D, H}, {c.num_kv_heads * D, H}, {c.num_kv_heads * D, H}, {H, c.num_heads * D},
                        {I, H},               {I, H},                  {H, I}};
     for (LinearRole r : kLinearRoles) {

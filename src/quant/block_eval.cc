@@ -28,10 +28,15 @@ Tensor attention_block(Backend& be, const ModelConfig& c, const ForwardState& st
   Tensor q = linear(be, dx, w.wq, w.bq, {B, L, c.num_heads, D});
   Tensor k = linear(be, dx, w.wk, w.bk, {B, L, c.num_kv_heads, D});
   Tensor v = linear(be, dx, w.wv, w.bv, {B, L, c.num_kv_heads, D});
+  if (w.q_norm.defined()) {
+    Tensor qn = q.reshape({T * c.num_heads, D}), kn = k.reshape({T * c.num_kv_heads, D});
+    be.rmsnorm(qn, w.q_norm, float(c.rms_norm_eps), qn);
+    be.rmsnorm(kn, w.k_norm, float(c.rms_norm_eps), kn);
+  }
   be.rope(q, st.positions, c.rope_theta);
   be.rope(k, st.positions, c.rope_theta);
   Tensor att = be.empty(be.act_dtype(), {B, L, c.num_heads, D});
-  be.attention(q, k, v, s.key_mask.defined() ? &s.key_mask : nullptr, att);
+  be.attention_block_causal(q, k, v, s.key_mask.defined() ? &s.key_mask : nullptr, c.block_size, 0, att);
   Tensor o = linear(be, att.reshape({T, c.num_heads * D}), w.wo, Tensor(), {T, c.hidden_size});
   return be.to_host_f32(o);
 }

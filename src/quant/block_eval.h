@@ -13,10 +13,12 @@ namespace dlx {
 struct AttnBlockWeights {
   Tensor wq, wk, wv, wo;  // [out, in]
   Tensor bq, bk, bv;      // [out] or undefined
+  Tensor q_norm, k_norm;  // SDAR's per-head norms [head_dim] in the backend's memory (the model's), or undefined
 };
 
 // o_proj(attention(rope(q(x)), rope(k(x)), v(x))) for x = the attention norm's output [T, H] of one calibration
-// chunk (`st` gives its batch shape, positions and key mask).
+// chunk (`st` gives its batch shape, positions and key mask); q and k normalized per head first when the weights
+// have q/k norms, attention block-causal for block-diffusion configs, as in Model::run_layer.
 Tensor attention_block(Backend& be, const ModelConfig& c, const ForwardState& st, const Tensor& x,
                        const AttnBlockWeights& w);
 

@@ -71,7 +71,8 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     tok += chunks[nsearch].tokens();
 
   // 1. attention norm -> q, k, v
-  AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2]};
+  AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
+                      m.layers()[size_t(layer)].k_norm};
   std::vector<Tensor> ref_attn;
   for (size_t i = 0; i < nsearch; ++i) ref_attn.push_back(attention_block(be, c, chunks[i], xs[0][i], fp));
   ScaleSearch s_attn = awq_search_scales(

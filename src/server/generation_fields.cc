@@ -19,6 +19,8 @@ const std::vector<GenerationField>& generation_fields() {
       {"--threshold", "threshold", &G::threshold,
        "Parallel decoding: reveal every position with confidence > threshold"},
       {"--tokens-per-step", "tokens_per_step", &G::tokens_per_step, "Reveal this many tokens per step"},
+      {"--sub-block", "sub_block", &G::sub_block,
+       "Block diffusion: tokens per decoding sub-block (0: the model's; Fast-dLLM v2: 8)"},
       {"--seed", "seed", &G::seed, "Random seed"},
       {"--cache", "cache", &G::cache, "Block KV cache: none | prefix | dual (approximate; see docs/SAMPLERS.md)"},
       {"--kv-dtype,--kv-cache-dtype", "kv_dtype", &G::kv_dtype,
