@@ -502,11 +502,25 @@ TEST(DreamSampler, RevealsMostConfidentFirstOnTheSchedule) {
   m.rule = dream_static(2, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
   std::vector<int64_t> revealed;
   int calls = 0;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8), [&](int step, int total, int64_t r) {
-    EXPECT_EQ(step, calls++);
-    EXPECT_EQ(total, 8);
-    revealed.push_back(r);
-  });
+  std::vector<std::vector<int64_t>> canvases;
+  Tensor out = dream_generate(m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8),
+                              [&](int step, int total, int64_t r, const Tensor& canvas) {
+                                EXPECT_EQ(step, calls++);
+                                EXPECT_EQ(total, 8);
+                                revealed.push_back(r);
+                                canvases.emplace_back(canvas.data<int64_t>(), canvas.data<int64_t>() + canvas.numel());
+                              });
+  // The canvas after each step: the prompt, the r positions revealed so far with their final tokens, [MASK] elsewhere.
+  ASSERT_EQ(canvases.size(), revealed.size());
+  for (size_t s = 0; s < canvases.size(); ++s) {
+    ASSERT_EQ(canvases[s].size(), 10u);
+    EXPECT_EQ(canvases[s][0], 5);
+    EXPECT_EQ(canvases[s][1], 6);
+    int64_t n = 0;
+    for (size_t k = 2; k < 10; ++k)
+      if (canvases[s][k] != kMask) EXPECT_EQ(canvases[s][k], out.data<int64_t>()[k]), ++n;
+    EXPECT_EQ(n, revealed[s]) << "step " << s;
+  }
   // Schedule for 8 masks in 8 steps: 0,1,1,1,1,1,1,2; the step that reveals nothing runs no forward pass.
   EXPECT_EQ(revealed, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 8}));
   EXPECT_EQ(m.ids_seen.size(), 7u);
@@ -724,7 +738,7 @@ TEST(DreamSampler, StepEdges) {
   m2.rule = dream_static(1, [](int64_t k) { return peaked(20 + k, 0.9 - 0.1 * double(k)); });
   int steps_seen = 0;
   int64_t last = -1;
-  out = dream_generate(m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r) {
+  out = dream_generate(m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r, const Tensor&) {
     ++steps_seen;
     last = r;
   });
