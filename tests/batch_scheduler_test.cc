@@ -185,7 +185,10 @@ TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
   std::vector<FinishedRequest> rest;
   while (!s.idle())
     for (FinishedRequest& f : s.step()) {
-      if (f.id == a) EXPECT_EQ(s.active(), 0), EXPECT_EQ(s.kv_bytes_in_use(), 0u);
+      if (f.id == a) {
+        EXPECT_EQ(s.active(), 0);
+        EXPECT_EQ(s.kv_bytes_in_use(), 0u);
+      }
       rest.push_back(std::move(f));
     }
   EXPECT_EQ(a_steps, a_steps_at_cancel);  // no step after cancel()
@@ -202,7 +205,9 @@ TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
   const size_t P = prompts[2].size();
   for (const auto& cv : c_canvases)
     for (size_t k = 0; k < solo.new_ids.size(); ++k)
-      if (cv[P + k] != model->config().mask_token_id) EXPECT_EQ(cv[P + k], solo.new_ids[k]);
+      if (cv[P + k] != model->config().mask_token_id) {
+        EXPECT_EQ(cv[P + k], solo.new_ids[k]);
+      }
 }
 
 // The ragged batched pass: each slot's logits (left in the backend's memory) equal its own forward_device /

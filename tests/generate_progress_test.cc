@@ -16,16 +16,16 @@ namespace {
 
 const std::string kModel = test::source_path("models/kjv-dream-tiny");
 
-struct Run {
+struct Ran {
   int status = -1;
   std::string out, err;
 };
 
 // `args` run by the shell with stdout to a pipe and stderr to a file.
-Run run(const std::string& command) {
+Ran run(const std::string& command) {
   test::TempDir tmp;
   const std::string err = tmp / "stderr.txt";
-  Run r;
+  Ran r;
   FILE* p = popen((command + " 2>" + err).c_str(), "r");
   if (!p) return r;
   char buf[4096];
@@ -45,15 +45,15 @@ std::string generate_args(const std::string& extra) {
 }
 
 TEST(GenerateProgress, PipesGetNoneUnlessAsked) {
-  const Run plain = run(generate_args("--json"));
+  const Ran plain = run(generate_args("--json"));
   ASSERT_EQ(plain.status, 0) << plain.err;
   EXPECT_EQ(plain.err.find("generate ["), std::string::npos) << plain.err;
-  const Run asked = run(generate_args("--json --progress"));
+  const Ran asked = run(generate_args("--json --progress"));
   ASSERT_EQ(asked.status, 0) << asked.err;
   EXPECT_NE(asked.err.find("generate ["), std::string::npos) << asked.err;
   EXPECT_EQ(asked.err.find('\033'), std::string::npos) << "no terminal codes in a file";
   EXPECT_EQ(nlohmann::json::parse(asked.out), nlohmann::json::parse(plain.out)) << "stdout is the JSON alone";
-  const Run quiet =
+  const Ran quiet =
       run(std::string(DIFFULEX_BINARY) + " -q" + generate_args("--json --progress").substr(std::string(DIFFULEX_BINARY).size()));
   ASSERT_EQ(quiet.status, 0) << quiet.err;
   EXPECT_EQ(quiet.err, "");
@@ -64,7 +64,7 @@ TEST(GenerateProgress, PipesGetNoneUnlessAsked) {
 TEST(GenerateProgress, ContinuousBatchingCountsRequests) {
   test::TempDir tmp;
   std::ofstream(tmp / "p.txt") << "In the beginning\nBlessed are\nAnd Ruth said\n";
-  const Run r = run(std::string(DIFFULEX_BINARY) + " generate --model " + kModel + " --prompts-file " + (tmp / "p.txt") +
+  const Ran r = run(std::string(DIFFULEX_BINARY) + " generate --model " + kModel + " --prompts-file " + (tmp / "p.txt") +
                     " --max-new-tokens 8 --steps 8 --max-batch 2 --progress");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("3/3  "), std::string::npos) << r.err;
@@ -77,18 +77,18 @@ TEST(GenerateProgress, ContinuousBatchingCountsRequests) {
 // On a terminal: the canvas view (the step line, masks as '·') drawn on stderr and erased, then the text.
 TEST(GenerateProgress, TerminalShowsTheCanvasFillingIn) {
   if (system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "no `script` (util-linux) to make a terminal";
-  const Run want = run(generate_args(""));
+  const Ran want = run(generate_args(""));
   ASSERT_EQ(want.status, 0) << want.err;
   const std::string text = want.out.substr(0, want.out.find('\n'));
   ASSERT_FALSE(text.empty());
-  const Run tty = run("script -qec \"" + generate_args("") + "\" /dev/null");
+  const Ran tty = run("script -qec \"" + generate_args("") + "\" /dev/null");
   ASSERT_EQ(tty.status, 0) << tty.out << tty.err;
   EXPECT_NE(tty.out.find("step 1/24"), std::string::npos) << tty.out;
   EXPECT_NE(tty.out.find("step 24/24"), std::string::npos) << tty.out;
   EXPECT_NE(tty.out.find("\xC2\xB7"), std::string::npos) << "masked positions as '·'";
   EXPECT_NE(tty.out.find("\033[J"), std::string::npos) << "erased";
   EXPECT_NE(tty.out.find(text), std::string::npos) << "the text after the view";
-  const Run quiet = run("script -qec \"" + std::string(DIFFULEX_BINARY) + " -q" +
+  const Ran quiet = run("script -qec \"" + std::string(DIFFULEX_BINARY) + " -q" +
                         generate_args("").substr(std::string(DIFFULEX_BINARY).size()) + "\" /dev/null");
   ASSERT_EQ(quiet.status, 0);
   EXPECT_EQ(quiet.out.find("step "), std::string::npos) << quiet.out;

@@ -518,7 +518,10 @@ TEST(DreamSampler, RevealsMostConfidentFirstOnTheSchedule) {
     EXPECT_EQ(canvases[s][1], 6);
     int64_t n = 0;
     for (size_t k = 2; k < 10; ++k)
-      if (canvases[s][k] != kMask) EXPECT_EQ(canvases[s][k], out.data<int64_t>()[k]), ++n;
+      if (canvases[s][k] != kMask) {
+        EXPECT_EQ(canvases[s][k], out.data<int64_t>()[k]);
+        ++n;
+      }
     EXPECT_EQ(n, revealed[s]) << "step " << s;
   }
   // Schedule for 8 masks in 8 steps: 0,1,1,1,1,1,1,2; the step that reveals nothing runs no forward pass.

@@ -10,7 +10,7 @@
 // (.ci/run), which makes that a failure.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const [binary, modelDir] = process.argv.slice(2);
@@ -31,7 +31,7 @@ try {
   console.log(`skipped: ${msg}`);
   process.exit(77);
 }
-const clientVersion = createRequire(import.meta.url)('openai/package.json').version;
+const clientVersion = JSON.parse(readFileSync(new URL('./node_modules/openai/package.json', import.meta.url))).version;
 
 // The server on a free port; its first stdout line names it.
 const server = spawn(binary, ['serve', '--model', modelDir, '--port', '0', '--threads', '2', '--max-batch', '4'], {
