@@ -77,7 +77,7 @@ async function rejection(promise) {
 }
 
 // Block-wise decoding, so a stream has several text chunks.
-const gen = { max_tokens: 32, steps: 32, seed: 11, temperature: 0.5, block_length: 8 };
+const gen = { max_tokens: 24, steps: 24, seed: 11, temperature: 0.5, block_length: 8 };
 
 await check('models.list', async () => {
   const page = await client.models.list();
