@@ -648,7 +648,7 @@ TEST(DreamSampler, OriginRevealsEachMaskWithTheTransferProbability) {
   auto per_step = [&](uint64_t seed) {
     o.seed = seed;
     std::vector<int64_t> r;
-    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n) { r.push_back(n); });
+    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n, const Tensor&) { r.push_back(n); });
     EXPECT_EQ(count_of(row_of(out, 0), kMask), 0);
     return r;
   };
@@ -713,7 +713,7 @@ TEST(DreamSampler, TokensPerStepRevealsAFixedNumber) {
   DreamOptions o = dream_opts(5, 1);
   o.tokens_per_step = 2;
   int last_total = 0;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t) { last_total = total; });
+  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t, const Tensor&) { last_total = total; });
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{1, 3}, {2, 4}, {0}}));
   EXPECT_EQ(last_total, 3);
 }
@@ -963,7 +963,7 @@ TEST(LladaSampler, StepEdges) {
   d.rule = rule;
   std::vector<int64_t> revealed;
   out = llada_generate(d.fn(), ids_tensor({{5}}), llada_opts(4, 2, 8),
-                       [&](int, int total, int64_t r) {
+                       [&](int, int total, int64_t r, const Tensor&) {
                          EXPECT_EQ(total, 8);
                          revealed.push_back(r);
                        });
