@@ -147,6 +147,69 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   EXPECT_THROW(t.submit({1, 2, model->config().vocab_size}, GenerationOptions()), Error);  // id outside the vocabulary
 }
 
+// cancel(): a running request stops before its next model call and a queued one leaves the queue; both come back
+// as "cancelled" from the next step with their slot and KV bytes free, and the others still equal their solo runs.
+// on_step sees each request's own canvas, whose revealed positions already hold the final tokens.
+TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
+  std::string dir = test::source_path("models/kjv-dream-tiny");
+  auto model = Model::load(dir);
+  Tokenizer tok = Tokenizer::load(dir);
+  const auto prompts = kjv_prompts(tok);
+  GenerationOptions o;
+  o.cache = "dual";
+  o.block_length = 8;
+  o.max_new_tokens = 32;
+  SchedulerOptions so;
+  so.max_batch = 1;
+  BatchScheduler s(*model, tok, so);
+  int a_steps = 0;
+  std::vector<std::vector<int64_t>> c_canvases;
+  const uint64_t a = s.submit(prompts[0], o, [&](int, int, int64_t, const Tensor&) { ++a_steps; });
+  const uint64_t b = s.submit(prompts[1], o);
+  const uint64_t c = s.submit(prompts[2], o, [&](int, int, int64_t, const Tensor& canvas) {
+    EXPECT_EQ(canvas.dim(0), 1);
+    c_canvases.emplace_back(canvas.data<int64_t>(), canvas.data<int64_t>() + canvas.numel());
+  });
+  s.cancel(b);
+  std::vector<FinishedRequest> done = s.step();  // b comes back at once; a is admitted and runs its first pass
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].id, b);
+  EXPECT_EQ(done[0].error, "cancelled");
+  while (a_steps < 3) ASSERT_TRUE(s.step().empty());
+  EXPECT_EQ(s.active(), 1);
+  EXPECT_EQ(s.kv_bytes_in_use(), request_kv_bytes(*model, int64_t(prompts[0].size()), o));
+  s.cancel(a);
+  s.cancel(a);     // twice: counted once
+  s.cancel(1000);  // unknown: ignored
+  const int a_steps_at_cancel = a_steps;
+  std::vector<FinishedRequest> rest;
+  while (!s.idle())
+    for (FinishedRequest& f : s.step()) {
+      if (f.id == a) {  // the step that retired a admitted c into its slot, with c's bytes alone
+        EXPECT_EQ(s.active(), 1);
+        EXPECT_EQ(s.kv_bytes_in_use(), request_kv_bytes(*model, int64_t(prompts[2].size()), o));
+      }
+      rest.push_back(std::move(f));
+    }
+  EXPECT_EQ(a_steps, a_steps_at_cancel);  // no step after cancel()
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0].id, a);
+  EXPECT_EQ(rest[0].error, "cancelled");
+  EXPECT_EQ(rest[1].id, c);
+  ASSERT_TRUE(rest[1].error.empty()) << rest[1].error;
+  EXPECT_EQ(s.cancelled(), 2);
+  EXPECT_EQ(s.kv_bytes_in_use(), 0u);
+  const GenerationResult solo = generate(*model, tok, prompts[2], o);
+  EXPECT_EQ(rest[1].result.new_ids, solo.new_ids);
+  ASSERT_EQ(int(c_canvases.size()), solo.steps_run);
+  const size_t P = prompts[2].size();
+  for (const auto& cv : c_canvases)
+    for (size_t k = 0; k < solo.new_ids.size(); ++k)
+      if (cv[P + k] != model->config().mask_token_id) {
+        EXPECT_EQ(cv[P + k], solo.new_ids[k]);
+      }
+}
+
 // The ragged batched pass: each slot's logits (left in the backend's memory) equal its own forward_device /
 // forward_window_device, bit for bit on the CPU.
 TEST(ContinuousBatch, ForwardSlotsEqualsPerSequencePasses) {

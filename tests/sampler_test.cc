@@ -502,11 +502,28 @@ TEST(DreamSampler, RevealsMostConfidentFirstOnTheSchedule) {
   m.rule = dream_static(2, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
   std::vector<int64_t> revealed;
   int calls = 0;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8), [&](int step, int total, int64_t r) {
-    EXPECT_EQ(step, calls++);
-    EXPECT_EQ(total, 8);
-    revealed.push_back(r);
-  });
+  std::vector<std::vector<int64_t>> canvases;
+  Tensor out = dream_generate(m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8),
+                              [&](int step, int total, int64_t r, const Tensor& canvas) {
+                                EXPECT_EQ(step, calls++);
+                                EXPECT_EQ(total, 8);
+                                revealed.push_back(r);
+                                canvases.emplace_back(canvas.data<int64_t>(), canvas.data<int64_t>() + canvas.numel());
+                              });
+  // The canvas after each step: the prompt, the r positions revealed so far with their final tokens, [MASK] elsewhere.
+  ASSERT_EQ(canvases.size(), revealed.size());
+  for (size_t s = 0; s < canvases.size(); ++s) {
+    ASSERT_EQ(canvases[s].size(), 10u);
+    EXPECT_EQ(canvases[s][0], 5);
+    EXPECT_EQ(canvases[s][1], 6);
+    int64_t n = 0;
+    for (size_t k = 2; k < 10; ++k)
+      if (canvases[s][k] != kMask) {
+        EXPECT_EQ(canvases[s][k], out.data<int64_t>()[k]);
+        ++n;
+      }
+    EXPECT_EQ(n, revealed[s]) << "step " << s;
+  }
   // Schedule for 8 masks in 8 steps: 0,1,1,1,1,1,1,2; the step that reveals nothing runs no forward pass.
   EXPECT_EQ(revealed, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 8}));
   EXPECT_EQ(m.ids_seen.size(), 7u);
@@ -631,7 +648,7 @@ TEST(DreamSampler, OriginRevealsEachMaskWithTheTransferProbability) {
   auto per_step = [&](uint64_t seed) {
     o.seed = seed;
     std::vector<int64_t> r;
-    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n) { r.push_back(n); });
+    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n, const Tensor&) { r.push_back(n); });
     EXPECT_EQ(count_of(row_of(out, 0), kMask), 0);
     return r;
   };
@@ -696,7 +713,7 @@ TEST(DreamSampler, TokensPerStepRevealsAFixedNumber) {
   DreamOptions o = dream_opts(5, 1);
   o.tokens_per_step = 2;
   int last_total = 0;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t) { last_total = total; });
+  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t, const Tensor&) { last_total = total; });
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{1, 3}, {2, 4}, {0}}));
   EXPECT_EQ(last_total, 3);
 }
@@ -724,7 +741,7 @@ TEST(DreamSampler, StepEdges) {
   m2.rule = dream_static(1, [](int64_t k) { return peaked(20 + k, 0.9 - 0.1 * double(k)); });
   int steps_seen = 0;
   int64_t last = -1;
-  out = dream_generate(m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r) {
+  out = dream_generate(m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r, const Tensor&) {
     ++steps_seen;
     last = r;
   });
@@ -946,7 +963,7 @@ TEST(LladaSampler, StepEdges) {
   d.rule = rule;
   std::vector<int64_t> revealed;
   out = llada_generate(d.fn(), ids_tensor({{5}}), llada_opts(4, 2, 8),
-                       [&](int, int total, int64_t r) {
+                       [&](int, int total, int64_t r, const Tensor&) {
                          EXPECT_EQ(total, 8);
                          revealed.push_back(r);
                        });

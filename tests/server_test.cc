@@ -194,13 +194,18 @@ TEST_F(ServerTest, ConcurrentRequestsEqualSoloRuns) {
   }
 }
 
-TEST_F(ServerTest, ChatWithoutTemplateOrChatmlTokensIs400) {
-  json req = request_json(8, 0, 0);
-  req["messages"] = {{{"role", "user"}, {"content", "Hello"}}};
+// The shipped model's own chat template (models/kjv-dream-tiny/tokenizer_config.json): a chat request equals
+// generate --chat on the same question.
+TEST_F(ServerTest, ChatOnTheShippedModel) {
+  ASSERT_FALSE(tok_->chat_template().empty());
+  json req = request_json(16, 3, 0.5f);
+  req["messages"] = {{{"role", "user"}, {"content", "Who made the heaven and the earth?"}}};
   Reply r = post(port_, "/v1/chat/completions", req);
-  EXPECT_EQ(r.status, 400);
-  EXPECT_EQ(r.body["error"]["param"], "messages");
-  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("chat template"), std::string::npos);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  const GenerationResult want =
+      solo(format_prompt(*tok_, "Who made the heaven and the earth?", true), request_opts(16, 3, 0.5f));
+  EXPECT_EQ(r.body["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], want.prompt_ids.size());
 }
 
 // Each class of bad input: status, the field named, and the server still answers afterwards.
@@ -236,7 +241,13 @@ TEST_F(ServerTest, BadInputsAre400NamingTheField) {
       {c, R"({"prompt": "In", "n": 0})", 400, "n"},
       {c, R"({"prompt": "In", "stop": ""})", 400, "stop"},
       {c, R"({"prompt": "In", "stop": [1]})", 400, "stop"},
-      {c, R"({"prompt": "In", "stream": true})", 400, "stream"},
+      {c, R"({"prompt": "In", "stream": "yes"})", 400, "stream"},
+      {c, R"({"prompt": "In", "stream_options": {"include_usage": true}})", 400, "stream_options"},
+      {c, R"({"prompt": "In", "stream": true, "stream_options": true})", 400, "stream_options"},
+      {c, R"({"prompt": "In", "stream": true, "stream_options": {"include_usage": 1}})", 400,
+       "stream_options.include_usage"},
+      {c, R"({"prompt": "In", "stream": true, "stream_options": {"chunk_size": 4}})", 400,
+       "stream_options.chunk_size"},
       {c, R"({"prompt": "In", "echo": true})", 400, "echo"},
       {c, R"({"prompt": "In", "logprobs": 5})", 400, "logprobs"},
       {c, R"({"prompt": "In", "model": "gpt-4"})", 400, "model"},
@@ -245,7 +256,7 @@ TEST_F(ServerTest, BadInputsAre400NamingTheField) {
       {chat, R"({"max_tokens": 8})", 400, "messages"},
       {chat, R"({"messages": "hi"})", 400, "messages"},
       {chat, R"({"messages": [{"role": "user", "content": 3}]})", 400, "messages"},
-      {chat, R"({"messages": [{"role": "user", "content": "hi"}], "stream": true})", 400, "stream"},
+      {chat, R"({"messages": [{"role": "user", "content": "hi"}], "stream": true, "n": 0})", 400, "n"},
       {chat, R"({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0})", 400,
        "max_completion_tokens"},
   };
@@ -352,7 +363,7 @@ TEST(ServerApi, ChatmlWhenTheTokenizerHasItsTokensButNoTemplate) {
                                        {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                                        {"normalized", false}, {"special", true}});
       },
-      [](json&) {});
+      [](json& cfg) { cfg.erase("chat_template"); });
   const Tokenizer tok = Tokenizer::load(dir.str());
   ASSERT_TRUE(tok.chat_template().empty());
   const std::vector<int64_t> ids = server::chat_prompt(tok, {{"system", "Be brief."}, {"user", "Hi"}});
@@ -367,9 +378,11 @@ TEST(ServerApi, ChatmlWhenTheTokenizerHasItsTokensButNoTemplate) {
     want.insert(want.end(), part.begin(), part.end());
   EXPECT_EQ(ids, want);
 
-  // Without those tokens (the shipped tokenizer): a 400 naming messages.
+  // Without those tokens (the shipped tokenizer less its template): a 400 naming messages.
+  test::TempDir plain;
+  write_tokenizer(plain, [](json&) {}, [](json& cfg) { cfg.erase("chat_template"); });
   try {
-    server::chat_prompt(Tokenizer::load(kModel), {{"user", "Hi"}});
+    server::chat_prompt(Tokenizer::load(plain.str()), {{"user", "Hi"}});
     ADD_FAILURE() << "no error";
   } catch (const server::ApiError& e) {
     EXPECT_EQ(e.status, 400);

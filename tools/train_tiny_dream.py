@@ -85,6 +85,25 @@ def train_tokenizer(lines, vocab_size):
     return tok
 
 
+# The model never saw a conversation: a chat is framed as a KJV exchange, one verse-like line per turn, and the
+# answer continues "And he answered and said," (docs/SERVER.md, chat on the shipped model).
+CHAT_TEMPLATE = (
+    "{#- kjv-dream-tiny writes King James English and was never trained on conversations: a chat is framed as a KJV exchange, one verse-like line per turn, and the answer continues \"And he answered and said,\". -#}\n"
+    "{%- for message in messages -%}\n"
+    "{%- if message['role'] == 'system' -%}\n"
+    "{{ message['content'] }}\n"
+    "{% elif message['role'] == 'user' -%}\n"
+    "And one asked him, saying, {{ message['content'] }}\n"
+    "{% else -%}\n"
+    "And he answered and said, {{ message['content'] }}\n"
+    "{% endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "And he answered and said,\n"
+    "{%- endif -%}"
+)
+
+
 def save_tokenizer_files(tok, out_dir, max_len):
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     added = {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
@@ -92,9 +111,10 @@ def save_tokenizer_files(tok, out_dir, max_len):
     cfg = {"added_tokens_decoder": added, "bos_token": BOS, "eos_token": EOS, "pad_token": EOS,
            "mask_token": MASK, "add_bos_token": False, "add_eos_token": False,
            "clean_up_tokenization_spaces": False, "model_max_length": max_len,
-           "tokenizer_class": "PreTrainedTokenizerFast"}
+           "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE}
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+        json.dump(cfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
     with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
         json.dump({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "mask_token": MASK}, f, indent=2)
 

@@ -125,7 +125,7 @@ json run_decode_bench(const DecodeArgs& a) {
         // Warm-up: the same steps untimed. Greedy decoding on the same prompts repeats the same pass shapes, so
         // every shape the timed run meets has been seen (CUDA tunes each new GEMM shape once, by timing).
         try {
-          generate_canvas(*model, prompts, o, [&](int step, int, int64_t) {
+          generate_canvas(*model, prompts, o, [&](int step, int, int64_t, const Tensor&) {
             if (step + 1 >= timed_steps) throw StopTiming{};
           });
         } catch (const StopTiming&) {
@@ -135,7 +135,7 @@ json run_decode_bench(const DecodeArgs& a) {
         auto last = Clock::now();
         const auto t0 = last;
         try {
-          generate_canvas(*model, prompts, o, [&](int step, int, int64_t revealed) {
+          generate_canvas(*model, prompts, o, [&](int step, int, int64_t revealed, const Tensor&) {
             const auto now = Clock::now();
             const double ms = std::chrono::duration<double, std::milli>(now - last).count();
             last = now;

@@ -1,5 +1,7 @@
-// diffulex generate: text from a prompt with the architecture's diffusion sampler. A live progress line on a
-// terminal (stderr), the text alone on stdout, or one JSON object with timings under --json.
+// diffulex generate: text from a prompt with the architecture's diffusion sampler: the text alone on stdout, or
+// one JSON object with timings under --json. Progress goes to stderr, only when stdout and stderr are a terminal
+// (or with --progress; never with -q): one prompt shows its canvas filling in (cli/canvas_view.h), batched runs
+// a progress line over steps, continuous batching one over requests.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -7,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/canvas_view.h"
 #include "cli/commands.h"
 #include "cli/strategies.h"
 #include "core/error.h"
@@ -60,23 +63,32 @@ void print_result(const GenerationResult& r, const GenerationOptions& opts, Mode
 // end in input order.
 void run_continuous(Model& model, const Tokenizer& tok, const std::vector<std::vector<int64_t>>& prompts,
                     const GenerationOptions& opts, int64_t max_batch, const std::string& budget_text,
-                    const std::string& order, double load_s) {
+                    const std::string& order, double load_s, bool progress) {
   check(order == "completion" || order == "input", "--order must be completion or input (got '{}')", order);
   SchedulerOptions so;
   so.max_batch = max_batch;
   so.kv_budget_bytes = kv_budget_bytes(model, budget_text);
+  std::unique_ptr<Progress> bar;
+  if (progress) bar = std::make_unique<Progress>("generate", int64_t(prompts.size()), true);
+  int64_t finished = 0;
   auto line = [&](size_t i, const GenerationResult& r) {
     nlohmann::json j = {{"index", i},          {"text", r.text},        {"prompt_tokens", r.prompt_ids.size()},
                         {"new_tokens", r.new_ids.size()}, {"ids", r.new_ids}, {"steps", r.steps_run},
                         {"generate_s", r.seconds}};
+    if (bar) bar->clear();  // the JSON line goes where the progress line was
     fmt::print("{}\n", j.dump());
     std::fflush(stdout);
+  };
+  auto done = [&](size_t i, const GenerationResult& r) {
+    if (order == "completion") line(i, r);
+    ++finished;
+    if (bar) bar->update(finished, "requests");
   };
   auto t0 = std::chrono::steady_clock::now();
   int64_t forwards = 0;
   std::vector<GenerationResult> results = generate_continuous(
-      model, tok, prompts, opts, so, order == "completion" ? line : std::function<void(size_t, const GenerationResult&)>(),
-      &forwards);
+      model, tok, prompts, opts, so, done, &forwards);
+  bar.reset();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (order == "input")
     for (size_t i = 0; i < results.size(); ++i) line(i, results[i]);
@@ -93,7 +105,7 @@ void add_generate_command(CLI::App& app) {
   struct Args {
     std::string model, prompt, prompts_file, tokenizer, kv_budget = "auto", order = "completion", strategies;
     int64_t max_batch = 0;
-    bool chat = false, json = false;
+    bool chat = false, json = false, progress = false;
     LoadOptions lo;
     int threads = 0;
     GenerationFlags gen;
@@ -120,6 +132,8 @@ void add_generate_command(CLI::App& app) {
                   "gptq_w4a16_bf16kv,awq_w4a16_fp8kv; docs/FROM_DIFFULEX.md)");
   add_load_options(*cmd, a->lo);
   cmd->add_flag("--json", a->json, "Print one JSON object with the text, ids and timings");
+  cmd->add_flag("--progress", a->progress,
+                "Progress on stderr even when stdout or stderr is not a terminal (plain lines then; -q: none)");
   cmd->callback([a, cmd] {
     const GenerationOptions opts = a->gen.resolve(a->model);
     check(a->max_batch >= 0, "--max-batch must be positive (got {})", a->max_batch);
@@ -147,21 +161,30 @@ void add_generate_command(CLI::App& app) {
             "the prompt is {} bytes of text, more than the model's context of {} tokens can hold", t.size(), ctx);
     for (const auto& t : texts) prompts.push_back(format_prompt(tok, t, a->chat));
 
+    const bool terminal = isatty(STDOUT_FILENO) != 0 && isatty(STDERR_FILENO) != 0;
+    const bool progress = log_level() != LogLevel::Quiet && (terminal || a->progress);
     if (a->max_batch > 0) {
-      run_continuous(*model, tok, prompts, opts, a->max_batch, a->kv_budget, a->order, load_s);
+      run_continuous(*model, tok, prompts, opts, a->max_batch, a->kv_budget, a->order, load_s, progress);
       return;
     }
-    const bool tty = isatty(STDERR_FILENO) != 0;
+    // One prompt on a terminal: the canvas filling in; else a progress line over the steps.
+    std::unique_ptr<CanvasView> view;
     std::unique_ptr<Progress> bar;
-    if (tty && log_level() != LogLevel::Quiet) bar = std::make_unique<Progress>("generate", 1);
+    if (progress && prompts.size() == 1 && isatty(STDERR_FILENO))
+      view = std::make_unique<CanvasView>(tok, int64_t(prompts[0].size()), model->config().mask_token_id,
+                                          stop_token_ids(*model, tok));
+    else if (progress)
+      bar = std::make_unique<Progress>("generate", 1, true);
     auto start = std::chrono::steady_clock::now();
-    StepCallback on_step = [&](int step, int total, int64_t revealed) {
+    StepCallback on_step = [&](int step, int total, int64_t revealed, const Tensor& canvas) {
+      if (view) view->step(step, total, revealed, canvas);
       if (!bar) return;
       double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       bar->set_total(total);
       bar->update(step + 1, fmt::format("{} tokens, {:.1f} tok/s", revealed, el > 0 ? double(revealed) / el : 0.0));
     };
     std::vector<GenerationResult> results = generate_batch(*model, tok, prompts, opts, on_step);
+    view.reset();
     bar.reset();
     for (const GenerationResult& r : results) print_result(r, opts, *model, load_s, a->json);
     const GenerationResult& r = results[0];

@@ -18,8 +18,8 @@ void log_line(LogLevel level, const std::string& msg) {
   std::fprintf(stderr, "%s%s\n", tag, msg.c_str());
 }
 
-Progress::Progress(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) != 0) {
+Progress::Progress(std::string label, int64_t total, bool piped)
+    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) != 0), piped_(piped) {
   start_ = last_print_ = std::chrono::steady_clock::now();
 }
 
@@ -27,12 +27,19 @@ Progress::~Progress() {
   if (drawn_ && tty_) std::fputc('\n', stderr);
 }
 
+void Progress::clear() {
+  if (!drawn_ || !tty_) return;
+  std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
+  drawn_ = false;
+}
+
 double Progress::elapsed_s() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 void Progress::update(int64_t done, const std::string& extra) {
-  if (log_level() < LogLevel::Info && !tty_) return;
+  if (log_level() < LogLevel::Info && !tty_ && !piped_) return;
   if (log_level() == LogLevel::Quiet) return;
   auto now = std::chrono::steady_clock::now();
   bool last = done >= total_;

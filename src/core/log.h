@@ -25,16 +25,18 @@ void log_warn(fmt::format_string<Args...> f, Args&&... args) {
 // Progress over `total` units: update(done, extra) redraws "label [####    ] done/total  elapsed  ETA  extra".
 class Progress {
  public:
-  Progress(std::string label, int64_t total);
+  // piped: print plain lines (every 2 s and the last) when stderr is not a terminal even below -v (--progress).
+  Progress(std::string label, int64_t total, bool piped = false);
   ~Progress();  // finishes the line
   void update(int64_t done, const std::string& extra = "");
   void set_total(int64_t total) { total_ = total; }
+  void clear();  // on a terminal, erases the line drawn (the next update draws it again)
   double elapsed_s() const;
 
  private:
   std::string label_;
   int64_t total_;
-  bool tty_;
+  bool tty_, piped_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_, last_print_;
 };

@@ -32,6 +32,8 @@ struct BatchScheduler::Slot {
   std::vector<int64_t> prompt;
   GenerationOptions opts;
   size_t bytes = 0;
+  StepCallback on_step;
+  bool cancel = false;  // cancel(): unwind before the next model call
   State state = State::Running;
   SlotPass pass;      // Posted: the pass it waits for
   Tensor logits;      // its result, in the backend's memory (the slot's sampler runs Backend::sample_rows on it)
@@ -56,7 +58,7 @@ BatchScheduler::~BatchScheduler() {
     if (s->thread.joinable()) s->thread.join();
 }
 
-uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const GenerationOptions& opts) {
+uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const GenerationOptions& opts, StepCallback on_step) {
   check(!prompt_ids.empty(), "the prompt is empty (no tokens to condition on)");
   validate_generation_options(model_, opts);
   // Checked here so that a bad request fails alone rather than failing the batched pass it would join.
@@ -70,13 +72,36 @@ uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const Generatio
         "request {}: its KV cache needs {} bytes ({} prompt + {} new tokens, {} cache), more than the KV budget of {} "
         "bytes (--kv-budget)",
         next_id_, bytes, prompt_ids.size(), opts.max_new_tokens, opts.kv_dtype, opts_.kv_budget_bytes);
-  queue_.push_back({next_id_, std::move(prompt_ids), opts, bytes});
+  queue_.push_back({next_id_, std::move(prompt_ids), opts, bytes, std::move(on_step)});
   return next_id_++;
+}
+
+void BatchScheduler::cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto q = std::find_if(queue_.begin(), queue_.end(), [&](const Queued& e) { return e.id == id; });
+    if (q != queue_.end()) {
+      queue_.erase(q);
+      FinishedRequest f;
+      f.id = id;
+      f.error = "cancelled";
+      cancelled_queued_.push_back(std::move(f));
+      ++cancelled_;
+    }
+    for (auto& s : slots_)
+      if (s->id == id && s->state != Slot::State::Done && !s->cancel) s->cancel = true, ++cancelled_;
+  }
+  engine_cv_.notify_all();
+}
+
+int64_t BatchScheduler::cancelled() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return cancelled_;
 }
 
 bool BatchScheduler::idle() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return queue_.empty() && slots_.empty();
+  return queue_.empty() && slots_.empty() && cancelled_queued_.empty();
 }
 size_t BatchScheduler::queued() const {
   std::lock_guard<std::mutex> lk(mu_);
@@ -95,6 +120,7 @@ size_t BatchScheduler::kv_bytes_in_use() const {
 Tensor BatchScheduler::post(Slot* s, SlotPass pass, std::unique_lock<std::mutex>& turn) {
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (s->cancel) throw Cancelled{};
     s->pass = std::move(pass);
     s->state = Slot::State::Posted;
   }
@@ -103,7 +129,7 @@ Tensor BatchScheduler::post(Slot* s, SlotPass pass, std::unique_lock<std::mutex>
   {
     std::unique_lock<std::mutex> lk(mu_);
     slot_cv_.wait(lk, [&] { return cancel_ || s->state == Slot::State::Running; });
-    if (cancel_) throw Cancelled{};
+    if (cancel_ || s->cancel) throw Cancelled{};  // the pass's result, if it ran, is dropped
   }
   turn.lock();
   if (s->forward_error) std::rethrow_exception(s->forward_error);
@@ -128,7 +154,7 @@ void BatchScheduler::slot_main(Slot* s) {
   GenerationResult result;
   std::string error;
   try {
-    result = generate_batch(model_, tok_, {s->prompt}, s->opts, {}, &hooks)[0];
+    result = generate_batch(model_, tok_, {s->prompt}, s->opts, s->on_step, &hooks)[0];
   } catch (const Cancelled&) {
     error = "cancelled";
   } catch (const std::exception& e) {
@@ -183,6 +209,7 @@ bool BatchScheduler::admit() {
     s->prompt = std::move(q.prompt);
     s->opts = q.opts;
     s->bytes = q.bytes;
+    s->on_step = std::move(q.on_step);
     bytes_in_use_ += q.bytes;
     Slot* raw = s.get();
     slots_.push_back(std::move(s));
@@ -193,8 +220,9 @@ bool BatchScheduler::admit() {
 }
 
 std::vector<FinishedRequest> BatchScheduler::step() {
-  std::vector<FinishedRequest> done;
   std::unique_lock<std::mutex> lk(mu_);
+  std::vector<FinishedRequest> done = std::move(cancelled_queued_);
+  cancelled_queued_.clear();
   // Retire and admit until every active request waits for a forward (a new one posts its first pass at once).
   for (;;) {
     wait_quiet(lk);
@@ -203,9 +231,22 @@ std::vector<FinishedRequest> BatchScheduler::step() {
   }
   std::vector<Slot*> posted;
   std::vector<SlotPass> passes;
-  for (auto& s : slots_)
-    if (s->state == Slot::State::Posted) posted.push_back(s.get()), passes.push_back(s->pass);
-  if (posted.empty()) return done;
+  bool woken = false;
+  for (auto& s : slots_) {
+    if (s->state != Slot::State::Posted) continue;
+    if (s->cancel) {  // leaves the pass: wakes up in post(), unwinds, and is retired by the next step
+      s->pass = SlotPass();
+      s->state = Slot::State::Running;
+      woken = true;
+      continue;
+    }
+    posted.push_back(s.get()), passes.push_back(s->pass);
+  }
+  if (posted.empty()) {
+    lk.unlock();
+    if (woken) slot_cv_.notify_all();
+    return done;
+  }
   max_active_ = std::max(max_active_, int64_t(posted.size()));
   // Every slot thread is blocked in post(): the forward owns their tensors and caches until it hands them back.
   lk.unlock();

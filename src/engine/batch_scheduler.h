@@ -46,8 +46,14 @@ class BatchScheduler {
   BatchScheduler& operator=(const BatchScheduler&) = delete;
 
   // Queues a request (FIFO); returns its id (0, 1, 2, ... in submission order). Throws Error when the options
-  // are invalid or the request's KV cache alone exceeds the budget.
-  uint64_t submit(std::vector<int64_t> prompt_ids, const GenerationOptions& opts);
+  // are invalid or the request's KV cache alone exceeds the budget. on_step, when set, is called after each of
+  // its steps with its canvas [1, prompt + max_new_tokens] (StepCallback), from the scheduler's threads while no
+  // other request's sampler runs: it must be quick (copy what it needs) and must not call into the scheduler.
+  uint64_t submit(std::vector<int64_t> prompt_ids, const GenerationOptions& opts, StepCallback on_step = {});
+  // Cancels a request (its client went away): a queued one leaves the queue, a running one stops before its
+  // next model call, and its slot and KV bytes are free for the next step(), which returns it with error
+  // "cancelled". Unknown or finished ids are ignored. Thread-safe.
+  void cancel(uint64_t id);
   // One engine step: retires finished requests, admits queued ones while a slot is free and the head of the queue
   // fits the budget, then runs one batched forward for every active request. Returns the requests that finished.
   std::vector<FinishedRequest> step();
@@ -60,6 +66,7 @@ class BatchScheduler {
   size_t kv_bytes_in_use() const;  // reserved by the active requests
   int64_t forwards() const { return forwards_; }
   int64_t max_active() const { return max_active_; }  // most requests ever active in one forward
+  int64_t cancelled() const;                          // requests ended by cancel() so far
 
  private:
   struct Slot;
@@ -68,6 +75,7 @@ class BatchScheduler {
     std::vector<int64_t> prompt;
     GenerationOptions opts;
     size_t bytes;
+    StepCallback on_step;
   };
   void wait_quiet(std::unique_lock<std::mutex>& lk);
   void retire(std::unique_lock<std::mutex>& lk, std::vector<FinishedRequest>& done);
@@ -82,10 +90,11 @@ class BatchScheduler {
   std::mutex turn_;             // held by the one slot thread that is running its sampler
   std::condition_variable engine_cv_, slot_cv_;
   std::deque<Queued> queue_;
+  std::vector<FinishedRequest> cancelled_queued_;  // cancelled before admission, for the next step() to return
   std::vector<std::unique_ptr<Slot>> slots_;
   size_t bytes_in_use_ = 0;
   uint64_t next_id_ = 0;
-  int64_t forwards_ = 0, max_active_ = 0;
+  int64_t forwards_ = 0, max_active_ = 0, cancelled_ = 0;
   bool cancel_ = false;
 };
 

@@ -220,7 +220,7 @@ Tensor run_dream(const LogitsSource& source, const Tensor& prompt_ids, const Dre
           revealed += int64_t(pick.size());
         }
       }
-      if (on_step) on_step(step, int(total), revealed);
+      if (on_step) on_step(step, int(total), revealed, x);
       ++step;
     }
   }

@@ -122,6 +122,14 @@ class CachedLogits {
 
 }  // namespace
 
+std::vector<int64_t> stop_token_ids(const Model& model, const Tokenizer& tok) {
+  const ModelConfig& c = model.config();
+  std::vector<int64_t> stops;
+  for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
+    if (id >= 0) stops.push_back(id);
+  return stops;
+}
+
 GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
                           const GenerationOptions& o, const StepCallback& on_step) {
   return generate_batch(model, tok, {prompt_ids}, o, on_step)[0];
@@ -227,9 +235,9 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
   const RowSampleFn sample_fn = backend_row_sampler(model.backend(), std::move(logits));
 
   int steps_run = 0;
-  StepCallback count = [&](int step, int total, int64_t revealed) {
+  StepCallback count = [&](int step, int total, int64_t revealed, const Tensor& canvas) {
     steps_run = step + 1;
-    if (on_step) on_step(step, total, revealed);
+    if (on_step) on_step(step, total, revealed, canvas);
   };
   Tensor out;
   if (c.arch == Arch::Dream) {
@@ -273,10 +281,7 @@ std::vector<GenerationResult> generate_batch(Model& model, const Tokenizer& tok,
                                              const std::vector<std::vector<int64_t>>& prompts,
                                              const GenerationOptions& o, const StepCallback& on_step,
                                              const ForwardHooks* hooks) {
-  const ModelConfig& c = model.config();
-  std::vector<int64_t> stops;
-  for (int64_t id : {int64_t(tok.special().eos), int64_t(tok.special().pad), c.eos_token_id, c.pad_token_id})
-    if (id >= 0) stops.push_back(id);
+  const std::vector<int64_t> stops = stop_token_ids(model, tok);
   auto t0 = std::chrono::steady_clock::now();
   int steps_run = 0;
   Tensor out = generate_canvas(model, prompts, o, on_step, hooks, &steps_run, stops);

@@ -58,6 +58,10 @@ struct GenerationResult {
 // BOS token when tokenizer_config.json asks for it.
 std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prompt, bool chat);
 
+// The ids that end a generated text (the tokenizer's and the config's EOS and pad): the text is the tokens
+// before the first of them.
+std::vector<int64_t> stop_token_ids(const Model& model, const Tokenizer& tok);
+
 GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<int64_t>& prompt_ids,
                           const GenerationOptions& opts, const StepCallback& on_step = {});
 

@@ -194,7 +194,7 @@ Tensor run_llada(const LogitsSource& source, const Tensor& prompt_ids, const Lla
           revealed += int64_t(pick.size());
         }
       }
-      if (on_step) on_step(step, int(total), revealed);
+      if (on_step) on_step(step, int(total), revealed, x);
       ++step;
     }
   }

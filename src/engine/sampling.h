@@ -36,8 +36,10 @@ using DeviceRowLogitsFn =
 // A RowSampleFn that asks `logits` for the distinct rows the draws name and runs be.sample_rows on the result.
 RowSampleFn backend_row_sampler(class Backend& be, DeviceRowLogitsFn logits);
 // Called after each step with (index of the step just done, 0-based; total steps; tokens revealed so far over
-// all rows). In threshold / tokens_per_step modes `total` is an upper bound and the loop may end earlier.
-using StepCallback = std::function<void(int step, int total, int64_t revealed)>;
+// all rows; the canvas I64 [B, L] after the step, prompt included, [MASK] where nothing is revealed yet). In
+// threshold / tokens_per_step modes `total` is an upper bound and the loop may end earlier. A revealed position
+// never changes again, so the canvas tells which text is final (the server streams it, docs/SERVER.md).
+using StepCallback = std::function<void(int step, int total, int64_t revealed, const Tensor& canvas)>;
 
 // The (row, position) words of a random draw's key. By default the batch row and the canvas position. With
 // independent rows (batched serving), every row uses row 0 and positions counted back from the end of the

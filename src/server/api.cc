@@ -164,6 +164,21 @@ std::vector<std::string> stop_strings(const json& v) {
   return out;
 }
 
+// stream_options: {"include_usage": bool, "canvas": bool} (canvas: diffulex's extension), or null.
+void read_stream_options(const json& v, ApiRequest& r) {
+  if (v.is_null()) return;
+  if (!v.is_object()) bad("stream_options", "stream_options must be an object");
+  for (const auto& [key, x] : v.items()) {
+    const std::string name = "stream_options." + key;
+    if (key != "include_usage" && key != "canvas") {
+      if (!neutral(x)) bad(name, fmt::format("{} is not supported by this server (include_usage, canvas)", name));
+      continue;
+    }
+    if (!x.is_null() && !x.is_boolean()) bad(name, fmt::format("{} must be a boolean", name));
+    (key == "include_usage" ? r.include_usage : r.canvas) = x.is_boolean() && x.get<bool>();
+  }
+}
+
 // The given generation fields over the defaults, checked by generate's own rules. When they fail, the field
 // named is the first without which the rest pass (the error is about it), else (several are wrong) the first
 // that is invalid over the defaults alone.
@@ -215,9 +230,9 @@ ApiRequest parse_request(const json& body, bool chat, Model& model, const Tokeni
       r.stop = stop_strings(v);
     } else if (key == "stream") {
       if (!v.is_null() && !v.is_boolean()) bad(key, "stream must be a boolean");
-      if (v.is_boolean() && v.get<bool>())
-        bad(key, "stream is not supported: the engine does not report tokens as they are revealed; send "
-                 "\"stream\": false");
+      r.stream = v.is_boolean() && v.get<bool>();
+    } else if (key == "stream_options") {
+      read_stream_options(v, r);
     } else if (key == "echo" && !chat) {
       if (!v.is_null() && !v.is_boolean()) bad(key, "echo must be a boolean");
       if (v.is_boolean() && v.get<bool>()) bad(key, "echo is not supported");
@@ -234,6 +249,8 @@ ApiRequest parse_request(const json& body, bool chat, Model& model, const Tokeni
       }
     }
   }
+  if (!r.stream && (r.include_usage || r.canvas))
+    bad("stream_options", "stream_options is only allowed with \"stream\": true");
   check_options(model, defaults, r, given);
 
   // Bounded before any tokenizing: the text (no token is anywhere near kMaxBytesPerToken bytes) and the number of

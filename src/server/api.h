@@ -33,6 +33,9 @@ struct ApiRequest {
   int64_t n = 1;
   GenerationOptions opts;
   std::vector<std::string> stop;  // the text ends before the first of these
+  // "stream": true: server-sent events (server/stream.h); stream_options.include_usage: a last chunk with usage;
+  // stream_options.canvas (diffulex's extension): a chunk per step with the positions it revealed.
+  bool stream = false, include_usage = false, canvas = false;
   const char* prompt_param() const { return chat ? "messages" : "prompt"; }
 };
 

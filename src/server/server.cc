@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "server/api.h"
+#include "server/stream.h"
 
 namespace dlx {
 
@@ -56,10 +57,16 @@ struct Server::Impl {
   Impl(Model& m, Tokenizer t, ServerOptions o)
       : model(m), tok(std::move(t)), opts(std::move(o)), sched(model, tok, opts.scheduler) {}
 
+  struct Stream;
+  using OnDone = std::function<void(FinishedRequest&&)>;
+
   void routes();
   void engine_main();
-  std::vector<std::future<FinishedRequest>> submit(const server::ApiRequest& r);
+  std::vector<uint64_t> submit(const server::ApiRequest& r, const std::function<OnDone(size_t)>& on_done,
+                               const std::function<StepCallback(size_t)>& on_step = {});
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void stream(httplib::Response& res, std::shared_ptr<const server::ApiRequest> r, const std::string& id);
+  bool write_stream(Stream& st, httplib::DataSink& sink);
 
   Model& model;
   const Tokenizer tok;
@@ -70,7 +77,7 @@ struct Server::Impl {
   std::atomic<bool> listen_returned{false};
   std::mutex mu;  // waiting, stop_engine
   std::condition_variable cv;
-  std::map<uint64_t, std::promise<FinishedRequest>> waiting;  // by scheduler id
+  std::map<uint64_t, OnDone> waiting;  // by scheduler id
   bool stop_engine = false;
   std::atomic<uint64_t> responses{0};
   const int64_t created = unix_now();
@@ -96,24 +103,27 @@ void Server::Impl::engine_main() {
     for (FinishedRequest& f : done) {
       auto it = waiting.find(f.id);
       if (it == waiting.end()) continue;  // failed with an earlier step
-      it->second.set_value(std::move(f));
+      it->second(std::move(f));
       waiting.erase(it);
     }
     if (!failure.empty()) {  // the requests it held cannot be trusted to finish
-      for (auto& [id, p] : waiting) {
+      for (auto& [id, on_done] : waiting) {
         FinishedRequest f;
         f.id = id;
         f.error = failure;
-        p.set_value(std::move(f));
+        on_done(std::move(f));
       }
       waiting.clear();
     }
   }
 }
 
-// Submits every choice of the request; on a refused submission the ones already queued still run, unread.
-std::vector<std::future<FinishedRequest>> Server::Impl::submit(const server::ApiRequest& r) {
-  std::vector<std::future<FinishedRequest>> out;
+// Submits every choice of the request (prompt-major: choice i * n + j); on_done(choice) is called with its
+// result (from the engine thread, under `mu`), on_step(choice), when given, after each of its steps. On a refused
+// submission the choices already queued are cancelled.
+std::vector<uint64_t> Server::Impl::submit(const server::ApiRequest& r, const std::function<OnDone(size_t)>& on_done,
+                                           const std::function<StepCallback(size_t)>& on_step) {
+  std::vector<uint64_t> ids;
   std::string error;
   {
     std::lock_guard<std::mutex> lk(mu);
@@ -121,36 +131,196 @@ std::vector<std::future<FinishedRequest>> Server::Impl::submit(const server::Api
       for (int64_t j = 0; j < r.n && error.empty(); ++j) {
         GenerationOptions o = r.opts;
         o.seed += uint64_t(j);
+        const size_t choice = ids.size();
         try {
-          out.push_back(waiting[sched.submit(prompt, o)].get_future());
+          ids.push_back(sched.submit(prompt, o, on_step ? on_step(choice) : StepCallback()));
+          waiting[ids.back()] = on_done(choice);
         } catch (const Error& e) {
           error = e.what();
         }
       }
   }
   cv.notify_all();
-  if (!error.empty()) throw ApiError(400, error, r.prompt_param());
-  return out;
+  if (!error.empty()) {
+    for (uint64_t id : ids) sched.cancel(id);
+    throw ApiError(400, error, r.prompt_param());
+  }
+  return ids;
 }
 
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const json body = server::parse_body(req.body);
-  const server::ApiRequest r = server::parse_request(body, chat, model, tok, opts.defaults, opts.model_name);
-  std::vector<std::future<FinishedRequest>> pending = submit(r);
-  std::vector<server::Choice> choices;
-  for (auto& f : pending) {
-    FinishedRequest done = f.get();
-    if (!done.error.empty()) throw ApiError(500, "generation failed: " + done.error);
-    choices.push_back(server::make_choice(done.result, r, tok));
-  }
+  auto r = std::make_shared<const server::ApiRequest>(
+      server::parse_request(body, chat, model, tok, opts.defaults, opts.model_name));
   const std::string id = fmt::format("{}-{}-{}", chat ? "chatcmpl" : "cmpl", created, responses++);
-  reply(res, 200, server::response_body(r, choices, id, opts.model_name, unix_now()));
+  if (r->stream) return stream(res, r, id);
+  // Shared with the handlers: a refused submission leaves cancelled choices that report after this returns.
+  auto results = std::make_shared<std::vector<std::promise<FinishedRequest>>>(r->prompts.size() * size_t(r->n));
+  submit(*r, [&](size_t i) { return [results, i](FinishedRequest&& f) { (*results)[i].set_value(std::move(f)); }; });
+  std::vector<server::Choice> choices;
+  for (auto& p : *results) {
+    FinishedRequest done = p.get_future().get();
+    if (!done.error.empty()) throw ApiError(500, "generation failed: " + done.error);
+    choices.push_back(server::make_choice(done.result, *r, tok));
+  }
+  reply(res, 200, server::response_body(*r, choices, id, opts.model_name, unix_now()));
+}
+
+// A streamed request (docs/SERVER.md, "Streaming"): each choice's latest canvas and its result, posted by the
+// scheduler's threads and read by the HTTP worker that writes the events.
+struct Server::Impl::Stream {
+  std::shared_ptr<const server::ApiRequest> req;
+  std::string id;
+  std::vector<uint64_t> ids;  // scheduler ids by choice
+  std::mutex mu;              // the fields below
+  std::condition_variable cv;
+  struct Choice {
+    std::vector<int64_t> generated;  // the canvas's generated part after the latest step
+    int step = 0, steps = 0;
+    uint64_t version = 0;  // steps posted
+    bool done = false;
+    FinishedRequest result;
+  };
+  std::vector<Choice> choices;
+};
+
+void Server::Impl::stream(httplib::Response& res, std::shared_ptr<const server::ApiRequest> r, const std::string& id) {
+  auto st = std::make_shared<Stream>();
+  st->req = r;
+  st->id = id;
+  st->choices.resize(r->prompts.size() * size_t(r->n));
+  st->ids = submit(
+      *r,
+      [&](size_t i) {
+        return [st, i](FinishedRequest&& f) {
+          std::lock_guard<std::mutex> lk(st->mu);
+          st->choices[i].result = std::move(f);
+          st->choices[i].done = true;
+          st->cv.notify_all();
+        };
+      },
+      [&](size_t i) -> StepCallback {
+        const int64_t P = int64_t(r->prompts[i / size_t(r->n)].size());
+        // The stream holds no reference back to the callback: a weak pointer lets a finished stream go.
+        return [w = std::weak_ptr<Stream>(st), i, P](int step, int steps, int64_t, const Tensor& canvas) {
+          const auto s = w.lock();
+          if (!s) return;
+          const int64_t* row = canvas.data<int64_t>();
+          std::lock_guard<std::mutex> lk(s->mu);
+          Stream::Choice& c = s->choices[i];
+          c.generated.assign(row + P, row + canvas.dim(1));
+          c.step = step, c.steps = steps;
+          ++c.version;
+          s->cv.notify_all();
+        };
+      });
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream", [this, st](size_t, httplib::DataSink& sink) { return write_stream(*st, sink); },
+      [this, st](bool) {  // however the response ended: nothing of it keeps running
+        for (uint64_t sid : st->ids) sched.cancel(sid);
+      });
+}
+
+// Writes the whole event stream of `st`; false when the client has gone (its choices are then cancelled by the
+// releaser). Every step that adds no text writes an SSE comment, so a client that hung up is noticed within a
+// step or two (a write to a closed connection fails) and its slot and KV bytes are freed.
+bool Server::Impl::write_stream(Stream& st, httplib::DataSink& sink) {
+  const server::ApiRequest& r = *st.req;
+  const server::Chunks chunks{r, st.id, opts.model_name, unix_now()};
+  const size_t n = st.choices.size();
+  const int64_t mask_id = model.config().mask_token_id;
+  std::vector<server::ChoiceStream> streams;
+  for (size_t i = 0; i < n; ++i) streams.emplace_back(r, tok, stop_token_ids(model, tok), mask_id);
+  std::vector<uint64_t> seen(n, 0);
+  std::vector<bool> ended(n, false);
+  size_t ended_count = 0;
+  int64_t completion_tokens = 0;
+  auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+
+  std::string out;
+  if (r.chat)
+    for (size_t i = 0; i < n; ++i) out += server::sse_event(chunks.role(i));
+  while (ended_count < n) {
+    struct Update {
+      size_t i;
+      std::vector<int64_t> generated;
+      int step, steps;
+      bool done;
+      FinishedRequest result;
+    };
+    std::vector<Update> updates;
+    {
+      std::unique_lock<std::mutex> lk(st.mu);
+      auto ready = [&](size_t i) { return !ended[i] && (st.choices[i].version != seen[i] || st.choices[i].done); };
+      st.cv.wait_for(lk, std::chrono::seconds(1), [&] {
+        for (size_t i = 0; i < n; ++i)
+          if (ready(i)) return true;
+        return false;
+      });
+      for (size_t i = 0; i < n; ++i) {
+        if (!ready(i)) continue;
+        Stream::Choice& c = st.choices[i];
+        Update u{i, {}, c.step, c.steps, c.done, {}};
+        if (c.version != seen[i]) u.generated = c.generated, seen[i] = c.version;
+        if (c.done) u.result = std::move(c.result);
+        updates.push_back(std::move(u));
+      }
+    }
+    for (Update& u : updates) {
+      server::ChoiceStream& cs = streams[u.i];
+      server::StreamUpdate text;
+      if (!u.generated.empty()) {
+        if (r.canvas) {
+          const int64_t masked = std::count(u.generated.begin(), u.generated.end(), mask_id);
+          out += server::sse_event(chunks.canvas(u.i, u.step, u.steps, cs.revealed(u.generated), masked));
+        }
+        text = cs.update(u.generated);
+      }
+      if (!text.finished && u.done) {
+        if (!u.result.error.empty()) {  // the generation failed: an error event ends the stream
+          out += server::sse_event(server::error_body(500, "generation failed: " + u.result.error, ""));
+          out += server::kSseDone;
+          write(out);
+          sink.done();
+          return true;
+        }
+        text = cs.finish(u.result.result);
+      }
+      if (!text.text.empty()) out += server::sse_event(chunks.text(u.i, text.text));
+      if (text.finished) {
+        out += server::sse_event(chunks.finish(u.i, text.finish_reason));
+        completion_tokens += text.completion_tokens;
+        ended[u.i] = true;
+        ++ended_count;
+        if (!u.done) sched.cancel(st.ids[u.i]);  // its text is complete: the remaining steps would change nothing
+      }
+    }
+    if (out.empty()) out = ": diffulex: generating\n\n";  // an SSE comment, ignored by clients
+    if (!write(out)) return false;
+    out.clear();
+  }
+  if (r.include_usage) {
+    int64_t prompt_tokens = 0;
+    for (const auto& p : r.prompts) prompt_tokens += int64_t(p.size());
+    out += server::sse_event(chunks.usage(prompt_tokens, completion_tokens));
+  }
+  out += server::kSseDone;
+  if (!write(out)) return false;
+  sink.done();
+  return true;
 }
 
 void Server::Impl::routes() {
   using httplib::Request, httplib::Response;
   http.Get("/health", guarded([this](const Request&, Response& res) {
-    reply(res, 200, {{"status", "ok"}, {"model", opts.model_name}, {"running", sched.active()}, {"queued", sched.queued()}});
+    reply(res, 200,
+          {{"status", "ok"},
+           {"model", opts.model_name},
+           {"running", sched.active()},
+           {"queued", sched.queued()},
+           {"kv_bytes", sched.kv_bytes_in_use()},
+           {"cancelled", sched.cancelled()}});
   }));
   http.Get("/v1/models", guarded([this](const Request&, Response& res) {
     reply(res, 200,
