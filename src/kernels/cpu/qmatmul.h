@@ -27,7 +27,7 @@
 
 namespace dlx {
 
-constexpr int64_t kQFusedMaxRows = 16;
+constexpr int64_t kQFusedMaxRows = 10;
 
 enum class QMatmulPath { Auto, Portable, Avx2 };
 
@@ -41,10 +41,12 @@ namespace qmatmul_impl {
 // One call's operands after the shared preparation (x permuted, per-group sums of x).
 struct Args {
   const float* x;     // [M, K] in kernel column order
-  const float* xsum;  // [M, G] sums of x over each group
-  const float* xt;    // [M, K] x in the AVX2 block order above, or null
-  const float* xkm;   // [K, Mp] x transposed (k-major), Mp = M rounded up to 16 with zero rows, or null
-  int64_t mp;
+  const float* xsum;  // [M, G] sums of x over each group (rows the fused strategy takes)
+  const float* xt;    // [M, K] x in the AVX2 block order above (rows the fused strategy takes), or null
+  const float* xkm;   // x in k-major tiles (below) for the AVX2 panel strategy, or null
+  int64_t mp;         // M rounded up to 8 (the rows of xkm; rows past M are zeros)
+  bool block_order;   // the weight's group size allows the AVX2 block order; xt and xkm are in it
+  int64_t fused_m0;   // rows [fused_m0, M) take the fused strategy (xsum, xt set for them), [0, fused_m0) the panel
   int64_t M, K, G, group_size;
   int bits;
   const uint32_t* qweight;  // [N, words]
@@ -61,7 +63,9 @@ void rows_avx2(const Args& a, int64_t n0, int64_t n1);
 bool avx2_supports(const PackedWeight& w);
 // Columns per AVX2 fused block: 8 words.
 inline int64_t block_columns(int bits) { return 8 * (32 / bits); }
-// Rows of x per AVX2 panel micro-tile (two ymm); xkm pads M up to a multiple of it.
+// Rows of x per AVX2 panel micro-tile (two ymm). xkm holds x in tiles of kPanelM rows (the last tile 8 rows
+// when Mp % 16 == 8), each tile k-major and contiguous: x[m, k] of tile t = m / 16 of width wt is at
+// xkm[16 t K + k wt + m % 16], with k in block order when block_order is set, 64-byte aligned.
 constexpr int64_t kPanelM = 16;
 
 }  // namespace qmatmul_impl
