@@ -4,14 +4,20 @@
 // Two strategies, both in the portable and the AVX2/FMA path:
 //  - fused (M <= kQFusedMaxRows, the small-M steps of diffusion decoding): codes are unpacked in registers and
 //    never stored; per row n and group g,  acc = dot(x_g, q_g)  and  y += s * acc - zs * sum(x_g), with the
-//    per-group sums of x computed once per call. The packed weight is read once per call.
+//    per-group sums of x computed once per call. The packed weight is read once per call. AVX2: the rows of x
+//    in blocks of at most 8 (one block up to M = 8), so a word is unpacked once per block and feeds 8 FMAs.
 //  - panel (larger M): a few output rows are dequantized (s*q - zs) into a per-thread F32 scratch that stays
 //    in cache and multiplied with every row of x, so each group block is unpacked once per call and reused
 //    across all rows of x. Portable: 4 rows over all of K, through the dense matmul's panel kernel
-//    (cpu/matmul.h). AVX2: 6 rows x 256 columns at a time against x transposed once per call (xkm below) in a
-//    register-blocked 6 x 16 kernel: per k, two loads of x, six broadcast weights, twelve FMAs.
+//    (cpu/matmul.h). AVX2: 6 rows x 256 columns at a time (dequantized in block order, below: one AND, one
+//    conversion and one FMA per 8 weights) against x rearranged once per call into k-major tiles of 16 rows
+//    (xkm below) in a register-blocked 6 x 16 kernel: per k, two loads of x, six broadcast weights, twelve
+//    FMAs; a last tile of 8 rows takes a 6 x 8 kernel with the even and odd k in separate accumulators. Past 16
+//    rows, a remainder of 1-4 rows (M % 8) is not padded to 8 but takes the fused strategy (Args::fused_m0).
 // Act-order weights (perm defined) gather x[:, perm] once per call. The AVX2 path needs group_size % 8 == 0
 // and 4 or 8 bits; other weights (e.g. group_size 1) take the portable path.
+// Measurements and the choice of the boundaries: docs/PERFORMANCE.md, "CPU W4A16 matmul"; tests/
+// qmatmul_ratio_test.cc keeps the kernel ahead of the dense bf16 one.
 //
 // AVX2 fused blocks: with p = 32/bits codes per word, 8 consecutive words of a row (one 256-bit load) hold a
 // block of 8p columns; code i of every word is isolated with one AND by the mask (2^bits - 1) << (bits*i),
@@ -19,6 +25,8 @@
 //   xt[m, 8p*b + 8i + j] = x[m, 8p*b + p*j + i] * 2^(-bits*i)     (i < p - 1; the top code is shifted down
 // instead, since q << 28 would be negative, so its x is not scaled). Power-of-two scaling is exact, so each
 // product is the same as x * q. Needs group_size % (8p) == 0; otherwise one word is broadcast per 8 columns.
+// The panel's dequantization uses the same block order with the scale divided by 2^(bits*i) instead (exact
+// too), and xkm holds x's columns in that order, unscaled.
 #pragma once
 #include <cstdint>
 
