@@ -129,8 +129,8 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
   const int64_t Mp = (fused_m0 + 7) / 8 * 8;
   float* xkm_p = nullptr;
   if (kmajor) {
-    xkm.assign(size_t(K * Mp + 16), 0.0f);
-    xkm_p = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xkm.data()) + 63) & ~uintptr_t(63));
+    xkm_p = qmatmul_impl::aligned_scratch(xkm, size_t(K * Mp));
+    std::fill(xkm_p, xkm_p + K * Mp, 0.0f);  // the padding rows
     for (int64_t m0 = 0; m0 < Mp; m0 += qmatmul_impl::kPanelM) {
       const int64_t wt = std::min(qmatmul_impl::kPanelM, Mp - m0);
       float* tile = xkm_p + m0 * K;

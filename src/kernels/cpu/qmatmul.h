@@ -29,6 +29,7 @@
 // too), and xkm holds x's columns in that order, unscaled.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kernels/packed_weight.h"
@@ -69,6 +70,11 @@ struct Args {
 void rows_ref(const Args& a, int64_t n0, int64_t n1);
 void rows_avx2(const Args& a, int64_t n0, int64_t n1);
 bool avx2_supports(const PackedWeight& w);
+// A thread's scratch of n floats in v, 64-byte aligned (the AVX2 panel tiles use aligned loads and stores).
+inline float* aligned_scratch(std::vector<float>& v, size_t n) {
+  v.resize(n + 16);
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+}
 // Columns per AVX2 fused block: 8 words.
 inline int64_t block_columns(int bits) { return 8 * (32 / bits); }
 // Rows of x per AVX2 panel micro-tile (two ymm). xkm holds x in tiles of kPanelM rows (the last tile 8 rows

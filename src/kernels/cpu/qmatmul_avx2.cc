@@ -297,17 +297,11 @@ inline void micro_6xv(const float* xp, const float* w, int64_t kc, float* c, int
 // (prefetch friendly); otherwise 16 blocks share each slice of x, which then comes from L2 rather than L3.
 constexpr int64_t kChunkN = 16 * kRowsW, kChunkM = 256, kL2Bytes = 512 * 1024;
 
-// A thread's scratch of n floats, 64-byte aligned (the tiles use aligned loads and stores).
-inline float* scratch(std::vector<float>& v, size_t n) {
-  v.resize(n + 16);
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
-}
-
 template <int BITS>
 void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
   thread_local std::vector<float> wbuf, cbuf;
-  float* w = scratch(wbuf, size_t(kRowsW * kColsW));
-  float* c = scratch(cbuf, size_t(kChunkN * kChunkM));
+  float* w = aligned_scratch(wbuf, size_t(kRowsW * kColsW));
+  float* c = aligned_scratch(cbuf, size_t(kChunkN * kChunkM));
   const int64_t ldc = std::min(kChunkM, a.mp);
   const int64_t chunk_n = a.K * a.mp * int64_t(sizeof(float)) <= kL2Bytes ? kRowsW : kChunkN;
   for (int64_t nc = n0; nc < n1; nc += chunk_n) {
