@@ -86,7 +86,6 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
       for (int64_t j = 0; j < K; ++j) xperm[size_t(m * K + j)] = xp[m * K + perm[j]];
     xp = xperm.data();
   }
-  // Per-group sums of x, for the fused strategy's zero-point term.
   // Rows [fused_m0, M) take the fused strategy, rows [0, fused_m0) the panel one: all of M up to kQFusedMaxRows;
   // above, the AVX2 panel tiles take rows in multiples of 8, and past 16 rows a remainder of 1 to 4 rows is
   // cheaper fused than padded to 8 (M = 17 padded costs as M = 24, 1.15x more than 16 panel rows + 1 fused
@@ -95,25 +94,19 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
   const int64_t fused_m0 = M <= kQFusedMaxRows                     ? 0
                            : avx2 && M > 16 && rem >= 1 && rem <= 4 ? M - rem
                                                                     : M;
+  // Per-group sums of x, for the fused strategy's zero-point term.
   xsum.assign(size_t(M * G), 0.0f);
   for (int64_t m = fused_m0; m < M; ++m)
-      for (int64_t g = 0; g < G; ++g) {
-        float s = 0;
-        for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
-        xsum[size_t(m * G + g)] = s;
-      }
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
+      xsum[size_t(m * G + g)] = s;
+    }
   // The AVX2 fused blocks and panel tiles read x with its columns in block order (see qmatmul.h) when the group
   // size allows: column B*b + 8*i + j holds x[:, B*b + per*j + i].
   const int64_t B = qmatmul_impl::block_columns(w.bits);
   const int per = 32 / w.bits;
   const bool block_order = avx2 && gs % B == 0;
-  std::vector<int64_t>& source = xsource;  // source column of each kernel column
-  source.resize(size_t(K));
-  for (int64_t k = 0; k < K; ++k) source[size_t(k)] = k;
-  if (block_order)
-    for (int64_t b = 0; b < K; b += B)
-      for (int i = 0; i < per; ++i)
-        for (int j = 0; j < 8; ++j) source[size_t(b + 8 * i + j)] = b + per * j + i;
   const bool blocks = block_order && fused_m0 < M;
   if (blocks) {
     xt.resize(size_t(M * K));
@@ -129,6 +122,13 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
   const int64_t Mp = (fused_m0 + 7) / 8 * 8;
   float* xkm_p = nullptr;
   if (kmajor) {
+    std::vector<int64_t>& source = xsource;  // the column of x each kernel column holds
+    source.resize(size_t(K));
+    for (int64_t k = 0; k < K; ++k) source[size_t(k)] = k;
+    if (block_order)
+      for (int64_t b = 0; b < K; b += B)
+        for (int i = 0; i < per; ++i)
+          for (int j = 0; j < 8; ++j) source[size_t(b + 8 * i + j)] = b + per * j + i;
     xkm_p = qmatmul_impl::aligned_scratch(xkm, size_t(K * Mp));
     std::fill(xkm_p, xkm_p + K * Mp, 0.0f);  // the padding rows
     for (int64_t m0 = 0; m0 < Mp; m0 += qmatmul_impl::kPanelM) {
