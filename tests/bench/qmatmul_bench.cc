@@ -1,10 +1,13 @@
 // CPU W4A16 matmul (fused, kernels/cpu/qmatmul.h) against the dense bf16 matmul (kernels/cpu/matmul.h) and
-// the --dequant-cache F32 copy, at Dream-7B layer shapes (N x K): qkv 4608x3584, o 3584x3584, gate+up
-// 37888x3584, down 3584x18944; M = 1, 8, 32, 128. weight_GBps counts the bytes of each variant's own weight
-// (packed int4 + F32 scales/zeros, bf16, or F32) read per call; the speed-up is the ratio of times.
-// The three variants of one shape and M run one after the other, so they see the same machine load; each
-// reports a "min" over repetitions (the least disturbed run) next to mean/median/stddev:
-//   build/diffulex_bench --benchmark_filter='W4A16|DenseBf16|DequantCacheF32' --benchmark_repetitions=5
+// the --dequant-cache F32 copy, at the Dream-7B and LLaDA-8B layer shapes (N x K): Dream qkv 4608x3584, o
+// 3584x3584, gate+up 37888x3584, down 3584x18944; LLaDA qkv 12288x4096, gate+up 24576x4096, down 4096x12288;
+// M = 1 .. 256. weight_GBps counts the bytes of each variant's own weight (packed int4 + F32 scales/zeros, bf16,
+// or F32) read per call; the speed-up is the ratio of times.
+// The variants of one shape and M are registered back to back; on a shared machine interleave their
+// repetitions and compare minima (the least disturbed runs). docs/PERFORMANCE.md's table comes from one thread,
+// whose "CPU" column (the main thread's CPU time) does not count time spent waiting for a core:
+//   DIFFULEX_THREADS=1 build/diffulex_bench --benchmark_filter='^(W4A16|DenseBf16)/' --benchmark_repetitions=5 \
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -145,8 +148,9 @@ const bool registered = [] {
   using Fn = void (*)(benchmark::State&);
   const std::pair<const char*, Fn> variants[] = {{"W4A16", W4A16}, {"DenseBf16", DenseBf16},
                                                  {"DequantCacheF32", DequantCacheF32}};
-  for (auto [n, k] : {std::pair<int64_t, int64_t>{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}})
-    for (int64_t m : {1, 8, 32, 128})
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944},
+                      {12288, 4096}, {24576, 4096}, {4096, 12288}})
+    for (int64_t m : {1, 8, 16, 32, 64, 128, 256})
       for (auto [name, fn] : variants)
         benchmark::RegisterBenchmark(name, fn)
             ->ArgNames({"M", "N", "K"})

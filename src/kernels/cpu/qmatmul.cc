@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "core/error.h"
@@ -77,6 +78,7 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
   // Act-order: xp[:, j] = x[:, perm[j]], once per call.
   const float* xp = x.data<float>();
   thread_local std::vector<float> xperm, xsum, xt, xkm;
+  thread_local std::vector<int64_t> xsource;
   if (w.perm.defined()) {
     xperm.resize(size_t(M * K));
     const int32_t* perm = w.perm.data<int32_t>();
@@ -84,42 +86,66 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
       for (int64_t j = 0; j < K; ++j) xperm[size_t(m * K + j)] = xp[m * K + perm[j]];
     xp = xperm.data();
   }
+  // Rows [fused_m0, M) take the fused strategy, rows [0, fused_m0) the panel one: all of M up to kQFusedMaxRows;
+  // above, the AVX2 panel tiles take rows in multiples of 8, and past 16 rows a remainder of 1 to 4 rows is
+  // cheaper fused than padded to 8 (M = 17 padded costs as M = 24, 1.15x more than 16 panel rows + 1 fused
+  // row; below 16 the padded 16-row tile wins).
+  const int64_t rem = M % 8;
+  const int64_t fused_m0 = M <= kQFusedMaxRows                     ? 0
+                           : avx2 && M > 16 && rem >= 1 && rem <= 4 ? M - rem
+                                                                    : M;
   // Per-group sums of x, for the fused strategy's zero-point term.
   xsum.assign(size_t(M * G), 0.0f);
-  if (M <= kQFusedMaxRows)
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t g = 0; g < G; ++g) {
-        float s = 0;
-        for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
-        xsum[size_t(m * G + g)] = s;
-      }
-  // The AVX2 fused blocks read x rearranged (see qmatmul.h).
+  for (int64_t m = fused_m0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xp[m * K + k];
+      xsum[size_t(m * G + g)] = s;
+    }
+  // The AVX2 fused blocks and panel tiles read x with its columns in block order (see qmatmul.h) when the group
+  // size allows: column B*b + 8*i + j holds x[:, B*b + per*j + i].
   const int64_t B = qmatmul_impl::block_columns(w.bits);
-  const bool blocks = avx2 && M <= kQFusedMaxRows && gs % B == 0;
+  const int per = 32 / w.bits;
+  const bool block_order = avx2 && gs % B == 0;
+  const bool blocks = block_order && fused_m0 < M;
   if (blocks) {
-    const int per = 32 / w.bits;
     xt.resize(size_t(M * K));
-    for (int64_t m = 0; m < M; ++m)
+    for (int64_t m = fused_m0; m < M; ++m)
       for (int64_t b = 0; b < K; b += B)
         for (int i = 0; i < per; ++i) {
           const float scale = i == per - 1 ? 1.0f : std::ldexp(1.0f, -w.bits * i);
           for (int j = 0; j < 8; ++j) xt[size_t(m * K + b + 8 * i + j)] = xp[m * K + b + per * j + i] * scale;
         }
   }
-  // The AVX2 panel strategy reads x transposed, M padded with zero rows.
-  const bool kmajor = avx2 && M > kQFusedMaxRows;
-  const int64_t Mp = (M + qmatmul_impl::kPanelM - 1) / qmatmul_impl::kPanelM * qmatmul_impl::kPanelM;
+  // The AVX2 panel strategy reads x in k-major tiles of 16 rows, M padded with zero rows to a multiple of 8.
+  const bool kmajor = avx2 && fused_m0 > 0;
+  const int64_t Mp = (fused_m0 + 7) / 8 * 8;
+  float* xkm_p = nullptr;
   if (kmajor) {
-    xkm.assign(size_t(K * Mp), 0.0f);
-    for (int64_t k0 = 0; k0 < K; k0 += 64)  // blocks of columns, so the strided writes stay in cache
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t k = k0; k < std::min(K, k0 + 64); ++k) xkm[size_t(k * Mp + m)] = xp[m * K + k];
+    std::vector<int64_t>& source = xsource;  // the column of x each kernel column holds
+    source.resize(size_t(K));
+    for (int64_t k = 0; k < K; ++k) source[size_t(k)] = k;
+    if (block_order)
+      for (int64_t b = 0; b < K; b += B)
+        for (int i = 0; i < per; ++i)
+          for (int j = 0; j < 8; ++j) source[size_t(b + 8 * i + j)] = b + per * j + i;
+    xkm_p = qmatmul_impl::aligned_scratch(xkm, size_t(K * Mp));
+    std::fill(xkm_p, xkm_p + K * Mp, 0.0f);  // the padding rows
+    for (int64_t m0 = 0; m0 < Mp; m0 += qmatmul_impl::kPanelM) {
+      const int64_t wt = std::min(qmatmul_impl::kPanelM, Mp - m0);
+      float* tile = xkm_p + m0 * K;
+      for (int64_t k0 = 0; k0 < K; k0 += 64)  // blocks of columns, so the strided writes stay in cache
+        for (int64_t m = m0; m < std::min(fused_m0, m0 + wt); ++m)
+          for (int64_t k = k0; k < std::min(K, k0 + 64); ++k) tile[k * wt + m - m0] = xp[m * K + source[size_t(k)]];
+    }
   }
   qmatmul_impl::Args a{xp,
                        xsum.data(),
                        blocks ? xt.data() : nullptr,
-                       kmajor ? xkm.data() : nullptr,
+                       xkm_p,
                        Mp,
+                       block_order,
+                       fused_m0,
                        M,
                        K,
                        G,

@@ -10,6 +10,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -130,7 +132,7 @@ inline __m256 code_part(__m256i w) {
 
 template <int BITS, int MR, int NR, int I>
 inline void block_step(const __m256i (&wv)[NR], const float* const (&x)[MR], __m256 (&acc)[MR][NR]) {
-  __m256 f[NR];
+  __m256 f[NR];  // dequantized once, used by the tile's MR rows of x
   for (int r = 0; r < NR; ++r) f[r] = code_part<BITS, I>(wv[r]);
   for (int i = 0; i < MR; ++i) {
     __m256 xv = _mm256_loadu_ps(x[i] + 8 * I);
@@ -181,113 +183,155 @@ inline void tile(const Args& a, int64_t m, int64_t n, const Unpack<BITS>& u) {
 }
 
 // MR rows of x from m against output rows [n, n1), n1 - n <= 4: NR output rows at a time, the widest that
-// keeps the per-group accumulators in the 16 ymm registers (4 for a single row of x, 2 otherwise).
+// keeps the per-group accumulators (MR * NR, at least 8 independent FMA chains where M allows) in the 16 ymm
+// registers: 4 for one or two rows of x, 2 for three or four, 1 for five to eight.
 template <int BITS, int MR>
 inline void tile_rows(const Args& a, int64_t m, int64_t n, int64_t n1, const Unpack<BITS>& u) {
+  constexpr int NR = MR <= 2 ? 4 : MR <= 4 ? 2 : 1;
   if (n + 4 > n1) {
     for (int64_t r = n; r < n1; ++r) tile<BITS, MR, 1>(a, m, r, u);
-  } else if constexpr (MR == 1) {
-    tile<BITS, 1, 4>(a, m, n, u);
   } else {
-    tile<BITS, MR, 2>(a, m, n, u);
-    tile<BITS, MR, 2>(a, m, n + 2, u);
+    for (int r = 0; r < 4; r += NR) tile<BITS, MR, NR>(a, m, n + r, u);
   }
 }
 
-// Output rows [n0, n1) in tiles of 4; for each tile, every row of x in blocks of up to 4, so a tile's packed
-// words are read from memory once and from L1 after that.
+// Output rows [n0, n1) in tiles of 4; for each tile, the M (<= kQFusedMaxRows) rows of x in as few blocks of
+// at most 8 rows as possible, of balanced sizes, so each packed word is dequantized ceil(M / 8) times per call.
 template <int BITS>
 void fused_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
+  const int64_t m0 = a.fused_m0, rows = a.M - m0, blocks = (rows + 7) / 8;
   for (int64_t n = n0; n < n1; n += 4) {
     const int64_t ne = std::min(n + 4, n1);
-    int64_t m = 0;
-    for (; m + 4 <= a.M; m += 4) tile_rows<BITS, 4>(a, m, n, ne, u);
-    switch (a.M - m) {
-      case 3: tile_rows<BITS, 3>(a, m, n, ne, u); break;
-      case 2: tile_rows<BITS, 2>(a, m, n, ne, u); break;
-      case 1: tile_rows<BITS, 1>(a, m, n, ne, u); break;
-      default: break;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t m = m0 + rows * b / blocks, mr = m0 + rows * (b + 1) / blocks - m;
+      switch (mr) {
+        case 8: tile_rows<BITS, 8>(a, m, n, ne, u); break;
+        case 7: tile_rows<BITS, 7>(a, m, n, ne, u); break;
+        case 6: tile_rows<BITS, 6>(a, m, n, ne, u); break;
+        case 5: tile_rows<BITS, 5>(a, m, n, ne, u); break;
+        case 4: tile_rows<BITS, 4>(a, m, n, ne, u); break;
+        case 3: tile_rows<BITS, 3>(a, m, n, ne, u); break;
+        case 2: tile_rows<BITS, 2>(a, m, n, ne, u); break;
+        default: tile_rows<BITS, 1>(a, m, n, ne, u); break;
+      }
     }
   }
 }
 
-// Dequantizes `rows` (<= kRowsW) output rows from n0, columns [k0, k0 + kc), into w (row stride kColsW): s*q - zs.
+// Dequantizes `rows` (<= kRowsW) output rows from n0, columns [k0, k0 + kc), into w (row stride kColsW): s*q - zs,
+// in the column order of a.xkm. Block order (a.block_order, see qmatmul.h): one load per 8 words, then per code
+// one AND (or the top code's shift), one conversion and one FMA with the scale pre-divided by 2^(bits*i), which
+// undoes the code's position exactly; the codes come out in the order xt and xkm use. Otherwise one word is
+// broadcast and shifted per 8 columns.
 constexpr int kRowsW = 6;
 constexpr int64_t kColsW = 256;
 
+template <int BITS, int... I>
+inline void dequant_codes(std::integer_sequence<int, I...>, __m256i wv, const float* sc, __m256 zs, float* out) {
+  (_mm256_store_ps(out + 8 * I, _mm256_fmsub_ps(code_part<BITS, I>(wv), _mm256_broadcast_ss(sc + I), zs)), ...);
+}
+
 template <int BITS>
 void dequant_block(const Args& a, int64_t n0, int rows, int64_t k0, int64_t kc, float* w, const Unpack<BITS>& unpack) {
+  constexpr int P = 32 / BITS, B = 8 * P;
   const int64_t G = a.G;
   for (int r = 0; r < rows; ++r) {
     const uint32_t* row = a.qweight + (n0 + r) * a.words;
     const float* sc = a.scales + (n0 + r) * G;
     const float* zs = a.zeros + (n0 + r) * G;
-    for (int64_t k = k0; k < k0 + kc; k += 8) {
-      const int64_t g = k / a.group_size;
-      _mm256_storeu_ps(w + r * kColsW + (k - k0),
-                       _mm256_fmsub_ps(unpack(row, k / 8), _mm256_set1_ps(sc[g]), _mm256_set1_ps(zs[g])));
+    float* out = w + r * kColsW - k0;
+    if (a.block_order) {
+      alignas(32) float scp[P];  // the group's scale over 2^(bits*i), for code i of each word
+      int64_t g_cur = -1;
+      for (int64_t k = k0; k < k0 + kc; k += B) {
+        const int64_t g = k / a.group_size;
+        if (g != g_cur) {
+          g_cur = g;
+          for (int i = 0; i < P; ++i) scp[i] = i == P - 1 ? sc[g] : sc[g] / float(1u << (BITS * i));  // exact
+        }
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k / P));
+        dequant_codes<BITS>(std::make_integer_sequence<int, P>{}, wv, scp, _mm256_set1_ps(zs[g]), out + k);
+      }
+    } else {
+      for (int64_t k = k0; k < k0 + kc; k += 8) {
+        const int64_t g = k / a.group_size;
+        _mm256_store_ps(out + k, _mm256_fmsub_ps(unpack(row, k / 8), _mm256_set1_ps(sc[g]), _mm256_set1_ps(zs[g])));
+      }
     }
   }
 }
 
-// c[r, 0:16] += sum_k w[r, k] * xkm[k, 0:16] for r < 6: two loads of x, six broadcasts and twelve FMAs per k.
-inline void micro_6x16(const float* xkm, int64_t mp, const float* w, int64_t kc, float* c, int64_t ldc) {
-  __m256 acc[kRowsW][2];
-  for (int r = 0; r < kRowsW; ++r) {
-    acc[r][0] = _mm256_loadu_ps(c + r * ldc);
-    acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 x0 = _mm256_loadu_ps(xkm + k * mp), x1 = _mm256_loadu_ps(xkm + k * mp + 8);
-    for (int r = 0; r < kRowsW; ++r) {
-      const __m256 wv = _mm256_broadcast_ss(w + r * kColsW + k);
-      acc[r][0] = _mm256_fmadd_ps(wv, x0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(wv, x1, acc[r][1]);
+// c[r, 0:8V] += sum_k w[r, k] * xp[k, 0:8V] for r < 6, xp one tile of a.xkm (8V rows of x, k-major): per k, V
+// loads of x, six broadcast weights and 6V FMAs. With V = 1 the even and odd k accumulate apart, so that 12
+// independent FMA chains hide the FMA latency as the 6 x 16 tile's 12 do.
+template <int V>
+inline void micro_6xv(const float* xp, const float* w, int64_t kc, float* c, int64_t ldc) {
+  constexpr int S = V == 1 ? 2 : 1;  // accumulator sets
+  __m256 acc[S][kRowsW][V];
+  for (int r = 0; r < kRowsW; ++r)
+    for (int v = 0; v < V; ++v) {
+      acc[0][r][v] = _mm256_load_ps(c + r * ldc + 8 * v);
+      if constexpr (S == 2) acc[1][r][v] = _mm256_setzero_ps();
     }
-  }
-  for (int r = 0; r < kRowsW; ++r) {
-    _mm256_storeu_ps(c + r * ldc, acc[r][0]);
-    _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
-  }
+  for (int64_t k = 0; k < kc; k += S)
+    for (int s = 0; s < S; ++s) {
+      __m256 xv[V];
+      for (int v = 0; v < V; ++v) xv[v] = _mm256_load_ps(xp + (k + s) * 8 * V + 8 * v);
+      for (int r = 0; r < kRowsW; ++r) {
+        const __m256 wv = _mm256_broadcast_ss(w + r * kColsW + k + s);
+        for (int v = 0; v < V; ++v) acc[s][r][v] = _mm256_fmadd_ps(wv, xv[v], acc[s][r][v]);
+      }
+    }
+  for (int r = 0; r < kRowsW; ++r)
+    for (int v = 0; v < V; ++v) {
+      __m256 sum = acc[0][r][v];
+      if constexpr (S == 2) sum = _mm256_add_ps(sum, acc[1][r][v]);
+      _mm256_store_ps(c + r * ldc + 8 * v, sum);
+    }
 }
 
 // The panel strategy, blocked for the caches: chunks of output rows x up to kChunkM rows of x share one
 // scratch of sums (at most 96 KB); inside a chunk, each 256-column slice of x (kept in L2) is multiplied with
-// every 6-row block of weights, dequantized once per slice (6 KB, L1), 16 rows of x at a time. When all of x
-// fits in L2 a chunk is a single 6-row block, so each weight row is read start to end (prefetch friendly);
-// otherwise 16 blocks share each slice of x, which then comes from L2 rather than L3.
+// every 6-row block of weights, dequantized once per slice (6 KB, L1), 16 (or, for the last tile, 8) rows of x
+// at a time. When all of x fits in L2 a chunk is a single 6-row block, so each weight row is read start to end
+// (prefetch friendly); otherwise 16 blocks share each slice of x, which then comes from L2 rather than L3.
 constexpr int64_t kChunkN = 16 * kRowsW, kChunkM = 256, kL2Bytes = 512 * 1024;
 
 template <int BITS>
 void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
-  thread_local std::vector<float> w, c;
-  w.assign(size_t(kRowsW * kColsW), 0.0f);
-  c.resize(size_t(kChunkN * kChunkM));
+  thread_local std::vector<float> wbuf, cbuf;
+  float* w = aligned_scratch(wbuf, size_t(kRowsW * kColsW));
+  float* c = aligned_scratch(cbuf, size_t(kChunkN * kChunkM));
   const int64_t ldc = std::min(kChunkM, a.mp);
   const int64_t chunk_n = a.K * a.mp * int64_t(sizeof(float)) <= kL2Bytes ? kRowsW : kChunkN;
   for (int64_t nc = n0; nc < n1; nc += chunk_n) {
     const int64_t nc1 = std::min(n1, nc + chunk_n);
     for (int64_t mc = 0; mc < a.mp; mc += kChunkM) {
       const int64_t mc1 = std::min(a.mp, mc + kChunkM);
-      std::fill(c.begin(), c.begin() + (nc1 - nc) * ldc, 0.0f);
+      std::fill(c, c + (nc1 - nc) * ldc, 0.0f);
       for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
         const int64_t kc = std::min(kColsW, a.K - k0);
         for (int64_t n = nc; n < nc1; n += kRowsW) {
           const int rows = int(std::min<int64_t>(kRowsW, nc1 - n));
-          if (rows < kRowsW) std::fill(w.begin(), w.end(), 0.0f);  // missing rows multiply as zeros
-          dequant_block<BITS>(a, n, rows, k0, kc, w.data(), u);
+          if (rows < kRowsW) std::fill(w, w + kRowsW * kColsW, 0.0f);  // missing rows multiply as zeros
+          dequant_block<BITS>(a, n, rows, k0, kc, w, u);
           // The same rows' next slice is needed 16 blocks from now: many rows at a stride defeat the hardware
           // prefetcher, so ask for it now.
           if (k0 + kColsW < a.K)
             for (int r = 0; r < rows; ++r)
               prefetch_lines(reinterpret_cast<const char*>(a.qweight + (n + r) * a.words), a.words * 4,
                              (k0 + kColsW) * BITS / 8, (k0 + 2 * kColsW) * BITS / 8);
-          float* cn = c.data() + (n - nc) * ldc;
-          for (int64_t m = mc; m < mc1; m += kPanelM)
-            micro_6x16(a.xkm + k0 * a.mp + m, a.mp, w.data(), kc, cn + (m - mc), ldc);
+          float* cn = c + (n - nc) * ldc;
+          for (int64_t m = mc; m < mc1; m += kPanelM) {
+            const float* xp = a.xkm + m * a.K;  // the tile of rows [m, m + 16), k-major (qmatmul.h)
+            if (mc1 - m >= kPanelM)
+              micro_6xv<2>(xp + k0 * kPanelM, w, kc, cn + (m - mc), ldc);
+            else
+              micro_6xv<1>(xp + k0 * (mc1 - m), w, kc, cn + (m - mc), ldc);
+          }
         }
       }
-      for (int64_t m = mc; m < std::min(a.M, mc1); ++m)
+      for (int64_t m = mc; m < std::min(a.fused_m0, mc1); ++m)
         for (int64_t n = nc; n < nc1; ++n) a.y[m * a.ldy + n] = c[size_t((n - nc) * ldc + (m - mc))];
     }
   }
@@ -296,10 +340,8 @@ void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
 template <int BITS>
 void rows_bits(const Args& a, int64_t n0, int64_t n1) {
   const Unpack<BITS> u;
-  if (a.M <= kQFusedMaxRows)
-    fused_rows<BITS>(a, n0, n1, u);
-  else
-    panel_rows<BITS>(a, n0, n1, u);
+  if (a.fused_m0 > 0) panel_rows<BITS>(a, n0, n1, u);
+  if (a.fused_m0 < a.M) fused_rows<BITS>(a, n0, n1, u);
 }
 
 }  // namespace
