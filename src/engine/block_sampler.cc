@@ -210,7 +210,16 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
         r.from = block_end - bs;
       }
     }
-    if (on_step) on_step(passes - 1, int(N + (Pmax + N) / bs + 2), revealed);
+    if (on_step) {
+      // The canvas: every row's ids, padded to the longest row with pad_id.
+      int64_t Lmax = 0;
+      for (Row& r : rows) Lmax = std::max(Lmax, r.L);
+      Tensor canvas = Tensor::zeros(DType::I64, {B, Lmax});
+      std::fill_n(canvas.data<int64_t>(), B * Lmax, pad_id);
+      for (int64_t b = 0; b < B; ++b)
+        std::copy_n(rows[size_t(b)].x(), rows[size_t(b)].L, canvas.data<int64_t>() + b * Lmax);
+      on_step(passes - 1, int(N + (Pmax + N) / bs + 2), revealed, canvas);
+    }
   }
   if (passes_run) *passes_run = passes;
 
