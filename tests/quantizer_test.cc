@@ -67,9 +67,14 @@ double direct_rel_error(const Tensor& x, const Tensor& wq, const Tensor& w) {
   return std::sqrt(num / den);
 }
 
+Backend& cpu() {
+  static std::unique_ptr<Backend> be = make_backend("cpu");
+  return *be;
+}
+
 std::vector<double> hessian_of(const Tensor& x) {
-  HessianAccumulator acc(x.dim(1));
-  acc.add(x.data<float>(), x.dim(0));
+  HessianAccumulator acc(cpu(), x.dim(1));
+  acc.add(x);
   return acc.finish();
 }
 
@@ -85,13 +90,13 @@ TEST(QuantizerGptq, BeatsRtnOnCorrelatedInputs) {
     o.scheme.group_size = 32;
     o.scheme.sym = sym;
     o.scheme.min_zero = sym ? 0 : 1;
-    GptqResult g = gptq_quantize(w.data<float>(), N, K, h, o);
+    GptqResult g = gptq_quantize(cpu(), w.data<float>(), N, K, h, o);
     Tensor wg = codes_to_dense(g.codes);
     Tensor wr = codes_to_dense(rtn_quantize(w.data<float>(), N, K, o.scheme));
     const double eg = direct_rel_error(x, wg, w), er = direct_rel_error(x, wr, w);
     EXPECT_LT(eg, 0.8 * er) << "sym=" << sym << " gptq " << eg << " rtn " << er;
     // The Hessian shortcut used for the reports gives the same number as the direct computation.
-    EXPECT_NEAR(rel_output_error(h, wg.data<float>(), w.data<float>(), N, K), eg, 1e-4 * eg + 1e-7);
+    EXPECT_NEAR(rel_output_error(cpu(), h, wg.data<float>(), w.data<float>(), N, K), eg, 1e-4 * eg + 1e-7);
     for (uint8_t z : g.codes.zero) EXPECT_GE(z, sym ? 8 : 1);  // v1-storable zeros
   }
 }
@@ -107,7 +112,7 @@ TEST(QuantizerGptq, ActOrderAndStaticGroups) {
   const double er = direct_rel_error(x, codes_to_dense(rtn_quantize(w.data<float>(), N, K, o.scheme)), w);
 
   o.act_order = true;
-  GptqResult g = gptq_quantize(w.data<float>(), N, K, h, o);
+  GptqResult g = gptq_quantize(cpu(), w.data<float>(), N, K, h, o);
   ASSERT_EQ(g.codes.g_idx.size(), size_t(K));
   std::vector<int> per_group(K / gs, 0);
   for (int32_t gi : g.codes.g_idx) ++per_group[size_t(gi)];
@@ -139,7 +144,7 @@ TEST(QuantizerGptq, ActOrderAndStaticGroups) {
 
   // Static groups: parameters fixed before the updates, groups stay sequential.
   o.static_groups = true;
-  GptqResult s = gptq_quantize(w.data<float>(), N, K, h, o);
+  GptqResult s = gptq_quantize(cpu(), w.data<float>(), N, K, h, o);
   EXPECT_TRUE(s.codes.g_idx.empty());
   EXPECT_LT(direct_rel_error(x, codes_to_dense(s.codes), w), 0.8 * er);
 }
@@ -156,7 +161,7 @@ TEST(QuantizerAwq, ScaleSearchAndClipNeverWorseThanRtn) {
   sc.include_zero = false;
   auto loss = [&](const std::vector<float>& s) {
     Tensor e = fake_quant_scaled(w, s, sc);
-    return sq_output_error(h, e.data<float>(), w.data<float>(), N, K);
+    return sq_output_error(cpu(), h, e.data<float>(), w.data<float>(), N, K);
   };
   ScaleSearch ss = awq_search_scales(mean_abs_columns({x}), awq_weight_mean({&w}, sc.group_size), 20, loss);
   EXPECT_LE(ss.loss, ss.identity_loss);
@@ -166,9 +171,9 @@ TEST(QuantizerAwq, ScaleSearchAndClipNeverWorseThanRtn) {
   for (size_t i = 0; i < inv.size(); ++i) inv[i] = 1.0f / ss.scales[i];
   std::vector<double> hs = scale_hessian(h, inv);
   Tensor plain = codes_to_dense(quantize_clipped(ws, {}, sc));
-  Tensor clipped = codes_to_dense(quantize_clipped(ws, awq_search_clip(ws, hs, sc), sc));
-  EXPECT_LE(sq_output_error(hs, clipped.data<float>(), ws.data<float>(), N, K),
-            sq_output_error(hs, plain.data<float>(), ws.data<float>(), N, K) * (1 + 1e-9));
+  Tensor clipped = codes_to_dense(quantize_clipped(ws, awq_search_clip(ws, OutputError(cpu(), hs, K), sc), sc));
+  EXPECT_LE(sq_output_error(cpu(), hs, clipped.data<float>(), ws.data<float>(), N, K),
+            sq_output_error(cpu(), hs, plain.data<float>(), ws.data<float>(), N, K) * (1 + 1e-9));
 }
 
 // Random ordinary token ids [B, L] (no special tokens).

@@ -27,6 +27,16 @@
 //                      per (n, head): scale = max|x| / 448 (0 for an all-zero head), dst = e4m3(x * (448 / max|x|)),
 //                      round to nearest even, saturating
 //   kv_dequantize_fp8  src F8_E4M3 [N, heads*D], scales F32 [N, heads] -> dst act [N, heads*D] = scale * float(src)
+//
+// Dense linear algebra for the quantizer (src/quant/, docs/QUANTIZER.md "Where the work runs"), row-major, in this
+// backend's memory unless said otherwise:
+//   gram_accumulate  x [T, K] (act_dtype or F32), h F32 [K, K]     -> h += x^T x; only the upper triangle
+//                    (h[i][j], j >= i) is defined afterwards, products of the inputs summed in fp32
+//   gemm_f32         c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c, F32 pointers with leading
+//                    dimensions lda/ldb/ldc (elements); op(a) = a^T when trans_a (a is then stored [k, m])
+//   cholesky_inverse_upper  h F64 [n, n] on the host, symmetric -> in place the upper triangular U with
+//                    h^{-1} = U^T U (GPTQ's Hinv), strict lower triangle zero; false (h unspecified) when h is not
+//                    numerically positive definite. The factorization runs where the backend runs (fp64).
 #pragma once
 #include <functional>
 #include <memory>
@@ -107,6 +117,11 @@ class Backend {
   // fp8 KV cache (model.h KvCache::fp8).
   virtual void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) = 0;
   virtual void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) = 0;
+  // Quantizer linear algebra (see the table above).
+  virtual void gram_accumulate(const Tensor& x, Tensor& h) = 0;
+  virtual void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) = 0;
+  virtual bool cholesky_inverse_upper(double* h, int64_t n) = 0;
 };
 
 // The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row

@@ -1,13 +1,13 @@
 #include "model/random_model.h"
 
 #include <filesystem>
-#include <random>
 #include <vector>
 
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/arch.h"
 #include "model/config.h"
+#include "model/random_init.h"
 
 namespace dlx {
 
@@ -68,14 +68,11 @@ void write_random_checkpoint(const std::string& dir, json config, uint64_t seed,
   if (num_layers > 0) config[config.contains("n_layers") ? "n_layers" : "num_hidden_layers"] = num_layers;
   const ModelConfig c = parse_model_config(config, "random model config");
   const ArchNames& names = arch_names(c.arch);
-  std::mt19937_64 rng(seed);
-  // Weights drawn once per tensor from a fast generator; bf16 storage.
+  // bf16 weights from random_host_weight (random_init.h): a counter-based generator, filled in parallel, one seed
+  // per tensor.
+  uint64_t tensor_seed = seed * 1000003 + 17;
   auto make = [&](Shape shape, float mean, float std) {
-    Tensor t = Tensor::zeros(DType::BF16, std::move(shape));
-    std::normal_distribution<float> nd(mean, std);
-    uint16_t* p = t.data<uint16_t>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(nd(rng));
-    return t;
+    return random_host_weight(std::move(shape), ++tensor_seed, mean, std);
   };
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const float ws = 0.02f;

@@ -9,21 +9,31 @@
 
 namespace dlx {
 
+int64_t add_abs_columns(const Tensor& x, std::vector<double>& sum) {
+  const int64_t k = int64_t(sum.size());
+  check(x.dim(-1) == k, "awq: activation has {} channels, expected {}", x.dim(-1), k);
+  const int64_t r = x.numel() / std::max<int64_t>(k, 1);
+  const float* p = x.data<float>();
+  // Channels split over threads; each channel's sum runs over the rows in order.
+  parallel_for(k, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < r; ++t)
+      for (int64_t c = c0; c < c1; ++c) sum[size_t(c)] += std::fabs(double(p[t * k + c]));
+  });
+  return r;
+}
+
+std::vector<float> mean_from_sums(const std::vector<double>& sum, int64_t rows) {
+  std::vector<float> out(sum.size());
+  for (size_t c = 0; c < sum.size(); ++c) out[c] = float(sum[c] / double(std::max<int64_t>(rows, 1)));
+  return out;
+}
+
 std::vector<float> mean_abs_columns(const std::vector<Tensor>& xs) {
   check(!xs.empty(), "awq: no calibration activations");
-  const int64_t k = xs[0].dim(-1);
-  std::vector<double> sum(static_cast<size_t>(k), 0.0);
+  std::vector<double> sum(static_cast<size_t>(xs[0].dim(-1)), 0.0);
   int64_t rows = 0;
-  for (const Tensor& x : xs) {
-    const int64_t r = x.numel() / k;
-    const float* p = x.data<float>();
-    for (int64_t t = 0; t < r; ++t)
-      for (int64_t c = 0; c < k; ++c) sum[size_t(c)] += std::fabs(double(p[t * k + c]));
-    rows += r;
-  }
-  std::vector<float> out(static_cast<size_t>(k));
-  for (int64_t c = 0; c < k; ++c) out[size_t(c)] = float(sum[size_t(c)] / double(std::max<int64_t>(rows, 1)));
-  return out;
+  for (const Tensor& x : xs) rows += add_abs_columns(x, sum);
+  return mean_from_sums(sum, rows);
 }
 
 std::vector<float> awq_weight_mean(const std::vector<const Tensor*>& ws, int64_t group_size) {
@@ -125,48 +135,55 @@ GroupParams clipped_params(const float* w, int64_t n, float clip, const QuantSch
 
 }  // namespace
 
-std::vector<float> awq_search_clip(const Tensor& w, const std::vector<double>& h, const QuantScheme& scheme, int n_grid,
+std::vector<float> awq_search_clip(const Tensor& w, const OutputError& h, const QuantScheme& scheme, int n_grid,
                                    double max_shrink) {
   const int64_t n = w.dim(0), k = w.dim(1), gs = scheme.group_size, G = k / gs;
+  check(h.k() == k, "awq clip: Hessian of {} inputs for a weight of {}", h.k(), k);
   const int maxq = scheme.maxq();
-  const int steps = int(max_shrink * n_grid);
-  // The diagonal blocks of H: the statistics of each group's own inputs.
-  std::vector<float> blocks(size_t(G * gs * gs));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t i = 0; i < gs; ++i)
-      for (int64_t j = 0; j < gs; ++j)
-        blocks[size_t((g * gs + i) * gs + j)] = float(h[size_t((g * gs + i) * k + g * gs + j)]);
+  const int steps = std::max(int(max_shrink * n_grid), 1);
+  Backend& be = h.backend();
   std::vector<float> best(size_t(n * G));
   const float* p = w.data<float>();
-  parallel_for(n, 4, [&](int64_t r0, int64_t r1) {
-    std::vector<float> d(static_cast<size_t>(gs)), hd(static_cast<size_t>(gs));
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t g = 0; g < G; ++g) {
+  Tensor d = Tensor::zeros(DType::F32, {steps * n, gs});  // row s * n + r: row r's error at shrink step s
+  std::vector<float> org(static_cast<size_t>(n));
+  for (int64_t g = 0; g < G; ++g) {
+    float* dp = d.data<float>();
+    parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
         const float* wg = p + r * k + g * gs;
-        const float* hb = blocks.data() + g * gs * gs;
-        float org = 0;
-        for (int64_t i = 0; i < gs; ++i) org = std::max(org, std::fabs(wg[i]));
-        float best_clip = org;
-        double best_err = std::numeric_limits<double>::infinity();
-        for (int st = 0; st < std::max(steps, 1); ++st) {
-          const float clip = org * float(1.0 - double(st) / double(n_grid));
+        float m = 0;
+        for (int64_t i = 0; i < gs; ++i) m = std::max(m, std::fabs(wg[i]));
+        org[size_t(r)] = m;
+        for (int st = 0; st < steps; ++st) {
+          const float clip = m * float(1.0 - double(st) / double(n_grid));
           GroupParams gp = clipped_params(wg, gs, clip, scheme);
-          for (int64_t i = 0; i < gs; ++i)
-            d[size_t(i)] = gp.fake(std::clamp(wg[i], -clip, clip), maxq) - wg[i];
-          // d^T Hg d with Hg d as a sum of scaled rows (vectorizes; Hg is symmetric).
-          std::fill(hd.begin(), hd.end(), 0.0f);
-          for (int64_t i = 0; i < gs; ++i) {
-            const float* hi = hb + i * gs;
-            const float di = d[size_t(i)];
-            for (int64_t j = 0; j < gs; ++j) hd[size_t(j)] += di * hi[j];
-          }
+          float* dr = dp + (int64_t(st) * n + r) * gs;
+          for (int64_t i = 0; i < gs; ++i) dr[i] = gp.fake(std::clamp(wg[i], -clip, clip), maxq) - wg[i];
+        }
+      }
+    });
+    // D Hg with Hg the group's diagonal block of H (leading dimension k); Hg is symmetric.
+    const Tensor dd = be.upload(d);
+    Tensor dh = be.empty(DType::F32, {steps * n, gs});
+    be.gemm_f32(false, false, steps * n, gs, gs, 1.0f, dd.data<float>(), gs, h.h().data<float>() + g * gs * k + g * gs,
+                k, 0.0f, dh.data<float>(), gs);
+    const Tensor hd = be.to_host_f32(dh);
+    const float* hp = hd.data<float>();
+    parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float best_clip = org[size_t(r)];
+        double best_err = std::numeric_limits<double>::infinity();
+        for (int st = 0; st < steps; ++st) {
+          const float* dr = dp + (int64_t(st) * n + r) * gs;
+          const float* hr = hp + (int64_t(st) * n + r) * gs;
           double err = 0;
-          for (int64_t i = 0; i < gs; ++i) err += double(d[size_t(i)]) * double(hd[size_t(i)]);
-          if (err < best_err) best_err = err, best_clip = clip;
+          for (int64_t i = 0; i < gs; ++i) err += double(dr[i]) * double(hr[i]);
+          if (err < best_err) best_err = err, best_clip = org[size_t(r)] * float(1.0 - double(st) / double(n_grid));
         }
         best[size_t(r * G + g)] = best_clip;
       }
-  });
+    });
+  }
   return best;
 }
 

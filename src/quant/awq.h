@@ -22,10 +22,15 @@
 
 #include "core/tensor.h"
 #include "kernels/quant/quant_codes.h"
+#include "quant/hessian.h"
 #include "quant/rtn.h"
 
 namespace dlx {
 
+// Adds |x[t, c]| over the rows of x (F32 host, [rows, k]) into sum[c] (fp64); returns the rows added.
+int64_t add_abs_columns(const Tensor& x, std::vector<double>& sum);
+// sum / rows as F32.
+std::vector<float> mean_from_sums(const std::vector<double>& sum, int64_t rows);
 // mean |x[:, c]| over the rows of every tensor (F32 host, [rows, k]).
 std::vector<float> mean_abs_columns(const std::vector<Tensor>& xs);
 
@@ -52,10 +57,11 @@ Tensor scale_weight(const Tensor& w, const std::vector<float>& col_mul, const st
 // Q(w diag(s)) diag(1/s) with RTN on the scheme: the weight the block sees for candidate s (F32 [n, k]).
 Tensor fake_quant_scaled(const Tensor& w, const std::vector<float>& s, const QuantScheme& scheme);
 
-// Clip search on w (F32 [n, k], already scaled) with the Hessian h of its (scaled) inputs: the best
-// max |w| per (row, group), [n, groups] row-major.
-std::vector<float> awq_search_clip(const Tensor& w, const std::vector<double>& h, const QuantScheme& scheme,
-                                   int n_grid = 20, double max_shrink = 0.5);
+// Clip search on w (F32 [n, k], already scaled) with the Hessian of its (scaled) inputs: the best max |w| per
+// (row, group), [n, groups] row-major. Per group, the weight errors of every row and shrink step form one matrix
+// D [steps * n, gs] and the backend multiplies it by the group's diagonal block of H (one gemm_f32 per group).
+std::vector<float> awq_search_clip(const Tensor& w, const OutputError& h, const QuantScheme& scheme, int n_grid = 20,
+                                   double max_shrink = 0.5);
 
 // Quantizes w with each (row, group) clamped to [-clip, clip] first (clip empty: no clamping).
 QuantCodes quantize_clipped(const Tensor& w, const std::vector<float>& clip, const QuantScheme& scheme);

@@ -9,12 +9,16 @@
 //   the block's later columns; after the block the collected errors update all later columns at once.
 //   static groups: every group's parameters come from the original weights before any update (so act-order
 //   keeps sequential groups, g_idx = k / group_size).
-// Rows are independent given U, so the work is split over output rows.
+// Blocked (the paper's "lazy batch updates"), left-looking: before block b is quantized, its columns receive the
+// errors of every earlier column in one GEMM on the backend, W[:, b] -= E[:, <b] U[<b, b] (W and E are held
+// transposed there, so a block is a run of contiguous rows); the block itself (B^2/2 per row) runs on the host,
+// rows in parallel. The Cholesky factorization and inverse run on the backend too (cholesky_inverse_upper).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/quant/quant_codes.h"
 #include "quant/rtn.h"
 
@@ -34,6 +38,7 @@ struct GptqResult {
 };
 
 // w: F32 [n, k] row-major (the layer's weight), h: [k, k] from HessianAccumulator::finish().
-GptqResult gptq_quantize(const float* w, int64_t n, int64_t k, std::vector<double> h, const GptqOptions& opt);
+GptqResult gptq_quantize(Backend& be, const float* w, int64_t n, int64_t k, std::vector<double> h,
+                         const GptqOptions& opt);
 
 }  // namespace dlx

@@ -15,6 +15,8 @@
 // skips this pair whenever v and o differ in shape; with Hq == Hkv the two are the same.
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "quant/awq.h"
@@ -42,19 +44,37 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   Backend& be = m.backend();
   LayerResult res;
 
-  // Float pass: the four distinct inputs, per chunk.
+  // The chunks the two block losses are computed on.
+  const auto& chunks = runner.chunks();
+  size_t nsearch = 0;
+  for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
+    tok += chunks[nsearch].tokens();
+
+  // Float pass over the four distinct inputs: H accumulated on the backend, mean |x| per channel on the host, and
+  // host copies of the attention and MLP inputs of the search chunks only.
+  std::array<std::optional<HessianAccumulator>, 4> acc;
+  std::array<std::vector<double>, 4> abs_sum;
+  std::array<int64_t, 4> abs_rows{};
   std::array<std::vector<Tensor>, 4> xs;
+  size_t chunk = 0;
   runner.run([&](int64_t, LinearRole r, const Tensor& x) {
     if (r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
+    const size_t i = size_t(input_of(r));
+    const int64_t k = x.dim(-1);
+    if (!acc[i]) acc[i].emplace(be, k), abs_sum[i].assign(size_t(k), 0.0);
+    acc[i]->add(x);
     Tensor h = be.to_host_f32(x);
-    const int64_t k = h.dim(-1);
-    xs[size_t(input_of(r))].push_back(Tensor::from_data(DType::F32, {h.numel() / k, k}, h.data()));
+    abs_rows[i] += add_abs_columns(h, abs_sum[i]);
+    if ((i == 0 || i == 2) && chunk < nsearch)
+      xs[i].push_back(Tensor::from_data(DType::F32, {h.numel() / k, k}, h.data()));
+    if (r == LinearRole::Down) ++chunk;  // the last linear of a chunk
   });
   std::array<std::vector<double>, 4> H;
+  std::array<std::vector<float>, 4> x_mean;
   for (size_t i = 0; i < 4; ++i) {
-    HessianAccumulator acc(xs[i][0].dim(1));
-    for (const Tensor& x : xs[i]) acc.add(x.data<float>(), x.dim(0));
-    H[i] = acc.finish();
+    H[i] = acc[i]->finish();
+    acc[i].reset();
+    x_mean[i] = mean_from_sums(abs_sum[i], abs_rows[i]);
   }
   std::array<Tensor, 7> W, bias;
   for (LinearRole r : kLinearRoles) {
@@ -64,19 +84,13 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   auto sc = [&](LinearRole r) { return s.scheme(W[size_t(r)].dim(1)); };
   const Tensor &Wq = W[0], &Wk = W[1], &Wv = W[2], &Wo = W[3], &Wg = W[4], &Wu = W[5], &Wd = W[6];
 
-  // The chunks the two block losses are computed on.
-  const auto& chunks = runner.chunks();
-  size_t nsearch = 0;
-  for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
-    tok += chunks[nsearch].tokens();
-
   // 1. attention norm -> q, k, v
   AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
                       m.layers()[size_t(layer)].k_norm};
   std::vector<Tensor> ref_attn;
   for (size_t i = 0; i < nsearch; ++i) ref_attn.push_back(attention_block(be, c, chunks[i], xs[0][i], fp));
   ScaleSearch s_attn = awq_search_scales(
-      mean_abs_columns(xs[0]), awq_weight_mean({&Wq, &Wk, &Wv}, sc(LinearRole::Q).group_size), s.awq_grid,
+      x_mean[0], awq_weight_mean({&Wq, &Wk, &Wv}, sc(LinearRole::Q).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
         AttnBlockWeights w = fp;
         w.wq = fake_quant_scaled(Wq, sv, sc(LinearRole::Q));
@@ -103,18 +117,23 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   };
   ScaleSearch s_vo;
   s_vo.scales.assign(size_t(Hkv * D), 1.0f);
+  std::array<std::optional<OutputError>, 4> err;  // H of each input on the backend, for every loss and error
+  auto error_of = [&](size_t i) -> const OutputError& {
+    if (!err[i]) err[i].emplace(be, H[i], int64_t(x_mean[i].size()));
+    return *err[i];
+  };
   if (fold_vo)
-    s_vo = awq_search_scales(tie(mean_abs_columns(xs[1])), tie(awq_weight_mean({&Wo}, sc(LinearRole::O).group_size)),
+    s_vo = awq_search_scales(tie(x_mean[1]), tie(awq_weight_mean({&Wo}, sc(LinearRole::O).group_size)),
                              s.awq_grid, [&](const std::vector<float>& sv) {
                                Tensor eff = fake_quant_scaled(Wo, expand(sv), sc(LinearRole::O));
-                               return sq_output_error(H[1], eff.data<float>(), Wo.data<float>(), Wo.dim(0), Wo.dim(1));
+                               return error_of(1).sq(eff.data<float>(), Wo.data<float>(), Wo.dim(0));
                              });
 
   // 3. MLP norm -> gate, up
   std::vector<Tensor> ref_mlp;
   for (size_t i = 0; i < nsearch; ++i) ref_mlp.push_back(mlp_block(be, xs[2][i], Wg, Wu, Wd));
   ScaleSearch s_mlp = awq_search_scales(
-      mean_abs_columns(xs[2]), awq_weight_mean({&Wg, &Wu}, sc(LinearRole::Gate).group_size), s.awq_grid,
+      x_mean[2], awq_weight_mean({&Wg, &Wu}, sc(LinearRole::Gate).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
         Tensor g = fake_quant_scaled(Wg, sv, sc(LinearRole::Gate)), u = fake_quant_scaled(Wu, sv, sc(LinearRole::Up));
         double e = 0, cnt = 0;
@@ -127,10 +146,10 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
 
   // 4. up -> down
   ScaleSearch s_down = awq_search_scales(
-      mean_abs_columns(xs[3]), awq_weight_mean({&Wd}, sc(LinearRole::Down).group_size), s.awq_grid,
+      x_mean[3], awq_weight_mean({&Wd}, sc(LinearRole::Down).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
         Tensor eff = fake_quant_scaled(Wd, sv, sc(LinearRole::Down));
-        return sq_output_error(H[3], eff.data<float>(), Wd.data<float>(), Wd.dim(0), Wd.dim(1));
+        return error_of(3).sq(eff.data<float>(), Wd.data<float>(), Wd.dim(0));
       });
 
   // Fold: norms divided (as stored), linears' input columns multiplied, producers' output rows divided.
@@ -142,6 +161,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   const std::array<Tensor, 7>& Ws = f.w;
   bias[2] = f.v_bias;
   std::array<std::vector<double>, 4> Hs;
+  std::array<std::optional<OutputError>, 4> errs;  // the same for the scaled inputs
   for (size_t i = 0; i < 4; ++i) Hs[i] = scale_hessian(H[i], inverse(f.input_scale[i]));
 
   // Clip, quantize, measure.
@@ -151,14 +171,15 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     const QuantScheme scheme = sc(r);
     const std::vector<double>& hs = Hs[size_t(input_of(r))];
     const bool clip = r != LinearRole::Q && r != LinearRole::K;
+    const size_t in = size_t(input_of(r));
+    if (!errs[in]) errs[in].emplace(be, hs, Ws[ri].dim(1));
     q.prefix = linear_prefix(m, layer, r);
-    q.codes = quantize_clipped(Ws[ri], clip ? awq_search_clip(Ws[ri], hs, scheme) : std::vector<float>{}, scheme);
+    q.codes = quantize_clipped(Ws[ri], clip ? awq_search_clip(Ws[ri], *errs[in], scheme) : std::vector<float>{}, scheme);
     q.bias = round_bias_f16(bias[ri]);
     Tensor d = codes_to_dense(q.codes);
-    q.error = rel_output_error(hs, d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0), Ws[ri].dim(1));
+    q.error = errs[in]->rel(d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0));
     Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
-    q.error_rtn = rel_output_error(H[size_t(input_of(r))], rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0),
-                                   W[ri].dim(1));
+    q.error_rtn = error_of(in).rel(rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0));
     if (input_of(r) == 0 || input_of(r) == 2) q.input_mul = inverse(f.input_scale[size_t(input_of(r))]);
   }
   auto note = [](const ScaleSearch& ss) {

@@ -73,7 +73,7 @@ using namespace layer_quant;
 
 namespace {
 
-// Hessians of the inputs in `want` (by input_of index), over one run of the layer.
+// Hessians of the inputs in `want` (by input_of index), over one run of the layer, accumulated on the backend.
 std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, LayerRunner& runner,
                                                                   const std::array<bool, 4>& want) {
   std::array<std::optional<HessianAccumulator>, 4> acc;
@@ -82,18 +82,10 @@ std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, Laye
     const int i = input_of(r);
     // q/k/v and gate/up share an input: take it once, from the first of them.
     if (!want[size_t(i)] || r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
-    Tensor h = be.to_host_f32(x);
-    const int64_t k = h.dim(-1);
-    if (!acc[size_t(i)]) acc[size_t(i)].emplace(k);
-    acc[size_t(i)]->add(h.data<float>(), h.numel() / k);
+    if (!acc[size_t(i)]) acc[size_t(i)].emplace(be, x.dim(-1));
+    acc[size_t(i)]->add(x);
   });
   return acc;
-}
-
-double rtn_error(const std::vector<double>& h, const Tensor& w, const QuantScheme& sc) {
-  QuantCodes c = rtn_quantize(w.data<float>(), w.dim(0), w.dim(1), sc);
-  Tensor d = codes_to_dense(c);
-  return rel_output_error(h, d.data<float>(), w.data<float>(), w.dim(0), w.dim(1));
 }
 
 }  // namespace
@@ -112,8 +104,8 @@ LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, con
     q.error = q.error_rtn = -1;
     if (runner) {
       Tensor d = codes_to_dense(q.codes);
-      std::vector<double> h = acc[size_t(input_of(r))]->finish();
-      q.error = q.error_rtn = rel_output_error(h, d.data<float>(), w.data<float>(), w.dim(0), w.dim(1));
+      const OutputError err(m.backend(), acc[size_t(input_of(r))]->finish(), w.dim(1));
+      q.error = q.error_rtn = err.rel(d.data<float>(), w.data<float>(), w.dim(0));
     }
   }
   for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[int(r)], s);
@@ -141,18 +133,21 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       Tensor w = float_weight(m, layer, r);
       const int64_t n = w.dim(0), k = w.dim(1);
       std::vector<double> h = acc[size_t(input_of(r))]->finish();
+      const OutputError err(m.backend(), h, k);
       GptqOptions o;
       o.scheme = s.scheme(k);
       o.damp = s.damp;
       o.act_order = s.desc_act;
       o.static_groups = s.static_groups;
-      GptqResult g = gptq_quantize(w.data<float>(), n, k, h, o);
+      GptqResult g = gptq_quantize(m.backend(), w.data<float>(), n, k, std::move(h), o);
       q.prefix = linear_prefix(m, layer, r);
       q.codes = std::move(g.codes);
       q.bias = round_bias_f16(float_bias(m, layer, r));
       Tensor d = codes_to_dense(q.codes);
-      q.error = rel_output_error(h, d.data<float>(), w.data<float>(), n, k);
-      q.error_rtn = rtn_error(h, w, o.scheme);
+      const double den = err.norm(w.data<float>(), n);
+      q.error = err.rel(d.data<float>(), w.data<float>(), n, den);
+      Tensor rtn = codes_to_dense(rtn_quantize(w.data<float>(), n, k, o.scheme));
+      q.error_rtn = err.rel(rtn.data<float>(), w.data<float>(), n, den);
       if (g.damp != s.damp) damps[q.prefix] = g.damp;
     }
     for (LinearRole r : group) install(m, layer, r, res.linears[int(r)], s);

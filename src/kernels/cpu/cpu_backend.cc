@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/linalg.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/qmatmul.h"
@@ -94,5 +95,20 @@ void CpuBackend::kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int6
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t d = 0; d < D; ++d) y[r * D + d] = sc[r] * table[q[r * D + d]];
 }
+
+void CpuBackend::gram_accumulate(const Tensor& x, Tensor& h) {
+  check(x.dtype() == DType::F32 && x.rank() >= 1, "cpu gram_accumulate: x must be F32, got {}", dtype_name(x.dtype()));
+  const int64_t k = x.dim(-1);
+  check(h.dtype() == DType::F32 && h.numel() == k * k, "cpu gram_accumulate: h must be F32 [{}, {}], got {} {}", k, k,
+        dtype_name(h.dtype()), shape_str(h.shape()));
+  cpu_gram_accumulate(x.data<float>(), k == 0 ? 0 : x.numel() / k, k, h.data<float>());
+}
+
+void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cpu_gemm_f32(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+bool CpuBackend::cholesky_inverse_upper(double* h, int64_t n) { return cpu_cholesky_inverse_upper(h, n); }
 
 }  // namespace dlx

@@ -23,6 +23,10 @@ class CpuBackend final : public Backend {
   void copy(const Tensor& src, Tensor& dst) override;
   void kv_quantize_fp8(const Tensor& src, int64_t heads, Tensor& dst, Tensor& scales) override;
   void kv_dequantize_fp8(const Tensor& src, const Tensor& scales, int64_t heads, Tensor& dst) override;
+  void gram_accumulate(const Tensor& x, Tensor& h) override;
+  void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) override;
+  bool cholesky_inverse_upper(double* h, int64_t n) override;
 };
 
 }  // namespace dlx

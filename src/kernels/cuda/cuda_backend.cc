@@ -22,6 +22,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_fusion.h"
+#include "kernels/cuda/linalg.h"
 #include "kernels/cuda/sample_rows.h"
 
 namespace dlx {
@@ -108,6 +109,7 @@ class CudaBackend final : public Backend {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
     alloc_ = std::make_shared<cuda::DeviceAllocator>();
     gemm_ = std::make_unique<cuda::Gemm>(stream_, *alloc_);
+    linalg_ = std::make_unique<cuda::DenseLinalg>(stream_, *alloc_);
     sync_each_op_ = env_flag("DIFFULEX_CUDA_SYNC");
   }
 
@@ -116,6 +118,7 @@ class CudaBackend final : public Backend {
     inv_freq_.clear();
     table_ = Tensor();
     gemm_.reset();
+    linalg_.reset();
     (void)cudaStreamDestroy(stream_);
   }
 
@@ -482,6 +485,25 @@ class CudaBackend final : public Backend {
     after("kv_dequantize_fp8");
   }
 
+  // --- Quantizer linear algebra (linalg.h) ---------------------------------------------------------------------
+  void gram_accumulate(const Tensor& x, Tensor& h) override {
+    check(x.defined() && x.device() == Device::CUDA && (x.dtype() == DType::BF16 || x.dtype() == DType::F32),
+          "cuda gram_accumulate: x must be a BF16 or F32 tensor on the GPU");
+    need(h, DType::F32, "gram_accumulate", "h");
+    const int64_t k = x.dim(-1);
+    check(h.numel() == k * k, "cuda gram_accumulate: h {} should be [{}, {}]", shape_str(h.shape()), k, k);
+    linalg_->gram(x.data(), x.dtype() == DType::BF16, k == 0 ? 0 : x.numel() / k, k, h.data<float>());
+    after("gram_accumulate");
+  }
+
+  void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) override {
+    linalg_->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    after("gemm_f32");
+  }
+
+  bool cholesky_inverse_upper(double* h, int64_t n) override { return linalg_->hinv_upper(h, n); }
+
   void add(Tensor& x, const Tensor& y) override {
     need(x, DType::BF16, "add", "x");
     need(y, DType::BF16, "add", "y");
@@ -822,6 +844,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<cuda::DeviceAllocator> alloc_;
   std::unique_ptr<cuda::Gemm> gemm_;
+  std::unique_ptr<cuda::DenseLinalg> linalg_;
   HostMirror ids_, positions_, mask_;
   HostMirror rows_;  // gather_rows
   std::map<std::pair<double, int64_t>, Tensor> inv_freq_;
