@@ -59,18 +59,36 @@ for r in j["runs"]:
 EOF
 }
 
+# The binaries find the fixtures and the CLI through paths compiled in on the build machine; the libraries they need
+# are in .gpubin/lib, cuBLAS in the toolkit or torch's wheel.
+setup_env() {
+  local src cublas_py
+  src=$(cat "$BIN/source_dir" 2>/dev/null || echo /work/main)
+  if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
+  mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
+  cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
+}
+
+# compute-sanitizer's tools over the test binary: sanitize OUT TOOL FILTER [TOOL FILTER ...]; one summary line each.
+sanitize() {
+  local out=$1 status=0
+  shift
+  export DIFFULEX_TEST_SMALL=1 DIFFULEX_CUDA_GEMM_TUNE=0  # smaller W4A16 cases; no cuBLASLt timing under the tools
+  while [ $# -ge 2 ]; do
+    timeout 240 compute-sanitizer --tool "$1" --error-exitcode 3 "$BIN/diffulex_tests" --gtest_filter="$2" \
+      >"$out/$1.log" 2>&1 || status=1
+    echo "$1: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$1.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED) ' "$out/$1.log" | tr '\n' ' ')"
+    shift 2
+  done
+  return $status
+}
+
 run() {
   local out=${OUT:-$ROOT/gpu_out}
   mkdir -p "$out"
   local status=0
-  # The binaries find the fixtures and the CLI through paths compiled in on the build machine.
-  local src
-  src=$(cat "$BIN/source_dir" 2>/dev/null || echo /work/main)
-  if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
-  mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
-  local cublas_py
-  cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
-  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
+  setup_env
   nvidia-smi 2>&1 | head -12
   nvcc --version | tail -2
   if ldd "$BIN/diffulex_tests" | grep -q "not found"; then
@@ -103,17 +121,9 @@ run() {
 
   if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     echo "== compute-sanitizer"
-    # The W4A16 tests' smaller cases, and cuBLASLt's first heuristic choice (no algorithm timing under the tools).
-    export DIFFULEX_TEST_SMALL=1 DIFFULEX_CUDA_GEMM_TUNE=0
-    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/diffulex_tests" \
-      --gtest_filter='CudaOps*:*CudaGolden*:CudaForward.DequantCache*:CudaForward.LogitRows*:CudaSample*:CudaFusedGateUp*:CudaEmbedOnHost*:W4A16*:CudaFp8Kv*-CudaSample.Timing*' >"$out/memcheck.log" 2>&1 || status=1
-    timeout 150 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN/diffulex_tests" \
-      --gtest_filter='CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*:W4A16.MatchesDequantizedReference' >"$out/racecheck.log" 2>&1 || status=1
-    timeout 90 compute-sanitizer --tool synccheck --error-exitcode 3 "$BIN/diffulex_tests" \
-      --gtest_filter='CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*' >"$out/synccheck.log" 2>&1 || status=1
-    for f in memcheck racecheck synccheck; do
-      echo "$f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$f.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
-    done
+    sanitize "$out" memcheck 'CudaOps*:*CudaGolden*:CudaForward.DequantCache*:CudaForward.LogitRows*:CudaSample*:CudaFusedGateUp*:CudaEmbedOnHost*:W4A16*:CudaFp8Kv*-CudaSample.Timing*' \
+      racecheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*:W4A16.MatchesDequantizedReference' \
+      synccheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*' || status=1
   fi
 
   echo "== done (status $status)"
@@ -126,12 +136,8 @@ run() {
 w4a16() {
   local out=${OUT:-$ROOT/gpu_out}
   mkdir -p "$out"
-  local status=0 src cublas_py
-  src=$(cat "$BIN/source_dir" 2>/dev/null || echo /work/main)
-  if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
-  mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"
-  cublas_py=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)
-  export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${cublas_py}:${LD_LIBRARY_PATH:-}"
+  local status=0
+  setup_env
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
   echo "== W4A16 and attention tests"
   timeout 240 "$BIN/diffulex_tests" --gtest_filter="${W4A16_TESTS:-W4A16*:CudaOps.Attention*}" >"$out/tests.log" 2>&1 || status=1
@@ -153,14 +159,8 @@ w4a16() {
   fi
   if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     echo "== compute-sanitizer on the W4A16 kernels (small cases)"
-    export DIFFULEX_TEST_SMALL=1 DIFFULEX_CUDA_GEMM_TUNE=0
-    timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/diffulex_tests" \
-      --gtest_filter='W4A16.MatchesDequantizedReference:CudaOps.Attention*' >"$out/memcheck.log" 2>&1 || status=1
-    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN/diffulex_tests" \
-      --gtest_filter='W4A16.MatchesDequantizedReference' >"$out/racecheck.log" 2>&1 || status=1
-    for f in memcheck racecheck; do
-      echo "$f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$f.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
-    done
+    sanitize "$out" memcheck 'W4A16.MatchesDequantizedReference:CudaOps.Attention*' \
+      racecheck 'W4A16.MatchesDequantizedReference' || status=1
   fi
   echo "== done (status $status)"
   return $status

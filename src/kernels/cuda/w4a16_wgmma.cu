@@ -30,6 +30,7 @@
 #include "core/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/w4a16_tiles.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -75,25 +76,13 @@ struct WArgs {
   bool y_vec;  // N % 8 == 0 and y 16-byte aligned: the epilogue stores 16-byte chunks
 };
 
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
-  return d;
-}
-__device__ __forceinline__ uint32_t bsub_mul(uint32_t v, uint32_t z, uint32_t s) {
-  __nv_bfloat162 d = __hmul2(__hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z)),
-                             *reinterpret_cast<__nv_bfloat162*>(&s));
-  return *reinterpret_cast<uint32_t*>(&d);
-}
-
-// wgmma's A fragment of one k16 step from one tile word; sz0 / sz1: {bf16 s, bf16 128+z} of rows gid and gid + 8.
+// wgmma's A fragment of one k16 step from one tile word: the mma.sync kernel's B registers (nibble pairs 0..3:
+// rows gid / gid+8, k 2tig / 2tig+8) in the A fragment's register order {a0a1, a2a3, a4a5, a6a7} = {(row gid, k lo),
+// (row gid+8, k lo), (row gid, k hi), (row gid+8, k hi)}.
 __device__ __forceinline__ void dequant_a(uint32_t word, uint32_t sz0, uint32_t sz1, uint32_t (&a)[4]) {
-  const uint32_t s0 = __byte_perm(sz0, 0, 0x1010), z0 = __byte_perm(sz0, 0, 0x3232);
-  const uint32_t s1 = __byte_perm(sz1, 0, 0x1010), z1 = __byte_perm(sz1, 0, 0x3232);
-  a[0] = bsub_mul(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0, s0);        // row gid,     k 2tig, 2tig+1
-  a[2] = bsub_mul(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0, s0);   // row gid,     k 2tig+8, +9
-  a[1] = bsub_mul(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1, s1);   // row gid + 8, k 2tig, 2tig+1
-  a[3] = bsub_mul(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1, s1);  // row gid + 8, k 2tig+8, +9
+  uint32_t b[4];
+  dequant(word, sz0, sz1, b);
+  a[0] = b[0], a[1] = b[2], a[2] = b[1], a[3] = b[3];
 }
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
