@@ -2,6 +2,8 @@
 // the batched ragged pass equals per-sequence passes, the KV budget limits admission, and fp8 error is bounded.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -162,7 +164,8 @@ TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
   SchedulerOptions so;
   so.max_batch = 1;
   BatchScheduler s(*model, tok, so);
-  int a_steps = 0;
+  // The step callbacks run on the slot's thread, after the pass that step() ran: a counter read here is atomic.
+  std::atomic<int> a_steps{0};
   std::vector<std::vector<int64_t>> c_canvases;
   const uint64_t a = s.submit(prompts[0], o, [&](int, int, int64_t, const Tensor&) { ++a_steps; });
   const uint64_t b = s.submit(prompts[1], o);
@@ -191,7 +194,9 @@ TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
       }
       rest.push_back(std::move(f));
     }
-  EXPECT_EQ(a_steps, a_steps_at_cancel);  // no step after cancel()
+  // No model pass after cancel(): at most the callback of the pass that step() had already run (its slot thread
+  // may not have reported it yet when cancel() was called).
+  EXPECT_LE(a_steps.load(), a_steps_at_cancel + 1);
   ASSERT_EQ(rest.size(), 2u);
   EXPECT_EQ(rest[0].id, a);
   EXPECT_EQ(rest[0].error, "cancelled");
