@@ -29,4 +29,21 @@ __device__ __forceinline__ void dequant(uint32_t word, uint32_t sz0, uint32_t sz
   b[3] = bsub_mul(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1, s1);
 }
 
+
+// The scale-word group rows the k step `kt` (64 columns) needs: the first, ga, and how many, ng. With one group per
+// k step (ONE_GROUP: group size a multiple of 64) the group is tracked incrementally: z_group / z_left (k steps
+// left in it) advance one k step per call, spg = k steps per group.
+template <bool ONE_GROUP>
+__device__ __forceinline__ void step_groups(int kt, int K, int gs, int spg, int& z_group, int& z_left, int& ga,
+                                            int& ng) {
+  if (ONE_GROUP) {
+    ga = z_group, ng = 1;
+    if (--z_left == 0) ++z_group, z_left = spg;
+  } else {
+    const int k0 = kt * 64;
+    ga = k0 / gs;
+    ng = (min(k0 + 64, K) - 1) / gs - ga + 1;
+  }
+}
+
 }  // namespace dlx::cuda

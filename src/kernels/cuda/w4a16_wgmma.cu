@@ -165,14 +165,7 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(WArgs a) {
     }
     w_ptr += w_step;
     int ga, ng;
-    if (ONE_GROUP) {
-      ga = z_group, ng = 1;
-      if (--z_left == 0) ++z_group, z_left = spg;
-    } else {
-      const int k0 = load_kt * kBK;
-      ga = k0 / gs;
-      ng = (min(k0 + kBK, K) - 1) / gs - ga + 1;
-    }
+    step_groups<ONE_GROUP>(load_kt, K, gs, spg, z_group, z_left, ga, ng);
 #pragma unroll
     for (int i = 0; i < C::Z_ITERS; ++i) {
       const int c = tid + i * C::THREADS;
