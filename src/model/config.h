@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/json.h"  // read_json_file, used with the configs
 
 namespace dlx {
 
@@ -47,8 +48,5 @@ struct ModelConfig {
 // rejected with the list of supported ones; missing or invalid fields are named.
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
 ModelConfig load_model_config(const std::string& model_dir);
-
-// Reads a JSON file with errors that name it.
-nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace dlx
