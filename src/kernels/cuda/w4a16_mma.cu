@@ -68,20 +68,6 @@ __device__ __forceinline__ void dequant_raw(uint32_t word, uint32_t (&b)[4]) {
   b[3] = lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u);
 }
 
-struct Args {
-  const bf16_t* x;  // [M, K], columns already in kernel order
-  int64_t M, K, N, np, kt, groups, gs;
-  const uint4* tiles;
-  const uint32_t* sz;
-  const void* bias;
-  Elt bias_type;
-  bf16_t* y;
-  float* partial;  // [splits, M, N] when splits > 1
-  int splits, kt_per_split;
-  bool tile_in_one_group;  // group_size % 64 == 0
-  bool n_even;             // N even: y and the partial sums take paired stores
-};
-
 template <int MT, int NU, bool ONE_GROUP>
 struct Cfg {
   static constexpr int BM = 16 * MT, BN = 128 * NU, GROUPS = ONE_GROUP ? 1 : kMaxGroups;
@@ -101,7 +87,7 @@ struct Cfg {
 // one extra MMA per k16 step with an all-ones B. Dequantization drops from 15 instructions per word of codes to 7,
 // and the result is closer to exact (no per-weight bf16 rounding; fp32 cancellation error ~2^-17 relative).
 template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
-__global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads, MINB) w4a16_kernel(W4A16KernelArgs a) {
   static_assert(ONE_GROUP || !FOLD, "the fold needs whole groups per k step");
   using C = Cfg<MT, NU, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -388,7 +374,7 @@ __global__ void dequant_kernel(const uint32_t* tiles, const uint32_t* sz, int64_
 }
 
 template <int MT, int NU, bool ONE_GROUP, bool FOLD, int MINB>
-void launch_one(const Args& a, cudaStream_t stream) {
+void launch_one(const W4A16KernelArgs& a, cudaStream_t stream) {
   using C = Cfg<MT, NU, ONE_GROUP>;
   static bool configured = false;
   if (!configured) {
@@ -403,7 +389,7 @@ void launch_one(const Args& a, cudaStream_t stream) {
 }
 
 template <int MT, int NU, int MINB = 2, bool CAN_FOLD = true>
-void launch_cfg(const Args& a, bool fold, cudaStream_t stream) {
+void launch_cfg(const W4A16KernelArgs& a, bool fold, cudaStream_t stream) {
   if constexpr (CAN_FOLD) {
     if (fold) return launch_one<MT, NU, true, true, MINB>(a, stream);
   }
@@ -529,45 +515,25 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
   if (p.mt == 1) p.nu = 2, p.minb = 3;
   else if (p.mt == 2) p.nu = p.fold ? 2 : 4;
   else p.nu = mblocks * ((d.np + 255) / 256) >= sms ? 2 : 1;
-  // Split-K for M <= 32: the split count that minimizes a simple time model in bytes moved: the weight streams in
-  // waves of `slots` resident blocks (a partly filled last wave costs a full one), plus the fp32 partial sums written
-  // and read back and the reduction's launch (~2 us, ~6 MB at 3 TB/s). Each split keeps at least 3 k steps. Larger
+  // Split-K for M <= 32: the count that minimizes w4a16_pick_splits's model, each split at least 3 k steps. Larger
   // M splits only when the tiles do not fill one wave (as many splits as fit); there the partial sums cost more
   // than the model's waves save (measured: LLaDA gate_up M = 256, 0.206 vs 0.166 ms).
   const int64_t slots = int64_t(sms) * p.minb;
   const int64_t blocks = mblocks * ((d.np + 128 * p.nu - 1) / (128 * p.nu));
   const double step_bytes = 128.0 * p.nu * 32 + 16.0 * p.mt * kBK * 2;
-  auto model = [&](int64_t s) {
-    const int64_t per = (d.kt + s - 1) / s, waves = (blocks * s + slots - 1) / slots;
-    return double(waves * per) * double(slots) * step_bytes + (s > 1 ? double(s) * M * N * 8 + 6e6 : 0.0);
-  };
-  int64_t splits = 1;
-  if (force_splits > 0) {
-    splits = force_splits;
-  } else if (p.mt <= 2) {
-    for (int64_t s = 2; s <= std::max<int64_t>(1, d.kt / 3); ++s)
-      if (model(s) < model(splits)) splits = s;
-  } else if (blocks < slots) {
-    splits = std::min<int64_t>(std::max<int64_t>(1, slots / blocks), std::max<int64_t>(1, d.kt / 3));
+  if (p.mt <= 2 || force_splits > 0) {
+    w4a16_pick_splits(p, d.kt, blocks, slots, step_bytes, std::max<int64_t>(1, d.kt / 3), force_splits);
+  } else {
+    const int64_t fill = blocks < slots ? std::min<int64_t>(slots / blocks, std::max<int64_t>(1, d.kt / 3)) : 1;
+    w4a16_pick_splits(p, d.kt, blocks, slots, step_bytes, 0, int(std::max<int64_t>(1, fill)));
   }
-  splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
-  const int64_t per = (d.kt + splits - 1) / splits;
-  p.kt_per_split = int(per);
-  p.splits = int((d.kt + per - 1) / per);
   return p;
 }
 
 void launch_w4a16(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
                   const void* bias, Elt bias_type, bf16_t* y, float* partial, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
-  const W4A16Dims d = w4a16_dims(p.N, p.K, group_size);
-  Args a{};
-  a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
-  a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
-  a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
-  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
-  a.tile_in_one_group = group_size % kBK == 0;
-  a.n_even = p.N % 2 == 0;
+  const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
   check(p.splits == 1 || partial, "matmul_packed (w4a16): split-K needs a partial-sum buffer");
   // (mt, nu, resident blocks) -> the instantiated tile configurations.
   const int key = p.mt * 100 + p.nu * 10 + p.minb;

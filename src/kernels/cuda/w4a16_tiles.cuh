@@ -3,9 +3,66 @@
 #pragma once
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/launch.h"
+
 namespace dlx::cuda {
+
+// What both kernels read: the call's shape, the tiles, the output and the split-K partition.
+struct W4A16KernelArgs {
+  const bf16_t* x;  // [M, K], columns already in kernel order
+  int64_t M, K, N, np, kt, groups, gs;
+  const uint4* tiles;
+  const uint32_t* sz;
+  const void* bias;
+  Elt bias_type;
+  bf16_t* y;
+  float* partial;  // [splits, M, N] when splits > 1
+  int splits, kt_per_split;
+  bool tile_in_one_group;  // group_size % 64 == 0
+  bool n_even;             // N even: y and the partial sums take paired stores
+  bool y_vec;              // N % 8 == 0 and y 16-byte aligned: 16-byte stores along y's rows
+};
+
+inline W4A16KernelArgs w4a16_kernel_args(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles,
+                                         const uint32_t* sz, int64_t group_size, const void* bias, Elt bias_type,
+                                         bf16_t* y, float* partial) {
+  const W4A16Dims d = w4a16_dims(p.N, p.K, group_size);
+  W4A16KernelArgs a{};
+  a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
+  a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
+  a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
+  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
+  a.tile_in_one_group = group_size % 64 == 0;
+  a.n_even = p.N % 2 == 0;
+  a.y_vec = p.N % 8 == 0 && (reinterpret_cast<uintptr_t>(y) & 15) == 0;
+  return a;
+}
+
+// Split-K: the split count (at most max_splits, at least 1) that minimizes a time model in bytes moved: the weight
+// streams in waves of `slots` resident blocks (a partly filled last wave costs a full one), each block moving
+// step_bytes a k step, plus the fp32 partial sums written and read back and the reduction's launch (~2 us, ~6 MB
+// at 3 TB/s). Writes the k steps a split and the resulting split count into p.
+inline void w4a16_pick_splits(W4A16Args& p, int64_t kt, int64_t blocks, int64_t slots, double step_bytes,
+                              int64_t max_splits, int force_splits) {
+  auto model = [&](int64_t s) {
+    const int64_t per = (kt + s - 1) / s, waves = (blocks * s + slots - 1) / slots;
+    return double(waves * per) * double(slots) * step_bytes + (s > 1 ? double(s) * p.M * p.N * 8 + 6e6 : 0.0);
+  };
+  int64_t splits = 1;
+  if (force_splits > 0) {
+    splits = force_splits;
+  } else {
+    for (int64_t s = 2; s <= max_splits; ++s)
+      if (model(s) < model(splits)) splits = s;
+  }
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, kt));
+  const int64_t per = (kt + splits - 1) / splits;
+  p.kt_per_split = int(per);
+  p.splits = int((kt + per - 1) / per);
+}
 
 __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;

@@ -63,19 +63,6 @@ struct WCfg {
   static_assert(NT % 8 == 0 && NT <= 256, "wgmma N is a multiple of 8 up to 256");
 };
 
-struct WArgs {
-  const bf16_t* x;  // [M, K], columns already in kernel order
-  int64_t M, K, N, np, kt, groups, gs;
-  const uint4* tiles;
-  const uint32_t* sz;
-  const void* bias;
-  Elt bias_type;
-  bf16_t* y;
-  float* partial;  // [splits, M, N] when splits > 1
-  int splits, kt_per_split;
-  bool y_vec;  // N % 8 == 0 and y 16-byte aligned: the epilogue stores 16-byte chunks
-};
-
 // wgmma's A fragment of one k16 step from one tile word: the mma.sync kernel's B registers (nibble pairs 0..3:
 // rows gid / gid+8, k 2tig / 2tig+8) in the A fragment's register order {a0a1, a2a3, a4a5, a6a7} = {(row gid, k lo),
 // (row gid+8, k lo), (row gid, k hi), (row gid+8, k hi)}.
@@ -103,7 +90,7 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
 }
 
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB>
-__global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(WArgs a) {
+__global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16KernelArgs a) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -287,7 +274,7 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(WArgs a) {
 }
 
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB>
-void launch_one(const WArgs& a, cudaStream_t stream) {
+void launch_one(const W4A16KernelArgs& a, cudaStream_t stream) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
   auto* kernel = w4a16_wgmma_kernel<NT, MB, WGS, STAGES, ONE_GROUP, MINB>;
   static bool configured = false;
@@ -311,7 +298,7 @@ template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 4, 
 template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 4, MINB = 1; };
 
 template <int NT>
-void launch_nt(const WArgs& a, bool one_group, cudaStream_t stream) {
+void launch_nt(const W4A16KernelArgs& a, bool one_group, cudaStream_t stream) {
   using T = Tile<NT>;
   if (one_group) launch_one<NT, T::MB, T::WGS, T::STAGES, true, T::MINB>(a, stream);
   else launch_one<NT, T::MB, T::WGS, T::STAGES, false, T::MINB>(a, stream);
@@ -355,26 +342,10 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   const int bn = block_features(p.wg_nt);
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
   const int64_t blocks = mblocks * ((d.np + bn - 1) / bn);
-  // Split-K when the tiles are too few for the GPU: the split count that minimizes a time model in bytes moved
-  // (waves of resident blocks, each streaming its k steps' weights and activations, plus the fp32 partial sums
-  // written and read back and the reduction launch), at least 3 k steps a split.
+  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model), at least 3 k steps a split.
   const int64_t slots = int64_t(cuda_sm_count()) * p.minb;
-  const double step_bytes = double(bn) * 32 + double(p.wg_nt) * kBK * 2;
-  auto model = [&](int64_t s) {
-    const int64_t per = (d.kt + s - 1) / s, waves = (blocks * s + slots - 1) / slots;
-    return double(waves * per) * double(slots) * step_bytes + (s > 1 ? double(s) * M * N * 8 + 6e6 : 0.0);
-  };
-  int64_t splits = 1;
-  if (force_splits > 0) {
-    splits = force_splits;
-  } else {
-    for (int64_t s = 2; s <= std::max<int64_t>(1, d.kt / 3); ++s)
-      if (model(s) < model(splits)) splits = s;
-  }
-  splits = std::max<int64_t>(1, std::min<int64_t>(splits, d.kt));
-  const int64_t per = (d.kt + splits - 1) / splits;
-  p.kt_per_split = int(per);
-  p.splits = int((d.kt + per - 1) / per);
+  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2,
+                    std::max<int64_t>(1, d.kt / 3), force_splits);
   return p;
 }
 
@@ -382,15 +353,9 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
                         int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
                         cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
-  const W4A16Dims d = w4a16_dims(p.N, p.K, group_size);
-  WArgs a{};
-  a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
-  a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
-  a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
-  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
-  a.y_vec = p.N % 8 == 0 && aligned16(y);
+  const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
-  const bool one_group = group_size % kBK == 0;
+  const bool one_group = a.tile_in_one_group;
   switch (p.wg_nt) {
     case 8: launch_nt<8>(a, one_group, stream); break;
     case 16: launch_nt<16>(a, one_group, stream); break;
