@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
-#include "kernels/quant/quant_codes.h"
+#include "formats/quant_codes.h"
 #include "test_util.h"
 
 namespace dlx::test {

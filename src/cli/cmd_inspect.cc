@@ -6,7 +6,7 @@
 
 #include "cli/commands.h"
 #include "io/safetensors.h"
-#include "kernels/quant/quant_config.h"
+#include "formats/quant_config.h"
 #include "model/model.h"
 
 namespace dlx::cli {
