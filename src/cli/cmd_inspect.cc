@@ -5,8 +5,8 @@
 #include <map>
 
 #include "cli/commands.h"
-#include "io/safetensors.h"
 #include "formats/quant_config.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 
 namespace dlx::cli {

@@ -10,11 +10,11 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "formats/packed_convert.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
 #include "formats/quant_kinds.h"
+#include "io/safetensors.h"
 
 namespace dlx {
 

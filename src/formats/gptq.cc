@@ -5,13 +5,13 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "formats/packed_convert.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
 #include "formats/quant_codes_check.h"
 #include "formats/quant_config.h"
 #include "formats/quant_kinds.h"
+#include "io/safetensors.h"
 
 namespace dlx {
 

@@ -1,8 +1,8 @@
 #include "formats/linear.h"
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "formats/quant_kinds.h"
+#include "io/safetensors.h"
 
 namespace dlx {
 

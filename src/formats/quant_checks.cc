@@ -7,9 +7,9 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "formats/quant_codes.h"
 #include "formats/quant_config.h"
+#include "io/safetensors.h"
 
 namespace dlx {
 

@@ -9,10 +9,10 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "io/safetensors.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
 #include "formats/quant_config.h"
+#include "io/safetensors.h"
 
 namespace dlx {
 

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "kernels/backend.h"
 #include "formats/linear.h"
+#include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/config.h"
 

@@ -8,9 +8,9 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "quant/layer_runner.h"
 #include "quant/methods/gptq.h"
 #include "quant/methods/hessian.h"
-#include "quant/layer_runner.h"
 #include "quant/running_linear.h"
 
 namespace dlx {

@@ -11,13 +11,13 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "io/safetensors.h"
 #include "formats/awq.h"
 #include "formats/gptq.h"
+#include "formats/quant_codes.h"
 #include "formats/quant_config.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "quant/checkpoint_writer.h"
-#include "formats/quant_codes.h"
 #include "quant/layer_quant.h"
 #include "quant/layer_runner.h"
 

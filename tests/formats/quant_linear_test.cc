@@ -8,13 +8,13 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "kernels/backend.h"
-#include "formats/linear.h"
 #include "formats/awq.h"
 #include "formats/diffulex_int8.h"
 #include "formats/gptq.h"
+#include "formats/linear.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_config.h"
+#include "kernels/backend.h"
 #include "model/model.h"
 #include "model/random_init.h"
 #include "quant_test_util.h"

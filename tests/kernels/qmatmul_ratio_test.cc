@@ -26,10 +26,10 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "formats/packed_convert.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/qmatmul.h"
-#include "formats/packed_convert.h"
 #include "model/random_init.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)

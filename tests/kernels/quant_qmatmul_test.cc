@@ -7,9 +7,9 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "formats/packed_convert.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/qmatmul.h"
-#include "formats/packed_convert.h"
 #include "quant_test_util.h"
 
 namespace dlx {

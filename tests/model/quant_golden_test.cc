@@ -7,9 +7,9 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "formats/gptq.h"
 #include "io/safetensors.h"
 #include "model/model.h"
-#include "formats/gptq.h"
 #include "quant_test_util.h"
 #include "test_util.h"
 

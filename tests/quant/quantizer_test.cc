@@ -12,15 +12,15 @@
 #include <set>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "formats/gptq.h"
+#include "io/safetensors.h"
 #include "model/model.h"
-#include "quant/methods/awq.h"
 #include "quant/checkpoint_writer.h"
+#include "quant/methods/awq.h"
 #include "quant/methods/gptq.h"
 #include "quant/methods/hessian.h"
-#include "quant/quantizer.h"
 #include "quant/methods/rtn.h"
+#include "quant/quantizer.h"
 #include "quant/running_linear.h"
 #include "test_util.h"
 

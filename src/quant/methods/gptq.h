@@ -18,8 +18,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/backend.h"
 #include "formats/quant_codes.h"
+#include "kernels/backend.h"
 #include "quant/methods/rtn.h"
 
 namespace dlx {

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "formats/packed_convert.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/qmatmul.h"
-#include "formats/packed_convert.h"
 #include "model/random_init.h"
 
 namespace {
