@@ -1,5 +1,6 @@
-// The AWQ row of the linear-kinds table: validation of the AutoAWQ gemm tensors (formats/awq.h) and conversion
-// to the canonical PackedWeight (un-interleaving the nibble order on the way).
+// AWQ in one file: the AutoAWQ gemm layout rules declared in formats/awq.h, and its row of the linear-kinds
+// table: validation of the checkpoint tensors and conversion to the canonical PackedWeight (un-interleaving the
+// nibble order on the way).
 #include "formats/awq.h"
 
 #include <fmt/format.h>

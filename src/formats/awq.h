@@ -1,4 +1,5 @@
-// The AutoAWQ "gemm" checkpoint layout (docs/QUANTIZED_CHECKPOINTS.md), in one place: loader, tests and the quantizer's writer.
+// The AutoAWQ "gemm" checkpoint layout (docs/QUANTIZED_CHECKPOINTS.md), in one place: loader, tests and the quantizer's
+// writer.
 //
 // For a linear with in_features K, out_features N (N % 8 == 0), 4 bits, G = K / group_size groups:
 //   qweight  I32 [K, N/8]   packed along the OUTPUT dim, interleaved: nibble j of word (k, c) holds

@@ -1,5 +1,5 @@
-// The rows of the linear-kinds table for the Diffulex int8 layout (formats/diffulex_int8.h). Its
-// scales run along the INPUT dim and its groups along the OUTPUT dim, the transpose of GPTQ; the canonical
+// The Diffulex int8 layout in one file: its rules (formats/diffulex_int8.h) and its rows of the linear-kinds
+// table. Its scales run along the INPUT dim and its groups along the OUTPUT dim, the transpose of GPTQ; the canonical
 // PackedWeight holds it exactly as 8-bit codes c = (q + 8) + (zq + 8) in 0 .. 30 with zero point 16, so that
 // W = s * (c - 16) = s * (q + zq), and K-groups as long as the runs of equal scales along K: the whole row when
 // the checkpoint has one scale per group ([G] or [G, 1]), a single column when every column has its own scale.

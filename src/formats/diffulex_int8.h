@@ -1,7 +1,9 @@
-// The int8 layout of the original Diffulex quantize script (docs/QUANTIZED_CHECKPOINTS.md, "The Diffulex int8 layout"), in one place.
+// The int8 layout of the original Diffulex quantize script (docs/QUANTIZED_CHECKPOINTS.md, "The Diffulex int8 layout"),
+// in one place.
 //
-// The original Diffulex's description lists only ambiguous shapes; this is the interpretation diffulex chose, which is the one
-// the original Diffulex's own quantizer wrote and its loader read back (model_quantized_{gptq,awq}.safetensors):
+// The original Diffulex's description lists only ambiguous shapes; this is the interpretation diffulex chose, which is
+// the one the original Diffulex's own quantizer wrote and its loader read back
+// (model_quantized_{gptq,awq}.safetensors):
 //   qweight  I8  [N, ceil(K/2)]   two 4-bit values per byte along the INPUT dim: byte (n, k/2) holds input k
 //                                 in its low nibble when k is even, high nibble when odd; a nibble u stands for
 //                                 the signed value u - 8 (-8 .. 7). An odd K pads the last high nibble.

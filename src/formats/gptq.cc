@@ -1,5 +1,6 @@
-// GPTQ rows of the linear-kinds table: validation of the checkpoint tensors (formats/gptq.h) and conversion to
-// the canonical PackedWeight, with act-order rows sorted by group so that groups are contiguous.
+// GPTQ in one file: the layout rules declared in formats/gptq.h (packing and reading the checkpoint tensors), and
+// its rows of the linear-kinds table: validation of the checkpoint tensors and conversion to the canonical
+// PackedWeight, with act-order rows sorted by group so that groups are contiguous.
 #include "formats/gptq.h"
 
 #include <fmt/format.h>

@@ -1,5 +1,5 @@
-// The GPTQ checkpoint layout (AutoGPTQ / GPTQModel, what vLLM and transformers load; docs/QUANTIZED_CHECKPOINTS.md), in one
-// place: the loader, dequantization in tests and the quantizer's writer all go through these functions.
+// The GPTQ checkpoint layout (AutoGPTQ / GPTQModel, what vLLM and transformers load; docs/QUANTIZED_CHECKPOINTS.md), in
+// one place: the loader, dequantization in tests and the quantizer's writer all go through these functions.
 //
 // For a linear with in_features K, out_features N, b bits, p = 32 / b values per int32, G groups:
 //   qweight  I32 [K/p, N]     element (k, n) in word (k/p, n) at bits [b*(k%p), b*(k%p) + b)   (along INPUT)

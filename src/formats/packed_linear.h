@@ -1,6 +1,6 @@
-// The Linear every quantized kind builds: a PackedWeight (kernels/packed_weight.h) run by the backend's
-// matmul_packed, or, with LoadContext::dequant_cache, a dense F32 copy of the dequantized weight run by the
-// backend's dense matmul (the original Diffulex's behaviour, kept as an option: about 7x the memory of the packed weight).
+// The Linear every quantized kind builds: a PackedWeight (kernels/packed_weight.h) run by the backend's matmul_packed,
+// or, with LoadContext::dequant_cache, a dense F32 copy of the dequantized weight run by the backend's dense matmul
+// (the original Diffulex's behaviour, kept as an option: about 7x the memory of the packed weight).
 #pragma once
 #include <memory>
 #include <vector>

@@ -8,8 +8,8 @@ namespace dlx {
 LinearKind gptq_w4a16_kind();   // GPTQ int32 layout, 4 bits (formats/gptq.h)
 LinearKind gptq_w8a16_kind();   // GPTQ int32 layout, 8 bits
 LinearKind awq_w4a16_kind();    // AutoAWQ gemm layout (formats/awq.h)
-// The Diffulex int8 layout (formats/diffulex_int8.h) as the Diffulex GPTQ / AWQ scripts write it: from model_quantized_gptq / _awq.safetensors by
-// the file name, elsewhere by g_idx (present: GPTQ).
+// The Diffulex int8 layout (formats/diffulex_int8.h) as the Diffulex GPTQ / AWQ scripts write it: from
+// model_quantized_gptq / _awq.safetensors by the file name, elsewhere by g_idx (present: GPTQ).
 LinearKind diffulex_int8_gptq_kind();
 LinearKind diffulex_int8_awq_kind();
 
