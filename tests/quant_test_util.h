@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "formats/quant_codes.h"
 #include "io/safetensors.h"
-#include "kernels/quant/quant_codes.h"
 #include "test_util.h"
 
 namespace dlx::test {

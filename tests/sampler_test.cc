@@ -17,7 +17,7 @@
 #include "core/thread_pool.h"
 #include "engine/dream_sampler.h"
 #include "engine/llada_sampler.h"
-#include "engine/rng.h"
+#include "core/rng.h"
 #include "engine/sampling.h"
 
 namespace dlx {

@@ -14,7 +14,7 @@ attention as Dream and LLaDA use it. Every reference is cross-checked against an
 implementation written here, and the mask is verified (bidirectional, padded keys ignored).
 
 Quantized fixtures quantize every q/k/v/o/gate/up/down linear by round-to-nearest into the AutoGPTQ/GPTQModel
-or AutoAWQ-gemm layouts described in docs/FORMATS.md (sections 4 and 5); the packed tensors are decoded again by
+or AutoAWQ-gemm layouts described in docs/QUANTIZED_CHECKPOINTS.md; the packed tensors are decoded again by
 an independent decoder and must give back the same integer codes (round trip).
 
 Run on a machine with torch, transformers, safetensors and numpy (CPU is enough):

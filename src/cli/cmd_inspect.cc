@@ -5,8 +5,8 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "formats/quant_config.h"
 #include "io/safetensors.h"
-#include "kernels/quant/quant_config.h"
 #include "model/model.h"
 
 namespace dlx::cli {

@@ -7,6 +7,7 @@
 #include <csignal>
 
 #include "cli/commands.h"
+#include "core/byte_size.h"
 #include "core/error.h"
 #include "quant/checkpoint_writer.h"
 #include "quant/quantizer.h"
@@ -89,7 +90,7 @@ void add_quantize_command(CLI::App& app) {
     if (a->asym) o.sym = false;
     o.true_sequential = !a->no_true_seq;
     o.awq_fold_vo = !a->no_vo;
-    o.max_shard_bytes = parse_byte_size(a->max_shard);
+    o.max_shard_bytes = parse_byte_size(a->max_shard, "--max-shard-size");
     o.cancelled = [] { return g_interrupted.load(); };
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

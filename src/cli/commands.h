@@ -7,6 +7,7 @@
 #include "engine/generate.h"
 
 namespace dlx {
+struct BenchSource;
 struct LoadOptions;
 class Model;
 }
@@ -31,8 +32,8 @@ class GenerationFlags {
   std::vector<CLI::Option*> given_;
 };
 
-// --kv-budget: "8G", "512M", bytes, or "auto" (on CUDA 70% of the device memory free after loading the weights,
-// on the CPU 0 = unlimited).
+// --kv-budget (kv_budget.cc): a byte size (core/byte_size.h: "8G", "512MiB", "4GB", bytes) or "auto" (70% of the
+// device memory free after loading the weights, Backend::device_memory; on the CPU 0 = unlimited).
 size_t kv_budget_bytes(Model& model, const std::string& text);
 
 void add_inspect_command(CLI::App& app);
@@ -42,6 +43,11 @@ void add_random_model_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_bench_decode_subcommand(CLI::App& bench);  // diffulex bench decode (cmd_bench_decode.cc)
+// --device, --model, --random-config, --layers, --quant, --group-size, --quant-head, --embed-on-host into `s`
+// (which must outlive the app); `bench` and `bench decode` (cmd_bench.cc).
+void add_bench_source_options(CLI::App& cmd, BenchSource& s);
+// Exactly one of --model and --random-config, and the --quant choices; `what` names the command in the message.
+void check_bench_source(const BenchSource& s, const std::string& what);
 void add_quantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_serve_command(CLI::App& app);

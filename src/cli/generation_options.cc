@@ -24,40 +24,4 @@ GenerationOptions GenerationFlags::resolve(const std::string& model_dir) const {
   return o;
 }
 
-namespace {
-
-// "1073741824", "512M", "4G", "4GiB", "auto" (or empty): bytes (0 for auto).
-size_t parse_bytes(const std::string& text, const char* flag) {
-  if (text.empty() || text == "auto") return 0;
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    fail("{}: '{}' is not a size (e.g. 2G, 512M, 1000000, auto)", flag, text);
-  }
-  std::string unit = text.substr(used);
-  double mul = 1;
-  if (unit == "K" || unit == "KiB" || unit == "k") mul = 1024.0;
-  else if (unit == "M" || unit == "MiB") mul = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB") mul = 1024.0 * 1024 * 1024;
-  else check(unit.empty(), "{}: unknown unit in '{}' (K, M, G)", flag, text);
-  check(v > 0, "{}: '{}' must be positive", flag, text);
-  return size_t(v * mul);
-}
-
-}  // namespace
-
-size_t kv_budget_bytes(Model& model, const std::string& text) {
-  size_t bytes = parse_bytes(text, "--kv-budget");
-#ifdef DIFFULEX_HAVE_CUDA
-  if (bytes == 0 && model.backend().device() == Device::CUDA) {
-    // auto: 70% of the device memory still free after loading the weights (the rest for activations).
-    const CudaMemoryStats st = cuda_memory_stats(model.backend());
-    bytes = size_t(double(st.device_total_bytes - st.device_used_bytes) * 0.7);
-  }
-#endif
-  return bytes;
-}
-
 }  // namespace dlx::cli

@@ -70,7 +70,7 @@ uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const Generatio
   std::lock_guard<std::mutex> lk(mu_);
   check(opts_.kv_budget_bytes == 0 || bytes <= opts_.kv_budget_bytes,
         "request {}: its KV cache needs {} bytes ({} prompt + {} new tokens, {} cache), more than the KV budget of {} "
-        "bytes (--kv-budget)",
+        "bytes",
         next_id_, bytes, prompt_ids.size(), opts.max_new_tokens, opts.kv_dtype, opts_.kv_budget_bytes);
   queue_.push_back({next_id_, std::move(prompt_ids), opts, bytes, std::move(on_step)});
   return next_id_++;

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "engine/rng.h"
+#include "core/rng.h"
 
 namespace dlx {
 

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "engine/rng.h"
+#include "core/rng.h"
 
 namespace dlx {
 

@@ -137,7 +137,7 @@ std::shared_ptr<TensorStore> TensorStore::open_file(const std::string& path) {
 
 namespace {
 
-// The seed Diffulex's quantizer wrote its quantized tensors to model_quantized_{gptq,awq}.safetensors next to the
+// The original Diffulex quantizer wrote its quantized tensors to model_quantized_{gptq,awq}.safetensors next to the
 // original weights (which stay for the layers it left dense). Returns those files in the directory.
 std::vector<fs::path> seed_quantized_files(const fs::path& d) {
   std::vector<fs::path> found;

@@ -1,4 +1,4 @@
-// The kernel interface. The model code calls only these ops; each backend (cpu/ now, cuda/ later)
+// The kernel interface. The model code calls only these ops; each backend (cpu/, cuda/)
 // implements them for its own memory. Activations use the backend's act_dtype() (F32 on the CPU);
 // weights arrive as stored in the checkpoint (bf16/fp16/f32 dense, or a PackedWeight for quantized kinds).
 //
@@ -55,6 +55,19 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual DType act_dtype() const = 0;
+
+  // The device's memory as a whole (other processes included): free and total bytes. The host backend has no
+  // device memory to budget and answers {0, 0}.
+  struct MemoryInfo {
+    size_t free_bytes = 0, total_bytes = 0;
+  };
+  virtual MemoryInfo device_memory() { return {}; }
+  // Which linears of a layer the model should run as one (one GEMM of the summed width): the dense gate/up and
+  // q/k/v weights (held as one weight), and the packed q/k/v and gate/up linears. The host backend fuses none.
+  struct Fusion {
+    bool gate_up = false, qkv = false, packed = false;
+  };
+  virtual Fusion fusion() const { return {}; }
 
   // A buffer in this backend's memory (contents undefined).
   virtual Tensor empty(DType dtype, Shape shape) = 0;

@@ -9,10 +9,10 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "formats/packed_linear.h"
+#include "formats/quant_checks.h"
+#include "formats/quant_config.h"
 #include "io/safetensors.h"
-#include "kernels/quant/packed_linear.h"
-#include "kernels/quant/quant_checks.h"
-#include "kernels/quant/quant_config.h"
 
 namespace dlx {
 
@@ -77,8 +77,8 @@ namespace {
 // refresh pass's.
 constexpr size_t kMaxGraphs = 16;
 
-// Opt-in (DIFFULEX_CUDA_GRAPHS=1) until the graph path has run on a GPU: it was written and compile-checked in a
-// session that could not get one (docs/PERFORMANCE.md, issue 15's section).
+// Opt-in (DIFFULEX_CUDA_GRAPHS=1): the graph path is compile-checked but has not run on a GPU (docs/PERFORMANCE.md,
+// issue 15's section).
 bool graphs_from_env() {
   const char* v = std::getenv("DIFFULEX_CUDA_GRAPHS");
   return v && std::strcmp(v, "1") == 0;
@@ -214,7 +214,7 @@ void Model::check_unmatched_quant_tensors(bool strict) const {
       "like '{}')",
       store_->file_of(names[0]), names.size(), list,
       layers_.empty() ? lm_head_->spec().prefix : layers_[0].linear[0]->spec().prefix);
-  check(!strict, "{} (--strict)", msg);
+  check(!strict, "{} (strict loading)", msg);
   log_warn("{}", msg);
 }
 
@@ -265,21 +265,6 @@ WeightBytes Model::held_weight_bytes() const {
   w.dense += new_bytes({final_norm_}, seen);
   w.head = new_bytes(lm_head_->held().tensors, seen);
   return w;
-}
-
-Model::DenseFusion Model::dense_fusion() const {
-  DenseFusion f;
-  if (backend_->device() != Device::CUDA) return f;
-  // On the GPU the dense bf16 gate and up weights of a layer become one weight (one GEMM of twice the width fills
-  // the SMs better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
-  const char* gate_up = std::getenv("DIFFULEX_FUSE_GATE_UP");
-  f.gate_up = !(gate_up && std::strcmp(gate_up, "0") == 0);
-  // Likewise q, k and v (one GEMM of width Nq + 2 Nkv; DIFFULEX_FUSE_QKV=0 keeps them apart): on the H100 the GEMM
-  // gets faster (Dream-7B B=1: 1.27 -> 0.71 ms), and one kernel (qkv_rope) splits its output and applies RoPE, in
-  // place of the two rotations the unfused layer runs anyway (docs/PERFORMANCE.md).
-  const char* qkv = std::getenv("DIFFULEX_FUSE_QKV");
-  f.qkv = !(qkv && std::strcmp(qkv, "0") == 0);
-  return f;
 }
 
 Tensor Model::logits_to_host(const Tensor& logits) const {
@@ -760,8 +745,7 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
 }
 
 void Model::fuse_packed(LayerWeights& lw) {
-  const char* env = std::getenv("DIFFULEX_FUSE_PACKED");
-  if (backend_->device() != Device::CUDA || (env && std::strcmp(env, "0") == 0)) return;
+  if (!backend_->fusion().packed) return;
   auto& L = lw.linear;
   if (!lw.qkv.defined())
     lw.qkv_packed = fuse_packed_linears({&L[int(LinearRole::Q)], &L[int(LinearRole::K)], &L[int(LinearRole::V)]},
@@ -777,7 +761,8 @@ void Model::replace_linear(int64_t layer, LinearRole role, std::unique_ptr<Linea
         "replace_linear: shape mismatch for '{}'", slot->spec().prefix);
   slot = std::move(linear);
   LayerWeights& lw = layers_[size_t(layer)];
-  if (role == LinearRole::Gate || role == LinearRole::Up) lw.gate_up = Tensor(), lw.gate_up_packed.reset();  // unfused now
+  // A replaced gate or up runs on its own: the fused weight goes.
+  if (role == LinearRole::Gate || role == LinearRole::Up) lw.gate_up = Tensor(), lw.gate_up_packed.reset();
   if (role == LinearRole::Q || role == LinearRole::K || role == LinearRole::V)
     lw.qkv = lw.qkv_bias = Tensor(), lw.qkv_packed.reset();
 }

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "formats/linear.h"
 #include "kernels/backend.h"
-#include "kernels/linear.h"
 #include "model/arch.h"
 #include "model/config.h"
 
@@ -43,8 +43,8 @@ struct LoadOptions {
 struct RandomModelOptions {
   std::string device = "cpu";
   uint64_t seed = 1;
-  // "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size` (0: one
-  // group per row); "none": bf16. The embedding stays bf16.
+  // "w4a16": every transformer linear a random packed 4-bit weight (model/random_init.h) of `group_size`
+  // (kOneGroupPerRow: one group per row); "none": bf16. The embedding stays bf16.
   std::string quant = "none";
   int64_t group_size = 128;
   // With quant "w4a16": the LM head a packed 4-bit linear too (the same Linear a GPTQModel checkpoint with
@@ -233,14 +233,13 @@ class Model {
 
  private:
   Model();  // defined in model.cc, where StepGraph is complete
-  // On CUDA, the packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights).
+  // The packed q/k/v and gate/up linears of `lw` as fused Linears (see LayerWeights) where the backend prefers it
+  // (Backend::fusion).
   void fuse_packed(LayerWeights& lw);
-  // Which dense linears become one weight (see LayerWeights): gate/up on CUDA unless DIFFULEX_FUSE_GATE_UP=0,
-  // q/k/v on CUDA unless DIFFULEX_FUSE_QKV=0. Model::load and Model::random decide alike.
-  struct DenseFusion {
-    bool gate_up = false, qkv = false;
-  };
-  DenseFusion dense_fusion() const;
+  // Which dense linears become one weight (see LayerWeights): the backend's preference (Backend::fusion).
+  // Model::load and Model::random decide alike.
+  using DenseFusion = Backend::Fusion;
+  DenseFusion dense_fusion() const { return backend_->fusion(); }
   // LoadOptions::strict: warns about (or refuses) quantized tensors that match no linear.
   void check_unmatched_quant_tensors(bool strict) const;
   void alloc_cache(KvCache& cache, int64_t B, int64_t L);

@@ -1,15 +1,20 @@
 // Model::random: a model with random weights made in the backend's memory (no checkpoint on disk), for the
 // benchmarks (bench, bench decode) at real model sizes. The generator: on the CPU four 16-bit uniforms from a
 // splitmix64 hash of (seed, index), on CUDA the same kind of hash on the device.
+#include <algorithm>
+#include <numeric>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/thread_pool.h"
-#include "kernels/quant/quant_config.h"
+#include "formats/packed_linear.h"
+#include "formats/quant_codes.h"
+#include "formats/quant_config.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "model/random_init.h"
-#include "io/safetensors.h"
-#include "kernels/quant/packed_linear.h"
 #ifdef DIFFULEX_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -36,22 +41,37 @@ Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std) {
   return t;
 }
 
-PackedWeight random_packed_w4(int64_t N, int64_t K, int64_t gs, uint64_t seed) {
-  check(gs > 0 && K % gs == 0 && K % 8 == 0, "random 4-bit weight: group size {} does not divide K = {}", gs, K);
+PackedWeight random_packed_weight(int64_t N, int64_t K, const RandomPackedOptions& o, uint64_t seed) {
+  const int64_t gs = resolve_group_size(o.group_size, K);
+  check(o.bits == 4 || o.bits == 8, "random packed weight: bits must be 4 or 8 (got {})", o.bits);
+  check(N > 0 && gs > 0 && K % gs == 0 && K % (32 / o.bits) == 0,
+        "random packed weight: group size {} does not divide K = {} (or K is not a whole number of {}-bit words)", gs,
+        K, o.bits);
   PackedWeight w;
-  w.bits = 4, w.n = N, w.k = K, w.group_size = gs;
-  w.qweight = Tensor::zeros(DType::I32, {N, K / 8});
+  w.bits = o.bits, w.n = N, w.k = K, w.group_size = gs;
+  w.qweight = Tensor::zeros(DType::I32, {N, w.words_per_row()});
   uint32_t* q = static_cast<uint32_t*>(w.qweight.data());
   parallel_for(w.qweight.numel(), 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) q[i] = uint32_t(splitmix64(seed * 0x2545f4914f6cdd1dull + uint64_t(i)));
   });
-  const int64_t G = K / gs;
+  const int64_t G = w.groups();
+  const uint32_t levels = 1u << o.bits;
   w.scales = Tensor::zeros(DType::F32, {N, G});
   w.zeros = Tensor::zeros(DType::F32, {N, G});
   for (int64_t i = 0; i < N * G; ++i) {
-    const float sc = 0.0043f * (0.9f + 0.2f * float(splitmix64(~seed + uint64_t(i)) & 0xffff) / 65536.0f);
+    const uint64_t r = splitmix64(~seed + uint64_t(i));
+    const float sc = o.scale_lo + (o.scale_hi - o.scale_lo) * float(r & 0xffff) / 65536.0f;
+    const uint32_t zero = o.sym ? levels / 2 : uint32_t(r >> 32) % levels;
     w.scales.data<float>()[i] = sc;
-    w.zeros.data<float>()[i] = 8.0f * sc;
+    w.zeros.data<float>()[i] = float(zero) * sc;
+  }
+  if (o.act_order) {
+    std::vector<int32_t> perm(static_cast<size_t>(K));
+    std::iota(perm.begin(), perm.end(), 0);
+    Rng rng(seed ^ 0x5851f42d4c957f2dull);  // the permutation's own stream
+    for (int64_t i = K - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.next_u64() % uint64_t(i + 1))]);
+    w.perm = Tensor::zeros(DType::I32, {K});
+    std::copy(perm.begin(), perm.end(), w.perm.data<int32_t>());
   }
   return w;
 }
@@ -76,8 +96,10 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const RandomModelOpti
     LinearInfo info;
     info.kind = "random_w4a16";
     info.bits = 4;
-    info.group_size = o.group_size > 0 ? o.group_size : spec.in_features;
-    PackedWeight w = random_packed_w4(spec.out_features, spec.in_features, info.group_size, ++s);
+    info.group_size = resolve_group_size(o.group_size, spec.in_features);
+    RandomPackedOptions ro;
+    ro.group_size = info.group_size;
+    PackedWeight w = random_packed_weight(spec.out_features, spec.in_features, ro, ++s);
     return make_packed_linear(ctx, spec, std::move(w), std::move(bias), std::move(info));
   };
   m->embed_ = o.embed_on_host ? random_host_weight({c.vocab_size, H}, ++s, 0, 0.02f)

@@ -32,12 +32,12 @@ void apply_mask(Calibration& cal, const CalibrationOptions& opt, const ModelConf
       fixed = std::stod(opt.mask, &used);
       check(used == opt.mask.size(), "");
     } catch (...) {
-      fail("--calib-mask must be random, none or a ratio in (0, 1) (got '{}')", opt.mask);
+      fail("calibration mask must be random, none or a ratio in (0, 1) (got '{}')", opt.mask);
     }
-    check(fixed > 0 && fixed < 1, "--calib-mask ratio {} is outside (0, 1)", fixed);
+    check(fixed > 0 && fixed < 1, "calibration mask ratio {} is outside (0, 1)", fixed);
   }
   if (cfg.mask_token_id < 0) {
-    check(fixed < 0, "--calib-mask {}: the model has no mask_token_id in config.json", opt.mask);
+    check(fixed < 0, "calibration mask {}: the model has no mask_token_id in config.json", opt.mask);
     log_warn("calibration: the model has no mask_token_id; calibrating on unmasked text");
     cal.mask = "none";
     return;
@@ -57,12 +57,12 @@ void apply_mask(Calibration& cal, const CalibrationOptions& opt, const ModelConf
 }  // namespace
 
 Calibration load_calibration(const CalibrationOptions& opt, const std::string& model_dir, const ModelConfig& cfg) {
-  check(opt.text_path.empty() != opt.ids_path.empty(), "give exactly one of --calib-text and --calib-ids");
-  check(opt.samples > 0 && opt.seq_len > 1, "--calib-samples and --calib-seq-len must be positive (got {} and {})",
+  check(opt.text_path.empty() != opt.ids_path.empty(), "calibration: give exactly one of a text file and an ids file");
+  check(opt.samples > 0 && opt.seq_len > 1, "calibration: samples and sequence length must be positive (got {} and {})",
         opt.samples, opt.seq_len);
   int64_t L = opt.seq_len;
   if (cfg.max_position_embeddings > 0 && L > cfg.max_position_embeddings) {
-    log_warn("calibration: --calib-seq-len {} exceeds the model's {} positions; using {}", L,
+    log_warn("calibration: sequence length {} exceeds the model's {} positions; using {}", L,
              cfg.max_position_embeddings, cfg.max_position_embeddings);
     L = cfg.max_position_embeddings;
   }

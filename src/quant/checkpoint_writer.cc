@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -46,31 +45,6 @@ struct TempDirGuard {
 std::string json_text(const json& j) { return j.dump(2) + "\n"; }
 
 }  // namespace
-
-int64_t parse_byte_size(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  check(i > 0, "size '{}' must start with a number (e.g. 5GB, 500MB)", s);
-  double v = 0;
-  try {
-    v = std::stod(s.substr(0, i));
-  } catch (...) {
-    fail("size '{}' is not a number with a unit (e.g. 5GB, 500MB)", s);
-  }
-  std::string u;
-  for (size_t j = i; j < s.size(); ++j) u += char(std::toupper(static_cast<unsigned char>(s[j])));
-  double m = 0;
-  if (u.empty() || u == "B") m = 1;
-  else if (u == "KB") m = 1e3;
-  else if (u == "MB") m = 1e6;
-  else if (u == "GB") m = 1e9;
-  else if (u == "KIB") m = 1024.0;
-  else if (u == "MIB") m = 1048576.0;
-  else if (u == "GIB") m = 1073741824.0;
-  else fail("size '{}': unknown unit '{}' (B, KB, MB, GB, KiB, MiB, GiB)", s, u);
-  check(v * m >= 1, "size '{}' must be at least one byte", s);
-  return int64_t(v * m);
-}
 
 namespace {
 
@@ -118,24 +92,24 @@ void clean_stale_temps(const fs::path& out) {
 }  // namespace
 
 void check_output_dir(const std::string& output_dir, const std::string& source_dir, bool overwrite) {
-  check(!output_dir.empty(), "--output-path is empty");
+  check(!output_dir.empty(), "the output directory is empty");
   std::error_code ec;
   fs::path out = fs::weakly_canonical(fs::absolute(output_dir), ec);
   fs::path src = fs::weakly_canonical(fs::absolute(source_dir), ec);
-  check(out != src, "--output-path {} is the source model directory; write the quantized model elsewhere", output_dir);
+  check(out != src, "output directory {} is the source model directory; write the quantized model elsewhere", output_dir);
   // --overwrite replaces the whole output directory: it must neither hold the source nor lie inside it.
-  check(!within(src, out), "--output-path {} contains the source model directory {}; write the quantized model elsewhere",
+  check(!within(src, out), "output directory {} contains the source model directory {}; write the quantized model elsewhere",
         output_dir, source_dir);
-  check(!within(out, src), "--output-path {} is inside the source model directory {}; write the quantized model elsewhere",
+  check(!within(out, src), "output directory {} is inside the source model directory {}; write the quantized model elsewhere",
         output_dir, source_dir);
   if (!fs::exists(output_dir)) return;
-  check(fs::is_directory(output_dir), "--output-path {} exists and is not a directory", output_dir);
+  check(fs::is_directory(output_dir), "output directory {} exists and is not a directory", output_dir);
   if (fs::is_empty(output_dir)) return;
-  check(overwrite, "--output-path {} exists and is not empty; pass --overwrite to replace it", output_dir);
+  check(overwrite, "output directory {} exists and is not empty; the overwrite option replaces it", output_dir);
 }
 
 void write_checkpoint(const CheckpointFiles& f) {
-  check(!f.output_dir.empty(), "--output-path is empty");
+  check(!f.output_dir.empty(), "the output directory is empty");
   fs::path out = fs::absolute(f.output_dir).lexically_normal();
   if (out.filename().empty()) out = out.parent_path();
   fs::path parent = out.parent_path();

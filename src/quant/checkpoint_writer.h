@@ -42,7 +42,4 @@ void check_output_dir(const std::string& output_dir, const std::string& source_d
 
 void write_checkpoint(const CheckpointFiles& files);
 
-// "5GB", "500MB", "2MiB", "1000" (bytes): decimal and binary units, case-insensitive.
-int64_t parse_byte_size(const std::string& s);
-
 }  // namespace dlx

@@ -19,11 +19,11 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "quant/awq.h"
 #include "quant/block_eval.h"
-#include "quant/hessian.h"
 #include "quant/layer_quant.h"
 #include "quant/layer_runner.h"
+#include "quant/methods/awq.h"
+#include "quant/methods/hessian.h"
 
 namespace dlx {
 

@@ -8,9 +8,9 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "quant/gptq.h"
-#include "quant/hessian.h"
 #include "quant/layer_runner.h"
+#include "quant/methods/gptq.h"
+#include "quant/methods/hessian.h"
 #include "quant/running_linear.h"
 
 namespace dlx {
@@ -18,7 +18,7 @@ namespace dlx {
 QuantScheme QuantSettings::scheme(int64_t k) const {
   QuantScheme q;
   q.bits = bits;
-  q.group_size = group_size == -1 ? k : group_size;
+  q.group_size = resolve_group_size(group_size, k);
   q.sym = sym;
   q.include_zero = method != "awq" && format != "awq";  // AutoAWQ's min/max ranges for anything AWQ
   q.min_zero = format == "gptq" && !sym ? 1 : 0;        // GPTQ v1 stores zero - 1

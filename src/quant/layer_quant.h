@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/quant/quant_codes.h"
+#include "formats/quant_codes.h"
 #include "model/model.h"
-#include "quant/rtn.h"
+#include "quant/methods/rtn.h"
 
 namespace dlx {
 

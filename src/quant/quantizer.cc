@@ -11,10 +11,11 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "formats/awq.h"
+#include "formats/gptq.h"
+#include "formats/quant_codes.h"
+#include "formats/quant_config.h"
 #include "io/safetensors.h"
-#include "kernels/quant/awq_layout.h"
-#include "kernels/quant/gptq_layout.h"
-#include "kernels/quant/quant_config.h"
 #include "model/model.h"
 #include "quant/checkpoint_writer.h"
 #include "quant/layer_quant.h"
@@ -33,38 +34,38 @@ bool has_calibration(const QuantizeOptions& o) { return !o.calib.text_path.empty
 
 QuantSettings resolve(const QuantizeOptions& o) {
   QuantSettings s;
-  check(o.format == "gptq" || o.format == "awq", "--quant-format must be gptq or awq (got '{}')", o.format);
+  check(o.format == "gptq" || o.format == "awq", "quantize: format must be gptq or awq (got '{}')", o.format);
   s.format = o.format;
   // Without calibration data the default is RTN, as the original Diffulex quantize script (no calibration
   // options) did; with data it is the format's own algorithm.
   s.method = !o.method.empty() ? o.method : has_calibration(o) ? o.format : "rtn";
-  check(s.method == "gptq" || s.method == "awq" || s.method == "rtn", "--method must be gptq, awq or rtn (got '{}')",
+  check(s.method == "gptq" || s.method == "awq" || s.method == "rtn", "quantize: method must be gptq, awq or rtn (got '{}')",
         s.method);
   if (s.format == "awq")
-    check(o.bits == 4, "--bits {}: the AutoAWQ gemm layout holds 4-bit weights only", o.bits);
+    check(o.bits == 4, "quantize: bits {}: the AutoAWQ gemm layout holds 4-bit weights only", o.bits);
   else
-    check(o.bits == 4 || o.bits == 8, "--bits {}: GPTQ checkpoints here are 4 or 8 bits", o.bits);
+    check(o.bits == 4 || o.bits == 8, "quantize: bits {}: GPTQ checkpoints here are 4 or 8 bits", o.bits);
   s.bits = o.bits;
-  check(o.group_size == -1 || o.group_size > 0, "--group-size {} must be positive or -1 (one group per row)",
-        o.group_size);
+  check(o.group_size == kOneGroupPerRow || o.group_size > 0,
+        "quantize: group size {} must be positive or -1 (one group per row)", o.group_size);
   s.group_size = o.group_size;
   s.sym = o.sym.value_or(s.format == "gptq" && s.method != "awq");
   check(!o.desc_act || (s.method == "gptq" && s.format == "gptq"),
-        "--desc-act (act-order) needs --method gptq and --quant-format gptq (AWQ has no g_idx)");
-  check(!o.static_groups || s.method == "gptq", "--static-groups is a GPTQ option");
+        "quantize: act-order (desc_act) needs method gptq and format gptq (AWQ has no g_idx)");
+  check(!o.static_groups || s.method == "gptq", "quantize: static groups are a GPTQ option (method gptq)");
   s.desc_act = o.desc_act;
   s.static_groups = o.static_groups;
   s.true_sequential = o.true_sequential;
-  check(o.damp > 0 && o.damp < 1, "--damp {} must be in (0, 1)", o.damp);
+  check(o.damp > 0 && o.damp < 1, "quantize: damp {} must be in (0, 1)", o.damp);
   s.damp = o.damp;
-  check(o.awq_grid >= 1, "--awq-grid must be at least 1");
+  check(o.awq_grid >= 1, "quantize: the AWQ grid must be at least 1");
   s.awq_grid = o.awq_grid;
   s.awq_search_tokens = o.awq_search_tokens;
   s.awq_fold_vo = o.awq_fold_vo;
   if (o.dtype == "float16") s.norm_dtype = DType::F16;
   else if (o.dtype == "bfloat16") s.norm_dtype = DType::BF16;
   else if (o.dtype == "float32") s.norm_dtype = DType::F32;
-  else fail("--dtype must be float16, bfloat16 or float32 (got '{}')", o.dtype);
+  else fail("quantize: dtype must be float16, bfloat16 or float32 (got '{}')", o.dtype);
   return s;
 }
 
@@ -76,8 +77,8 @@ void validate_model(const Model& m, const QuantSettings& s) {
       const std::string& p = lin->spec().prefix;
       const int64_t k = lin->in_features(), n = lin->out_features();
       check(lin->info().group_size == 0, "{}: layer '{}' is already quantized ({})", m.dir(), p, lin->info().kind);
-      check(s.group_size == -1 || k % s.group_size == 0, "--group-size {} does not divide in_features {} of '{}'",
-            s.group_size, k, p);
+      check(s.group_size == kOneGroupPerRow || k % s.group_size == 0,
+            "quantize: group size {} does not divide in_features {} of '{}'", s.group_size, k, p);
       if (s.format == "gptq")
         check(k % (32 / s.bits) == 0, "'{}': in_features {} is not a multiple of {} ({}-bit GPTQ packs along inputs)",
               p, k, 32 / s.bits, s.bits);
@@ -98,7 +99,7 @@ Tensor convert(const Tensor& t, DType dt, const std::string& name) {
   for (int64_t i = 0; i < t.numel(); ++i) {
     float v = load_as_f32(t.data(), t.dtype(), size_t(i));
     check(dt != DType::F16 || std::fabs(v) <= 65504.0f || !std::isfinite(v),
-          "tensor '{}' holds {} which does not fit in float16; pass --dtype bfloat16", name, v);
+          "tensor '{}' holds {} which does not fit in float16; quantize with dtype bfloat16", name, v);
     switch (dt) {
       case DType::F16: out.data<uint16_t>()[i] = f32_to_f16(v); break;
       case DType::BF16: out.data<uint16_t>()[i] = f32_to_bf16(v); break;
@@ -112,7 +113,7 @@ Tensor vector_tensor(const std::vector<float>& v, DType dt, const std::string& n
   return convert(Tensor::from_data(DType::F32, {int64_t(v.size())}, v.data()), dt, name);
 }
 
-// The checkpoint tensors of one quantized linear (FORMATS.md §4 / §5), through the layout helpers.
+// The checkpoint tensors of one quantized linear (formats/gptq.h, formats/awq.h), through the layout helpers.
 void pack_linear(const QuantizedLinear& q, const QuantSettings& s, std::map<std::string, Tensor>& out) {
   if (s.format == "gptq") {
     GptqTensors t = pack_gptq(q.codes, /*v1=*/true, DType::F16);
@@ -170,12 +171,12 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   rep.output = o.output_path;
   const bool has_calib = has_calibration(o);
   check(has_calib || s.method == "rtn",
-        "--method {} needs calibration data: --calib-text FILE or --calib-ids FILE; or --method rtn "
-        "(round-to-nearest, no calibration: the default when no calibration data is given)",
+        "method {} needs calibration data (a calibration text or ids file); or method rtn (round-to-nearest, no "
+        "calibration: the default when no calibration data is given)",
         s.method);
   if (!has_calib && o.method.empty())
-    log_warn("no calibration data: quantizing with RTN (round-to-nearest); for calibrated {} give --calib-text FILE "
-             "or --calib-ids FILE (docs/QUANTIZER.md)",
+    log_warn("no calibration data: quantizing with RTN (round-to-nearest); for calibrated {} give a calibration text "
+             "or ids file (docs/QUANTIZER.md)",
              s.format == "gptq" ? "GPTQ" : "AWQ");
   json calib_json = nullptr;
   std::unique_ptr<LayerRunner> runner;

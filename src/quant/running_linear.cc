@@ -4,8 +4,8 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "kernels/quant/packed_convert.h"
-#include "kernels/quant/packed_linear.h"
+#include "formats/packed_convert.h"
+#include "formats/packed_linear.h"
 
 namespace dlx {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/linear.h"
-#include "kernels/quant/quant_codes.h"
+#include "formats/linear.h"
+#include "formats/quant_codes.h"
 
 namespace dlx {
 

@@ -3,7 +3,7 @@
 #include <new>
 
 #include "core/error.h"
-#include "tokenizer/jinja_template.h"
+#include "tokenizer/jinja/template.h"
 
 namespace dlx {
 

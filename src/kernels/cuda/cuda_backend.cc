@@ -125,6 +125,31 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return name_; }
   DType act_dtype() const override { return DType::BF16; }
+
+  MemoryInfo device_memory() override {
+    size_t free_b = 0, total_b = 0;
+    check_cuda(cudaMemGetInfo(&free_b, &total_b), "memory query");
+    return {free_b, total_b};
+  }
+
+  Fusion fusion() const override {
+    // Every fusion is on unless its variable is "0".
+    auto on = [](const char* var) {
+      const char* v = std::getenv(var);
+      return !(v && std::strcmp(v, "0") == 0);
+    };
+    Fusion f;
+    // The dense bf16 gate and up weights of a layer become one weight (one GEMM of twice the width fills the SMs
+    // better at diffusion's M of a few hundred tokens); DIFFULEX_FUSE_GATE_UP=0 keeps them apart.
+    f.gate_up = on("DIFFULEX_FUSE_GATE_UP");
+    // Likewise q, k and v (one GEMM of width Nq + 2 Nkv; DIFFULEX_FUSE_QKV=0 keeps them apart): on the H100 the
+    // GEMM gets faster (Dream-7B B=1: 1.27 -> 0.71 ms), and one kernel (qkv_rope) splits its output and applies
+    // RoPE in place of the two separate rotations (docs/PERFORMANCE.md).
+    f.qkv = on("DIFFULEX_FUSE_QKV");
+    // Packed q/k/v and gate/up linears run as one packed matmul each; DIFFULEX_FUSE_PACKED=0 keeps them apart.
+    f.packed = on("DIFFULEX_FUSE_PACKED");
+    return f;
+  }
   cudaStream_t stream() const { return stream_; }
   cuda::DeviceAllocator& allocator() { return *alloc_; }
   cuda::Gemm& gemm() { return *gemm_; }

@@ -1,0 +1,113 @@
+// Conversion of a checkpoint's quantized tensors into the canonical PackedWeight (kernels/packed_weight.h),
+// done once at load time, and the way back (dequantize) for tests and --dequant-cache.
+//
+// build_packed_weight() is format-blind: each format passes its element accessors (from its formats/<format>.h), so
+// the layout knowledge stays in one place. Kernel column j holds checkpoint input perm[j] (identity when perm
+// is empty); groups must be contiguous in kernel order, i.e. the group of kernel column j is j / group_size.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/packed_weight.h"
+
+namespace dlx {
+
+// code(k, n): integer code of checkpoint element (input k, output n), 0 .. 2^bits - 1.
+// scale(g, n), zero(g, n): the group's scale and zero point, W = scale * (code - zero).
+template <class Code, class Scale, class Zero>
+PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_size, const std::vector<int32_t>& perm,
+                                 Code code, Scale scale, Zero zero) {
+  PackedWeight w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.group_size = group_size;
+  const int per = 32 / bits;
+  const int64_t words = w.words_per_row(), G = w.groups();
+  w.qweight = Tensor::zeros(DType::I32, {n, words});
+  w.scales = Tensor::zeros(DType::F32, {n, G});
+  w.zeros = Tensor::zeros(DType::F32, {n, G});
+  if (!perm.empty()) w.perm = Tensor::from_data(DType::I32, {k}, perm.data());
+  uint32_t* qw = w.qweight.data<uint32_t>();
+  float* sc = w.scales.data<float>();
+  float* zs = w.zeros.data<float>();
+  // Blocks of output rows: codes are read k-major (how GPTQ and AWQ store them, row after row of input k)
+  // into a small row-major scratch, then packed along k.
+  constexpr int64_t kBlock = 16;
+  parallel_for((n + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> tmp(size_t(kBlock * k));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t n0 = b * kBlock, rows = std::min(kBlock, n - n0);
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int64_t r = 0; r < rows; ++r) tmp[size_t(r * k + kk)] = uint8_t(code(kk, n0 + r));
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = tmp.data() + r * k;
+        uint32_t* out = qw + (n0 + r) * words;
+        for (int64_t j = 0; j < words; ++j) {
+          uint32_t word = 0;
+          for (int i = 0; i < per; ++i) {
+            int64_t col = j * per + i;
+            word |= uint32_t(row[perm.empty() ? col : perm[size_t(col)]]) << (bits * i);
+          }
+          out[j] = word;
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          float s = float(scale(g, n0 + r));
+          sc[(n0 + r) * G + g] = s;
+          zs[(n0 + r) * G + g] = s * float(zero(g, n0 + r));
+        }
+      }
+    }
+  });
+  return w;
+}
+
+// The same when the format already packs codes along K exactly as PackedWeight does (GPTQ without act-order):
+// word(j, n) returns the 32-bit word holding columns j*(32/bits) .. of output n, so conversion is a transpose.
+template <class Word, class Scale, class Zero>
+PackedWeight build_packed_weight_from_words(int bits, int64_t n, int64_t k, int64_t group_size, Word word, Scale scale,
+                                            Zero zero) {
+  PackedWeight w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.group_size = group_size;
+  const int64_t words = w.words_per_row(), G = w.groups();
+  w.qweight = Tensor::zeros(DType::I32, {n, words});
+  w.scales = Tensor::zeros(DType::F32, {n, G});
+  w.zeros = Tensor::zeros(DType::F32, {n, G});
+  uint32_t* qw = w.qweight.data<uint32_t>();
+  float* sc = w.scales.data<float>();
+  float* zs = w.zeros.data<float>();
+  // Tiles of 16 x 16 words: reads along n (how the checkpoint stores them), writes along j, both in cache.
+  constexpr int64_t kTile = 16;
+  parallel_for((n + kTile - 1) / kTile, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n0 = b0 * kTile; n0 < std::min(n, b1 * kTile); n0 += kTile) {
+      const int64_t n1 = std::min(n, n0 + kTile);
+      for (int64_t j0 = 0; j0 < words; j0 += kTile)
+        for (int64_t j = j0; j < std::min(words, j0 + kTile); ++j)
+          for (int64_t r = n0; r < n1; ++r) qw[r * words + j] = word(j, r);
+      for (int64_t r = n0; r < n1; ++r)
+        for (int64_t g = 0; g < G; ++g) {
+          float s = float(scale(g, r));
+          sc[r * G + g] = s;
+          zs[r * G + g] = s * float(zero(g, r));
+        }
+    }
+  });
+  return w;
+}
+
+// Code of kernel column j in row n (kernel order: checkpoint input perm[j]).
+inline uint32_t packed_code(const PackedWeight& w, int64_t n, int64_t j) {
+  const int per = 32 / w.bits;
+  uint32_t word = w.qweight.data<uint32_t>()[n * w.words_per_row() + j / per];
+  return (word >> (w.bits * (j % per))) & ((1u << w.bits) - 1);
+}
+
+// The effective weight as F32 [n, k] in the checkpoint's input order: W[n, perm[j]] = s * q - zs.
+Tensor dequantize_packed(const PackedWeight& w);
+
+}  // namespace dlx

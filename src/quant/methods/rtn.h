@@ -1,0 +1,64 @@
+// The integer grid every quantizer here shares, and round-to-nearest (RTN) on it.
+//
+// One group of a weight row (gs consecutive input columns of one output row n) is stored as
+//   W[n, k] ~= scale * (q - zero),   q in 0 .. 2^bits - 1,
+// with `scale` rounded to fp16 at once (the checkpoint stores fp16 scales, so every error computed here, and
+// GPTQ's error feedback, uses the value a loader will see).
+//
+// Two ways to choose the grid, as the public tools do:
+//   include_zero = true  (AutoGPTQ): the range [min(w, 0), max(w, 0)]; sym -> zero = 2^(bits-1),
+//                                    scale = 2 * absmax / maxq
+//   include_zero = false (AutoAWQ):  the range [min(w), max(w)], zero = clamp(-round(min / scale), 0, maxq)
+// GPTQ's v1 checkpoint format stores zero - 1, so zeros must be >= 1 there (min_zero = 1): a group whose grid
+// would start at zero 0 (all weights >= 0) gets zero 1 and a scale stretched to cover its maximum.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "formats/quant_codes.h"
+
+namespace dlx {
+
+struct QuantScheme {
+  int bits = 4;
+  int64_t group_size = 128;  // resolved: > 0 and dividing in_features (in_features for GPTQ's -1)
+  bool sym = true;
+  bool include_zero = true;
+  int min_zero = 0;
+  int maxq() const { return (1 << bits) - 1; }
+};
+
+struct GroupParams {
+  float scale = 1.0f;  // already fp16-representable
+  int zero = 0;
+  int code(float w, int maxq) const;          // clamp(round(w / scale) + zero, 0, maxq)
+  float dequant(int q) const { return scale * float(q - zero); }
+  float fake(float w, int maxq) const { return dequant(code(w, maxq)); }
+};
+
+float round_to_f16(float v);
+
+// Grid for values spanning [lo, hi] (lo <= hi), per the scheme.
+GroupParams params_from_range(float lo, float hi, const QuantScheme& s);
+// Grid for n values (the group's min and max).
+GroupParams find_params(const float* w, int64_t n, const QuantScheme& s);
+
+// RTN of a dense F32 weight [n, k] (row-major): per row and group, find_params then round. Codes in the
+// checkpoint's input order, sequential groups (no g_idx).
+QuantCodes rtn_quantize(const float* w, int64_t n, int64_t k, const QuantScheme& s);
+
+// The effective weight of codes as F32 [n, k].
+Tensor codes_to_dense(const QuantCodes& c);
+
+// Stores one group's parameters into codes (zero/scale are [groups, n]).
+inline void set_group(QuantCodes& c, int64_t g, int64_t n, const GroupParams& p) {
+  c.scale[size_t(g * c.n + n)] = p.scale;
+  c.zero[size_t(g * c.n + n)] = uint8_t(p.zero);
+}
+
+// An empty QuantCodes of the right sizes for the scheme.
+QuantCodes make_codes(int64_t n, int64_t k, const QuantScheme& s);
+
+}  // namespace dlx

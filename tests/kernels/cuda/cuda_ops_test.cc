@@ -1,0 +1,311 @@
+// Every CUDA op against the CPU backend on fresh random inputs (a new seed each run, printed on failure).
+// Inputs are rounded to bf16 first, so both backends see the same values and the error measured is the GPU's own:
+// bf16 outputs and bf16 intermediates (attention's P, the residual) give ||gpu - cpu|| / ||cpu|| of a few 1e-3;
+// the bound is 1e-2 (bf16 keeps 8 significant bits). Outputs are poisoned with NaN before each op, so an element
+// the kernel fails to write makes the error infinite. Without a usable GPU every test here is skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/packed_weight.h"
+#include "test_util.h"
+#include "cuda_test_util.h"
+
+namespace dlx {
+
+#ifdef DIFFULEX_HAVE_CUDA
+
+namespace {
+
+constexpr double kBf16Tol = 1e-2;
+
+TEST(CudaAvailability, MakeBackendAgreesWithAvailability) {
+  std::string why;
+  if (cuda_available(&why)) {
+    auto be = make_backend("cuda");
+    EXPECT_EQ(be->device(), Device::CUDA);
+    EXPECT_EQ(be->act_dtype(), DType::BF16);
+    EXPECT_NE(be->name().find("cuda"), std::string::npos);
+  } else {
+    try {
+      make_backend("cuda");
+      ADD_FAILURE() << "make_backend(\"cuda\") succeeded without a device";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  }
+}
+
+class CudaOps : public test::CudaTest {
+ protected:
+
+  Tensor rand_typed(DType dt, Shape s, float std = 1.0f) { return test::random_tensor(dt, std::move(s), rng_, std); }
+  // A GPU activation filled with NaN.
+  Tensor poisoned(Shape s) {
+    Tensor h = Tensor::zeros(DType::F32, s);
+    std::fill_n(h.data<float>(), h.numel(), std::numeric_limits<float>::quiet_NaN());
+    return gpu_->from_host_f32(h);
+  }
+  Tensor host(const Tensor& t) { return gpu_->to_host_f32(t); }
+};
+
+TEST_F(CudaOps, ConversionsRoundTrip) {
+  SCOPED_TRACE(trace());
+  Tensor x = rand_bf16_f32({7, 33});
+  Tensor back = host(gpu_->from_host_f32(x));
+  EXPECT_EQ(test::rel_error(back, x), 0.0);  // the values are bf16 already
+  // fp16 weights are stored as bf16 on the GPU: the nearest bf16 of each value.
+  Tensor w16 = rand_typed(DType::F16, {5, 9});
+  Tensor up = gpu_->upload(w16);
+  EXPECT_EQ(up.dtype(), DType::BF16);
+  Tensor got = host(up);
+  for (int64_t i = 0; i < w16.numel(); ++i)
+    EXPECT_EQ(got.data<float>()[i], bf16_to_f32(f32_to_bf16(f16_to_f32(w16.data<uint16_t>()[i]))));
+  // bf16 and f32 weights keep their dtype and bits.
+  Tensor w32 = rand_typed(DType::F32, {3, 4});
+  EXPECT_EQ(test::rel_error(host(gpu_->upload(w32)), w32), 0.0);
+  Tensor wb = rand_typed(DType::BF16, {3, 4});
+  EXPECT_EQ(test::rel_error(host(gpu_->upload(wb)), wb), 0.0);
+}
+
+TEST_F(CudaOps, EmbeddingGathersRows) {
+  SCOPED_TRACE(trace());
+  for (DType dt : {DType::BF16, DType::F32}) {
+    const int64_t V = 50, H = 72, T = 23;
+    Tensor table = rand_typed(dt, {V, H});
+    Tensor ids = Tensor::zeros(DType::I64, {T});
+    for (int64_t t = 0; t < T; ++t) ids.data<int64_t>()[t] = int64_t(rng_() % V);
+    Tensor want = Tensor::zeros(DType::F32, {T, H});
+    cpu_.embedding(ids, table, want);
+    Tensor out = poisoned({T, H});
+    gpu_->embedding(ids, gpu_->upload(table), out);
+    // bf16 tables are copied exactly; f32 tables are rounded once.
+    EXPECT_LT(test::rel_error(host(out), want), dt == DType::BF16 ? 1e-30 : 4e-3) << dtype_name(dt);
+  }
+  Tensor bad = Tensor::zeros(DType::I64, {2});
+  bad.data<int64_t>()[1] = 50;
+  Tensor out = poisoned({2, 72});
+  EXPECT_THROW(gpu_->embedding(bad, gpu_->upload(rand_typed(DType::BF16, {50, 72})), out), Error);
+}
+
+TEST_F(CudaOps, RmsNormMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t T, H; DType wt; bool in_place; };
+  for (const Case& c : {Case{37, 3584, DType::BF16, false}, Case{5, 100, DType::F32, false},
+                        Case{16, 64, DType::BF16, true}, Case{3, 4096, DType::F16, true}}) {
+    Tensor x = rand_bf16_f32({c.T, c.H}, 3.0f);
+    Tensor w = rand_typed(c.wt, {c.H});
+    Tensor want = Tensor::zeros(DType::F32, {c.T, c.H});
+    cpu_.rmsnorm(x, w, 1e-6f, want);
+    Tensor gx = gpu_->from_host_f32(x);
+    Tensor out = c.in_place ? gx : poisoned({c.T, c.H});
+    gpu_->rmsnorm(gx, gpu_->upload(w), 1e-6f, out);
+    EXPECT_LT(test::rel_error(host(out), want), kBf16Tol) << c.T << "x" << c.H;
+  }
+}
+
+TEST_F(CudaOps, MatmulMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t M, N, K; DType wt; int bias; };  // bias: 0 none, 1 bf16 (epilogue), 2 f32 (separate add)
+  for (const Case& c : {Case{1, 64, 64, DType::BF16, 0}, Case{37, 200, 136, DType::BF16, 1},
+                        Case{288, 512, 3584, DType::BF16, 0}, Case{5, 13, 24, DType::BF16, 2},
+                        Case{9, 96, 64, DType::F32, 1}, Case{4, 40, 48, DType::F16, 0},
+                        Case{70, 320, 64, DType::BF16, 2}}) {
+    Tensor x = rand_bf16_f32({c.M, c.K});
+    Tensor w = rand_typed(c.wt, {c.N, c.K}, 0.05f);
+    Tensor b = c.bias == 0 ? Tensor() : rand_typed(c.bias == 1 ? DType::BF16 : DType::F32, {c.N});
+    Tensor want = Tensor::zeros(DType::F32, {c.M, c.N});
+    cpu_.matmul(x, w, c.bias ? &b : nullptr, want);
+    Tensor gb = c.bias ? gpu_->upload(b) : Tensor();
+    Tensor y = poisoned({c.M, c.N});
+    gpu_->matmul(gpu_->from_host_f32(x), gpu_->upload(w), c.bias ? &gb : nullptr, y);
+    EXPECT_LT(test::rel_error(host(y), want), kBf16Tol) << c.M << "x" << c.N << "x" << c.K << " " << dtype_name(c.wt);
+  }
+}
+
+// Decoding shrinks the LM head's row count step by step: the algorithm tuned for one M is reused for the other Ms
+// of its power-of-two bucket (gemm.h). Every M of the walk, in both directions, still matches the CPU.
+TEST_F(CudaOps, MatmulReusesTunedAlgorithmAcrossRowCounts) {
+  SCOPED_TRACE(trace());
+  Tensor w = rand_typed(DType::BF16, {520, 384}, 0.05f);
+  Tensor gw = gpu_->upload(w);
+  for (int64_t M : {32, 31, 17, 20, 9, 16, 1, 2, 64, 33}) {
+    Tensor x = rand_bf16_f32({M, 384});
+    Tensor want = Tensor::zeros(DType::F32, {M, 520});
+    cpu_.matmul(x, w, nullptr, want);
+    Tensor y = poisoned({M, 520});
+    gpu_->matmul(gpu_->from_host_f32(x), gw, nullptr, y);
+    EXPECT_LT(test::rel_error(host(y), want), kBf16Tol) << "M " << M;
+  }
+}
+
+TEST_F(CudaOps, MatmulRejectsMismatchedShapes) {
+  Tensor x = gpu_->from_host_f32(rand_bf16_f32({4, 8}));
+  Tensor w = gpu_->upload(rand_typed(DType::BF16, {6, 9}));
+  Tensor y = poisoned({4, 6});
+  try {
+    gpu_->matmul(x, w, nullptr, y);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda matmul"), std::string::npos) << e.what();
+  }
+}
+
+
+TEST_F(CudaOps, PackedMatmulMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int bits; int64_t M, N, K, gs; bool act_order, bias; };
+  for (const Case& c : {Case{4, 1, 96, 256, 64, false, false}, Case{4, 3, 96, 256, 32, true, true},
+                        Case{4, 70, 130, 512, 128, false, true}, Case{4, 9, 64, 128, 128, false, false},
+                        Case{8, 5, 96, 256, 64, false, true}, Case{8, 66, 72, 192, 64, true, false},
+                        Case{2, 4, 48, 128, 32, false, false}}) {
+    PackedWeight hw = test::random_packed(rng_, c.bits, c.N, c.K, c.gs, c.act_order);
+    Tensor x = rand_bf16_f32({c.M, c.K});
+    Tensor b = c.bias ? rand_typed(DType::BF16, {c.N}, 0.1f) : Tensor();
+    Tensor want = Tensor::zeros(DType::F32, {c.M, c.N});
+    cpu_.matmul_packed(x, hw, c.bias ? &b : nullptr, want);
+    PackedWeight dw = hw;
+    dw.qweight = gpu_->upload(hw.qweight);
+    dw.scales = gpu_->upload(hw.scales);
+    dw.zeros = gpu_->upload(hw.zeros);
+    if (hw.perm.defined()) dw.perm = gpu_->upload(hw.perm);
+    Tensor gb = c.bias ? gpu_->upload(b) : Tensor();
+    Tensor y = poisoned({c.M, c.N});
+    gpu_->matmul_packed(gpu_->from_host_f32(x), dw, c.bias ? &gb : nullptr, y);
+    EXPECT_LT(test::rel_error(host(y), want), kBf16Tol)
+        << c.bits << " bits, " << c.M << "x" << c.N << "x" << c.K << " group " << c.gs << (c.act_order ? " act-order" : "");
+  }
+}
+
+TEST_F(CudaOps, RopeMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t T, heads, D; double theta; int64_t max_pos; };
+  for (const Case& c : {Case{18, 4, 16, 1e6, 9}, Case{40, 2, 32, 1e4, 5000}, Case{288, 28, 128, 1e6, 288},
+                        Case{7, 3, 64, 5e5, 100000}}) {
+    Tensor x = rand_bf16_f32({c.T, c.heads, c.D});
+    Tensor pos = Tensor::zeros(DType::I64, {c.T});
+    for (int64_t t = 0; t < c.T; ++t) pos.data<int64_t>()[t] = int64_t(rng_() % uint64_t(c.max_pos));
+    Tensor want = Tensor::from_data(DType::F32, x.shape(), x.data());
+    cpu_.rope(want, pos, c.theta);
+    Tensor gx = gpu_->from_host_f32(x);
+    gpu_->rope(gx, pos, c.theta);
+    EXPECT_LT(test::rel_error(host(gx), want), kBf16Tol) << "D " << c.D << " theta " << c.theta;
+    // Same positions again (the device copy is reused) and then different ones (it is refreshed).
+    Tensor gx2 = gpu_->from_host_f32(x);
+    gpu_->rope(gx2, pos, c.theta);
+    EXPECT_EQ(test::rel_error(host(gx2), host(gx)), 0.0);
+    for (int64_t t = 0; t < c.T; ++t) pos.data<int64_t>()[t] = (pos.data<int64_t>()[t] + 1) % c.max_pos;
+    Tensor want3 = Tensor::from_data(DType::F32, x.shape(), x.data());
+    cpu_.rope(want3, pos, c.theta);
+    Tensor gx3 = gpu_->from_host_f32(x);
+    gpu_->rope(gx3, pos, c.theta);
+    EXPECT_LT(test::rel_error(host(gx3), want3), kBf16Tol);
+  }
+}
+
+TEST_F(CudaOps, AttentionMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t B, Lq, S, Hq, Hkv, D; bool mask; };
+  for (const Case& c : {Case{3, 9, 9, 4, 2, 16, true}, Case{3, 70, 70, 4, 2, 32, true}, Case{2, 9, 130, 4, 4, 64, true},
+                        Case{1, 288, 288, 28, 4, 128, false}, Case{2, 100, 77, 8, 2, 128, true},
+                        Case{1, 20, 33, 2, 1, 256, true},
+                        // Head dims between the instantiated widths (zero-padded columns): LLaDA-style 24, and
+                        // 8, 40, 96, 136, 200.
+                        Case{2, 33, 33, 4, 2, 24, true}, Case{1, 9, 70, 2, 2, 8, false}, Case{2, 17, 65, 4, 4, 40, true},
+                        Case{1, 70, 70, 6, 2, 96, true}, Case{2, 20, 33, 2, 1, 136, true},
+                        Case{1, 65, 40, 4, 2, 200, false}}) {
+    Tensor q = rand_bf16_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_bf16_f32({c.B, c.S, c.Hkv, c.D}), v = rand_bf16_f32({c.B, c.S, c.Hkv, c.D});
+    Tensor mask;
+    if (c.mask) {
+      // Row 0 attends everywhere, row 1 (if any) to a random subset, row 2 (if any) to a prefix.
+      mask = Tensor::zeros(DType::U8, {c.B, c.S});
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t j = 0; j < c.S; ++j)
+          mask.data<uint8_t>()[b * c.S + j] = b == 0 ? 1 : b == 1 ? uint8_t(rng_() % 3 != 0) : uint8_t(j < c.S * 2 / 3);
+    }
+    Tensor want = Tensor::zeros(DType::F32, q.shape());
+    cpu_.attention(q, k, v, c.mask ? &mask : nullptr, want);
+    Tensor out = poisoned(q.shape());
+    gpu_->attention(gpu_->from_host_f32(q), gpu_->from_host_f32(k), gpu_->from_host_f32(v), c.mask ? &mask : nullptr,
+                    out);
+    EXPECT_LT(test::rel_error(host(out), want), kBf16Tol)
+        << "B " << c.B << " Lq " << c.Lq << " S " << c.S << " heads " << c.Hq << "/" << c.Hkv << " D " << c.D;
+  }
+}
+
+TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
+  SCOPED_TRACE(trace());
+  const int64_t B = 2, L = 5, H = 2, D = 32;
+  Tensor q = rand_bf16_f32({B, L, H, D}), k = rand_bf16_f32({B, L, H, D}), v = rand_bf16_f32({B, L, H, D});
+  Tensor mask = Tensor::zeros(DType::U8, {B, L});
+  for (int64_t j = 0; j < L; ++j) mask.data<uint8_t>()[j] = 1;  // batch row 1: every key masked
+  Tensor out = poisoned(q.shape());
+  gpu_->attention(gpu_->from_host_f32(q), gpu_->from_host_f32(k), gpu_->from_host_f32(v), &mask, out);
+  Tensor got = host(out);
+  for (int64_t i = L * H * D; i < 2 * L * H * D; ++i) ASSERT_EQ(got.data<float>()[i], 0.0f) << i;
+  Tensor want = Tensor::zeros(DType::F32, q.shape());
+  cpu_.attention(q, k, v, &mask, want);
+  EXPECT_LT(test::rel_error(got, want), kBf16Tol);
+}
+
+TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
+  for (int64_t D : {12, 264}) {  // not a multiple of 8; past 256
+    Tensor q = gpu_->from_host_f32(rand_bf16_f32({1, 4, 2, D}));
+    Tensor out = poisoned({1, 4, 2, D});
+    EXPECT_THROW(gpu_->attention(q, q, q, nullptr, out), Error) << D;
+  }
+}
+
+TEST_F(CudaOps, SiluMulAndAddMatchCpu) {
+  SCOPED_TRACE(trace());
+  for (int64_t n : {1000, 4096, 3 * 18944}) {  // scalar tail path and 16-byte vector path
+    Tensor g = rand_bf16_f32({n}, 2.0f), u = rand_bf16_f32({n});
+    Tensor want = Tensor::zeros(DType::F32, {n});
+    cpu_.silu_mul(g, u, want);
+    Tensor gg = gpu_->from_host_f32(g);
+    gpu_->silu_mul(gg, gpu_->from_host_f32(u), gg);  // in place, as the model calls it
+    EXPECT_LT(test::rel_error(host(gg), want), kBf16Tol) << n;
+
+    Tensor a = rand_bf16_f32({n}), b = rand_bf16_f32({n});
+    Tensor sum = Tensor::from_data(DType::F32, a.shape(), a.data());
+    cpu_.add(sum, b);
+    Tensor ga = gpu_->from_host_f32(a);
+    gpu_->add(ga, gpu_->from_host_f32(b));
+    EXPECT_LT(test::rel_error(host(ga), sum), kBf16Tol) << n;
+  }
+}
+
+TEST_F(CudaOps, ActivationBuffersAreReused) {
+  const CudaMemoryStats before = cuda_memory_stats(*gpu_);
+  { Tensor t = gpu_->empty(DType::BF16, {1024, 1024}); }
+  const CudaMemoryStats freed = cuda_memory_stats(*gpu_);
+  EXPECT_GE(freed.activation_cached_bytes, before.activation_cached_bytes + 2 * 1024 * 1024);
+  Tensor again = gpu_->empty(DType::BF16, {1024, 1024});
+  const CudaMemoryStats reused = cuda_memory_stats(*gpu_);
+  EXPECT_EQ(reused.activation_cached_bytes + 2 * 1024 * 1024, freed.activation_cached_bytes);
+}
+
+}  // namespace
+
+#else  // built without CUDA
+
+TEST(CudaAvailability, BackendIsUnavailableWithoutCuda) {
+  try {
+    make_backend("cuda");
+    ADD_FAILURE() << "make_backend(\"cuda\") succeeded in a build without CUDA";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("built without CUDA"), std::string::npos) << e.what();
+  }
+}
+
+#endif  // DIFFULEX_HAVE_CUDA
+
+}  // namespace dlx

@@ -1,0 +1,240 @@
+// The W4A16 tensor-core paths (src/kernels/cuda/w4a16_mma.cu, w4a16_wgmma.cu, dequantize + cuBLASLt, and the
+// backend's timed choice among them) against a plain reference: dequantize the canonical
+// PackedWeight in double (W = s*q - zs), gather the activation columns through perm, multiply in double, add the
+// bias. Fresh random inputs every run (the seed is printed on failure); outputs are poisoned with NaN first.
+//
+// Error bound: the inputs are bf16 already, so the GPU adds (a) bf16 rounding of each scale (relative 2^-9, one
+// per group and row), (b) one bf16 rounding of each dequantized weight s*(q-z) (2^-9), (c) fp32 accumulation
+// (orders of magnitude below), (d) the bf16 rounding of y (2^-9). The sum of K independent products with relative
+// errors of at most 2^-8 has a relative norm error of about 2^-8/sqrt(3) ~ 2e-3, plus 2^-9/sqrt(3) for (d): measured
+// values are 2e-3..3e-3. The bound is 1e-2 (bf16 keeps 8 significant bits); an indexing or layout mistake gives
+// errors of order 1 (a single wrong group scale in 1/G of the outputs still gives > 1e-2 for the G used here).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/packed_weight.h"
+#include "test_util.h"
+#include "cuda_test_util.h"
+
+#ifdef DIFFULEX_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace dlx {
+
+#ifdef DIFFULEX_HAVE_CUDA
+
+namespace {
+
+constexpr double kTol = 1e-2;
+
+bool small_only() {
+  const char* v = std::getenv("DIFFULEX_TEST_SMALL");
+  return v && *v && std::string(v) != "0";
+}
+
+class W4A16 : public test::CudaTest {
+ protected:
+  void TearDown() override {
+    if (gpu_) cuda_set_w4a16_path(*gpu_, "auto");
+  }
+
+  // gs <= 0 means one group (K). sym: zero point 8 everywhere; otherwise a random integer zero point per group.
+  PackedWeight random_w4(int64_t N, int64_t K, int64_t gs, bool sym, bool act_order) {
+    return test::random_packed(rng_, 4, N, K, gs, act_order, sym, 0.002f, 0.03f);
+  }
+
+  // y = x[:, perm] · W^T + b in double, W dequantized from the canonical tensors.
+  static Tensor reference(const Tensor& x, const PackedWeight& w, const Tensor* bias) {
+    const int64_t M = x.dim(0), K = w.k, N = w.n, G = w.groups(), words = w.words_per_row();
+    std::vector<double> W(static_cast<size_t>(N * K));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        const uint32_t q = (uint32_t(w.qweight.data<int32_t>()[n * words + k / 8]) >> (4 * (k % 8))) & 0xfu;
+        const int64_t g = k / w.group_size;
+        W[size_t(n * K + k)] = double(w.scales.data<float>()[n * G + g]) * q - double(w.zeros.data<float>()[n * G + g]);
+      }
+    std::vector<double> xr(static_cast<size_t>(K));
+    Tensor y = Tensor::zeros(DType::F32, {M, N});
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t k = 0; k < K; ++k)
+        xr[size_t(k)] = x.data<float>()[m * K + (w.perm.defined() ? w.perm.data<int32_t>()[k] : k)];
+      for (int64_t n = 0; n < N; ++n) {
+        const double* wr = &W[size_t(n * K)];
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += xr[size_t(k)] * wr[k];
+        if (bias) acc += load_as_f32(bias->data(), bias->dtype(), size_t(n));
+        y.data<float>()[m * N + n] = float(acc);
+      }
+    }
+    return y;
+  }
+
+  Tensor poisoned(Shape s) {
+    Tensor h = Tensor::zeros(DType::F32, s);
+    std::fill_n(h.data<float>(), h.numel(), std::numeric_limits<float>::quiet_NaN());
+    return gpu_->from_host_f32(h);
+  }
+
+
+};
+
+struct Case {
+  int64_t M, N, K, gs;
+  bool sym, act_order, bias;
+};
+
+std::string describe(const Case& c, const char* path) {
+  return fmt::format("{} path: M {} N {} K {} group {} {}{}{}", path, c.M, c.N, c.K, c.gs, c.sym ? "sym" : "asym",
+                     c.act_order ? " act-order" : "", c.bias ? " bias" : "");
+}
+
+// Every group size, sym/asym, act-order, M from 1 to 1024, N not a multiple of 16 or of the 128/256 column tile,
+// K not a multiple of the 64 k-step (group 32 and one group) or of 16 (one group, K = 200); small N forces split-K,
+// the wide cases run without it and with the 64x256 tile.
+const Case kCases[] = {
+    {1, 200, 352, 32, false, false, true},    {3, 200, 352, 32, true, true, false},
+    {16, 96, 512, 64, false, true, true},     {33, 1000, 512, 64, true, false, false},
+    {128, 136, 1024, 128, false, false, true}, {300, 264, 768, 128, false, true, true},
+    {1, 130, 200, -1, false, false, true},    {17, 130, 200, -1, true, true, false},
+    {64, 520, 384, -1, false, false, false},  {1024, 4400, 256, 128, false, false, true},
+    {1, 33800, 256, 64, false, false, true},  {32, 4200, 512, 32, false, true, true},
+    {300, 13600, 128, 128, true, false, false},
+    // Group sizes that are multiples of 128 at M <= 32 take the fold (scales applied per group in fp32): 16- and
+    // 32-row tiles, one group for all of K, and split-K ranges that start and end inside a group (256 = 4 k steps).
+    {1, 4200, 1024, 128, false, false, true},  {32, 1000, 1024, 128, true, true, true},
+    {20, 300, 640, -1, false, false, true},    {7, 520, 768, 256, false, true, false},
+    // Group sizes 64 and 32 on the 16 x 256 tile, K not a multiple of 128.
+    {5, 300, 320, 64, false, true, true},      {1, 700, 576, 32, true, false, false},
+    // Every token tile of the wgmma kernel (8, 16, 32, 64, 128) with ragged M, two and more 128-token tiles, group
+    // 16 (four groups a k step), N and K not multiples of the 256-feature block or the 64 k step.
+    {9, 280, 448, 16, false, false, true},     {50, 520, 704, 64, true, true, false},
+    {200, 1000, 384, 32, false, true, true},   {513, 264, 576, 128, false, false, true},
+    {127, 4104, 1024, 128, true, false, false}, {2, 16, 64, -1, false, false, true},
+};
+
+TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
+  PackedWeight hw = random_w4(72, 256, 64, false, false);
+  PackedWeight dw = gpu_->upload_packed(hw);
+  EXPECT_EQ(dw.layout, kW4A16TileLayout);
+  EXPECT_EQ(dw.qweight.device(), Device::CUDA);
+  EXPECT_FALSE(dw.zeros.defined());
+  // 4-bit tiles: N rounded to 16, K to 64 -> 80 x 256 codes in 4 bits; [G, 80] scale words. No bf16 copy.
+  EXPECT_EQ(dw.qweight.nbytes(), size_t(80 * 256 / 2));
+  EXPECT_EQ(dw.scales.nbytes(), size_t(4 * 80 * 4));
+  // The CPU backend keeps the canonical layout.
+  CpuBackend cpu;
+  EXPECT_EQ(cpu.upload_packed(hw).layout, kCanonicalLayout);
+}
+
+// The paths this GPU runs: the wgmma kernel on compute capability 9.0 (sm_90a machine code) only.
+std::vector<const char*> kernel_paths() {
+  std::vector<const char*> p{"mma"};
+  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma");
+  return p;
+}
+
+// An H100/H200 must get the Hopper kernel: a build or load problem must not silently leave it out of every test.
+TEST_F(W4A16, WgmmaRunsOnHopper) {
+  int dev = 0, major = 0, minor = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), cudaSuccess);
+  if (major != 9 || minor != 0) GTEST_SKIP() << "compute capability " << major << "." << minor;
+  EXPECT_TRUE(cuda_w4a16_wgmma_available());
+}
+
+TEST_F(W4A16, MatchesDequantizedReference) {
+  std::vector<const char*> paths = kernel_paths();
+  paths.push_back("dequant");
+  paths.push_back("auto");
+  for (const char* path : paths) {
+    cuda_set_w4a16_path(*gpu_, path);
+    for (const Case& c : kCases) {
+      const bool kernel = std::string(path) == "mma" || std::string(path) == "wgmma";
+      if (!kernel && c.M < 64 && c.N > 4000) continue;  // the wide small-M cases are for the kernels
+      // Under compute-sanitizer (DIFFULEX_TEST_SMALL=1) the largest cases are left out: every code path is still run.
+      if (small_only() && c.M * c.N * c.K > 600000000) continue;
+      SCOPED_TRACE(trace() + ", " + describe(c, path));
+      PackedWeight hw = random_w4(c.N, c.K, c.gs, c.sym, c.act_order);
+      PackedWeight dw = gpu_->upload_packed(hw);
+      ASSERT_EQ(dw.layout, kW4A16TileLayout);
+      Tensor x = rand_bf16_f32({c.M, c.K});
+      Tensor b = c.bias ? test::random_tensor(DType::BF16, {c.N}, rng_, 0.1f) : Tensor();
+      Tensor gb = c.bias ? gpu_->upload(b) : Tensor();
+      Tensor want = reference(x, hw, c.bias ? &b : nullptr);
+      Tensor y = poisoned({c.M, c.N});
+      gpu_->matmul_packed(gpu_->from_host_f32(x), dw, c.bias ? &gb : nullptr, y);
+      const double err = test::rel_error(gpu_->to_host_f32(y), want);
+      EXPECT_LT(err, kTol);
+    }
+  }
+}
+
+// One M = 4096 shape through the kernel and through the auto choice, and an f32 bias.
+TEST_F(W4A16, LargeM) {
+  if (small_only()) GTEST_SKIP() << "DIFFULEX_TEST_SMALL";
+  PackedWeight hw = random_w4(520, 384, 128, false, true);
+  PackedWeight dw = gpu_->upload_packed(hw);
+  Tensor x = rand_bf16_f32({4096, 384});
+  Tensor b = test::random_tensor(DType::F32, {520}, rng_, 0.1f);
+  Tensor gb = gpu_->upload(b);
+  Tensor want = reference(x, hw, &b);
+  Tensor gx = gpu_->from_host_f32(x);
+  std::vector<const char*> paths = kernel_paths();
+  paths.push_back("auto");
+  for (const char* path : paths) {
+    SCOPED_TRACE(trace() + ", " + path);
+    cuda_set_w4a16_path(*gpu_, path);
+    Tensor y = poisoned({4096, 520});
+    gpu_->matmul_packed(gx, dw, &gb, y);
+    EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), want), kTol);
+  }
+}
+
+// A zero point that is not an integer cannot live in the tile layout: the weight stays canonical and the SIMT
+// kernel computes it, still correctly.
+TEST_F(W4A16, NonIntegerZeroFallsBack) {
+  SCOPED_TRACE(trace());
+  PackedWeight hw = random_w4(40, 128, 32, false, false);
+  hw.zeros.data<float>()[5] += 0.37f * hw.scales.data<float>()[5];
+  PackedWeight dw = gpu_->upload_packed(hw);
+  EXPECT_EQ(dw.layout, kCanonicalLayout);
+  Tensor x = rand_bf16_f32({5, 128});
+  Tensor want = reference(x, hw, nullptr);
+  Tensor y = poisoned({5, 40});
+  gpu_->matmul_packed(gpu_->from_host_f32(x), dw, nullptr, y);
+  EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), want), kTol);
+  // Group size 8 (not a multiple of 16) also stays canonical.
+  EXPECT_EQ(gpu_->upload_packed(random_w4(16, 64, 8, true, false)).layout, kCanonicalLayout);
+}
+
+TEST_F(W4A16, RejectsMismatchedInput) {
+  PackedWeight dw = gpu_->upload_packed(random_w4(32, 128, 64, true, false));
+  Tensor x = gpu_->empty(DType::BF16, {4, 64});
+  Tensor y = gpu_->empty(DType::BF16, {4, 32});
+  try {
+    gpu_->matmul_packed(x, dw, nullptr, y);
+    ADD_FAILURE() << "a [4, 64] input was accepted for K = 128";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("matmul_packed"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+#endif  // DIFFULEX_HAVE_CUDA
+
+}  // namespace dlx
