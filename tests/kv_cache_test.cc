@@ -66,14 +66,12 @@ TEST(KvCache, CachedGenerationIsDeterministic) {
     o.max_new_tokens = 32;
     o.block_length = 8;
     o.steps = 16;
-    o.cache = mode;
+    o.cache = parse_cache_mode(mode);
     GenerationResult a = generate(*model, tok, prompt, o), b = generate(*model, tok, prompt, o);
     EXPECT_EQ(a.new_ids, b.new_ids) << mode;
     EXPECT_GT(a.text.size(), 20u) << mode;
   }
-  GenerationOptions bad;
-  bad.cache = "all";
-  EXPECT_THROW(generate(*model, tok, prompt, bad), Error);
+  EXPECT_THROW(parse_cache_mode("all"), Error);
 }
 
 }  // namespace dlx

@@ -258,14 +258,14 @@ TEST(SampleRowsSampler, DreamBackendSamplerEqualsHostLogitsPath) {
     return model->forward_device(ids, km, rows);
   });
   for (float T : {0.0f, 0.9f}) {
-    DreamOptions o;
+    UnmaskOptions o;
     o.max_new_tokens = 12;
     o.steps = 6;
     o.temperature = T;
     o.top_p = T > 0 ? 0.9f : 1.0f;
     o.mask_token_id = model->config().mask_token_id;
     o.seed = 5;
-    Tensor a = dream_generate(host, prompt, o), b = dream_generate(dev, prompt, o);
+    Tensor a = unmask_generate(UnmaskPolicy::Dream, host, prompt, o), b = unmask_generate(UnmaskPolicy::Dream, dev, prompt, o);
     ASSERT_EQ(a.numel(), b.numel());
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.data<int64_t>()[i], b.data<int64_t>()[i]) << "T " << T;
   }
@@ -297,14 +297,14 @@ TEST(SampleRowsSampler, LladaGuidanceBackendSamplerEqualsHostLogitsPath) {
   Tensor prompt = Tensor::zeros(DType::I64, {2, 3});
   for (int64_t i = 0; i < 6; ++i) prompt.data<int64_t>()[i] = i + 1;
   for (float T : {0.0f, 0.7f}) {
-    LladaOptions o;
-    o.gen_length = 8;
+    UnmaskOptions o;
+    o.max_new_tokens = 8;
     o.steps = 4;
     o.cfg_scale = 1.0f;
     o.temperature = T;
     o.mask_token_id = mask;
     o.seed = 3;
-    Tensor a = llada_generate(host, prompt, o), b = llada_generate(dev, prompt, o);
+    Tensor a = unmask_generate(UnmaskPolicy::Llada, host, prompt, o), b = unmask_generate(UnmaskPolicy::Llada, dev, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.data<int64_t>()[i], b.data<int64_t>()[i]) << "T " << T;
   }
 }

@@ -423,12 +423,12 @@ TEST(SamplingStop, FindsFirstStopAfterPrompt) {
 
 // ---- Dream ----
 
-DreamOptions dream_opts(int64_t n, int steps) {
-  DreamOptions o;
+UnmaskOptions dream_opts(int64_t n, int steps) {
+  UnmaskOptions o;
   o.max_new_tokens = n;
   o.steps = steps;
   o.mask_token_id = kMask;
-  o.alg = "maskgit_plus";
+  o.alg = DreamAlg::MaskgitPlus;
   return o;
 }
 
@@ -487,12 +487,12 @@ TEST(DreamSampler, LogitsAreShiftedByOne) {
   // Row j of the logits peaks at token 10 + j; Dream fills position q from row q - 1 (row 0 for q = 0).
   FakeModel m;
   m.rule = [](int64_t, int64_t pos, const int64_t*, int64_t, float* out) { put_dist(out, kV, {{10 + pos, 0.9}, {1, 0.1}}); };
-  Tensor out = dream_generate(m.fn(), ids_tensor({{7, 8, 9}}), dream_opts(5, 5));
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{7, 8, 9}}), dream_opts(5, 5));
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{7, 8, 9, 12, 13, 14, 15, 16}));
   // Empty prompt: position 0 reads its own row (the reference's cat(logits[:, :1], logits[:, :-1])).
   FakeModel m0;
   m0.rule = m.rule;
-  out = dream_generate(m0.fn(), Tensor::zeros(DType::I64, {1, 0}), dream_opts(3, 3));
+  out = unmask_generate(UnmaskPolicy::Dream, m0.fn(), Tensor::zeros(DType::I64, {1, 0}), dream_opts(3, 3));
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{10, 10, 11}));
 }
 
@@ -503,7 +503,7 @@ TEST(DreamSampler, RevealsMostConfidentFirstOnTheSchedule) {
   std::vector<int64_t> revealed;
   int calls = 0;
   std::vector<std::vector<int64_t>> canvases;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8),
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5, 6}}), dream_opts(8, 8),
                               [&](int step, int total, int64_t r, const Tensor& canvas) {
                                 EXPECT_EQ(step, calls++);
                                 EXPECT_EQ(total, 8);
@@ -548,10 +548,10 @@ TEST(DreamSampler, EachAlgRanksByItsOwnConfidence) {
   for (const auto& [alg, order] : want) {
     FakeModel m;
     m.rule = dream_static(1, [&](int64_t k) { return dists[size_t(k)]; });
-    DreamOptions o = dream_opts(4, 4);
-    o.alg = alg;
+    UnmaskOptions o = dream_opts(4, 4);
+    o.alg = parse_dream_alg(alg);
     o.tokens_per_step = 1;
-    Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o);
+    Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o);
     EXPECT_EQ(reveal_sets(m, out, kMask, 1), order) << alg;
     EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{5, 20, 21, 22, 23})) << alg;
   }
@@ -561,12 +561,12 @@ TEST(DreamSampler, GreedyIsDeterministicAndIgnoresTheSeed) {
   for (const char* alg : {"maskgit_plus", "topk_margin", "entropy"}) {
     FakeModel m;
     m.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) { hashed_rule(row, L, pos, out, kV); };
-    DreamOptions o = dream_opts(12, 6);
-    o.alg = alg;
+    UnmaskOptions o = dream_opts(12, 6);
+    o.alg = parse_dream_alg(alg);
     o.seed = 1;
-    const Tensor a = dream_generate(m.fn(), ids_tensor({{3, 4}}), o);
+    const Tensor a = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}}), o);
     o.seed = 2;
-    const Tensor b = dream_generate(m.fn(), ids_tensor({{3, 4}}), o);
+    const Tensor b = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}}), o);
     EXPECT_EQ(row_of(a, 0), row_of(b, 0)) << alg;
     EXPECT_EQ(count_of(row_of(a, 0), kMask), 0) << alg;
   }
@@ -575,26 +575,26 @@ TEST(DreamSampler, GreedyIsDeterministicAndIgnoresTheSeed) {
 TEST(DreamSampler, SeedReproducibleAndRowsIndependent) {
   FakeModel m;
   m.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) { hashed_rule(row, L, pos, out, kV); };
-  DreamOptions o = dream_opts(16, 8);
+  UnmaskOptions o = dream_opts(16, 8);
   o.temperature = 1.0f;
   o.top_p = 0.95f;
   o.seed = 123;
-  const Tensor a = dream_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
-  const Tensor b = dream_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
+  const Tensor a = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
+  const Tensor b = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
   EXPECT_EQ(row_of(a, 0), row_of(b, 0));
   EXPECT_EQ(row_of(a, 1), row_of(b, 1));
   EXPECT_NE(row_of(a, 0), row_of(a, 1));  // each row has its own random streams
-  const Tensor single = dream_generate(m.fn(), ids_tensor({{3, 4}}), o);
+  const Tensor single = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}}), o);
   EXPECT_EQ(row_of(single, 0), row_of(a, 0));  // ... which do not depend on the other rows
   o.seed = 124;
-  EXPECT_NE(row_of(dream_generate(m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
+  EXPECT_NE(row_of(unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
   // ... nor on the number of threads the positions are spread over.
   o.seed = 123;
   const int threads = num_threads();
   set_num_threads(1);
-  const Tensor one = dream_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
+  const Tensor one = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
   set_num_threads(3);
-  const Tensor three = dream_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
+  const Tensor three = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
   set_num_threads(threads);
   EXPECT_EQ(row_of(one, 1), row_of(a, 1));
   EXPECT_EQ(row_of(three, 1), row_of(a, 1));
@@ -620,7 +620,7 @@ TEST(DreamSampler, SampledTokensFollowTemperatureTopPAndTopK) {
     m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
       put_dist(out, 16, {{10, 0.1}, {11, 0.2}, {12, 0.3}, {13, 0.4}});
     };
-    DreamOptions o = dream_opts(1, 1);
+    UnmaskOptions o = dream_opts(1, 1);
     o.temperature = c.temperature;
     o.top_p = c.top_p;
     o.top_k = c.top_k;
@@ -628,7 +628,7 @@ TEST(DreamSampler, SampledTokensFollowTemperatureTopPAndTopK) {
     const int n = 4000;
     for (int s = 0; s < n; ++s) {
       o.seed = uint64_t(s);
-      const int64_t tok = dream_generate(m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
+      const int64_t tok = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
       ASSERT_GE(tok, 10);
       ASSERT_LE(tok, 13);
       ++hits[size_t(tok - 10)];
@@ -643,12 +643,12 @@ TEST(DreamSampler, SampledTokensFollowTemperatureTopPAndTopK) {
 TEST(DreamSampler, OriginRevealsEachMaskWithTheTransferProbability) {
   FakeModel m;
   m.rule = dream_static(1, [](int64_t k) { return peaked(20 + k % 30, 0.9); });
-  DreamOptions o = dream_opts(200, 4);
-  o.alg = "origin";
+  UnmaskOptions o = dream_opts(200, 4);
+  o.alg = DreamAlg::Origin;
   auto per_step = [&](uint64_t seed) {
     o.seed = seed;
     std::vector<int64_t> r;
-    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n, const Tensor&) { r.push_back(n); });
+    const Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o, [&](int, int, int64_t n, const Tensor&) { r.push_back(n); });
     EXPECT_EQ(count_of(row_of(out, 0), kMask), 0);
     return r;
   };
@@ -670,11 +670,11 @@ TEST(DreamSampler, AlgTempSamplesPositionsBySoftmaxOfConfidence) {
   auto first_revealed = [&](float alg_temp, uint64_t seed) {
     FakeModel m;
     m.rule = dream_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-    DreamOptions o = dream_opts(3, 3);
+    UnmaskOptions o = dream_opts(3, 3);
     o.tokens_per_step = 1;
     o.alg_temp = alg_temp;
     o.seed = seed;
-    const Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o);
+    const Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o);
     const auto sets = reveal_sets(m, out, kMask, 1);
     return *sets[0].begin();
   };
@@ -692,16 +692,16 @@ TEST(DreamSampler, ThresholdRevealsAllConfidentAtLeastOne) {
   const std::vector<double> conf = {0.95, 0.3, 0.92, 0.5, 0.4, 0.97};
   FakeModel m;
   m.rule = dream_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  DreamOptions o = dream_opts(6, 1);
+  UnmaskOptions o = dream_opts(6, 1);
   o.threshold = 0.9f;
-  o.alg = "entropy";  // threshold mode compares probabilities whatever the alg
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o);
+  o.alg = DreamAlg::Entropy;  // threshold mode compares probabilities whatever the alg
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o);
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 2, 5}, {3}, {4}, {1}}));
   // Per block of 3: nothing of the second block is revealed while the first has masks.
   FakeModel mb;
   mb.rule = m.rule;
   o.block_length = 3;
-  out = dream_generate(mb.fn(), ids_tensor({{5}}), o);
+  out = unmask_generate(UnmaskPolicy::Dream, mb.fn(), ids_tensor({{5}}), o);
   EXPECT_EQ(reveal_sets(mb, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 2}, {1}, {5}, {3}, {4}}));
   for (int64_t k = 0; k < 6; ++k) EXPECT_EQ(out.data<int64_t>()[1 + k], 20 + k);
 }
@@ -710,10 +710,10 @@ TEST(DreamSampler, TokensPerStepRevealsAFixedNumber) {
   const std::vector<double> conf = {0.6, 0.9, 0.7, 0.95, 0.8};
   FakeModel m;
   m.rule = dream_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  DreamOptions o = dream_opts(5, 1);
+  UnmaskOptions o = dream_opts(5, 1);
   o.tokens_per_step = 2;
   int last_total = 0;
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t, const Tensor&) { last_total = total; });
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o, [&](int, int total, int64_t, const Tensor&) { last_total = total; });
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{1, 3}, {2, 4}, {0}}));
   EXPECT_EQ(last_total, 3);
 }
@@ -722,9 +722,9 @@ TEST(DreamSampler, BlocksAreDecodedInOrderWithTheirOwnSchedule) {
   const std::vector<double> conf = {0.5, 0.9, 0.3, 0.7, 0.95, 0.6, 0.4, 0.8};
   FakeModel m;
   m.rule = dream_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  DreamOptions o = dream_opts(8, 4);
+  UnmaskOptions o = dream_opts(8, 4);
   o.block_length = 4;  // 2 steps per block on linspace(1, eps, 3): 4 masks -> 1, then 3
-  Tensor out = dream_generate(m.fn(), ids_tensor({{5}}), o);
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{5}}), o);
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{1}, {0, 2, 3}, {4}, {5, 6, 7}}));
 }
 
@@ -733,7 +733,7 @@ TEST(DreamSampler, StepEdges) {
   // steps == 1: everything in one forward pass.
   FakeModel m1;
   m1.rule = dream_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  Tensor out = dream_generate(m1.fn(), ids_tensor({{5}}), dream_opts(3, 1));
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m1.fn(), ids_tensor({{5}}), dream_opts(3, 1));
   EXPECT_EQ(reveal_sets(m1, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 1, 2}}));
   // steps > masks: the schedule (7 masks, 100 steps) reveals nothing for 94 steps, then 1,1,1,1,1,2; the
   // callback still sees every step.
@@ -741,7 +741,7 @@ TEST(DreamSampler, StepEdges) {
   m2.rule = dream_static(1, [](int64_t k) { return peaked(20 + k, 0.9 - 0.1 * double(k)); });
   int steps_seen = 0;
   int64_t last = -1;
-  out = dream_generate(m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r, const Tensor&) {
+  out = unmask_generate(UnmaskPolicy::Dream, m2.fn(), ids_tensor({{5}}), dream_opts(7, 100), [&](int, int, int64_t r, const Tensor&) {
     ++steps_seen;
     last = r;
   });
@@ -754,12 +754,12 @@ TEST(DreamSampler, StepEdges) {
 TEST(DreamSampler, LeftPaddingAndPromptMasks) {
   FakeModel m;
   m.rule = dream_static(3, [](int64_t k) { return peaked(20 + k, 0.9); });
-  DreamOptions o = dream_opts(3, 3);
+  UnmaskOptions o = dream_opts(3, 3);
   // Row 0 is left-padded with the mask id itself: padding is never revealed.
   o.prompt_mask = Tensor::zeros(DType::U8, {2, 3});
   const uint8_t pm[] = {0, 0, 1, 1, 1, 1};
   std::copy(pm, pm + 6, o.prompt_mask.data<uint8_t>());
-  Tensor out = dream_generate(m.fn(), ids_tensor({{kMask, kMask, 7}, {3, 4, 7}}), o);
+  Tensor out = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{kMask, kMask, 7}, {3, 4, 7}}), o);
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{kMask, kMask, 7, 20, 21, 22}));
   EXPECT_EQ(row_of(out, 1), (std::vector<int64_t>{3, 4, 7, 20, 21, 22}));
   ASSERT_FALSE(m.masks_seen.empty());
@@ -771,11 +771,11 @@ TEST(DreamSampler, LeftPaddingAndPromptMasks) {
   // A [MASK] inside a valid prompt is filled (infilling) without blocks, and left alone with blocks.
   FakeModel mi;
   mi.rule = [](int64_t, int64_t pos, const int64_t*, int64_t, float* out) { put_dist(out, kV, {{30 + pos, 0.9}, {1, 0.1}}); };
-  out = dream_generate(mi.fn(), ids_tensor({{5, kMask, 7}}), dream_opts(2, 2));
+  out = unmask_generate(UnmaskPolicy::Dream, mi.fn(), ids_tensor({{5, kMask, 7}}), dream_opts(2, 2));
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{5, 30, 7, 32, 33}));
-  DreamOptions ob = dream_opts(2, 2);
+  UnmaskOptions ob = dream_opts(2, 2);
   ob.block_length = 2;
-  out = dream_generate(mi.fn(), ids_tensor({{5, kMask, 7}}), ob);
+  out = unmask_generate(UnmaskPolicy::Dream, mi.fn(), ids_tensor({{5, kMask, 7}}), ob);
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{5, kMask, 7, 32, 33}));
 }
 
@@ -787,10 +787,10 @@ TEST(DreamSampler, NeverEmitsMaskOrSuppressedTokens) {
     out[3] = 4.0f;
     out[1] = 3.0f;
   };
-  DreamOptions o = dream_opts(2, 2);
-  EXPECT_EQ(row_of(dream_generate(m.fn(), ids_tensor({{9}}), o), 0), (std::vector<int64_t>{9, 3, 3}));
+  UnmaskOptions o = dream_opts(2, 2);
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{9}}), o), 0), (std::vector<int64_t>{9, 3, 3}));
   o.suppress_token_ids = {3};
-  EXPECT_EQ(row_of(dream_generate(m.fn(), ids_tensor({{9}}), o), 0), (std::vector<int64_t>{9, 1, 1}));
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{9}}), o), 0), (std::vector<int64_t>{9, 1, 1}));
 }
 
 TEST(DreamSampler, RowCallbackGetsOnlyTheShiftedRowsOfMaskedPositions) {
@@ -799,13 +799,13 @@ TEST(DreamSampler, RowCallbackGetsOnlyTheShiftedRowsOfMaskedPositions) {
     full.rule = rows.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) {
       hashed_rule(row, L, pos, out, kV);
     };
-    DreamOptions o = dream_opts(8, 8);
+    UnmaskOptions o = dream_opts(8, 8);
     o.temperature = 0.8f;
     o.seed = 4;
     o.block_length = block_length;
     const Tensor prompt = ids_tensor({{3, 4}, {5, 6}});
-    const Tensor a = dream_generate(full.fn(), prompt, o);
-    const Tensor b = dream_generate(rows.row_fn(), prompt, o);
+    const Tensor a = unmask_generate(UnmaskPolicy::Dream, full.fn(), prompt, o);
+    const Tensor b = unmask_generate(UnmaskPolicy::Dream, rows.row_fn(), prompt, o);
     EXPECT_EQ(row_of(a, 0), row_of(b, 0));
     EXPECT_EQ(row_of(a, 1), row_of(b, 1));
     ASSERT_EQ(rows.rows_seen.size(), full.ids_seen.size());
@@ -833,43 +833,43 @@ TEST(DreamSampler, InvalidOptionsNameTheOption) {
   FakeModel m;
   m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) { put_dist(out, kV, {{1, 1.0}}); };
   const Tensor prompt = ids_tensor({{1, 2}});
-  auto with = [&](std::function<void(DreamOptions&)> edit, const std::string& needle) {
-    DreamOptions o = dream_opts(8, 8);
+  auto with = [&](std::function<void(UnmaskOptions&)> edit, const std::string& needle) {
+    UnmaskOptions o = dream_opts(8, 8);
     edit(o);
-    expect_error([&] { dream_generate(m.fn(), prompt, o); }, needle);
+    expect_error([&] { unmask_generate(UnmaskPolicy::Dream, m.fn(), prompt, o); }, needle);
   };
-  with([](DreamOptions& o) { o.max_new_tokens = 0; }, "max_new_tokens");
-  with([](DreamOptions& o) { o.steps = 0; }, "steps");
-  with([](DreamOptions& o) { o.eps = 0; }, "eps");
-  with([](DreamOptions& o) { o.eps = 1; }, "eps");
-  with([](DreamOptions& o) { o.alg = "greedy"; }, "alg");
-  with([](DreamOptions& o) { o.alg_temp = -1; }, "alg_temp");
-  with([](DreamOptions& o) { o.temperature = -0.5f; }, "temperature");
-  with([](DreamOptions& o) { o.temperature = NAN; }, "temperature");
-  with([](DreamOptions& o) { o.top_p = 0; }, "top_p");
-  with([](DreamOptions& o) { o.top_p = 1.5f; }, "top_p");
-  with([](DreamOptions& o) { o.top_k = -1; }, "top_k");
-  with([](DreamOptions& o) { o.mask_token_id = -1; }, "mask_token_id");
-  with([](DreamOptions& o) { o.block_length = -2; }, "block_length");
-  with([](DreamOptions& o) { o.block_length = 3; }, "block_length (3) must divide max_new_tokens (8)");
-  with([](DreamOptions& o) { o.block_length = 2, o.steps = 6; }, "steps (6) must be divisible by the number of blocks (4");
-  with([](DreamOptions& o) { o.threshold = 1.5f; }, "threshold");
-  with([](DreamOptions& o) { o.tokens_per_step = -1; }, "tokens_per_step");
-  with([](DreamOptions& o) { o.threshold = 0.9f, o.tokens_per_step = 2; }, "threshold and tokens_per_step");
-  with([](DreamOptions& o) { o.alg = "origin", o.threshold = 0.9f; }, "origin");
-  DreamOptions ok = dream_opts(8, 8);
+  with([](UnmaskOptions& o) { o.max_new_tokens = 0; }, "max_new_tokens");
+  with([](UnmaskOptions& o) { o.steps = 0; }, "steps");
+  with([](UnmaskOptions& o) { o.eps = 0; }, "eps");
+  with([](UnmaskOptions& o) { o.eps = 1; }, "eps");
+  expect_error([] { parse_dream_alg("greedy"); }, "alg");
+  with([](UnmaskOptions& o) { o.alg_temp = -1; }, "alg_temp");
+  with([](UnmaskOptions& o) { o.temperature = -0.5f; }, "temperature");
+  with([](UnmaskOptions& o) { o.temperature = NAN; }, "temperature");
+  with([](UnmaskOptions& o) { o.top_p = 0; }, "top_p");
+  with([](UnmaskOptions& o) { o.top_p = 1.5f; }, "top_p");
+  with([](UnmaskOptions& o) { o.top_k = -1; }, "top_k");
+  with([](UnmaskOptions& o) { o.mask_token_id = -1; }, "mask_token_id");
+  with([](UnmaskOptions& o) { o.block_length = -2; }, "block_length");
+  with([](UnmaskOptions& o) { o.block_length = 3; }, "block_length (3) must divide max_new_tokens (8)");
+  with([](UnmaskOptions& o) { o.block_length = 2, o.steps = 6; }, "steps (6) must be divisible by the number of blocks (4");
+  with([](UnmaskOptions& o) { o.threshold = 1.5f; }, "threshold");
+  with([](UnmaskOptions& o) { o.tokens_per_step = -1; }, "tokens_per_step");
+  with([](UnmaskOptions& o) { o.threshold = 0.9f, o.tokens_per_step = 2; }, "threshold and tokens_per_step");
+  with([](UnmaskOptions& o) { o.alg = DreamAlg::Origin, o.threshold = 0.9f; }, "origin");
+  UnmaskOptions ok = dream_opts(8, 8);
   ok.block_length = 2, ok.steps = 6, ok.threshold = 0.9f;  // steps are not used in threshold mode
-  EXPECT_NO_THROW(dream_generate(m.fn(), prompt, ok));
-  expect_error([&] { dream_generate(m.fn(), Tensor::zeros(DType::I32, {1, 2}), dream_opts(8, 8)); }, "prompt ids");
+  EXPECT_NO_THROW(unmask_generate(UnmaskPolicy::Dream, m.fn(), prompt, ok));
+  expect_error([&] { unmask_generate(UnmaskPolicy::Dream, m.fn(), Tensor::zeros(DType::I32, {1, 2}), dream_opts(8, 8)); }, "prompt ids");
   LogitsFn wrong = [](const Tensor& ids, const Tensor&) { return Tensor::zeros(DType::F32, {ids.dim(0), 3, kV}); };
-  expect_error([&] { dream_generate(wrong, prompt, dream_opts(8, 8)); }, "logits callback");
+  expect_error([&] { unmask_generate(UnmaskPolicy::Dream, wrong, prompt, dream_opts(8, 8)); }, "logits callback");
 }
 
 // ---- LLaDA ----
 
-LladaOptions llada_opts(int64_t gen, int64_t block, int steps) {
-  LladaOptions o;
-  o.gen_length = gen;
+UnmaskOptions llada_opts(int64_t gen, int64_t block, int steps) {
+  UnmaskOptions o;
+  o.max_new_tokens = gen;
   o.block_length = block;
   o.steps = steps;
   o.mask_token_id = kMask;
@@ -895,7 +895,7 @@ TEST(LladaSampler, TransferScheduleSpreadsRemainderToFirstSteps) {
 TEST(LladaSampler, LogitsAreNotShifted) {
   FakeModel m;
   m.rule = [](int64_t, int64_t pos, const int64_t*, int64_t, float* out) { put_dist(out, kV, {{10 + pos, 0.9}, {1, 0.1}}); };
-  const Tensor out = llada_generate(m.fn(), ids_tensor({{7, 8, 9}}), llada_opts(4, 0, 4));
+  const Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{7, 8, 9}}), llada_opts(4, 0, 4));
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{7, 8, 9, 13, 14, 15, 16}));
 }
 
@@ -905,12 +905,12 @@ TEST(LladaSampler, BlocksNeverLeakAndFollowTheSchedule) {
     for (float temperature : {0.0f, 0.7f}) {
       FakeModel m;
       m.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) { hashed_rule(row, L, pos, out, kV); };
-      LladaOptions o = llada_opts(12, 4, 6);
-      o.remasking = remasking;
+      UnmaskOptions o = llada_opts(12, 4, 6);
+      o.remasking = parse_remasking(remasking);
       o.temperature = temperature;
       o.seed = 5;
       const int64_t P = 2;
-      const Tensor out = llada_generate(m.fn(), ids_tensor({{3, 4}}), o);
+      const Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}}), o);
       ASSERT_EQ(m.ids_seen.size(), 6u);
       for (size_t c = 0; c < 6; ++c) {
         const auto row = row_of(m.ids_seen[c], 0);
@@ -936,7 +936,7 @@ TEST(LladaSampler, LowConfidenceRevealsMostProbableOfTheBlockFirst) {
   const std::vector<double> conf = {0.5, 0.9, 0.3, 0.95, 0.6, 0.4};
   FakeModel m;
   m.rule = llada_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  const Tensor out = llada_generate(m.fn(), ids_tensor({{5}}), llada_opts(6, 3, 6));
+  const Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{5}}), llada_opts(6, 3, 6));
   // Position 3 (.95) waits for the first block to finish.
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{1}, {0}, {2}, {3}, {4}, {5}}));
   for (int64_t k = 0; k < 6; ++k) EXPECT_EQ(out.data<int64_t>()[1 + k], 20 + k);
@@ -947,22 +947,22 @@ TEST(LladaSampler, StepEdges) {
   // Remainders: 7 masks in 3 steps reveal 3, 2, 2.
   FakeModel a;
   a.rule = rule;
-  Tensor out = llada_generate(a.fn(), ids_tensor({{5}}), llada_opts(7, 0, 3));
+  Tensor out = unmask_generate(UnmaskPolicy::Llada, a.fn(), ids_tensor({{5}}), llada_opts(7, 0, 3));
   EXPECT_EQ(reveal_sets(a, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 1, 2}, {3, 4}, {5, 6}}));
   // steps == gen_length: one per step; steps == 1: all at once.
   FakeModel b;
   b.rule = rule;
-  out = llada_generate(b.fn(), ids_tensor({{5}}), llada_opts(4, 0, 4));
+  out = unmask_generate(UnmaskPolicy::Llada, b.fn(), ids_tensor({{5}}), llada_opts(4, 0, 4));
   EXPECT_EQ(reveal_sets(b, out, kMask, 1), (std::vector<std::set<int64_t>>{{0}, {1}, {2}, {3}}));
   FakeModel c;
   c.rule = rule;
-  out = llada_generate(c.fn(), ids_tensor({{5}}), llada_opts(4, 0, 1));
+  out = unmask_generate(UnmaskPolicy::Llada, c.fn(), ids_tensor({{5}}), llada_opts(4, 0, 1));
   EXPECT_EQ(reveal_sets(c, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 1, 2, 3}}));
   // More steps than masks: the empty steps run no forward pass but are reported.
   FakeModel d;
   d.rule = rule;
   std::vector<int64_t> revealed;
-  out = llada_generate(d.fn(), ids_tensor({{5}}), llada_opts(4, 2, 8),
+  out = unmask_generate(UnmaskPolicy::Llada, d.fn(), ids_tensor({{5}}), llada_opts(4, 2, 8),
                        [&](int, int total, int64_t r, const Tensor&) {
                          EXPECT_EQ(total, 8);
                          revealed.push_back(r);
@@ -978,13 +978,13 @@ TEST(LladaSampler, GumbelSamplingFollowsSoftmaxOverTemperature) {
     m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
       put_dist(out, 16, {{10, 0.1}, {11, 0.2}, {12, 0.3}, {13, 0.4}});
     };
-    LladaOptions o = llada_opts(1, 0, 1);
+    UnmaskOptions o = llada_opts(1, 0, 1);
     o.temperature = T;
     std::vector<int64_t> hits(4);
     const int n = 4000;
     for (int s = 0; s < n; ++s) {
       o.seed = uint64_t(s);
-      const int64_t tok = llada_generate(m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
+      const int64_t tok = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
       ASSERT_GE(tok, 10);
       ASSERT_LE(tok, 13);
       ++hits[size_t(tok - 10)];
@@ -999,19 +999,19 @@ TEST(LladaSampler, GumbelSamplingFollowsSoftmaxOverTemperature) {
 TEST(LladaSampler, DeterminismSeedsAndRows) {
   FakeModel m;
   m.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) { hashed_rule(row, L, pos, out, kV); };
-  LladaOptions o = llada_opts(16, 8, 8);
+  UnmaskOptions o = llada_opts(16, 8, 8);
   o.seed = 1;
-  const Tensor g1 = llada_generate(m.fn(), ids_tensor({{3, 4}}), o);
+  const Tensor g1 = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}}), o);
   o.seed = 2;
-  EXPECT_EQ(row_of(llada_generate(m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(g1, 0));  // greedy: seed unused
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(g1, 0));  // greedy: seed unused
   o.temperature = 1.0f;
   o.seed = 9;
-  const Tensor a = llada_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
-  EXPECT_EQ(row_of(llada_generate(m.fn(), ids_tensor({{3, 4}, {3, 4}}), o), 1), row_of(a, 1));
+  const Tensor a = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o);
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}, {3, 4}}), o), 1), row_of(a, 1));
   EXPECT_NE(row_of(a, 0), row_of(a, 1));
-  EXPECT_EQ(row_of(llada_generate(m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
   o.seed = 10;
-  EXPECT_NE(row_of(llada_generate(m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
+  EXPECT_NE(row_of(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{3, 4}}), o), 0), row_of(a, 0));
 }
 
 TEST(LladaSampler, RandomRemaskingOrderDependsOnTheSeedOnly) {
@@ -1021,10 +1021,10 @@ TEST(LladaSampler, RandomRemaskingOrderDependsOnTheSeedOnly) {
     for (const char* remasking : {"random", "low_confidence"}) {
       FakeModel m;
       m.rule = llada_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-      LladaOptions o = llada_opts(8, 0, 8);
-      o.remasking = remasking;
+      UnmaskOptions o = llada_opts(8, 0, 8);
+      o.remasking = parse_remasking(remasking);
       o.seed = s;
-      const Tensor out = llada_generate(m.fn(), ids_tensor({{5}}), o);
+      const Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{5}}), o);
       const auto sets = reveal_sets(m, out, kMask, 1);
       ASSERT_EQ(sets.size(), 8u);
       for (const auto& st : sets) EXPECT_EQ(st.size(), 1u);
@@ -1047,11 +1047,11 @@ TEST(LladaSampler, ClassifierFreeGuidance) {
       const float* src = pos == 1 ? a : pos == 2 ? (uncond ? bu : bc) : other;
       std::copy(src, src + 3, out);
     };
-    LladaOptions o = llada_opts(2, 0, 2);
+    UnmaskOptions o = llada_opts(2, 0, 2);
     o.cfg_scale = scale;
     o.prompt_mask = Tensor::zeros(DType::U8, {1, 1});
     o.prompt_mask.data<uint8_t>()[0] = 1;
-    return llada_generate(m.fn(), ids_tensor({{2}}), o);
+    return unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{2}}), o);
   };
   FakeModel plain, guided;
   Tensor out = run(0.0f, plain);
@@ -1074,9 +1074,9 @@ TEST(LladaSampler, ClassifierFreeGuidance) {
       const float c[] = {1, 0, 1.1f}, u[] = {0, 0, 1.5f};
       std::copy(row[0] == kMask ? u : c, (row[0] == kMask ? u : c) + 3, out);
     };
-    LladaOptions o = llada_opts(1, 0, 1);
+    UnmaskOptions o = llada_opts(1, 0, 1);
     o.cfg_scale = scale;
-    EXPECT_EQ(llada_generate(m.fn(), ids_tensor({{2}}), o).data<int64_t>()[1], scale > 0 ? 0 : 2);
+    EXPECT_EQ(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{2}}), o).data<int64_t>()[1], scale > 0 ? 0 : 2);
   }
 }
 
@@ -1084,15 +1084,15 @@ TEST(LladaSampler, ThresholdAndTokensPerStep) {
   const std::vector<double> conf = {0.95, 0.3, 0.92, 0.5, 0.4, 0.97};
   FakeModel m;
   m.rule = llada_static(1, [&](int64_t k) { return peaked(20 + k, conf[size_t(k)]); });
-  LladaOptions o = llada_opts(6, 3, 1);
+  UnmaskOptions o = llada_opts(6, 3, 1);
   o.threshold = 0.9f;
-  Tensor out = llada_generate(m.fn(), ids_tensor({{5}}), o);
+  Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{5}}), o);
   EXPECT_EQ(reveal_sets(m, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 2}, {1}, {5}, {3}, {4}}));
   FakeModel f;
   f.rule = m.rule;
-  LladaOptions t = llada_opts(6, 0, 1);
+  UnmaskOptions t = llada_opts(6, 0, 1);
   t.tokens_per_step = 4;
-  out = llada_generate(f.fn(), ids_tensor({{5}}), t);
+  out = unmask_generate(UnmaskPolicy::Llada, f.fn(), ids_tensor({{5}}), t);
   EXPECT_EQ(reveal_sets(f, out, kMask, 1), (std::vector<std::set<int64_t>>{{0, 2, 3, 5}, {1, 4}}));
 }
 
@@ -1104,17 +1104,17 @@ TEST(LladaSampler, PaddingSuppressionAndMask) {
     out[3] = 4.0f;
     out[1] = 3.0f;
   };
-  LladaOptions o = llada_opts(2, 0, 2);
+  UnmaskOptions o = llada_opts(2, 0, 2);
   o.prompt_mask = Tensor::zeros(DType::U8, {2, 2});
   const uint8_t pm[] = {0, 1, 1, 1};
   std::copy(pm, pm + 4, o.prompt_mask.data<uint8_t>());
-  Tensor out = llada_generate(m.fn(), ids_tensor({{0, 9}, {8, 9}}), o);
+  Tensor out = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{0, 9}, {8, 9}}), o);
   EXPECT_EQ(row_of(out, 0), (std::vector<int64_t>{0, 9, 3, 3}));  // never [MASK]
   EXPECT_EQ(row_of(out, 1), (std::vector<int64_t>{8, 9, 3, 3}));
   const std::vector<uint8_t> want = {0, 1, 1, 1, 1, 1, 1, 1};
   EXPECT_EQ(std::vector<uint8_t>(m.masks_seen[0].data<uint8_t>(), m.masks_seen[0].data<uint8_t>() + 8), want);
   o.suppress_token_ids = {3};  // the reference's logits_eos_inf, for any id
-  EXPECT_EQ(row_of(llada_generate(m.fn(), ids_tensor({{0, 9}, {8, 9}}), o), 1), (std::vector<int64_t>{8, 9, 1, 1}));
+  EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{0, 9}, {8, 9}}), o), 1), (std::vector<int64_t>{8, 9, 1, 1}));
 }
 
 TEST(LladaSampler, RowCallbackGetsOnlyTheBlockRows) {
@@ -1123,13 +1123,13 @@ TEST(LladaSampler, RowCallbackGetsOnlyTheBlockRows) {
     full.rule = rows.rule = [](int64_t, int64_t pos, const int64_t* row, int64_t L, float* out) {
       hashed_rule(row, L, pos, out, kV);
     };
-    LladaOptions o = llada_opts(8, 4, 4);
+    UnmaskOptions o = llada_opts(8, 4, 4);
     o.temperature = 0.8f;
     o.cfg_scale = cfg;
     o.seed = 4;
     const Tensor prompt = ids_tensor({{3, 4}, {5, 6}});
-    const Tensor a = llada_generate(full.fn(), prompt, o);
-    const Tensor b = llada_generate(rows.row_fn(), prompt, o);
+    const Tensor a = unmask_generate(UnmaskPolicy::Llada, full.fn(), prompt, o);
+    const Tensor b = unmask_generate(UnmaskPolicy::Llada, rows.row_fn(), prompt, o);
     EXPECT_EQ(row_of(a, 0), row_of(b, 0));
     EXPECT_EQ(row_of(a, 1), row_of(b, 1));
     ASSERT_EQ(rows.rows_seen.size(), 4u);
@@ -1154,30 +1154,30 @@ TEST(LladaSampler, InvalidOptionsNameTheOption) {
   FakeModel m;
   m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) { put_dist(out, kV, {{1, 1.0}}); };
   const Tensor prompt = ids_tensor({{1, 2}});
-  auto with = [&](std::function<void(LladaOptions&)> edit, const std::string& needle) {
-    LladaOptions o = llada_opts(8, 4, 8);
+  auto with = [&](std::function<void(UnmaskOptions&)> edit, const std::string& needle) {
+    UnmaskOptions o = llada_opts(8, 4, 8);
     edit(o);
-    expect_error([&] { llada_generate(m.fn(), prompt, o); }, needle);
+    expect_error([&] { unmask_generate(UnmaskPolicy::Llada, m.fn(), prompt, o); }, needle);
   };
-  with([](LladaOptions& o) { o.gen_length = 0; }, "gen_length");
-  with([](LladaOptions& o) { o.block_length = -1; }, "block_length");
-  with([](LladaOptions& o) { o.block_length = 3; }, "block_length (3) must divide gen_length (8)");
-  with([](LladaOptions& o) { o.steps = 0; }, "steps");
-  with([](LladaOptions& o) { o.steps = 5; }, "steps (5) must be divisible by the number of blocks (2");
-  with([](LladaOptions& o) { o.temperature = -1; }, "temperature");
-  with([](LladaOptions& o) { o.cfg_scale = -1; }, "cfg_scale");
-  with([](LladaOptions& o) { o.remasking = "lowest"; }, "remasking");
-  with([](LladaOptions& o) { o.mask_token_id = -5; }, "mask_token_id");
-  with([](LladaOptions& o) { o.threshold = -0.1f; }, "threshold");
-  with([](LladaOptions& o) { o.tokens_per_step = -1; }, "tokens_per_step");
-  with([](LladaOptions& o) { o.threshold = 0.9f, o.tokens_per_step = 1; }, "threshold and tokens_per_step");
-  with([](LladaOptions& o) { o.threshold = 0.9f, o.remasking = "random"; }, "remasking");
-  with([](LladaOptions& o) { o.prompt_mask = Tensor::zeros(DType::U8, {1, 3}); }, "prompt_mask");
-  LladaOptions ok = llada_opts(8, 4, 5);
+  with([](UnmaskOptions& o) { o.max_new_tokens = 0; }, "max_new_tokens");
+  with([](UnmaskOptions& o) { o.block_length = -1; }, "block_length");
+  with([](UnmaskOptions& o) { o.block_length = 3; }, "block_length (3) must divide max_new_tokens (8)");
+  with([](UnmaskOptions& o) { o.steps = 0; }, "steps");
+  with([](UnmaskOptions& o) { o.steps = 5; }, "steps (5) must be divisible by the number of blocks (2");
+  with([](UnmaskOptions& o) { o.temperature = -1; }, "temperature");
+  with([](UnmaskOptions& o) { o.cfg_scale = -1; }, "cfg_scale");
+  expect_error([] { parse_remasking("lowest"); }, "remasking");
+  with([](UnmaskOptions& o) { o.mask_token_id = -5; }, "mask_token_id");
+  with([](UnmaskOptions& o) { o.threshold = -0.1f; }, "threshold");
+  with([](UnmaskOptions& o) { o.tokens_per_step = -1; }, "tokens_per_step");
+  with([](UnmaskOptions& o) { o.threshold = 0.9f, o.tokens_per_step = 1; }, "threshold and tokens_per_step");
+  with([](UnmaskOptions& o) { o.threshold = 0.9f, o.remasking = Remasking::Random; }, "remasking");
+  with([](UnmaskOptions& o) { o.prompt_mask = Tensor::zeros(DType::U8, {1, 3}); }, "prompt_mask");
+  UnmaskOptions ok = llada_opts(8, 4, 5);
   ok.tokens_per_step = 3;  // steps are not used when tokens_per_step is set
-  EXPECT_NO_THROW(llada_generate(m.fn(), prompt, ok));
+  EXPECT_NO_THROW(unmask_generate(UnmaskPolicy::Llada, m.fn(), prompt, ok));
   LogitsFn wrong = [](const Tensor& ids, const Tensor&) { return Tensor::zeros(DType::F32, {ids.dim(0) + 1, ids.dim(1), 4}); };
-  expect_error([&] { llada_generate(wrong, prompt, llada_opts(8, 4, 8)); }, "logits callback");
+  expect_error([&] { unmask_generate(UnmaskPolicy::Llada, wrong, prompt, llada_opts(8, 4, 8)); }, "logits callback");
 }
 
 }  // namespace

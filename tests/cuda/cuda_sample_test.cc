@@ -329,7 +329,7 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
     Tensor prompt = Tensor::zeros(DType::I64, {1, int64_t(ids.size())});
     std::copy(ids.begin(), ids.end(), prompt.data<int64_t>());
-    DreamOptions o;
+    UnmaskOptions o;
     o.max_new_tokens = 16;
     o.steps = 16;
     o.mask_token_id = gpu->config().mask_token_id;
@@ -368,9 +368,9 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
       }
       return got;
     };
-    Tensor a = dream_generate(host, prompt, o), b = dream_generate(dev, prompt, o);
+    Tensor a = unmask_generate(UnmaskPolicy::Dream, host, prompt, o), b = unmask_generate(UnmaskPolicy::Dream, dev, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(b.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
-    Tensor c = dream_generate(checked, prompt, o);
+    Tensor c = unmask_generate(UnmaskPolicy::Dream, checked, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(c.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
   }
   std::printf("[cuda vs cpu] %lld of %lld position-steps had a clear CPU top-1 and were compared\n", (long long)compared,
