@@ -58,8 +58,8 @@ class DreamPolicy final : public Policy {
 
   void start(const Tensor& x, const Tensor&) override {
     L_ = x.dim(1);
-    suppress_ = o_.suppress_token_ids;
-    suppress_.push_back(o_.mask_token_id);
+    how_ = {.rule = RowSampling::Rule::Dream, .temperature = o_.temperature, .top_p = o_.top_p, .top_k = o_.top_k,
+            .confidence = confidence_of(o_.alg), .suppress = never_generated()};
   }
 
   void start_block(int steps, const std::vector<int64_t>&) override {
@@ -84,13 +84,6 @@ class DreamPolicy final : public Policy {
   // depend on the other rows of the batch.
   std::vector<Proposal> propose(const LogitsSource& source, const Tensor& x, const Tensor& key_mask,
                                 const std::vector<Site>& sites, int step) const override {
-    RowSampling how;
-    how.rule = RowSampling::Rule::Dream;
-    how.temperature = o_.temperature;
-    how.top_p = o_.top_p;
-    how.top_k = o_.top_k;
-    how.confidence = confidence_of(o_.alg);
-    how.suppress = suppress_;
     std::vector<RowDraw> draws(sites.size());
     for (size_t i = 0; i < sites.size(); ++i) {
       const Site s = sites[i];
@@ -99,7 +92,7 @@ class DreamPolicy final : public Policy {
       draws[i].u =
           o_.temperature > 0 ? Rng::keyed(o_.seed, {kTokenDraw, key.row, uint64_t(step), key.pos}).uniform() : 0.0;
     }
-    const std::vector<TokenChoice> choices = source.choose(x, key_mask, how, draws);
+    const std::vector<TokenChoice> choices = source.choose(x, key_mask, how_, draws);
     std::vector<Proposal> out(sites.size());
     for (size_t i = 0; i < sites.size(); ++i)
       out[i] = Proposal{sites[i].pos, choices[i].token, choices[i].prob, choices[i].confidence};
@@ -125,7 +118,7 @@ class DreamPolicy final : public Policy {
   int64_t L_ = 0;
   int steps_ = 0;
   std::vector<float> t_;
-  std::vector<int64_t> suppress_;
+  RowSampling how_;
 };
 
 }  // namespace

@@ -60,8 +60,8 @@ class LladaPolicy final : public Policy {
     is_prompt_.resize(static_cast<size_t>(B_ * L_));
     for (int64_t i = 0; i < B_ * L_; ++i) is_prompt_[size_t(i)] = x.data<int64_t>()[i] != o_.mask_token_id;
     if (o_.cfg_scale > 0) key_mask2_ = stacked_twice(key_mask);
-    suppress_ = o_.suppress_token_ids;
-    suppress_.push_back(o_.mask_token_id);
+    how_ = {.rule = RowSampling::Rule::Gumbel, .temperature = o_.temperature, .cfg_scale = o_.cfg_scale,
+            .suppress = never_generated(), .seed = o_.seed};
   }
 
   void start_block(int steps, const std::vector<int64_t>& open_counts) override {
@@ -77,12 +77,6 @@ class LladaPolicy final : public Policy {
   // the noise of a site comes from its own keyed stream.
   std::vector<Proposal> propose(const LogitsSource& source, const Tensor& x, const Tensor& key_mask,
                                 const std::vector<Site>& sites, int step) const override {
-    RowSampling how;
-    how.rule = RowSampling::Rule::Gumbel;
-    how.temperature = o_.temperature;
-    how.cfg_scale = o_.cfg_scale;
-    how.suppress = suppress_;
-    how.seed = o_.seed;
     std::vector<RowDraw> draws(sites.size());
     for (size_t i = 0; i < sites.size(); ++i) {
       const Site s = sites[i];
@@ -92,8 +86,8 @@ class LladaPolicy final : public Policy {
       draws[i].noise_key = {kGumbelDraw, key.row, uint64_t(step), key.pos};
     }
     const std::vector<TokenChoice> choices =
-        o_.cfg_scale > 0 ? source.choose(with_unconditional(x, is_prompt_, o_.mask_token_id), key_mask2_, how, draws)
-                         : source.choose(x, key_mask, how, draws);
+        o_.cfg_scale > 0 ? source.choose(with_unconditional(x, is_prompt_, o_.mask_token_id), key_mask2_, how_, draws)
+                         : source.choose(x, key_mask, how_, draws);
     std::vector<Proposal> out(sites.size());
     for (size_t i = 0; i < sites.size(); ++i) {
       const Site s = sites[i];
@@ -115,7 +109,7 @@ class LladaPolicy final : public Policy {
   int64_t B_ = 0, L_ = 0;
   std::vector<uint8_t> is_prompt_;
   Tensor key_mask2_;
-  std::vector<int64_t> suppress_;
+  RowSampling how_;
   std::vector<std::vector<int64_t>> schedule_;
 };
 

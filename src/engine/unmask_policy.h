@@ -38,6 +38,13 @@ class Policy {
   virtual std::vector<size_t> pick(int64_t b, std::vector<Proposal>& row, int64_t quota, int step) const = 0;
 
  protected:
+  // The ids never generated: suppress_token_ids and the mask token.
+  std::vector<int64_t> never_generated() const {
+    std::vector<int64_t> ids = o_.suppress_token_ids;
+    ids.push_back(o_.mask_token_id);
+    return ids;
+  }
+
   const UnmaskOptions& o_;
 };
 

@@ -217,24 +217,12 @@ TEST(DreamSampler, SampledTokensFollowTemperatureTopPAndTopK) {
       {1.0f, 0.35f, 0, {0, 0, 0, 1}},
   };
   for (const Case& c : cases) {
-    FakeModel m;
-    m.V = 16;
-    m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
-      put_dist(out, 16, {{10, 0.1}, {11, 0.2}, {12, 0.3}, {13, 0.4}});
-    };
     UnmaskOptions o = dream_opts(1, 1);
     o.temperature = c.temperature;
     o.top_p = c.top_p;
     o.top_k = c.top_k;
-    std::vector<int64_t> hits(4);
     const int n = 4000;
-    for (int s = 0; s < n; ++s) {
-      o.seed = uint64_t(s);
-      const int64_t tok = unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
-      ASSERT_GE(tok, 10);
-      ASSERT_LE(tok, 13);
-      ++hits[size_t(tok - 10)];
-    }
+    const std::vector<int64_t> hits = four_token_counts(UnmaskPolicy::Dream, o, n);
     for (int k = 0; k < 4; ++k)
       expect_frequency(hits[size_t(k)], n, c.want[size_t(k)],
                        "T=" + std::to_string(c.temperature) + " p=" + std::to_string(c.top_p) + " k=" +
@@ -383,12 +371,7 @@ TEST(DreamSampler, LeftPaddingAndPromptMasks) {
 
 TEST(DreamSampler, NeverEmitsMaskOrSuppressedTokens) {
   FakeModel m;
-  m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
-    std::fill(out, out + kV, kNeg);
-    out[kMask] = 5.0f;
-    out[3] = 4.0f;
-    out[1] = 3.0f;
-  };
+  m.rule = prefers_mask_then_3_then_1;
   UnmaskOptions o = dream_opts(2, 2);
   EXPECT_EQ(row_of(unmask_generate(UnmaskPolicy::Dream, m.fn(), ids_tensor({{9}}), o), 0), (std::vector<int64_t>{9, 3, 3}));
   o.suppress_token_ids = {3};

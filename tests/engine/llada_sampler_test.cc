@@ -131,22 +131,10 @@ TEST(LladaSampler, StepEdges) {
 
 TEST(LladaSampler, GumbelSamplingFollowsSoftmaxOverTemperature) {
   for (float T : {1.0f, 0.5f}) {
-    FakeModel m;
-    m.V = 16;
-    m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
-      put_dist(out, 16, {{10, 0.1}, {11, 0.2}, {12, 0.3}, {13, 0.4}});
-    };
     UnmaskOptions o = llada_opts(1, 0, 1);
     o.temperature = T;
-    std::vector<int64_t> hits(4);
     const int n = 4000;
-    for (int s = 0; s < n; ++s) {
-      o.seed = uint64_t(s);
-      const int64_t tok = unmask_generate(UnmaskPolicy::Llada, m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
-      ASSERT_GE(tok, 10);
-      ASSERT_LE(tok, 13);
-      ++hits[size_t(tok - 10)];
-    }
+    const std::vector<int64_t> hits = four_token_counts(UnmaskPolicy::Llada, o, n);
     double z = 0;
     for (double p : {0.1, 0.2, 0.3, 0.4}) z += std::pow(p, 1.0 / T);
     const double p[] = {0.1, 0.2, 0.3, 0.4};
@@ -256,12 +244,7 @@ TEST(LladaSampler, ThresholdAndTokensPerStep) {
 
 TEST(LladaSampler, PaddingSuppressionAndMask) {
   FakeModel m;
-  m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
-    std::fill(out, out + kV, kNeg);
-    out[kMask] = 5.0f;
-    out[3] = 4.0f;
-    out[1] = 3.0f;
-  };
+  m.rule = prefers_mask_then_3_then_1;
   UnmaskOptions o = llada_opts(2, 0, 2);
   o.prompt_mask = Tensor::zeros(DType::U8, {2, 2});
   const uint8_t pm[] = {0, 1, 1, 1};

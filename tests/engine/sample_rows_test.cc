@@ -246,12 +246,8 @@ TEST_P(SampleRows, DreamRuleMatchesPlainReference) {
       const int64_t N = set.N, V = set.V;
       if (!logits.count(c.levels)) logits[c.levels] = rows(N, V, set.std, c.levels);
       const Tensor& l = logits[c.levels];
-      RowSampling how;
-      how.temperature = c.temperature;
-      how.top_p = c.top_p;
-      how.top_k = c.top_k;
-      how.confidence = c.conf;
-      how.suppress = set.suppress;
+      const RowSampling how{.temperature = c.temperature, .top_p = c.top_p, .top_k = c.top_k, .confidence = c.conf,
+                            .suppress = set.suppress};
       std::vector<RowDraw> draws;
       for (int64_t i = 0; i < set.draws; ++i) draws.push_back(RowDraw{(i * set.stride) % N, -1, uni(rng_), {}});
       const std::vector<TokenChoice> got = be_->sample_rows(up(l), how, draws);

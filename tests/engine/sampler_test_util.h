@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "engine/sampling.h"
+#include "engine/unmask.h"
 
 namespace dlx::sampler_test {
 
@@ -60,6 +61,14 @@ struct FakeModel {
 inline void put_dist(float* out, int64_t V, const std::vector<std::pair<int64_t, double>>& dist) {
   std::fill(out, out + V, kNeg);
   for (auto [tok, p] : dist) out[tok] = float(std::log(p));
+}
+
+// Every row: [MASK] most likely, then token 3, then token 1 (the samplers must never emit the mask).
+inline void prefers_mask_then_3_then_1(int64_t, int64_t, const int64_t*, int64_t, float* out) {
+  std::fill(out, out + kV, kNeg);
+  out[kMask] = 5.0f;
+  out[3] = 4.0f;
+  out[1] = 3.0f;
 }
 
 // Token `tok` with probability p and four others (ids 1..4) sharing the rest: maskgit confidence p.
@@ -129,5 +138,26 @@ inline void expect_error(F&& f, const std::string& needle) {
   }
 }
 
+
+// One new token after the prompt {1}, with seeds 0..n-1, from a model whose every row is the distribution
+// 0.1, 0.2, 0.3, 0.4 over tokens 10..13: how often each of the four came (any other token fails the test).
+inline std::vector<int64_t> four_token_counts(UnmaskPolicy policy, UnmaskOptions o, int n) {
+  FakeModel m;
+  m.V = 16;
+  m.rule = [](int64_t, int64_t, const int64_t*, int64_t, float* out) {
+    put_dist(out, 16, {{10, 0.1}, {11, 0.2}, {12, 0.3}, {13, 0.4}});
+  };
+  std::vector<int64_t> hits(4);
+  for (int s = 0; s < n; ++s) {
+    o.seed = uint64_t(s);
+    const int64_t tok = unmask_generate(policy, m.fn(), ids_tensor({{1}}), o).data<int64_t>()[1];
+    if (tok < 10 || tok > 13) {
+      ADD_FAILURE() << "seed " << s << " gave token " << tok << ", outside 10..13";
+      return hits;
+    }
+    ++hits[size_t(tok - 10)];
+  }
+  return hits;
+}
 
 }  // namespace dlx::sampler_test
