@@ -31,7 +31,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // The Dream row pipeline written out plainly: full sort for top-p and top-k, double softmax. filtered() gives
 // the distribution of a row (and its order, largest first, ties by index), choose() the draw with uniform u.
 struct RefRow {
-  std::vector<double> p;
+  std::vector<double> p;   // the distribution in double
+  std::vector<float> pf;   // as the samplers hold it (engine/sampling.h softmax): float exp, double sum, float
   int64_t argmax;
 };
 RefRow reference_dream_row(std::vector<float> x, const RowSampling& how) {
@@ -68,10 +69,14 @@ RefRow reference_dream_row(std::vector<float> x, const RowSampling& how) {
     for (float& v : x)
       if (v < kth) v = kNegInf;
   }
-  RefRow r{std::vector<double>(static_cast<size_t>(V)), first_max};
-  double sum = 0;
-  for (int64_t i = 0; i < V; ++i) sum += r.p[size_t(i)] = std::exp(double(x[size_t(i)]) - double(m));
+  RefRow r{std::vector<double>(static_cast<size_t>(V)), std::vector<float>(static_cast<size_t>(V)), first_max};
+  double sum = 0, sum_f = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    sum += r.p[size_t(i)] = std::exp(double(x[size_t(i)]) - double(m));
+    sum_f += r.pf[size_t(i)] = std::exp(x[size_t(i)] - m);
+  }
   for (double& v : r.p) v /= sum;
+  for (float& v : r.pf) v = float(v * (1.0 / sum_f));
   return r;
 }
 
@@ -84,13 +89,17 @@ RefChoice reference_dream(const RefRow& row, const RowSampling& how, double u) {
   const int64_t V = int64_t(p.size());
   int64_t token = 0;
   if (how.temperature > 0) {
-    double cum = 0;
+    // The inverse CDF over the float probabilities the samplers draw from: at Dream-7B's vocabulary a flat
+    // distribution's double and float cumulative sums differ by ~1e-9, more than the spacing of some boundaries.
+    const std::vector<float>& pf = row.pf;
+    double total = 0, cum = 0;
+    for (float v : pf) total += v;
     token = -1;
     for (int64_t i = 0; i < V; ++i) {
-      if (p[size_t(i)] <= 0) continue;
-      cum += p[size_t(i)];
+      if (pf[size_t(i)] <= 0) continue;
+      cum += pf[size_t(i)];
       token = i;
-      if (cum > u) break;
+      if (cum > u * total) break;
     }
   } else {
     token = row.argmax;
