@@ -118,15 +118,15 @@ run() {
 
   if [ "${SKIP_CPU_TESTS:-0}" != 1 ]; then
     echo "== the same binaries' CPU tests (bench JSON, CPU golden fixtures, forward CLI)"
-    timeout 90 "$BIN/diffulex_tests" --gtest_filter='BenchCli*:Golden*:ForwardCli*' >>"$out/tests.log" 2>&1 || status=1
+    timeout 90 "$BIN/diffulex_tests" --gtest_filter='BenchCli*:Backends/*/Cpu:ForwardCli*' >>"$out/tests.log" 2>&1 || status=1
     grep -E "^\[  (PASSED|FAILED) " "$out/tests.log" | tail -2
   fi
 
   if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     echo "== compute-sanitizer"
-    sanitize "$out" memcheck 'CudaOps*:*CudaGolden*:CudaForward.DequantCache*:CudaForward.LogitRows*:CudaSample*:CudaFusedGateUp*:CudaEmbedOnHost*:W4A16*:CudaFp8Kv*-CudaSample.Timing*' \
-      racecheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*:W4A16.MatchesDequantizedReference' \
-      synccheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:CudaSample.GuidanceAnd*:CudaSample.Row*' || status=1
+    sanitize "$out" memcheck 'CudaOps*:Backends/Golden.FixturesMatch*/Cuda:Backends/Golden.DequantCache*/Cuda:Backends/Golden.LogitRows*/Cuda:Backends/SampleRows.*/Cuda:CudaSample*:CudaFusedGateUp*:CudaEmbedOnHost*:W4A16*:CudaFp8Kv*-CudaSample.Timing*' \
+      racecheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:Backends/SampleRows.GumbelRuleAndGuidance*/Cuda:Backends/SampleRows.RejectsBadDraws*/Cuda:W4A16.MatchesDequantizedReference' \
+      synccheck 'CudaOps.Attention*:CudaOps.RmsNorm*:CudaOps.PackedMatmul*:Backends/SampleRows.GumbelRuleAndGuidance*/Cuda:Backends/SampleRows.RejectsBadDraws*/Cuda' || status=1
   fi
 
   echo "== done (status $status)"

@@ -54,9 +54,7 @@ json run_decode_bench(const DecodeBenchArgs& a) {
   for (int64_t b : a.batches) check(b > 0, "bench decode: batch sizes must be positive (got {})", b);
   for (int64_t t : a.tokens_per_step)
     check(t > 0 && a.block % t == 0, "bench decode: tokens per step {} must divide the block length {}", t, a.block);
-  for (const auto& c : a.caches)
-    check(c == "none" || c == "prefix" || c == "dual", "bench decode: cache must be none, prefix or dual (got '{}')",
-          c);
+  for (const auto& c : a.caches) parse_cache_mode(c, "bench decode: cache");
   if (a.threads > 0) set_num_threads(a.threads);
 
   auto t_load = Clock::now();
@@ -111,8 +109,8 @@ json run_decode_bench(const DecodeBenchArgs& a) {
         // Block diffusion (SDAR, Fast-dLLM v2): steps are per block (--block must be the model's block size; the
         // cache mode changes nothing there, its exact block cache is always on).
         o.steps = int(cfg.block_diffusion() ? a.block / tps : a.gen_length / tps);
-        o.cache = cache;
-        o.kv_dtype = cache == "none" ? "bf16" : a.kv_dtype;
+        o.cache = parse_cache_mode(cache, "bench decode: cache");
+        o.kv_dtype = o.cache == CacheMode::None ? KvDtype::BF16 : parse_kv_dtype(a.kv_dtype, "bench decode: kv_dtype");
         o.temperature = 0;
         o.seed = a.seed;
         const int64_t steps_per_block = a.block / tps, timed_steps = blocks * steps_per_block;
@@ -151,7 +149,7 @@ json run_decode_bench(const DecodeBenchArgs& a) {
                     {"tokens_per_step", a.threshold > 0 ? 0 : tps},
                     {"threshold", a.threshold},
                     {"graphs", model->graphs()},
-                    {"kv_dtype", o.kv_dtype},
+                    {"kv_dtype", to_string(o.kv_dtype)},
                     {"steps_timed", step_ms.size()},
                     {"tokens_timed", revealed_at_end},
                     {"step_ms_mean", mean},

@@ -39,7 +39,7 @@ void add_bench_decode_subcommand(CLI::App& bench) {
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
   cmd->callback([a] {
-    check(a->kv_dtype == "bf16" || a->kv_dtype == "fp8", "bench decode: --kv-dtype must be bf16 or fp8 (got '{}')", a->kv_dtype);
+    parse_kv_dtype(a->kv_dtype, "bench decode: --kv-dtype");
     check_bench_source(*a, "bench decode");
     nlohmann::json out = run_decode_bench(*a);
     const std::string text = out.dump(2) + "\n";

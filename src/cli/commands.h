@@ -19,7 +19,7 @@ namespace dlx::cli {
 // --tensor-parallel-size / --data-parallel-size (1), which are checked and otherwise change nothing.
 void add_load_options(CLI::App& cmd, LoadOptions& lo);
 
-// The generation flags (--max-new-tokens, --steps, --alg, ...: one per server/generation_fields.h entry).
+// The generation flags (--max-new-tokens, --steps, --alg, ...: one per engine/generation_options.h field).
 // Must outlive the app. resolve() lays the flags given on the command line over the checkpoint's defaults
 // (generation_config.json, else GenerationOptions').
 class GenerationFlags {
@@ -29,6 +29,7 @@ class GenerationFlags {
 
  private:
   GenerationOptions parsed_;
+  std::vector<std::string> text_;  // the enum fields' spellings, by field index
   std::vector<CLI::Option*> given_;
 };
 

@@ -17,9 +17,9 @@ namespace {
 // W4A16) with 16-bit activations, and a bf16 or fp8 KV cache.
 const std::vector<Strategy>& known_strategies() {
   static const std::vector<Strategy> v = {
-      {"bf16_bf16kv", "bf16", "bf16"},       {"bf16_fp8kv", "bf16", "fp8"},
-      {"gptq_w4a16_bf16kv", "gptq", "bf16"}, {"gptq_w4a16_fp8kv", "gptq", "fp8"},
-      {"awq_w4a16_bf16kv", "awq", "bf16"},   {"awq_w4a16_fp8kv", "awq", "fp8"},
+      {"bf16_bf16kv", "bf16", KvDtype::BF16},       {"bf16_fp8kv", "bf16", KvDtype::FP8},
+      {"gptq_w4a16_bf16kv", "gptq", KvDtype::BF16}, {"gptq_w4a16_fp8kv", "gptq", KvDtype::FP8},
+      {"awq_w4a16_bf16kv", "awq", KvDtype::BF16},   {"awq_w4a16_fp8kv", "awq", KvDtype::FP8},
   };
   return v;
 }
@@ -64,7 +64,7 @@ void run_strategies(const std::vector<Strategy>& strategies, const std::string& 
       l.attn_weight_family = l.mlp_weight_family = s.weight_family;
       GenerationOptions o = opts;
       o.kv_dtype = s.kv_dtype;
-      if (o.kv_dtype == "fp8" && o.cache == "none") o.cache = "prefix";
+      if (o.kv_dtype == KvDtype::FP8 && o.cache == CacheMode::None) o.cache = CacheMode::Prefix;
       const auto t0 = Clock::now();
       auto model = Model::load(model_dir, l);
       Tokenizer tok = Tokenizer::load(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
@@ -86,8 +86,8 @@ void run_strategies(const std::vector<Strategy>& strategies, const std::string& 
       line["tokens_per_s"] = secs > 0 ? double(tokens) / secs : 0.0;
       line["load_s"] = load_s;
       line["weights"] = s.weight_family;
-      line["kv_dtype"] = o.kv_dtype;
-      line["cache"] = o.cache;
+      line["kv_dtype"] = to_string(o.kv_dtype);
+      line["cache"] = to_string(o.cache);
     } catch (const Error& e) {
       line["error"] = e.what();
       failed.push_back(s.name);

@@ -13,7 +13,7 @@ namespace dlx::cli {
 struct Strategy {
   std::string name;           // e.g. "gptq_w4a16_fp8kv"
   std::string weight_family;  // bf16 | gptq | awq (LoadOptions' attn and mlp families)
-  std::string kv_dtype;       // bf16 | fp8
+  KvDtype kv_dtype;
 };
 
 // "a,b,c" into strategies; a name diffulex cannot honour is an Error naming it and listing the supported names.

@@ -20,10 +20,10 @@ size_t request_kv_bytes(Model& model, int64_t prompt_len, const GenerationOption
   const ModelConfig& c = model.config();
   if (c.block_diffusion()) {  // always cached, over whole blocks (engine/block_sampler.h)
     const int64_t len = (prompt_len + o.max_new_tokens + c.block_size - 1) / c.block_size * c.block_size;
-    return kv_cache_bytes(c, model.backend().act_dtype(), 1, len, o.kv_dtype == "fp8");
+    return kv_cache_bytes(c, model.backend().act_dtype(), 1, len, o.kv_dtype == KvDtype::FP8);
   }
-  if (o.cache == "none") return 0;
-  return kv_cache_bytes(c, model.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == "fp8");
+  if (o.cache == CacheMode::None) return 0;
+  return kv_cache_bytes(c, model.backend().act_dtype(), 1, prompt_len + o.max_new_tokens, o.kv_dtype == KvDtype::FP8);
 }
 
 struct BatchScheduler::Slot {
@@ -71,7 +71,7 @@ uint64_t BatchScheduler::submit(std::vector<int64_t> prompt_ids, const Generatio
   check(opts_.kv_budget_bytes == 0 || bytes <= opts_.kv_budget_bytes,
         "request {}: its KV cache needs {} bytes ({} prompt + {} new tokens, {} cache), more than the KV budget of {} "
         "bytes",
-        next_id_, bytes, prompt_ids.size(), opts.max_new_tokens, opts.kv_dtype, opts_.kv_budget_bytes);
+        next_id_, bytes, prompt_ids.size(), opts.max_new_tokens, to_string(opts.kv_dtype), opts_.kv_budget_bytes);
   queue_.push_back({next_id_, std::move(prompt_ids), opts, bytes, std::move(on_step)});
   return next_id_++;
 }

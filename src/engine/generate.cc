@@ -2,34 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "engine/block_sampler.h"
-#include "engine/dream_sampler.h"
-#include "engine/llada_sampler.h"
+#include "engine/unmask.h"
 #include "tokenizer/chat_template.h"
 
 namespace dlx {
-
-GenerationOptions generation_defaults(const std::string& model_dir) {
-  GenerationOptions o;
-  std::string path = (std::filesystem::path(model_dir) / "generation_config.json").string();
-  if (!std::filesystem::exists(path)) return o;
-  nlohmann::json j = read_json_file(path);
-  auto num = [&](const char* k, auto& field) {
-    if (j.contains(k) && j[k].is_number()) field = j[k].get<std::decay_t<decltype(field)>>();
-  };
-  num("max_new_tokens", o.max_new_tokens);
-  num("steps", o.steps);
-  num("alg_temp", o.alg_temp);
-  num("temperature", o.temperature);
-  num("top_p", o.top_p);
-  num("top_k", o.top_k);
-  if (j.contains("alg") && j["alg"].is_string()) o.alg = j["alg"].get<std::string>();
-  return o;
-}
 
 std::vector<int64_t> format_prompt(const Tokenizer& tok, const std::string& prompt, bool chat) {
   std::vector<int32_t> ids;
@@ -81,9 +61,9 @@ Tensor positions_from_mask(const Tensor& key_mask, int64_t B, int64_t L) {
 // window also reaches back to the lowest row asked for.
 class CachedLogits {
  public:
-  CachedLogits(Model& m, const std::string& mode, int64_t prompt_len, int64_t block, int64_t shift, bool fp8 = false,
+  CachedLogits(Model& m, CacheMode mode, int64_t prompt_len, int64_t block, int64_t shift, bool fp8 = false,
                const ForwardHooks* hooks = nullptr)
-      : m_(m), dual_(mode == "dual"), P_(prompt_len), block_(block), shift_(shift) {
+      : m_(m), dual_(mode == CacheMode::Dual), P_(prompt_len), block_(block), shift_(shift) {
     cache_.fp8 = fp8;
     if (hooks) window_ = hooks->forward_window;
   }
@@ -138,9 +118,6 @@ GenerationResult generate(Model& model, const Tokenizer& tok, const std::vector<
 void validate_generation_options(const Model& model, const GenerationOptions& o) {
   check(o.max_new_tokens > 0, "max_new_tokens must be positive, got {}", o.max_new_tokens);
   check(model.config().mask_token_id >= 0, "{}/config.json has no mask_token_id; a diffusion model needs one", model.dir());
-  check(o.cache == "none" || o.cache == "prefix" || o.cache == "dual", "cache must be none, prefix or dual (got '{}')",
-        o.cache);
-  check(o.kv_dtype == "bf16" || o.kv_dtype == "fp8", "kv dtype must be bf16 or fp8 (got '{}')", o.kv_dtype);
   const ModelConfig& c = model.config();
   if (c.block_diffusion()) {  // the exact block cache is always on
     check(o.block_length == 0 || o.block_length == c.block_size,
@@ -151,7 +128,7 @@ void validate_generation_options(const Model& model, const GenerationOptions& o)
     check(o.steps >= 0, "steps must not be negative, got {}", o.steps);
     return;
   }
-  check(o.kv_dtype == "bf16" || o.cache != "none", "kv dtype fp8 needs a KV cache (cache prefix or dual)");
+  check(o.kv_dtype != KvDtype::FP8 || o.cache != CacheMode::None, "kv_dtype fp8 needs a KV cache (cache prefix or dual)");
 }
 
 namespace {
@@ -175,7 +152,7 @@ Tensor block_canvas(Model& model, const std::vector<std::vector<int64_t>>& promp
   b.seed = o.seed;
   b.mask_token_id = c.mask_token_id;
   b.stop_ids = stop_ids;
-  b.fp8_kv = o.kv_dtype == "fp8";
+  b.fp8_kv = o.kv_dtype == KvDtype::FP8;
   BlockForwardFn forward = model_block_forward(model);
   if (hooks && hooks->forward_window)
     forward = [hooks](std::vector<BlockPass>& passes) {
@@ -224,14 +201,14 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
   // The logits of the rows a step reads stay on the backend (the model's or, through the scheduler's hooks, the
   // batched pass's), which also does the per-position sampling work (Backend::sample_rows); only the chosen
   // tokens and their confidences come back to the samplers.
-  const bool fp8 = o.kv_dtype == "fp8";
+  const bool fp8 = o.kv_dtype == KvDtype::FP8;
   const int64_t shift = c.shift_logits() ? 1 : 0;
   DeviceRowLogitsFn logits = [&model, hooks](const Tensor& ids, const Tensor& key_mask, const std::vector<int64_t>& rows) {
     const Tensor pos = positions_from_mask(key_mask, ids.dim(0), ids.dim(1));
     if (hooks && hooks->forward) return hooks->forward(ids, key_mask, rows, pos);
     return model.forward_device(ids, key_mask, rows, pos);
   };
-  if (o.cache != "none") logits = CachedLogits(model, o.cache, P, o.block_length, shift, fp8, hooks);
+  if (o.cache != CacheMode::None) logits = CachedLogits(model, o.cache, P, o.block_length, shift, fp8, hooks);
   const RowSampleFn sample_fn = backend_row_sampler(model.backend(), std::move(logits));
 
   int steps_run = 0;
@@ -239,40 +216,14 @@ Tensor generate_canvas(Model& model, const std::vector<std::vector<int64_t>>& pr
     steps_run = step + 1;
     if (on_step) on_step(step, total, revealed, canvas);
   };
-  Tensor out;
-  if (c.arch == Arch::Dream) {
-    DreamOptions d;
-    d.max_new_tokens = o.max_new_tokens;
-    d.steps = steps;
-    d.alg = o.alg;
-    d.alg_temp = o.alg_temp;
-    d.temperature = o.temperature;
-    d.top_p = o.top_p;
-    d.top_k = o.top_k;
-    d.seed = o.seed;
-    d.mask_token_id = c.mask_token_id;
-    d.block_length = o.block_length;
-    d.threshold = o.threshold;
-    d.tokens_per_step = o.tokens_per_step;
-    d.prompt_mask = prompt_mask;
-    d.independent_rows = true;
-    out = dream_generate(sample_fn, prompt, d, count);
-  } else {
-    LladaOptions l;
-    l.gen_length = o.max_new_tokens;
-    l.block_length = o.block_length;
-    l.steps = steps;
-    l.temperature = o.temperature;
-    l.cfg_scale = o.cfg_scale;
-    l.remasking = o.remasking;
-    l.seed = o.seed;
-    l.mask_token_id = c.mask_token_id;
-    l.threshold = o.threshold;
-    l.tokens_per_step = o.tokens_per_step;
-    l.prompt_mask = prompt_mask;
-    l.independent_rows = true;
-    out = llada_generate(sample_fn, prompt, l, count);
-  }
+  UnmaskOptions u;
+  static_cast<SamplingOptions&>(u) = o;
+  u.steps = steps;
+  u.mask_token_id = c.mask_token_id;
+  u.prompt_mask = prompt_mask;
+  u.independent_rows = true;
+  const UnmaskPolicy policy = c.arch == Arch::Dream ? UnmaskPolicy::Dream : UnmaskPolicy::Llada;
+  const Tensor out = unmask_generate(policy, sample_fn, prompt, u, count);
   if (steps_out) *steps_out = steps_run;
   return out;
 }

@@ -7,43 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/generation_options.h"
 #include "engine/sampling.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dlx {
-
-struct GenerationOptions {
-  int64_t max_new_tokens = 64;  // Dream: max_new_tokens; LLaDA: gen_length
-  int steps = 0;                // 0: one step per new token
-  int64_t block_length = 0;     // 0: Dream one region; LLaDA one block of max_new_tokens
-  std::string alg = "entropy";  // Dream: origin | maskgit_plus | topk_margin | entropy
-  float alg_temp = 0;
-  float temperature = 0;
-  float top_p = 1;
-  int64_t top_k = 0;
-  std::string remasking = "low_confidence";  // LLaDA: low_confidence | random
-  float cfg_scale = 0;                       // LLaDA
-  float threshold = 0;                       // parallel decoding (Fast-dLLM); 0: off
-  int64_t tokens_per_step = 0;               // fixed tokens per step; 0: off
-  // Block diffusion (SDAR, Fast-dLLM v2; engine/block_sampler.h): `steps` is per block (SDAR's denoising steps,
-  // clamped to the block size; 0: at least one token per step), `threshold` 0 takes the model's default (SDAR
-  // 0.85, Fast-dLLM v2 0.9), block_length must be 0 or the model's block size, and the exact block KV cache is
-  // always on (`cache` is ignored; kv_dtype applies).
-  int64_t sub_block = 0;  // tokens per decoding sub-block; 0: the model's (Fast-dLLM v2: 8, SDAR: the whole block)
-  uint64_t seed = 0;
-  // Block KV cache (Fast-dLLM): "none" recomputes the whole sequence every step; "prefix" refreshes the cache at
-  // the first step of each block and then recomputes only the current block and everything after it; "dual"
-  // recomputes only the current block, reading cached keys/values for the prefix and the suffix.
-  std::string cache = "none";
-  // KV cache storage: "bf16" (the backend's activation dtype: bf16 on CUDA, f32 on the CPU) or "fp8" (e4m3 with
-  // per-(position, head) scales; see KvCache). Only with a cache.
-  std::string kv_dtype = "bf16";
-};
-
-// The checkpoint's generation_config.json (Dream-style fields: max_new_tokens, steps, alg, alg_temp, temperature,
-// top_p, top_k) over the built-in defaults; absent file or fields keep the defaults.
-GenerationOptions generation_defaults(const std::string& model_dir);
 
 struct GenerationResult {
   std::string text;                 // decoded new tokens, up to the first stop token

@@ -1,31 +1,25 @@
 #include "engine/llada_sampler.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
-#include "core/thread_pool.h"
 #include "core/rng.h"
+#include "engine/unmask_policy.h"
 
 namespace dlx {
 
-namespace {
+std::vector<int64_t> llada_transfer_schedule(int64_t masked, int steps) {
+  check(steps >= 1 && masked >= 0, "llada: bad transfer schedule request ({} masked over {} steps)", masked, steps);
+  std::vector<int64_t> n(size_t(steps), masked / steps);
+  for (int64_t i = 0; i < masked % steps; ++i) ++n[size_t(i)];
+  return n;
+}
 
-enum class Mode { Schedule, Threshold, FixedCount };
+namespace {
 
 // Purposes of the keyed random streams: Rng::keyed(seed, {purpose, row, step, position}).
 enum : uint64_t { kGumbelDraw = 11, kRandomConfidence = 12 };
-
-Mode mode_of(const LladaOptions& o) {
-  if (o.threshold > 0) return Mode::Threshold;
-  if (o.tokens_per_step > 0) return Mode::FixedCount;
-  return Mode::Schedule;
-}
-
-struct Site {
-  int64_t row, pos;
-};
 
 // Stacks x over its unconditional copy (the prompt positions set to [MASK]) for one CFG forward of 2B rows.
 Tensor with_unconditional(const Tensor& x, const std::vector<uint8_t>& is_prompt, int64_t mask_id) {
@@ -47,178 +41,80 @@ Tensor stacked_twice(const Tensor& key_mask) {
   return both;
 }
 
-// One draw per site through the source's sampling path (the backend's sample_rows or the host's); the Gumbel
-// noise of a site comes from its own keyed stream.
-std::vector<Proposal> propose(const LogitsSource& source, const Tensor& ids, const Tensor& key_mask, int64_t batch,
-                              int64_t L, const std::vector<Site>& sites, const LladaOptions& o,
-                              const std::vector<int64_t>& suppress, int step) {
-  RowSampling how;
-  how.rule = RowSampling::Rule::Gumbel;
-  how.temperature = o.temperature;
-  how.cfg_scale = o.cfg_scale;
-  how.suppress = suppress;
-  how.seed = o.seed;
-  std::vector<RowDraw> draws(sites.size());
-  for (size_t i = 0; i < sites.size(); ++i) {
-    const Site s = sites[i];
-    draws[i].row = s.row * L + s.pos;
-    if (o.cfg_scale > 0) draws[i].uncond_row = (batch + s.row) * L + s.pos;
-    const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
-    draws[i].noise_key = {kGumbelDraw, key.row, uint64_t(step), key.pos};
+class LladaPolicy final : public Policy {
+ public:
+  using Policy::Policy;
+  const char* name() const override { return "llada"; }
+
+  void validate() const override {
+    check(o_.cfg_scale >= 0 && std::isfinite(o_.cfg_scale), "llada: cfg_scale must be >= 0 (got {})", o_.cfg_scale);
+    check(!(o_.threshold > 0 && o_.remasking == Remasking::Random),
+          "llada: threshold compares token probabilities and needs remasking low_confidence (got random)");
   }
-  const std::vector<TokenChoice> choices = source.choose(ids, key_mask, how, draws);
-  std::vector<Proposal> out(sites.size());
-  for (size_t i = 0; i < sites.size(); ++i) {
-    const Site s = sites[i];
-    const DrawKey key = draw_key(o.independent_rows, s.row, s.pos, L);
-    const double confidence =
-        o.remasking == "random" ? Rng::keyed(o.seed, {kRandomConfidence, key.row, uint64_t(step), key.pos}).uniform()
-                                : choices[i].prob;
-    out[i] = Proposal{s.pos, choices[i].token, choices[i].prob, confidence};
+
+  bool fills_prompt_masks() const override { return false; }  // one block of the new tokens
+
+  void start(const Tensor& x, const Tensor& key_mask) override {
+    B_ = x.dim(0), L_ = x.dim(1);
+    // The reference's prompt_index: positions that were not [MASK] at the start (CFG masks them).
+    is_prompt_.resize(static_cast<size_t>(B_ * L_));
+    for (int64_t i = 0; i < B_ * L_; ++i) is_prompt_[size_t(i)] = x.data<int64_t>()[i] != o_.mask_token_id;
+    if (o_.cfg_scale > 0) key_mask2_ = stacked_twice(key_mask);
+    how_ = {.rule = RowSampling::Rule::Gumbel, .temperature = o_.temperature, .cfg_scale = o_.cfg_scale,
+            .suppress = never_generated(), .seed = o_.seed};
   }
-  return out;
-}
 
-}  // namespace
-
-void validate(const LladaOptions& o) {
-  check(o.gen_length >= 1, "llada: gen_length must be >= 1 (got {})", o.gen_length);
-  check(o.block_length >= 0, "llada: block_length must be >= 0 (got {})", o.block_length);
-  check(o.block_length == 0 || o.gen_length % o.block_length == 0,
-        "llada: block_length ({}) must divide gen_length ({})", o.block_length, o.gen_length);
-  check(o.steps >= 1, "llada: steps must be >= 1 (got {})", o.steps);
-  check(o.temperature >= 0 && std::isfinite(o.temperature), "llada: temperature must be >= 0 (got {})",
-        o.temperature);
-  check(o.cfg_scale >= 0 && std::isfinite(o.cfg_scale), "llada: cfg_scale must be >= 0 (got {})", o.cfg_scale);
-  check(o.remasking == "low_confidence" || o.remasking == "random",
-        "llada: remasking must be low_confidence or random (got '{}')", o.remasking);
-  check(o.mask_token_id >= 0, "llada: mask_token_id must be >= 0 (got {})", o.mask_token_id);
-  check(o.threshold >= 0 && o.threshold <= 1, "llada: threshold must be in [0, 1] (got {})", o.threshold);
-  check(o.tokens_per_step >= 0, "llada: tokens_per_step must be >= 0 (got {})", o.tokens_per_step);
-  check(!(o.threshold > 0 && o.tokens_per_step > 0), "llada: threshold and tokens_per_step cannot both be set");
-  check(!(o.threshold > 0 && o.remasking == "random"),
-        "llada: threshold compares token probabilities and needs remasking low_confidence (got random)");
-  if (mode_of(o) == Mode::Schedule) {
-    const int64_t blocks = o.block_length > 0 ? o.gen_length / o.block_length : 1;
-    check(o.steps % blocks == 0, "llada: steps ({}) must be divisible by the number of blocks ({} = {} / {})",
-          o.steps, blocks, o.gen_length, o.block_length);
+  void start_block(int steps, const std::vector<int64_t>& open_counts) override {
+    schedule_.clear();
+    for (int64_t n : open_counts) schedule_.push_back(llada_transfer_schedule(n, steps));
   }
-}
 
-std::vector<int64_t> llada_transfer_schedule(int64_t masked, int steps) {
-  check(steps >= 1 && masked >= 0, "llada: bad transfer schedule request ({} masked over {} steps)", masked, steps);
-  std::vector<int64_t> n(size_t(steps), masked / steps);
-  for (int64_t i = 0; i < masked % steps; ++i) ++n[size_t(i)];
-  return n;
-}
+  int64_t scheduled(int64_t b, int i, int, std::vector<int64_t>& open) const override {
+    return std::min(int64_t(open.size()), schedule_[size_t(b)][size_t(i)]);
+  }
 
-namespace {
-
-Tensor run_llada(const LogitsSource& source, const Tensor& prompt_ids, const LladaOptions& o,
-                 const StepCallback& on_step) {
-  validate(o);
-  Tensor x = make_canvas(prompt_ids, o.gen_length, o.mask_token_id);
-  const int64_t B = x.dim(0), P = prompt_ids.dim(1), L = x.dim(1);
-  const Tensor key_mask = extend_key_mask(o.prompt_mask, B, P, L);
-  const Tensor key_mask2 = o.cfg_scale > 0 ? stacked_twice(key_mask) : Tensor();
-  int64_t* ids = x.data<int64_t>();
-  const uint8_t* valid = key_mask.defined() ? key_mask.data<uint8_t>() : nullptr;
-
-  // The reference's prompt_index: positions that were not [MASK] at the start (CFG masks them).
-  std::vector<uint8_t> is_prompt(static_cast<size_t>(B * L));
-  for (int64_t i = 0; i < B * L; ++i) is_prompt[size_t(i)] = ids[i] != o.mask_token_id;
-
-  const Mode mode = mode_of(o);
-  const int64_t block_length = o.block_length > 0 ? o.block_length : o.gen_length;
-  const int64_t blocks = o.gen_length / block_length;
-  const int steps_per_block = int(o.steps / blocks);
-  std::vector<int64_t> suppress = o.suppress_token_ids;
-  suppress.push_back(o.mask_token_id);
-
-  auto open_positions = [&](int64_t b, int64_t begin, int64_t end) {
-    std::vector<int64_t> pos;
-    for (int64_t p = begin; p < end; ++p)
-      if (ids[b * L + p] == o.mask_token_id && (!valid || valid[b * L + p])) pos.push_back(p);
-    return pos;
-  };
-
-  // Steps reported to the callback: exact for the schedule; an upper bound for the dynamic modes.
-  int64_t total = mode == Mode::Schedule ? o.steps
-                  : mode == Mode::Threshold
-                      ? o.gen_length
-                      : blocks * ((block_length + o.tokens_per_step - 1) / o.tokens_per_step);
-
-  int step = 0;
-  int64_t revealed = 0;
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t begin = P + blk * block_length, end = begin + block_length;
-    std::vector<std::vector<int64_t>> schedule(static_cast<size_t>(B));
-    if (mode == Mode::Schedule)
-      for (int64_t b = 0; b < B; ++b)
-        schedule[size_t(b)] = llada_transfer_schedule(int64_t(open_positions(b, begin, end).size()), steps_per_block);
-
-    for (int i = 0;; ++i) {
-      if (mode == Mode::Schedule && i == steps_per_block) break;
-      std::vector<std::vector<int64_t>> open(static_cast<size_t>(B));
-      std::vector<int64_t> quota(static_cast<size_t>(B));
-      bool any_open = false;
-      for (int64_t b = 0; b < B; ++b) {
-        open[size_t(b)] = open_positions(b, begin, end);
-        const int64_t n = int64_t(open[size_t(b)].size());
-        any_open |= n > 0;
-        quota[size_t(b)] = mode == Mode::Schedule    ? std::min(n, schedule[size_t(b)][size_t(i)])
-                           : mode == Mode::Threshold ? n
-                                                     : std::min(n, o.tokens_per_step);
-        if (quota[size_t(b)] == 0) open[size_t(b)].clear();
-      }
-      if (mode != Mode::Schedule && !any_open) break;
-
-      std::vector<Site> sites;
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t p : open[size_t(b)]) sites.push_back({b, p});
-      // A step with nothing to reveal (steps > block masks) changes nothing: its forward pass is skipped.
-      if (!sites.empty()) {
-        const std::vector<Proposal> props =
-            o.cfg_scale > 0 ? propose(source, with_unconditional(x, is_prompt, o.mask_token_id), key_mask2, B, L, sites,
-                                      o, suppress, step)
-                            : propose(source, x, key_mask, B, L, sites, o, suppress, step);
-        size_t first = 0;
-        for (int64_t b = 0; b < B; ++b) {
-          const size_t n = open[size_t(b)].size();
-          const std::vector<Proposal> row(props.begin() + first, props.begin() + first + n);
-          first += n;
-          if (row.empty()) continue;
-          const std::vector<size_t> pick = mode == Mode::Threshold ? pick_above_threshold(row, o.threshold)
-                                                                   : pick_top_k(row, quota[size_t(b)]);
-          for (size_t j : pick) ids[b * L + row[j].pos] = row[j].token;
-          revealed += int64_t(pick.size());
-        }
-      }
-      if (on_step) on_step(step, int(total), revealed, x);
-      ++step;
+  // Gumbel-max tokens from the unshifted logits (with CFG, of the 2B-row batch: x over its unconditional copy);
+  // the noise of a site comes from its own keyed stream.
+  std::vector<Proposal> propose(const LogitsSource& source, const Tensor& x, const Tensor& key_mask,
+                                const std::vector<Site>& sites, int step) const override {
+    std::vector<RowDraw> draws(sites.size());
+    for (size_t i = 0; i < sites.size(); ++i) {
+      const Site s = sites[i];
+      draws[i].row = s.row * L_ + s.pos;
+      if (o_.cfg_scale > 0) draws[i].uncond_row = (B_ + s.row) * L_ + s.pos;
+      const DrawKey key = draw_key(o_.independent_rows, s.row, s.pos, L_);
+      draws[i].noise_key = {kGumbelDraw, key.row, uint64_t(step), key.pos};
     }
+    const std::vector<TokenChoice> choices =
+        o_.cfg_scale > 0 ? source.choose(with_unconditional(x, is_prompt_, o_.mask_token_id), key_mask2_, how_, draws)
+                         : source.choose(x, key_mask, how_, draws);
+    std::vector<Proposal> out(sites.size());
+    for (size_t i = 0; i < sites.size(); ++i) {
+      const Site s = sites[i];
+      const DrawKey key = draw_key(o_.independent_rows, s.row, s.pos, L_);
+      const double confidence =
+          o_.remasking == Remasking::Random
+              ? Rng::keyed(o_.seed, {kRandomConfidence, key.row, uint64_t(step), key.pos}).uniform()
+              : choices[i].prob;
+      out[i] = Proposal{s.pos, choices[i].token, choices[i].prob, confidence};
+    }
+    return out;
   }
-  return x;
-}
+
+  std::vector<size_t> pick(int64_t, std::vector<Proposal>& row, int64_t quota, int) const override {
+    return pick_top_k(row, quota);
+  }
+
+ private:
+  int64_t B_ = 0, L_ = 0;
+  std::vector<uint8_t> is_prompt_;
+  Tensor key_mask2_;
+  RowSampling how_;
+  std::vector<std::vector<int64_t>> schedule_;
+};
 
 }  // namespace
 
-Tensor llada_generate(const LogitsFn& logits_fn, const Tensor& prompt_ids, const LladaOptions& opts,
-                      const StepCallback& on_step) {
-  check(bool(logits_fn), "llada: no logits function");
-  return run_llada(LogitsSource{logits_fn, {}, {}}, prompt_ids, opts, on_step);
-}
-
-Tensor llada_generate(const RowLogitsFn& logits_fn, const Tensor& prompt_ids, const LladaOptions& opts,
-                      const StepCallback& on_step) {
-  check(bool(logits_fn), "llada: no logits function");
-  return run_llada(LogitsSource{{}, logits_fn, {}}, prompt_ids, opts, on_step);
-}
-
-Tensor llada_generate(const RowSampleFn& sample_fn, const Tensor& prompt_ids, const LladaOptions& opts,
-                      const StepCallback& on_step) {
-  check(bool(sample_fn), "llada: no row sampler");
-  return run_llada(LogitsSource{{}, {}, sample_fn}, prompt_ids, opts, on_step);
-}
+std::unique_ptr<Policy> make_llada_policy(const UnmaskOptions& o) { return std::make_unique<LladaPolicy>(o); }
 
 }  // namespace dlx

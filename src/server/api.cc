@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
-#include "server/generation_fields.h"
+#include "engine/generation_options.h"
 
 namespace dlx::server {
 
@@ -60,9 +60,13 @@ void read_field(const GenerationField& f, const std::string& key, const json& v,
   std::visit(
       [&](auto m) {
         using T = std::remove_cvref_t<decltype(o.*m)>;
-        if constexpr (std::is_same_v<T, std::string>) {
+        if constexpr (is_mode_enum_v<T>) {
           if (!v.is_string()) bad(key, fmt::format("{} must be a string", key));
-          o.*m = v.get<std::string>();
+          try {
+            o.*m = parse_mode<T>(v.get<std::string>(), key);
+          } catch (const Error& e) {
+            bad(key, e.what());
+          }
         } else if constexpr (std::is_floating_point_v<T>) {
           if (!v.is_number() || !std::isfinite(T(v.get<double>()))) bad(key, fmt::format("{} must be a number", key));
           o.*m = T(v.get<double>());

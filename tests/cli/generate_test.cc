@@ -43,7 +43,7 @@ TEST(Generate, GreedyMatchesPythonReferenceSampler) {
     GenerationOptions o;
     o.max_new_tokens = s["max_new_tokens"].get<int64_t>();
     o.steps = s["steps"].get<int>();
-    o.alg = s["alg"].get<std::string>();
+    o.alg = parse_dream_alg(s["alg"].get<std::string>());
     o.temperature = 0;
     GenerationResult r = generate(*model, tok, std::vector<int64_t>(ids32.begin(), ids32.end()), o);
     EXPECT_EQ(r.text, s["completion"].get<std::string>()) << s["prompt"];

@@ -73,14 +73,14 @@ TEST(ContinuousBatch, DreamEqualsSoloRuns) {
     o.temperature = 0.7f;
     o.top_p = 0.9f;
     o.block_length = 4;
-    o.cache = cache;
+    o.cache = parse_cache_mode(cache);
     expect_continuous_equals_solo(*model, tok, prompts, o, 2, std::string("dream cache ") + cache);
   }
   GenerationOptions t;  // parallel decoding with a threshold, fp8 cache, 3 slots
   t.block_length = 4;
   t.threshold = 0.5f;
-  t.cache = "dual";
-  t.kv_dtype = "fp8";
+  t.cache = CacheMode::Dual;
+  t.kv_dtype = KvDtype::FP8;
   expect_continuous_equals_solo(*model, tok, prompts, t, 3, "dream threshold, dual fp8");
 }
 
@@ -99,7 +99,7 @@ TEST(ContinuousBatch, LladaEqualsSoloRuns) {
     o.temperature = 0.5f;
     o.block_length = 8;
     o.tokens_per_step = 2;
-    o.cache = cache;
+    o.cache = parse_cache_mode(cache);
     expect_continuous_equals_solo(*model, tok, prompts, o, 3, std::string("llada cache ") + cache);
   }
 }
@@ -111,7 +111,7 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   auto prompts = kjv_prompts(tok);
   prompts.resize(3);
   GenerationOptions o;
-  o.cache = "prefix";
+  o.cache = CacheMode::Prefix;
   o.block_length = 8;
   o.max_new_tokens = 16;
   size_t biggest = 0, smallest = SIZE_MAX;
@@ -143,8 +143,8 @@ TEST(ContinuousBatch, KvBudgetLimitsAdmission) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("KV budget"), std::string::npos) << e.what();
   }
-  o.cache = "none";
-  o.kv_dtype = "fp8";
+  o.cache = CacheMode::None;
+  o.kv_dtype = KvDtype::FP8;
   EXPECT_THROW(t.submit(prompts[0], o), Error);  // fp8 needs a cache
   EXPECT_THROW(t.submit({1, 2, model->config().vocab_size}, GenerationOptions()), Error);  // id outside the vocabulary
 }
@@ -158,7 +158,7 @@ TEST(ContinuousBatch, CancelFreesSlotAndKvBytes) {
   Tokenizer tok = Tokenizer::load(dir);
   const auto prompts = kjv_prompts(tok);
   GenerationOptions o;
-  o.cache = "dual";
+  o.cache = CacheMode::Dual;
   o.block_length = 8;
   o.max_new_tokens = 32;
   SchedulerOptions so;
@@ -326,8 +326,8 @@ TEST(ContinuousBatchCli, PrintsOneJsonLinePerRequest) {
   GenerationOptions o = generation_defaults(dir);
   o.max_new_tokens = 8;
   o.block_length = 4;
-  o.cache = "dual";
-  o.kv_dtype = "fp8";
+  o.cache = CacheMode::Dual;
+  o.kv_dtype = KvDtype::FP8;
   const std::string flags = " --max-new-tokens 8 --block-length 4 --cache dual --kv-dtype fp8 --max-batch 2";
   for (const char* order : {"input", "completion"}) {
     auto r = test::run_cli("generate --model " + dir + " --prompts-file " + (tmp / "p.txt") + flags + " --order " + order);

@@ -189,7 +189,7 @@ TEST_F(ServerTest, ConcurrentRequestsEqualSoloRuns) {
     ASSERT_EQ(r.status, 200) << r.body.dump();
     GenerationOptions o = request_opts(8 + 8 * int64_t(i % 2), 100 + i, 0.8f);
     o.block_length = 4;
-    o.cache = i < 2 ? "dual" : "none";
+    o.cache = i < 2 ? CacheMode::Dual : CacheMode::None;
     EXPECT_EQ(r.body["choices"][0]["text"], solo(prompts[i], o).text) << "request " << i;
   }
 }

@@ -174,7 +174,7 @@ TEST(CudaContinuousBatch, MatchesSoloRunsUpToRounding) {
     GenerationOptions o;
     o.max_new_tokens = 16;
     o.block_length = 8;
-    o.cache = cache;
+    o.cache = parse_cache_mode(cache);
     SchedulerOptions so;
     so.max_batch = 3;
     std::vector<GenerationResult> got = generate_continuous(*model, tok, prompts, o, so);

@@ -150,26 +150,26 @@ TEST(CudaGraphs, DreamGenerationMatchesEager) {
   for (const char* cache : {"none", "prefix", "dual"}) {
     for (const char* alg : {"entropy", "maskgit_plus", "topk_margin", "origin"}) {
       GenerationOptions o = base();
-      o.cache = cache, o.alg = alg;
+      o.cache = parse_cache_mode(cache), o.alg = parse_dream_alg(alg);
       modes.push_back({"schedule", o});
     }
     GenerationOptions s = base();
-    s.cache = cache, s.temperature = 0.7f, s.top_p = 0.9f, s.top_k = 50, s.alg_temp = 0.5f;
+    s.cache = parse_cache_mode(cache), s.temperature = 0.7f, s.top_p = 0.9f, s.top_k = 50, s.alg_temp = 0.5f;
     modes.push_back({"sampled", s});
     GenerationOptions t = base();
-    t.cache = cache, t.threshold = 0.9f;
+    t.cache = parse_cache_mode(cache), t.threshold = 0.9f;
     modes.push_back({"threshold", t});
     GenerationOptions k = base();
-    k.cache = cache, k.tokens_per_step = 2;
+    k.cache = parse_cache_mode(cache), k.tokens_per_step = 2;
     modes.push_back({"tokens_per_step", k});
     if (std::string(cache) != "none") {
       GenerationOptions f = base();
-      f.cache = cache, f.kv_dtype = "fp8", f.threshold = 0.9f;
+      f.cache = parse_cache_mode(cache), f.kv_dtype = KvDtype::FP8, f.threshold = 0.9f;
       modes.push_back({"fp8", f});
     }
   }
   for (const Mode& md : modes)
-    expect_graphs_match_eager(*m, sets, md.o, fmt::format("{} cache {} alg {}", md.name, md.o.cache, md.o.alg));
+    expect_graphs_match_eager(*m, sets, md.o, fmt::format("{} cache {} alg {}", md.name, to_string(md.o.cache), to_string(md.o.alg)));
 }
 
 TEST(CudaGraphs, LladaGenerationMatchesEager) {
@@ -187,8 +187,8 @@ TEST(CudaGraphs, LladaGenerationMatchesEager) {
         o.block_length = 8;
         o.steps = 8;
         o.seed = 3;
-        o.cache = cache;
-        o.remasking = remasking;
+        o.cache = parse_cache_mode(cache);
+        o.remasking = parse_remasking(remasking);
         if (variant == 1) o.threshold = 0.5f;
         if (variant == 2) o.tokens_per_step = 2, o.cfg_scale = 1.0f;  // CFG: 2B rows a pass
         expect_graphs_match_eager(*m, sets, o, fmt::format("cache {} remasking {} variant {}", cache, remasking, variant));
@@ -207,7 +207,7 @@ TEST(CudaGraphs, ChangingBatchesStayExact) {
   GenerationOptions o;
   o.max_new_tokens = 16;
   o.block_length = 8;
-  o.cache = "dual";
+  o.cache = CacheMode::Dual;
   o.threshold = 0.8f;
   const std::vector<std::vector<std::vector<int64_t>>> batches = {
       sets[0], {sets[0][0]}, {sets[1][1], sets[0][0], sets[1][0]}, sets[1], {sets[0][1]}, sets[0]};

@@ -1,6 +1,6 @@
-// The CUDA row ops of the samplers (gather_rows, sample_rows) against the CPU backend on the same bf16 values
-// (fresh random rows each run, the seed printed on failure), and generation with the sampling on the GPU against
-// the host sampling path and the CPU backend. Skipped without a usable GPU.
+// CUDA-only checks around the samplers: the sampling timing at Dream-7B's vocabulary, generation with the sampling
+// on the GPU against the host sampling path and the CPU backend, and the fused / host-embedding forwards. The row
+// ops themselves run on every backend in tests/engine/sample_rows_test.cc. Skipped without a usable GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,71 +27,7 @@ namespace dlx {
 
 namespace {
 
-class CudaSample : public test::CudaTest {
- protected:
-  // Host F32 rows rounded to bf16 (what the GPU holds), scaled by `std`; `levels` > 0 rounds further to
-  // multiples of 1/levels so that many entries tie.
-  Tensor rows(int64_t N, int64_t V, float std, float levels = 0) {
-    Tensor t = test::random_tensor(DType::F32, {N, V}, rng_, std);
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      float& x = t.data<float>()[i];
-      if (levels > 0) x = std::round(x * levels) / levels;
-      x = bf16_to_f32(f32_to_bf16(x));
-    }
-    return t;
-  }
-  void compare(const Tensor& host, const RowSampling& how, const std::vector<RowDraw>& draws, const char* what) {
-    const Tensor dev = gpu_->from_host_f32(host);
-    const std::vector<TokenChoice> want = cpu_.sample_rows(host, how, draws);
-    const std::vector<TokenChoice> got = gpu_->sample_rows(dev, how, draws);
-    ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) {
-      SCOPED_TRACE(::testing::Message() << what << ", seed " << seed_ << ", draw " << i);
-      EXPECT_EQ(got[i].token, want[i].token);
-      EXPECT_NEAR(got[i].prob, want[i].prob, 1e-5 * std::max(1.0, std::abs(want[i].prob)));
-      EXPECT_NEAR(got[i].confidence, want[i].confidence, 1e-4 * std::max(1.0, std::abs(want[i].confidence)));
-    }
-  }
-};
-
-TEST_F(CudaSample, GatherRowsEqualsCpu) {
-  for (int64_t H : {896, 37}) {  // 16-byte path and the elementwise path
-    Tensor x = rows(50, H, 1.0f);
-    const std::vector<int64_t> idx = {49, 3, 3, 0, 17};
-    Tensor want = cpu_.empty(DType::F32, {5, H});
-    cpu_.gather_rows(x, idx, want);
-    Tensor out = gpu_->empty(DType::BF16, {5, H});
-    gpu_->gather_rows(gpu_->from_host_f32(x), idx, out);
-    Tensor got = gpu_->to_host_f32(out);
-    for (int64_t i = 0; i < want.numel(); ++i) ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << "H " << H;
-  }
-  Tensor x = gpu_->empty(DType::BF16, {4, 8}), out = gpu_->empty(DType::BF16, {1, 8});
-  EXPECT_THROW(gpu_->gather_rows(x, {4}, out), Error);
-}
-
-TEST_F(CudaSample, SiluMulFusedEqualsCpu) {
-  for (int64_t I : {int64_t(1024), int64_t(37)}) {  // 16-byte path and the elementwise path
-    const int64_t T = 33;
-    Tensor gu = rows(T, 2 * I, 2.0f);
-    Tensor want = cpu_.empty(DType::F32, {T, I});
-    cpu_.silu_mul_fused(gu, want);
-    Tensor out = gpu_->empty(DType::BF16, {T, I});
-    gpu_->silu_mul_fused(gpu_->from_host_f32(gu), out);
-    EXPECT_LT(test::rel_error(gpu_->to_host_f32(out), want), 1e-2) << "I " << I << " seed " << seed_;
-  }
-}
-
-TEST_F(CudaSample, SplitColumnsEqualsCpu) {
-  const int64_t T = 19, a = 3584, b = 512, c = 512;
-  Tensor x = rows(T, a + b + c, 1.0f);
-  Tensor p = cpu_.empty(DType::F32, {T, a}), q = cpu_.empty(DType::F32, {T, b}), r = cpu_.empty(DType::F32, {T, c});
-  cpu_.split_columns(x, {&p, &q, &r});
-  Tensor gp = gpu_->empty(DType::BF16, {T, a}), gq = gpu_->empty(DType::BF16, {T, b}), gr = gpu_->empty(DType::BF16, {T, c});
-  gpu_->split_columns(gpu_->from_host_f32(x), {&gp, &gq, &gr});
-  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gp), p), 0.0);
-  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gq), q), 0.0);
-  EXPECT_EQ(test::rel_error(gpu_->to_host_f32(gr), r), 0.0);
-}
+using CudaSample = test::CudaTest;
 
 // The fused gate/up and q/k/v weights (Model::load on the GPU) give the logits of separate GEMMs.
 TEST(CudaFusedGateUp, ForwardMatchesUnfused) {
@@ -202,76 +138,6 @@ TEST(CudaFusedPacked, ForwardMatchesUnfused) {
   }
 }
 
-TEST_F(CudaSample, DreamRuleEqualsCpu) {
-  std::uniform_real_distribution<double> uni(0.0, 1.0);
-  struct Case {
-    float temperature, top_p;
-    int64_t top_k;
-    Confidence conf;
-    float levels;
-  };
-  const Case cases[] = {
-      {0, 1, 0, Confidence::Prob, 0},           {0, 1, 0, Confidence::Margin, 0},
-      {0, 1, 0, Confidence::NegEntropy, 0},     {0, 0.95f, 0, Confidence::NegEntropy, 0},
-      {0.2f, 0.95f, 0, Confidence::NegEntropy, 0}, {0.7f, 1, 0, Confidence::Prob, 0},
-      {1.0f, 0.9f, 0, Confidence::Margin, 4},   {1.0f, 0.5f, 0, Confidence::Prob, 2},
-      {0.8f, 1, 50, Confidence::Prob, 0},       {0.6f, 0.9f, 20, Confidence::NegEntropy, 4},
-      {0, 1, 7, Confidence::Margin, 1},
-  };
-  for (int64_t V : {int64_t(152064), int64_t(1000)}) {
-    for (const Case& c : cases) {
-      const int64_t N = 9;
-      Tensor l = rows(N, V, 2.5f, c.levels);
-      RowSampling how;
-      how.temperature = c.temperature;
-      how.top_p = c.top_p;
-      how.top_k = c.top_k;
-      how.confidence = c.conf;
-      how.suppress = {0, 11, V - 1};
-      std::vector<RowDraw> draws;
-      for (int64_t i = 0; i < 2 * N; ++i) draws.push_back(RowDraw{(i * 4) % N, -1, uni(rng_), {}});
-      compare(l, how, draws,
-              fmt::format("V {} T {} top_p {} top_k {} conf {} levels {}", V, c.temperature, c.top_p, c.top_k,
-                          int(c.conf), c.levels)
-                  .c_str());
-    }
-  }
-}
-
-TEST_F(CudaSample, GuidanceAndGumbelRuleEqualCpu) {
-  const int64_t N = 5, V = 32000;
-  Tensor l = rows(2 * N, V, 2.0f);
-  for (float T : {0.0f, 0.8f}) {  // T > 0 takes the host path (sequential noise stream)
-    RowSampling how;
-    how.rule = RowSampling::Rule::Gumbel;
-    how.temperature = T;
-    how.cfg_scale = 0.5f;
-    how.seed = 4;
-    how.suppress = {3};
-    std::vector<RowDraw> draws;
-    for (int64_t i = 0; i < N; ++i) draws.push_back(RowDraw{i, N + i, 0, {11, 0, 2, uint64_t(i)}});
-    compare(l, how, draws, T > 0 ? "gumbel T 0.8" : "gumbel T 0");
-  }
-  RowSampling dream;
-  dream.cfg_scale = 2.0f;
-  dream.confidence = Confidence::Margin;
-  std::vector<RowDraw> draws;
-  for (int64_t i = 0; i < N; ++i) draws.push_back(RowDraw{N + i, i, 0, {}});
-  compare(l, dream, draws, "dream cfg");
-}
-
-TEST_F(CudaSample, RowWithoutFiniteLogitIsAnError) {
-  Tensor l = rows(1, 16, 1.0f);
-  RowSampling how;
-  for (int64_t v = 0; v < 16; ++v) how.suppress.push_back(v);
-  try {
-    gpu_->sample_rows(gpu_->from_host_f32(l), how, {RowDraw{}});
-    ADD_FAILURE() << "a fully suppressed row was sampled";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("sample_rows"), std::string::npos) << e.what();
-  }
-}
-
 // Times one step's sampling work at Dream-7B's vocabulary: the device op against the host path it replaces
 // (logits copied to the host, then the row functions on the thread pool). Printed; the numbers go to
 // docs/PERFORMANCE.md.
@@ -329,7 +195,7 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
     Tensor prompt = Tensor::zeros(DType::I64, {1, int64_t(ids.size())});
     std::copy(ids.begin(), ids.end(), prompt.data<int64_t>());
-    DreamOptions o;
+    UnmaskOptions o;
     o.max_new_tokens = 16;
     o.steps = 16;
     o.mask_token_id = gpu->config().mask_token_id;
@@ -368,9 +234,9 @@ TEST(CudaSampleGenerate, GreedyTokensMatchHostPathAndCpu) {
       }
       return got;
     };
-    Tensor a = dream_generate(host, prompt, o), b = dream_generate(dev, prompt, o);
+    Tensor a = unmask_generate(UnmaskPolicy::Dream, host, prompt, o), b = unmask_generate(UnmaskPolicy::Dream, dev, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(b.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
-    Tensor c = dream_generate(checked, prompt, o);
+    Tensor c = unmask_generate(UnmaskPolicy::Dream, checked, prompt, o);
     for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(c.data<int64_t>()[i], a.data<int64_t>()[i]) << text << " at " << i;
   }
   std::printf("[cuda vs cpu] %lld of %lld position-steps had a clear CPU top-1 and were compared\n", (long long)compared,

@@ -17,7 +17,7 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "quant/quantizer.h"
-#include "test_util.h"
+#include "../test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dlx {
@@ -25,12 +25,6 @@ namespace dlx {
 namespace {
 
 std::string fixture(const std::string& name) { return test::source_path("testdata/fixtures/" + name); }
-
-Tensor ids_tensor(const std::vector<int64_t>& v) {
-  Tensor t = Tensor::zeros(DType::I64, {1, int64_t(v.size())});
-  std::copy(v.begin(), v.end(), t.data<int64_t>());
-  return t;
-}
 
 std::vector<int64_t> to_vec(const Tensor& t) { return {t.data<int64_t>(), t.data<int64_t>() + t.numel()}; }
 

@@ -1,7 +1,11 @@
-// Golden tests: our CPU forward against logits computed by HF transformers on the same tiny checkpoints
-// (testdata/fixtures, made by tools/make_fixtures.py), and the forward CLI end to end.
+// Golden tests: the forward on every backend (tests/engine/backends.h) against logits computed by HF transformers in
+// float32 on the same tiny checkpoints (testdata/fixtures, made by tools/make_fixtures.py; the quantized ones from
+// the dequantized weights) and the shipped KJV model against its training code's forward, over the whole logits and
+// for every real (unpadded) position; the forward CLI end to end. The CPU computes in f32 (bound 1e-4), CUDA with
+// bf16 activations (bound 2e-2).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -9,7 +13,8 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/random_model.h"
-#include "test_util.h"
+#include "backends.h"
+#include "../test_util.h"
 
 namespace dlx {
 
@@ -21,15 +26,26 @@ Tensor mask_u8(const Tensor& attention_mask) {
   return m;
 }
 
-void expect_matches_reference(const std::string& name, double tol, const std::string& model_dir = "",
-                              const std::string& ref_file = "") {
-  std::string dir = model_dir.empty() ? test::source_path("testdata/fixtures/" + name) : model_dir;
-  auto ref = TensorStore::open_file(ref_file.empty() ? dir + "/reference.safetensors" : ref_file);
+struct GoldenCase {
+  std::string name, model_dir, ref_file;  // empty: testdata/fixtures/<name> and its reference.safetensors
+  bool dequant_cache = false;             // dense f32 weights kept from a packed checkpoint
+};
+
+GoldenCase fixture(const std::string& name, bool dequant_cache = false) { return {name, "", "", dequant_cache}; }
+
+void expect_matches_reference(const GoldenCase& c, const LoadOptions& base, double tol) {
+  LoadOptions lo = base;
+  lo.dequant_cache = c.dequant_cache;
+  const std::string dir = c.model_dir.empty() ? test::source_path("testdata/fixtures/" + c.name) : c.model_dir;
+  auto ref = TensorStore::open_file(c.ref_file.empty() ? dir + "/reference.safetensors" : c.ref_file);
   Tensor ids = ref->get("input_ids"), am = ref->get("attention_mask"), want = ref->get("logits");
-  auto model = Model::load(dir);
+  auto model = Model::load(dir, lo);
+  EXPECT_EQ(model->backend().device(), lo.device == "cpu" ? Device::CPU : Device::CUDA);
   Tensor got = model->forward(ids, mask_u8(am));
   ASSERT_EQ(got.shape(), want.shape());
-  EXPECT_LT(test::rel_error(got, want), tol) << name;
+  const double err = test::rel_error(got, want);
+  EXPECT_LT(err, tol) << c.name;
+  std::printf("[ %s golden ] %-24s rel error %.2e\n", lo.device.c_str(), c.name.c_str(), err);
   // Padded rows are compared only where the token is real (what a ragged batch needs).
   const int64_t B = ids.dim(0), L = ids.dim(1), V = want.dim(2);
   for (int64_t b = 0; b < B; ++b)
@@ -37,47 +53,68 @@ void expect_matches_reference(const std::string& name, double tol, const std::st
       if (!am.data<int64_t>()[b * L + l]) continue;
       Tensor g = got.reshape({B * L, V}).slice_rows(b * L + l, b * L + l + 1);
       Tensor w = want.reshape({B * L, V}).slice_rows(b * L + l, b * L + l + 1);
-      EXPECT_LT(test::rel_error(g, w), tol) << name << " row " << b << " pos " << l;
+      EXPECT_LT(test::rel_error(g, w), tol) << c.name << " row " << b << " pos " << l;
     }
 }
 
-}  // namespace
+using Golden = test::BackendTest;
 
-TEST(Golden, DreamTinyMatchesTransformers) { expect_matches_reference("dream_tiny", 1e-4); }
-TEST(Golden, LladaTinyMatchesTransformers) { expect_matches_reference("llada_tiny", 1e-4); }
-
-// The shipped KJV model against the fp32 PyTorch forward of its training code.
-TEST(Golden, KjvTinyModelMatchesTrainingCode) {
-  expect_matches_reference("kjv-dream-tiny", 1e-4, test::source_path("models/kjv-dream-tiny"),
-                           test::source_path("testdata/kjv/reference.safetensors"));
+TEST_P(Golden, FixturesMatchTransformers) {
+  for (const char* name : {"dream_tiny", "llada_tiny", "gptq_sym_g64", "gptq_asym_actorder_g32", "gptq_v2_asym_g64",
+                           "gptq_sym_gall", "gptq_8bit_g64", "awq_g64"})
+    expect_matches_reference(fixture(name), load_options(), logits_tol());
 }
 
-TEST(Golden, LogitRowsSelectSameValues) {
+// --dequant-cache keeps dense f32 weights: the backend's f32 GEMM path.
+TEST_P(Golden, DequantCacheMatchesTransformers) {
+  expect_matches_reference(fixture("gptq_asym_actorder_g32", true), load_options(), logits_tol());
+}
+
+// The shipped KJV model against the fp32 PyTorch forward of its training code.
+TEST_P(Golden, KjvTinyModelMatchesTrainingCode) {
+  expect_matches_reference({"kjv-dream-tiny", test::source_path("models/kjv-dream-tiny"),
+                            test::source_path("testdata/kjv/reference.safetensors")},
+                           load_options(), logits_tol());
+}
+
+// Asking for some logit rows gives the rows of the full forward: the same values on the CPU; on CUDA the same
+// bf16 GEMM rows up to the GEMM's summation order (one GEMM has M = 2, the other M = 27).
+TEST_P(Golden, LogitRowsSelectSameValues) {
   std::string dir = test::source_path("testdata/fixtures/dream_tiny");
   auto ref = TensorStore::open_file(dir + "/reference.safetensors");
   Tensor ids = ref->get("input_ids");
-  auto model = Model::load(dir);
+  auto model = Model::load(dir, load_options());
   Tensor all = model->forward(ids);
   Tensor some = model->forward(ids, {}, {4, 0});
   const int64_t V = all.dim(2);
   ASSERT_EQ(some.shape(), (Shape{2, V}));
-  for (int64_t v = 0; v < V; ++v) {
-    EXPECT_FLOAT_EQ(some.data<float>()[v], all.data<float>()[4 * V + v]);
-    EXPECT_FLOAT_EQ(some.data<float>()[V + v], all.data<float>()[v]);
+  if (on_cpu()) {
+    for (int64_t v = 0; v < V; ++v) {
+      EXPECT_FLOAT_EQ(some.data<float>()[v], all.data<float>()[4 * V + v]);
+      EXPECT_FLOAT_EQ(some.data<float>()[V + v], all.data<float>()[v]);
+    }
+  } else {
+    Tensor rows = all.reshape({all.numel() / V, V});
+    EXPECT_LT(test::rel_error(some.slice_rows(0, 1), rows.slice_rows(4, 5)), 1e-2);
+    EXPECT_LT(test::rel_error(some.slice_rows(1, 2), rows.slice_rows(0, 1)), 1e-2);
   }
 }
 
-TEST(ForwardCli, WritesLogitsMatchingReference) {
+TEST_P(Golden, ForwardCliWritesLogitsMatchingReference) {
   test::TempDir tmp;
   std::string dir = test::source_path("testdata/fixtures/llada_tiny");
-  auto r = test::run_cli("forward --model " + dir + " --input-ids " + dir + "/reference.safetensors --output " +
-                         (tmp / "out.safetensors"));
+  auto r = test::run_cli("forward --device " + GetParam() + " --model " + dir + " --input-ids " + dir +
+                         "/reference.safetensors --output " + (tmp / "out.safetensors"));
   ASSERT_EQ(r.status, 0) << r.output;
   auto out = TensorStore::open_file(tmp / "out.safetensors");
   auto ref = TensorStore::open_file(dir + "/reference.safetensors");
   EXPECT_EQ(out->get("logits").dtype(), DType::F32);
-  EXPECT_LT(test::rel_error(out->get("logits"), ref->get("logits")), 1e-4);
+  EXPECT_LT(test::rel_error(out->get("logits"), ref->get("logits")), logits_tol());
 }
+
+DLX_INSTANTIATE_OVER_BACKENDS(Golden);
+
+}  // namespace
 
 // Bad input: each a one-line error naming the problem and a non-zero exit, never a crash.
 class ForwardCliErrors : public ::testing::Test {
