@@ -15,6 +15,7 @@ PACKAGES=(
   build-essential cmake pkg-config xz-utils
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev libopenblas-dev
+  clang-14 libclang-rt-14-dev  # .ci/run's sanitizer + fuzzing build: clang with its ASan/UBSan/libFuzzer runtimes
 )
 
 client_test=0 dry_run=0
