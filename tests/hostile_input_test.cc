@@ -238,7 +238,7 @@ TEST(HostileTemplate, LongLeftAssociativeChainsAreRefusedAtParse) {
 
 TEST(HostileTemplate, RunawayLoopsAndRecursionHitTheWorkBudget) {
   // Within seconds even under the sanitizers (the fuzzers' 10 s timeout found these seeds taking 90-145 s there
-  // with a 2^24 budget).
+  // with a 2^24 budget; 1-6 s with 2^20 on a loaded machine).
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(Contains(render_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
                        "work budget"));
@@ -248,7 +248,7 @@ TEST(HostileTemplate, RunawayLoopsAndRecursionHitTheWorkBudget) {
   EXPECT_TRUE(Contains(render_error("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
                                     "{{ f(60) }}"),
                        "work budget"));
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
   // Copying a large string again and again spends its bytes.
   EXPECT_TRUE(Contains(render_error("{% set s = 'x' * 30000000 %}{% for i in range(100000) %}{% if s %}{% endif %}"
                                     "{% endfor %}"),
