@@ -38,6 +38,14 @@ void add_serve_command(CLI::App& app) {
                   "KV-cache bytes of the running requests together (e.g. 8G; auto: 70% of free GPU memory, "
                   "unlimited on the CPU)");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--max-connections", a->so.max_connections,
+                  "Connections open at once (one worker thread each); more are answered 503")
+      ->capture_default_str()->check(CLI::Range(1, 65536));
+  cmd->add_option("--request-timeout", a->so.request_timeout_s,
+                  "Seconds a request's line, headers and body may take to arrive")
+      ->capture_default_str()->check(CLI::Range(0.001, 86400.0));
+  cmd->add_option("--idle-timeout", a->so.idle_timeout_s, "Seconds a kept-alive connection may wait idle")
+      ->capture_default_str()->check(CLI::Range(0.001, 86400.0));
   add_load_options(*cmd, a->lo);
   a->gen.add(*cmd);  // the defaults for what a request does not set
   cmd->callback([a] {

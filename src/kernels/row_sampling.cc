@@ -15,9 +15,13 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The largest entry, or NaN when any is NaN (std::max would skip it, and a NaN row would sample as if fine).
 float row_max(const float* x, int64_t n) {
   float m = kNegInf;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) return x[i];
+    m = std::max(m, x[i]);
+  }
   return m;
 }
 
@@ -25,7 +29,7 @@ float row_max(const float* x, int64_t n) {
 
 void softmax(const float* x, int64_t n, float* out) {
   const float m = row_max(x, n);
-  check(std::isfinite(m), "softmax: the row has no finite logit (max is {})", m);
+  check(std::isfinite(m), "softmax: the logits are not finite (no finite logit in the row; max {})", m);
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float e = std::exp(x[i] - m);
@@ -55,7 +59,7 @@ void top_k_filter(float* logits, int64_t n, int64_t k) {
 void top_p_filter(float* logits, int64_t n, double top_p) {
   if (top_p >= 1.0 || n <= 1) return;
   const float m = row_max(logits, n);
-  check(std::isfinite(m), "top_p_filter: the row has no finite logit");
+  check(std::isfinite(m), "top_p_filter: the logits are not finite (no finite logit in the row; max {})", m);
   std::vector<double> w(static_cast<size_t>(n));  // unnormalized probabilities
   double total = 0;
   for (int64_t i = 0; i < n; ++i) total += w[size_t(i)] = std::exp(logits[i] - m);  // float exp, double sums
@@ -144,7 +148,7 @@ double top2_margin(const float* probs, int64_t n) {
 
 double softmax_prob(const float* logits, int64_t n, int64_t token) {
   const float m = row_max(logits, n);
-  check(std::isfinite(m), "softmax_prob: the row has no finite logit");
+  check(std::isfinite(m), "softmax_prob: the logits are not finite (no finite logit in the row; max {})", m);
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += std::exp(double(logits[i]) - double(m));
   return std::exp(double(logits[token]) - double(m)) / sum;

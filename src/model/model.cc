@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <set>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_pool.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
 #include "formats/quant_config.h"
@@ -25,6 +27,45 @@ Tensor load_vector(const TensorStore& store, const std::string& name, int64_t n)
   check(t.shape() == Shape{n}, "{}: tensor '{}' has shape {}, expected [{}] from config.json", store.file_of(name), name,
         shape_str(t.shape()), n);
   return t;
+}
+
+// Every BF16 / F16 / F32 tensor of the checkpoint is finite, else an Error naming the file, the tensor and the first
+// bad element (issue 18: a NaN weight must not turn into fluent text). A bit test per element over the mmap'd
+// bytes, in parallel: docs/FUZZING.md has its cost.
+void check_weights_finite(const TensorStore& store) {
+  for (const std::string& name : store.names()) {
+    const TensorInfo& info = store.info(name);
+    uint32_t exp_mask;  // the exponent bits: all set is Inf or NaN
+    switch (info.dtype) {
+      case DType::BF16: exp_mask = 0x7f80; break;
+      case DType::F16: exp_mask = 0x7c00; break;
+      case DType::F32: exp_mask = 0x7f800000; break;
+      default: continue;
+    }
+    const Tensor t = store.get(name);
+    const int64_t n = t.numel();
+    std::atomic<int64_t> first{n};
+    parallel_for(n, int64_t(1) << 16, [&](int64_t a, int64_t b) {
+      const auto scan = [&](const auto* x) {
+        bool bad = false;
+        for (int64_t i = a; i < b; ++i) bad |= (x[i] & exp_mask) == exp_mask;
+        if (!bad) return;
+        for (int64_t i = a; i < b; ++i)
+          if ((x[i] & exp_mask) == exp_mask) {
+            for (int64_t f = first; i < f && !first.compare_exchange_weak(f, i);) {
+            }
+            return;
+          }
+      };
+      if (info.dtype == DType::F32)
+        scan(static_cast<const uint32_t*>(t.data()));
+      else
+        scan(static_cast<const uint16_t*>(t.data()));
+    });
+    const int64_t i = first;
+    check(i == n, "{}: tensor '{}' has a non-finite value ({}) at flat index {}: the checkpoint is damaged",
+          store.file_of(name), name, load_as_f32(t.data(), t.dtype(), size_t(i < n ? i : 0)), i);
+  }
 }
 
 Tensor load_matrix(const TensorStore& store, const std::string& name, int64_t rows, int64_t cols) {
@@ -95,6 +136,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   m->cfg_ = load_model_config(dir);
   m->quant_ = load_quant_config(dir);
   m->store_ = TensorStore::open_dir(dir);
+  check_weights_finite(*m->store_);
   m->backend_ = make_backend(opts.device);
   const ModelConfig& c = m->cfg_;
   const ArchNames& names = arch_names(c.arch);

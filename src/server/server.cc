@@ -1,9 +1,16 @@
 #include "server/server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <malloc.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -45,6 +52,231 @@ httplib::Server::Handler guarded(std::function<void(const httplib::Request&, htt
   };
 }
 
+// --- Connections (docs/SERVER.md, "Limits") ---------------------------------------------------------------------
+// httplib's own pool has a fixed number of workers, each held by one connection for as long as the client keeps
+// sending a byte before each read timeout, so a few slow or idle clients leave /health unanswered. Here every
+// connection gets a worker of its own, up to ServerOptions::max_connections (more are answered 503 on the
+// accepting thread), and each request must arrive whole within request_timeout_s.
+
+using Clock = std::chrono::steady_clock;
+
+thread_local bool t_refuse = false;  // set by ConnectionPool while the accepting thread runs a refused connection
+thread_local int t_client_fd = -1;   // the connection the current worker serves
+
+int millis_until(Clock::time_point t) {
+  return int(std::clamp<int64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count(), 0, 1 << 30));
+}
+
+// Waits up to `ms` for `events` on fd; true when they (or a hang-up or error, which the next call reports) came.
+bool wait_fd(int fd, short events, int ms) {
+  pollfd p{fd, events, 0};
+  int r;
+  while ((r = ::poll(&p, 1, ms)) < 0 && errno == EINTR) {
+  }
+  return r > 0;
+}
+
+// True when the peer of fd has closed its side (or the socket failed); pipelined bytes do not count.
+bool peer_gone(int fd) {
+  if (!wait_fd(fd, POLLIN, 0)) return false;
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// One worker thread per connection, at most `max` connections at once. A thread waits up to a second for the next
+// connection, then exits (its stack pages go back to the system), so a burst leaves no threads behind.
+class ConnectionPool final : public httplib::TaskQueue {
+ public:
+  explicit ConnectionPool(size_t max) : max_(max) {}
+  ~ConnectionPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (busy_ >= max_ || stopping_) {  // fn answers 503 and closes the socket without reading the request
+      lk.unlock();
+      t_refuse = true;
+      fn();
+      t_refuse = false;
+      return;
+    }
+    ++busy_;
+    jobs_.push_back(std::move(fn));
+    if (jobs_.size() > idle_) {  // no waiting thread is left for it
+      ++threads_;
+      std::thread([this] { work(); }).detach();
+    } else {
+      cv_.notify_one();
+    }
+  }
+
+  void shutdown() override {
+    std::unique_lock<std::mutex> lk(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+    cv_.wait(lk, [&] { return threads_ == 0; });
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait_for(lk, std::chrono::seconds(1), [&] { return stopping_ || !jobs_.empty(); });
+      --idle_;
+      if (jobs_.empty()) {  // idle for a second, or stopping
+        // The last one gives the freed memory of the burst back to the system (glibc keeps it in the arenas of
+        // the threads that freed it otherwise: 30 MB idle became 50 MB after the load test).
+        const bool last = --threads_ == 0;
+        cv_.notify_all();  // shutdown() waits for the last one
+        lk.unlock();       // the pool may be gone from here on
+        if (last) ::malloc_trim(0);
+        return;
+      }
+      std::function<void()> fn = std::move(jobs_.front());
+      jobs_.pop_front();
+      lk.unlock();
+      fn();
+      fn = nullptr;
+      lk.lock();
+      --busy_;
+    }
+  }
+
+  const size_t max_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  size_t busy_ = 0, idle_ = 0, threads_ = 0;
+  bool stopping_ = false;
+};
+
+// A connection's socket as httplib reads and writes it, with a deadline on reading the current request.
+class ConnStream final : public httplib::Stream {
+ public:
+  ConnStream(int fd, int io_timeout_ms) : fd_(fd), io_ms_(io_timeout_ms) {}
+  void set_read_deadline(Clock::time_point t) { deadline_ = t; }
+
+  bool is_readable() const override {
+    if (Clock::now() >= deadline_) return false;  // even for a client that sends fast, but without end
+    return pos_ < len_ || wait_fd(fd_, POLLIN, std::min(io_ms_, millis_until(deadline_)));
+  }
+  bool is_writable() const override { return wait_fd(fd_, POLLOUT, io_ms_) && !peer_gone(fd_); }
+  ssize_t read(char* p, size_t n) override {
+    if (Clock::now() >= deadline_) return -1;
+    if (pos_ == len_) {
+      if (!is_readable()) return -1;  // the read timeout or the request's deadline passed
+      const ssize_t r = recv_retry(buf_, sizeof buf_);
+      if (r <= 0) return r;
+      pos_ = 0, len_ = size_t(r);
+    }
+    n = std::min(n, len_ - pos_);
+    std::memcpy(p, buf_ + pos_, n);
+    pos_ += n;
+    return ssize_t(n);
+  }
+  ssize_t write(const char* p, size_t n) override {
+    if (!wait_fd(fd_, POLLOUT, io_ms_)) return -1;
+    ssize_t r;
+    while ((r = ::send(fd_, p, n, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    return r;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  ssize_t recv_retry(char* p, size_t n) {
+    ssize_t r;
+    while ((r = ::recv(fd_, p, n, 0)) < 0 && errno == EINTR) {
+    }
+    return r;
+  }
+  void address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    ip.clear(), port = 0;
+    if (get(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
+    char text[INET6_ADDRSTRLEN] = "";
+    if (a.ss_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+      port = ntohs(in->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      const auto* in = reinterpret_cast<const sockaddr_in6*>(&a);
+      ::inet_ntop(AF_INET6, &in->sin6_addr, text, sizeof text);
+      port = ntohs(in->sin6_port);
+    }
+    ip = text;
+  }
+
+  const int fd_;
+  const int io_ms_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  char buf_[4096];
+  size_t pos_ = 0, len_ = 0;
+};
+
+// httplib's server with the connection loop above (its process_and_close_socket, a private virtual, overridden;
+// process_request, protected, does the HTTP).
+class LimitedServer final : public httplib::Server {
+ public:
+  LimitedServer(const ServerOptions& o) : opts_(o) {
+    new_task_queue = [this] { return new ConnectionPool(size_t(std::max(1, opts_.max_connections))); };
+    set_keep_alive_timeout(std::max<time_t>(1, time_t(opts_.idle_timeout_s)));  // what the Keep-Alive header says
+  }
+
+  // After binding: httplib listens with a backlog of 5, so a burst of connections overflows it and the kernel drops
+  // their SYNs, which clients resend a second later (a /health behind 40 new connections waited 1 s for its connect).
+  void widen_backlog() { ::listen(svr_sock_, SOMAXCONN); }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    if (t_refuse) {
+      refuse(sock);
+    } else {
+      t_client_fd = sock;
+      serve(sock);
+      t_client_fd = -1;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return true;
+  }
+
+  void serve(int sock) {
+    const auto ms = [](double s) { return int(std::clamp(s * 1000.0, 1.0, 1e9)); };
+    ConnStream strm(sock, ms(std::min(opts_.request_timeout_s, 5.0)));
+    for (size_t count = keep_alive_max_count_; count > 0 && svr_sock_ != INVALID_SOCKET; --count) {
+      // Idle between requests: the next one must start within idle_timeout_s.
+      strm.set_read_deadline(Clock::time_point::max());
+      const Clock::time_point idle_end = Clock::now() + std::chrono::milliseconds(ms(opts_.idle_timeout_s));
+      while (!wait_fd(sock, POLLIN, std::min(100, millis_until(idle_end))))  // 100 ms: stop() is noticed soon
+        if (Clock::now() >= idle_end || svr_sock_ == INVALID_SOCKET) return;
+      t_request_start = Clock::now();  // for the log line of a request that fails before routing
+      strm.set_read_deadline(t_request_start + std::chrono::milliseconds(ms(opts_.request_timeout_s)));
+      bool closed = false;
+      if (!process_request(strm, count == 1, closed, nullptr) || closed) return;
+    }
+  }
+
+  // Too many connections: a 503 on a socket nothing was read from (the accepting thread writes it; a fresh
+  // socket's send buffer takes it without blocking).
+  void refuse(int sock) {
+    const std::string body = server::error_body(503, "too many connections; try again later", "").dump();
+    const std::string msg = fmt::format(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+        "Retry-After: 1\r\nConnection: close\r\n\r\n{}",
+        body.size(), body);
+    (void)!::send(sock, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    log_warn("refused a connection: {} open (--max-connections)", opts_.max_connections);
+  }
+
+  const ServerOptions& opts_;
+};
+
 std::string dir_name(const std::string& dir) {
   std::filesystem::path p = std::filesystem::path(dir).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
@@ -72,7 +304,7 @@ struct Server::Impl {
   const Tokenizer tok;
   const ServerOptions opts;
   BatchScheduler sched;
-  httplib::Server http;
+  LimitedServer http{opts};
   std::thread engine, listener;
   std::atomic<bool> listen_returned{false};
   std::mutex mu;  // waiting, stop_engine
@@ -156,10 +388,18 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   if (r->stream) return stream(res, r, id);
   // Shared with the handlers: a refused submission leaves cancelled choices that report after this returns.
   auto results = std::make_shared<std::vector<std::promise<FinishedRequest>>>(r->prompts.size() * size_t(r->n));
-  submit(*r, [&](size_t i) { return [results, i](FinishedRequest&& f) { (*results)[i].set_value(std::move(f)); }; });
+  const std::vector<uint64_t> ids = submit(
+      *r, [&](size_t i) { return [results, i](FinishedRequest&& f) { (*results)[i].set_value(std::move(f)); }; });
   std::vector<server::Choice> choices;
   for (auto& p : *results) {
-    FinishedRequest done = p.get_future().get();
+    std::future<FinishedRequest> f = p.get_future();
+    // A client that hung up gets nothing: its choices are cancelled, so they stop taking batch slots.
+    while (f.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+      if (t_client_fd >= 0 && peer_gone(t_client_fd)) {
+        for (uint64_t sid : ids) sched.cancel(sid);
+        throw ApiError(400, "the client closed the connection before the completion was ready");
+      }
+    FinishedRequest done = f.get();
     if (!done.error.empty()) throw ApiError(500, "generation failed: " + done.error);
     choices.push_back(server::make_choice(done.result, *r, tok));
   }
@@ -355,9 +595,6 @@ void Server::Impl::routes() {
     }
     log_info("{} {} {} {} {:.3f}s{}", req.remote_addr, req.method, req.path, res.status, s, why);
   });
-  // Enough workers for a full batch of waiting requests plus the quick routes.
-  const size_t workers = size_t(std::max<int64_t>(8, opts.scheduler.max_batch + 4));
-  http.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
   http.set_payload_max_length(size_t(64) << 20);
 }
 
@@ -385,6 +622,10 @@ int Server::start() {
                    : s.http.bind_to_port(host, s.opts.port) ? s.opts.port
                                                              : -1;
   check(port > 0, "cannot listen on {}:{} (port in use, or not an address of this machine)", host, s.opts.port);
+  s.http.widen_backlog();
+  // One malloc arena per core at most: with one per connection thread (glibc's default allows 8 per core), the
+  // memory a burst of connections freed stays spread over arenas that malloc_trim cannot shrink well.
+  ::mallopt(M_ARENA_MAX, int(std::max(2u, std::thread::hardware_concurrency())));
   s.engine = std::thread([&s] { s.engine_main(); });
   s.listener = std::thread([&s] {
     s.http.listen_after_bind();

@@ -17,6 +17,11 @@ struct ServerOptions {
   std::string model_name;      // the id /v1/models lists and requests may name; "": the model directory's name
   GenerationOptions defaults;  // the generation options a request does not set
   SchedulerOptions scheduler;
+  // Connection limits (docs/SERVER.md, "Limits"): slow, idle or vanished clients hold no worker for long, and a
+  // flood of connections is answered 503 at once instead of queueing in front of /health.
+  int max_connections = 256;      // open at once (one worker thread each); more are answered 503 and closed
+  double request_timeout_s = 30;  // a request's line, headers and body must all arrive within this
+  double idle_timeout_s = 5;      // a kept-alive connection with no next request is closed after this
 };
 
 class Server {

@@ -86,6 +86,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* 
       int64_t kh = h / group;
       const float* qi = qp + ((b * Lq + i) * Hq + h) * D;
       float mx = -std::numeric_limits<float>::infinity();
+      bool nan = false;  // a NaN score makes the row NaN (std::max alone would drop it: issue 18)
       for (int64_t j = 0; j < S; ++j) {
         if (mask && !mask[b * S + j]) {
           score[size_t(j)] = -std::numeric_limits<float>::infinity();
@@ -95,10 +96,15 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* 
         float s = 0;
         for (int64_t d = 0; d < D; ++d) s += qi[d] * kj[d];
         score[size_t(j)] = s * scale;
+        nan |= std::isnan(score[size_t(j)]);
         mx = std::max(mx, score[size_t(j)]);
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       float* oi = op + ((b * Lq + i) * Hq + h) * D;
+      if (nan) {
+        std::fill(oi, oi + D, std::numeric_limits<float>::quiet_NaN());
+        continue;
+      }
       if (mx == -std::numeric_limits<float>::infinity()) {  // every key masked: output zeros
         std::copy(acc.begin(), acc.end(), oi);
         continue;

@@ -39,9 +39,12 @@ constexpr size_t kMaxBuiltSize = size_t{1} << 26;
 // Deepest list/dict/namespace nesting that repr, tojson and comparisons walk (they recurse per level).
 constexpr int kMaxValueDepth = 256;
 // Work units: one per statement or expression evaluated, one per kBytesPerWorkUnit bytes of string built or
-// copied, one per list or dict item built. A render may spend kRenderWorkBudget of them.
+// copied, one per list or dict item built. A render may spend kRenderWorkBudget of them: the real templates spend a
+// few thousand per conversation (the prompt text itself is bounded by the model's context before rendering), and a
+// runaway template stops within about a second even under the sanitizers (2^24 took 20-90 s there: fuzzing found
+// the seed macro and loop templates timing out). So a template also builds at most 64 MB of strings in all.
 constexpr uint64_t kBytesPerWorkUnit = 64;
-constexpr uint64_t kRenderWorkBudget = uint64_t{1} << 24;
+constexpr uint64_t kRenderWorkBudget = uint64_t{1} << 20;
 
 // The limits of one render, in force on this thread while the object lives.
 class RenderLimits {
