@@ -37,7 +37,7 @@ inline W4A16KernelArgs w4a16_kernel_args(const W4A16Args& p, const bf16_t* x, co
   a.splits = p.splits, a.kt_per_split = p.kt_per_split;
   a.tile_in_one_group = group_size % 64 == 0;
   a.n_even = p.N % 2 == 0;
-  a.y_vec = p.N % 8 == 0 && (reinterpret_cast<uintptr_t>(y) & 15) == 0;
+  a.y_vec = p.N % 8 == 0 && aligned16(y);
   return a;
 }
 
