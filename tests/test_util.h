@@ -10,7 +10,23 @@
 
 #include "core/tensor.h"
 
+// Timing-based checks (speed ratios, response times, resident memory) mean nothing in builds instrumented by a
+// sanitizer (g++ defines __SANITIZE_*__, clang answers __has_feature) or built without optimization.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)
+#define DIFFULEX_TIMING_UNRELIABLE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define DIFFULEX_TIMING_UNRELIABLE 1
+#endif
+#endif
+
 namespace dlx::test {
+
+#ifdef DIFFULEX_TIMING_UNRELIABLE
+constexpr bool kTimingUnreliable = true;
+#else
+constexpr bool kTimingUnreliable = false;
+#endif
 
 // A fresh directory under the system temp dir, removed at destruction.
 class TempDir {

@@ -7,6 +7,8 @@
 #   tools/setup_deps.sh --client-test   also Node.js (Debian's nodejs + npm, unless `node` and `npm` are already on
 #                                       PATH) and the npm packages of the OpenAI-client test (tests/client, from
 #                                       its package-lock.json)
+#   tools/setup_deps.sh --fuzz          also clang 14 and its sanitizer/libFuzzer runtimes (the fuzz targets and CI's
+#                                       sanitizer stage, docs/FUZZING.md)
 #   tools/setup_deps.sh --dry-run       print what it would run, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,12 +19,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev libopenblas-dev
 )
 
-client_test=0 dry_run=0
+client_test=0 fuzz=0 dry_run=0
 for arg in "$@"; do
   case "$arg" in
     --client-test) client_test=1 ;;
+    --fuzz) fuzz=1 ;;
     --dry-run) dry_run=1 ;;
-    *) echo "error: tools/setup_deps.sh: unknown argument '$arg' (--client-test, --dry-run)" >&2; exit 1 ;;
+    *) echo "error: tools/setup_deps.sh: unknown argument '$arg' (--client-test, --fuzz, --dry-run)" >&2; exit 1 ;;
   esac
 done
 
@@ -33,6 +36,7 @@ run() {
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
+[ "$fuzz" -eq 0 ] || PACKAGES+=(clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "$client_test" -eq 1 ] && ! { command -v node && command -v npm; } >/dev/null; then

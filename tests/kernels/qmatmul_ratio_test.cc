@@ -31,10 +31,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/qmatmul.h"
 #include "model/random_init.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)
-#define DIFFULEX_TIMING_UNRELIABLE 1
-#endif
+#include "test_util.h"
 
 namespace dlx {
 
