@@ -317,9 +317,14 @@ struct Server::Impl {
 
 // Steps the scheduler while requests wait for it; sleeps otherwise.
 void Server::Impl::engine_main() {
-  for (;;) {
+  for (bool busy = false;; busy = true) {
     {
       std::unique_lock<std::mutex> lk(mu);
+      if (busy && waiting.empty()) {  // a burst ended: the memory its requests freed goes back to the system
+        lk.unlock();
+        ::malloc_trim(0);
+        lk.lock();
+      }
       cv.wait(lk, [&] { return stop_engine || !waiting.empty(); });
       if (stop_engine) return;
     }

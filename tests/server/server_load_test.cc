@@ -232,12 +232,14 @@ TEST(ServerLoad, HealthAnswersWithinASecondUnderHostileLoad) {
   RecordProperty("idle_rss", std::to_string(idle_rss));
   RecordProperty("after_rss", std::to_string(after_rss));
   std::printf("server resident memory: idle %.1f MB, after the load %.1f MB\n", idle_rss / 1e6, after_rss / 1e6);
-  // Under ASan freed memory sits in its quarantine: the Release build checks this. Measured on a loaded 2-core
-  // machine: 30 MB idle, 30-37 MB after (glibc's arenas keep some of the burst's freed memory even after
-  // malloc_trim), so the bound is 1.5x, not the 10% issue 18 asks for; before the server trimmed and capped its
-  // arenas it was 51 MB.
+  // Under ASan freed memory sits in its quarantine: the Release build checks this. The server gives freed memory
+  // back when a burst ends (the engine going idle, the last connection worker exiting: malloc_trim), but glibc
+  // keeps the free top of a thread's arena, which malloc_trim does not release. Measured on the 2-core development
+  // machine with another test process running beside it, 9 runs: idle 29.8-29.9 MB, after 29.9-34.9 MB (+0.3% to
+  // +17%); the bound leaves room above that. Issue 18 asks for 10%: the two glibc settings that reach it (fixed
+  // mmap / trim thresholds, one arena) cost 30% and ~10% of a CPU forward (docs/SERVER.md, "Limits").
   if (!test::kTimingUnreliable) {
-    EXPECT_LT(double(after_rss), 1.5 * double(idle_rss));
+    EXPECT_LT(double(after_rss), 1.3 * double(idle_rss));
   }
 }
 
