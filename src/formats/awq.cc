@@ -52,17 +52,11 @@ QuantCodes unpack_awq(const AwqTensors& t, int64_t group_size, AwqOrder order) {
   c.k = t.qweight.dim(0);
   c.n = t.qweight.dim(1) * 8;
   c.group_size = group_size;
-  const int64_t N = c.n, K = c.k, G = c.groups();
-  c.q.resize(size_t(N * K));
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t n = 0; n < N; ++n) c.q[size_t(n * K + k)] = uint8_t(awq::code(t.qweight.data(), N, k, n, order));
-  c.zero.resize(size_t(G * N));
-  c.scale.resize(size_t(G * N));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t n = 0; n < N; ++n) {
-      c.zero[size_t(g * N + n)] = uint8_t(awq::zero(t.qzeros.data(), N, g, n, order));
-      c.scale[size_t(g * N + n)] = load_as_f32(t.scales.data(), t.scales.dtype(), size_t(g * N + n));
-    }
+  const int64_t N = c.n;
+  fill_quant_codes(
+      c, [&](int64_t k, int64_t n) { return awq::code(t.qweight.data(), N, k, n, order); },
+      [&](int64_t g, int64_t n) { return awq::zero(t.qzeros.data(), N, g, n, order); },
+      [&](size_t i) { return load_as_f32(t.scales.data(), t.scales.dtype(), i); });
   return c;
 }
 

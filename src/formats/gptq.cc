@@ -56,17 +56,11 @@ QuantCodes unpack_gptq(const GptqTensors& t, int bits, int64_t group_size, bool 
   c.n = t.qweight.dim(1);
   c.k = t.qweight.dim(0) * gptq::pack_factor(bits);
   c.group_size = group_size;
-  const int64_t N = c.n, K = c.k, G = c.groups();
-  c.q.resize(size_t(N * K));
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t n = 0; n < N; ++n) c.q[size_t(n * K + k)] = uint8_t(gptq::code(t.qweight.data(), N, bits, k, n));
-  c.zero.resize(size_t(G * N));
-  c.scale.resize(size_t(G * N));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t n = 0; n < N; ++n) {
-      c.zero[size_t(g * N + n)] = uint8_t(gptq::zero(t.qzeros.data(), N, bits, g, n, v1));
-      c.scale[size_t(g * N + n)] = load_as_f32(t.scales.data(), t.scales.dtype(), size_t(g * N + n));
-    }
+  const int64_t N = c.n, K = c.k;
+  fill_quant_codes(
+      c, [&](int64_t k, int64_t n) { return gptq::code(t.qweight.data(), N, bits, k, n); },
+      [&](int64_t g, int64_t n) { return gptq::zero(t.qzeros.data(), N, bits, g, n, v1); },
+      [&](size_t i) { return load_as_f32(t.scales.data(), t.scales.dtype(), i); });
   if (t.g_idx.defined() && t.g_idx.numel() == K) {
     c.g_idx.assign(t.g_idx.data<int32_t>(), t.g_idx.data<int32_t>() + K);
     bool sequential = true;

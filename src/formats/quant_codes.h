@@ -36,4 +36,21 @@ struct QuantCodes {
   }
 };
 
+// Fills c.q, c.zero and c.scale (c.n, c.k and c.group_size set) through a checkpoint layout's accessors:
+// code(k, n) and zero(g, n) give integers, scale(i) the float at [g, n] (i = g * n_count + n).
+template <class Code, class Zero, class Scale>
+void fill_quant_codes(QuantCodes& c, Code code, Zero zero, Scale scale) {
+  const int64_t N = c.n, K = c.k, G = c.groups();
+  c.q.resize(size_t(N * K));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) c.q[size_t(n * K + k)] = uint8_t(code(k, n));
+  c.zero.resize(size_t(G * N));
+  c.scale.resize(size_t(G * N));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t n = 0; n < N; ++n) {
+      c.zero[size_t(g * N + n)] = uint8_t(zero(g, n));
+      c.scale[size_t(g * N + n)] = scale(size_t(g * N + n));
+    }
+}
+
 }  // namespace dlx
