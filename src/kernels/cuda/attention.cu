@@ -1,5 +1,5 @@
-// Bidirectional grouped-query attention for head dims 136..256 (multiples of 8, run as 256 with zero columns past
-// the stored head dim; and the dispatcher): flash style, no [Lq, S] score
+// Grouped-query attention (bidirectional or block-causal) for head dims 136..256 (multiples of 8, run as 256 with
+// zero columns past the stored head dim; and the dispatcher): flash style, no [Lq, S] score
 // matrix ever reaches global memory. Head dims up to 128 (Dream, LLaDA, the fixtures) take the faster
 // register-resident kernel in flash_attention.cu; this one keeps its fp32 output rows in shared memory, which is
 // what makes D = 256 fit.
@@ -18,6 +18,8 @@
 //      rows O (kept in shared memory) are multiplied by alpha;
 //   4. O += P V on the tensor cores.
 // At the end each row is O / l, or zeros when every key of the row is masked (the CPU reference's convention).
+// Block-causal (block > 0, launch.h): only the key tiles before the block's last row's block end are walked, and
+// a score whose key lies at or past its own row's block end gets -inf in step 3.
 //
 // Shared memory per block (D = 256): Q, K, V tiles 3 x 64 x (D+8) bf16 = 99 KiB, scores 4 x 16 x 68 f32 = 17 KiB,
 // P 4 x 16 x 72 bf16 = 9 KiB, O 4 x 16 x (D+4) f32 = 65 KiB: 190 KiB, one block per H100 multiprocessor. Rows are
@@ -76,7 +78,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
                                                                       const uint8_t* __restrict__ mask,
                                                                       bf16_t* __restrict__ out, int64_t Lq, int64_t S,
                                                                       int64_t Hq, int64_t Hkv, int hd,
-                                                                      float scale_log2) {
+                                                                      float scale_log2, int64_t block,
+                                                                      int64_t q_offset) {
   using L = Smem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem + L::q);
@@ -104,8 +107,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
   // Softmax state: lanes 2r and 2r+1 share row r; each handles 32 of the tile's 64 columns.
   const int row = lane / 2, half = lane % 2;
   float m = -INFINITY, l = 0.0f;
+  // Keys visible to query row r: [0, end(r)).
+  auto end_of = [&](int64_t r) { return block > 0 ? min(S, ((q_offset + r) / block + 1) * block) : S; };
+  const int64_t keys = end_of(min(q0 + kBQ, Lq) - 1), row_end = end_of(q0 + warp * 16 + row);
 
-  for (int64_t j0 = 0; j0 < S; j0 += kBK) {
+  for (int64_t j0 = 0; j0 < keys; j0 += kBK) {
     __syncthreads();  // the previous tile's K/V are no longer read
     load_tile<D>(Ks, k, b * S, j0, S, Hkv, kh, hd, kBK);
     load_tile<D>(Vs, v, b * S, j0, S, Hkv, kh, hd, kBK);
@@ -136,7 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
     float tmax = -INFINITY;
 #pragma unroll 8
     for (int c = 0; c < 32; ++c) {
-      srow[c] = srow[c] * scale_log2 + brow[c];
+      srow[c] = j0 + half * 32 + c < row_end ? srow[c] * scale_log2 + brow[c] : -INFINITY;
       tmax = fmaxf(tmax, srow[c]);
     }
     tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -191,7 +197,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
 
 template <int D>
 void launch_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-              int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, cudaStream_t stream) {
+              int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, int64_t block, int64_t q_offset,
+              cudaStream_t stream) {
   const size_t bytes = Smem<D>::bytes;
   static bool configured = false;  // the attribute is per kernel and process; setting it again is harmless
   if (!configured) {
@@ -201,7 +208,8 @@ void launch_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* 
   }
   const float scale_log2 = float(1.0 / std::sqrt(double(hd)) * 1.4426950408889634);
   dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
-  flash_attention_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2);
+  flash_attention_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2,
+                                                                  block, q_offset);
   check_launch("attention");
 }
 
@@ -210,10 +218,13 @@ void launch_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* 
 bool attention_supports_head_dim(int64_t D) { return D >= 8 && D <= 256 && D % 8 == 0; }
 
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-                      int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream) {
+                      int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block, int64_t q_offset,
+                      cudaStream_t stream) {
   if (B == 0 || Lq == 0) return;
-  if (flash_attention_supports(D)) return launch_flash_attention(q, k, v, mask, out, B, Lq, S, Hq, Hkv, D, stream);
-  if (attention_supports_head_dim(D)) return launch_d<256>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, int(D), stream);
+  if (flash_attention_supports(D))
+    return launch_flash_attention(q, k, v, mask, out, B, Lq, S, Hq, Hkv, D, block, q_offset, stream);
+  if (attention_supports_head_dim(D))
+    return launch_d<256>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, int(D), block, q_offset, stream);
   check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
 }
 

@@ -376,6 +376,20 @@ class CudaBackend final : public Backend {
   }
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, Tensor& out) override {
+    attend(q, k, v, key_mask, 0, 0, out);
+  }
+
+  // Native: one launch, the kernel applies each row's block end (launch.h); no per-block views or host masks.
+  void attention_block_causal(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask,
+                              int64_t block, int64_t q_offset, Tensor& out) override {
+    check(q.rank() == 4 && k.rank() == 4 && q_offset >= 0 && q_offset + q.dim(1) <= k.dim(1),
+          "cuda attention_block_causal: queries {} from sequence index {} do not lie inside the keys {}",
+          shape_str(q.shape()), q_offset, shape_str(k.shape()));
+    attend(q, k, v, key_mask, block, q_offset, out);
+  }
+
+  void attend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask, int64_t block,
+              int64_t q_offset, Tensor& out) {
     need(q, DType::BF16, "attention", "q");
     need(k, DType::BF16, "attention", "k");
     need(v, DType::BF16, "attention", "v");
@@ -399,7 +413,7 @@ class CudaBackend final : public Backend {
         mask = static_cast<const uint8_t*>(mask_.get(mask, size_t(B * S), *alloc_, stream_, "attention (mask)"));
     }
     cuda::launch_attention(q.data<bf16_t>(), k.data<bf16_t>(), v.data<bf16_t>(), mask, out.data<bf16_t>(), B, Lq, S,
-                           Hq, Hkv, D, stream_);
+                           Hq, Hkv, D, block, q_offset, stream_);
     after("attention");
   }
 

@@ -1,5 +1,6 @@
-// Bidirectional grouped-query attention for head dims 8..128 (multiples of 8), FlashAttention-2 style: scores, probabilities and
-// the output accumulator live in registers; no [Lq, S] matrix exists anywhere in memory.
+// Grouped-query attention (bidirectional or block-causal) for head dims 8..128 (multiples of 8), FlashAttention-2
+// style: scores, probabilities and the output accumulator live in registers; no [Lq, S] matrix exists anywhere in
+// memory.
 //
 // Layouts (bf16): q [B, Lq, Hq, D], k/v [B, S, Hkv, D], out [B, Lq, Hq, D]; mask U8 [B, S] (1 = attend) or none;
 // query head h reads key/value head h / (Hq / Hkv).
@@ -20,6 +21,8 @@
 // hd as the row stride: columns hd .. D of the tiles are zeros, which changes no score, and only hd columns are
 // written back.
 // Rows whose keys are all masked produce zeros, as in the CPU reference.
+// Block-causal (block > 0, launch.h): the block walks only the key tiles before its last row's block end, and a
+// score whose key lies at or past its own row's block end gets -inf (rows g and g+8 of a thread have one end each).
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -47,7 +50,7 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
                                                           const bf16_t* __restrict__ v,
                                                           const uint8_t* __restrict__ mask, bf16_t* __restrict__ out,
                                                           int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd,
-                                                          float scale_log2) {
+                                                          float scale_log2, int64_t block, int64_t q_offset) {
   constexpr int LD = D + 8;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem);
@@ -59,7 +62,11 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   const int mi = lane / 8, mr = lane % 8;  // which 8x8 matrix this lane addresses in an ldmatrix.x4, and its row
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
   const int64_t kh = h / (Hq / Hkv);
-  const int ntiles = int((S + kBK - 1) / kBK);
+  // Keys visible to query row r: [0, end(r)).
+  auto end_of = [&](int64_t r) { return block > 0 ? min(S, ((q_offset + r) / block + 1) * block) : S; };
+  const int64_t keys = end_of(min(q0 + kBQ, Lq) - 1);  // the block's last row sees the most
+  const int ntiles = int((keys + kBK - 1) / kBK);
+  const int64_t end0 = end_of(q0 + warp * 16 + g), end1 = end_of(q0 + warp * 16 + g + 8);
 
   // Rows [r0, r0 + 64) of head `head` of a [*, heads, hd] tensor into a shared tile (zeros past `limit` and in
   // columns hd .. D).
@@ -125,13 +132,15 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
 
     // Online softmax.
     float mx0 = -INFINITY, mx1 = -INFINITY;
+    const int64_t jt = int64_t(t) * kBK;
 #pragma unroll
     for (int j = 0; j < kBK / 8; ++j) {
       const float b0 = bias[j * 8 + 2 * c], b1 = bias[j * 8 + 2 * c + 1];
-      s[j][0] = s[j][0] * scale_log2 + b0;
-      s[j][1] = s[j][1] * scale_log2 + b1;
-      s[j][2] = s[j][2] * scale_log2 + b0;
-      s[j][3] = s[j][3] * scale_log2 + b1;
+      const int64_t j_abs = jt + j * 8 + 2 * c;  // the key of s[j][0] and s[j][2]; j_abs + 1 that of [1] and [3]
+      s[j][0] = j_abs < end0 ? s[j][0] * scale_log2 + b0 : -INFINITY;
+      s[j][1] = j_abs + 1 < end0 ? s[j][1] * scale_log2 + b1 : -INFINITY;
+      s[j][2] = j_abs < end1 ? s[j][2] * scale_log2 + b0 : -INFINITY;
+      s[j][3] = j_abs + 1 < end1 ? s[j][3] * scale_log2 + b1 : -INFINITY;
       mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
       mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
     }
@@ -204,7 +213,8 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
 
 template <int D>
 void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-                  int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, cudaStream_t stream) {
+                  int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, int64_t block, int64_t q_offset,
+                  cudaStream_t stream) {
   constexpr size_t bytes = fa2_smem_bytes<D>();
   static bool configured = false;  // raising the dynamic shared-memory limit once per kernel is enough
   if (!configured) {
@@ -214,7 +224,8 @@ void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8
   }
   const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
   dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
-  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2);
+  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2, block,
+                                                      q_offset);
   check_launch("attention");
 }
 
@@ -223,13 +234,14 @@ void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8
 bool flash_attention_supports(int64_t D) { return D >= 8 && D <= 128 && D % 8 == 0; }
 
 void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
-                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream) {
+                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block,
+                            int64_t q_offset, cudaStream_t stream) {
   if (!flash_attention_supports(D)) check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
   const int hd = int(D);
-  if (D <= 16) return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
-  if (D <= 32) return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
-  if (D <= 64) return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
-  return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, stream);
+  if (D <= 16) return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
+  if (D <= 32) return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
+  if (D <= 64) return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
+  return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
 }
 
 }  // namespace dlx::cuda

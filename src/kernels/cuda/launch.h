@@ -32,16 +32,21 @@ void launch_rope_table(const int64_t* positions, const float* inv_freq, int64_t 
 // Rotate-half RoPE in place on x [T, heads, D] with a table from launch_rope_table.
 void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const float* table, cudaStream_t stream);
 
-// Bidirectional grouped-query attention, flash style. mask: device U8 [B, S] or null. Head dims that are multiples
+// Grouped-query attention, flash style. mask: device U8 [B, S] or null. block > 0 makes it block-causal (block
+// diffusion, Backend::attention_block_causal): query i sits at sequence index q_offset + i and sees the keys before
+// the end of its block, min(S, ((q_offset + i) / block + 1) * block); key tiles past the last row's end are never
+// read. block <= 0: bidirectional (every key). Head dims that are multiples
 // of 8 up to 128 run the register-resident mma.sync kernel (flash_attention.cu), up to 256 the WMMA kernel with
 // shared-memory accumulators (attention.cu), each padded to its next instantiated width with zero columns.
 // attention_supports_head_dim is false for any other D.
 bool attention_supports_head_dim(int64_t D);
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
-                      int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream);
+                      int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block, int64_t q_offset,
+                      cudaStream_t stream);
 bool flash_attention_supports(int64_t D);
 void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
-                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, cudaStream_t stream);
+                            int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block,
+                            int64_t q_offset, cudaStream_t stream);
 
 // out = silu(gate) * up over n elements (out may alias gate or up).
 void launch_silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t stream);

@@ -241,6 +241,41 @@ TEST_F(CudaOps, AttentionMatchesCpu) {
   }
 }
 
+// The native block-causal kernels (one launch; each row sees the keys before its block's end) against the CPU
+// backend's generic attention_block_causal (one bidirectional attention per query block over its key prefix).
+TEST_F(CudaOps, AttentionBlockCausalMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t B, Lq, S, Hq, Hkv, D, block, q_offset; bool mask; };
+  for (const Case& c : {Case{2, 40, 40, 4, 2, 64, 4, 0, true},       // prefill, SDAR's block 4
+                        Case{1, 32, 96, 8, 2, 128, 32, 64, false},   // a cached window at the end
+                        Case{2, 4, 100, 4, 1, 128, 4, 96, true},     // one block of 4 after 96 cached keys
+                        Case{1, 20, 60, 2, 2, 128, 8, 16, false},    // keys after the window exist, unseen (dual)
+                        Case{2, 65, 130, 4, 2, 32, 16, 3, true},     // offset inside a block
+                        Case{1, 130, 130, 4, 4, 16, 64, 0, true},    // tiles of 64 rows, block = tile
+                        Case{1, 70, 70, 2, 1, 256, 32, 0, true},     // the D > 128 kernel
+                        Case{1, 20, 60, 2, 2, 200, 8, 16, false}}) {
+    Tensor q = rand_bf16_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_bf16_f32({c.B, c.S, c.Hkv, c.D}),
+           v = rand_bf16_f32({c.B, c.S, c.Hkv, c.D});
+    Tensor mask;
+    if (c.mask) {  // batch row 0 attends everywhere, row 1 to a random subset (a left-padded prompt: a prefix off)
+      mask = Tensor::zeros(DType::U8, {c.B, c.S});
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t j = 0; j < c.S; ++j)
+          mask.data<uint8_t>()[b * c.S + j] = b == 0 ? 1 : uint8_t(j >= 3 && rng_() % 4 != 0);
+    }
+    Tensor want = Tensor::zeros(DType::F32, q.shape());
+    cpu_.attention_block_causal(q, k, v, c.mask ? &mask : nullptr, c.block, c.q_offset, want);
+    Tensor out = poisoned(q.shape());
+    gpu_->attention_block_causal(gpu_->from_host_f32(q), gpu_->from_host_f32(k), gpu_->from_host_f32(v),
+                                 c.mask ? &mask : nullptr, c.block, c.q_offset, out);
+    EXPECT_LT(test::rel_error(host(out), want), kBf16Tol)
+        << "B " << c.B << " Lq " << c.Lq << " S " << c.S << " D " << c.D << " block " << c.block << " offset "
+        << c.q_offset;
+  }
+  Tensor q = gpu_->from_host_f32(rand_bf16_f32({1, 8, 2, 64})), out = poisoned({1, 8, 2, 64});
+  EXPECT_THROW(gpu_->attention_block_causal(q, q, q, nullptr, 4, 1, out), Error);  // queries 1..9 of 8 keys
+}
+
 TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
   SCOPED_TRACE(trace());
   const int64_t B = 2, L = 5, H = 2, D = 32;
