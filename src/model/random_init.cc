@@ -43,7 +43,7 @@ Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std) {
 
 PackedWeight random_packed_weight(int64_t N, int64_t K, const RandomPackedOptions& o, uint64_t seed) {
   const int64_t gs = resolve_group_size(o.group_size, K);
-  check(o.bits == 4 || o.bits == 8, "random packed weight: bits must be 4 or 8 (got {})", o.bits);
+  check(o.bits == 2 || o.bits == 4 || o.bits == 8, "random packed weight: bits must be 2, 4 or 8 (got {})", o.bits);
   check(N > 0 && gs > 0 && K % gs == 0 && K % (32 / o.bits) == 0,
         "random packed weight: group size {} does not divide K = {} (or K is not a whole number of {}-bit words)", gs,
         K, o.bits);

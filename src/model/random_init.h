@@ -22,7 +22,7 @@ Tensor random_host_weight(Shape shape, uint64_t seed, float mean, float std);
 // and with act_order a random permutation of the inputs. The defaults give a 4-bit weight whose dequantized values
 // have about the bf16 weights' std of 0.02. Backend::upload_packed takes it to a device.
 struct RandomPackedOptions {
-  int bits = 4;                   // 4 or 8
+  int bits = 4;                   // 2, 4 or 8 (whole codes a 32-bit word)
   int64_t group_size = 128;       // divides K; kOneGroupPerRow (formats/quant_codes.h): one group
   bool sym = true;
   bool act_order = false;

@@ -189,6 +189,7 @@ TEST(CudaGraphs, LladaGenerationMatchesEager) {
         o.seed = 3;
         o.cache = parse_cache_mode(cache);
         o.remasking = parse_remasking(remasking);
+        if (variant == 1 && o.remasking == Remasking::Random) continue;  // a threshold compares confidences
         if (variant == 1) o.threshold = 0.5f;
         if (variant == 2) o.tokens_per_step = 2, o.cfg_scale = 1.0f;  // CFG: 2B rows a pass
         expect_graphs_match_eager(*m, sets, o, fmt::format("cache {} remasking {} variant {}", cache, remasking, variant));

@@ -47,8 +47,9 @@ TEST_F(CudaQuantLinalg, GramAndGemmMatchTheCpu) {
       cpu_.gemm_f32(ta, tb, m, n, kk, -0.5f, A.data<float>(), ld, B.data<float>(), ld, 2.0f, Cc.data<float>(), ld);
       gpu_->gemm_f32(ta, tb, m, n, kk, -0.5f, dA.data<float>(), ld, dB.data<float>(), ld, 2.0f, dC.data<float>(), ld);
       Tensor g = gpu_->to_host_f32(dC);
-      double scale = 0;
-      EXPECT_LT(max_abs_diff(g.data<float>(), Cc.data<float>(), ld * ld, &scale), 1e-5 * scale) << ta << tb;
+      double scale = 0;  // set by max_abs_diff, so that call comes first (argument order is unspecified)
+      const double diff = max_abs_diff(g.data<float>(), Cc.data<float>(), ld * ld, &scale);
+      EXPECT_LT(diff, 1e-5 * scale) << ta << tb;
     }
 }
 
