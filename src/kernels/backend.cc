@@ -69,6 +69,8 @@ void Backend::attention_block_causal(const Tensor& q, const Tensor& k, const Ten
         q_offset, q_offset + Lq, S);
   check(!key_mask || (key_mask->dtype() == DType::U8 && key_mask->numel() == B * S),
         "attention_block_causal: key mask must be U8 [{}, {}]", B, S);
+  check(!key_mask || key_mask->device() == Device::CPU,
+        "attention_block_causal: this generic form reads the key mask on the host; a device backend overrides it");
   const Tensor q2 = q.reshape({B * Lq, Hq * D}), k2 = k.reshape({B * S, Hkv * D}), v2 = v.reshape({B * S, Hkv * D});
   Tensor o2 = out.reshape({B * Lq, Hq * D});
   for (int64_t b = 0; b < B; ++b)
