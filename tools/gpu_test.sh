@@ -7,6 +7,7 @@
 #                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
 #                            (git-ignored through .git/info/exclude; the device call carries it).
 #   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
+#   tools/gpu_test.sh quantize  on the GPU machine: GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
 #                            CPU backend), the golden fixtures with --device cuda, compute-sanitizer (memcheck on
 #                            all of them, racecheck and synccheck on the shared-memory kernels; run last, each
@@ -169,9 +170,37 @@ w4a16() {
   return $status
 }
 
+# Issue 17's timing: GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on a random
+# checkpoint at Dream-7B's widths with QUANT_LAYERS layers (default 4; a whole model's time is about 28 / layers
+# times this, plus the fixed cost of reading and writing the embedding and head), 128 x 512 random calibration
+# tokens. Prints each run's seconds and the tail of its log; logs in $OUT.
+quantize_timing() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} layers=${QUANT_LAYERS:-4} tmp status=0
+  mkdir -p "$out"
+  tmp=$(mktemp -d)
+  "$BIN/diffulex" random-model --preset dream-7b --layers "$layers" --output "$tmp/model" >"$out/random_model.log" 2>&1 ||
+    { echo "random-model failed:"; tail -5 "$out/random_model.log"; rm -rf "$tmp"; return 1; }
+  python3 -c '
+import sys, torch
+from safetensors.torch import save_file
+torch.manual_seed(0)
+save_file({"input_ids": torch.randint(0, 151000, (128, 512), dtype=torch.int64)}, sys.argv[1])' "$tmp/calib.safetensors"
+  for m in gptq awq; do
+    local t0=$SECONDS
+    "$BIN/diffulex" quantize --model-path "$tmp/model" --output-path "$tmp/$m" --quant-format $m --method $m \
+      --calib-ids "$tmp/calib.safetensors" --device cuda >"$out/quantize_$m.log" 2>&1 || status=1
+    echo "== $m, $layers layers of Dream-7B: $((SECONDS - t0)) s (exit status in the log)"
+    tail -4 "$out/quantize_$m.log"
+  done
+  rm -rf "$tmp"
+  return $status
+}
+
 case "${1:-}" in
   pack) pack ;;
   run) run ;;
   w4a16) w4a16 ;;
-  *) echo "usage: tools/gpu_test.sh pack|run|w4a16" >&2; exit 2 ;;
+  quantize) quantize_timing ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize" >&2; exit 2 ;;
 esac
