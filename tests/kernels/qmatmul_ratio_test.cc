@@ -110,9 +110,7 @@ struct Cell {
 }  // namespace
 
 TEST(QmatmulRatioGuard, W4A16StaysAheadOfDenseBf16) {
-#ifdef DIFFULEX_TIMING_UNRELIABLE
-  GTEST_SKIP() << "timings mean nothing in a sanitizer or unoptimised build";
-#endif
+  if (test::kTimingUnreliable) GTEST_SKIP() << "timings mean nothing in a sanitizer or unoptimised build";
   if (!cpu_has_avx2()) GTEST_SKIP() << "no AVX2/FMA: both matmuls take their portable reference paths";
   const int saved = num_threads();
   set_num_threads(1);

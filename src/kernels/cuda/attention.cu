@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
   const int row = lane / 2, half = lane % 2;
   float m = -INFINITY, l = 0.0f;
   // Keys visible to query row r: [0, end(r)).
-  auto end_of = [&](int64_t r) { return block > 0 ? min(S, ((q_offset + r) / block + 1) * block) : S; };
+  auto end_of = [&](int64_t r) { return block_causal_end(r, block, q_offset, S); };
   const int64_t keys = end_of(min(q0 + kBQ, Lq) - 1), row_end = end_of(q0 + warp * 16 + row);
 
   for (int64_t j0 = 0; j0 < keys; j0 += kBK) {

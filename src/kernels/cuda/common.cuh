@@ -29,6 +29,12 @@ union Bf16x8 {
   bf16_t h[8];
 };
 
+// Block-causal attention (launch.h): the keys [0, end) that query row r (sequence index q_offset + r) sees; S for
+// bidirectional attention (block <= 0).
+__device__ __forceinline__ int64_t block_causal_end(int64_t r, int64_t block, int64_t q_offset, int64_t S) {
+  return block > 0 ? min(S, ((q_offset + r) / block + 1) * block) : S;
+}
+
 inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 32) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1) b = 1;

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
   const int64_t kh = h / (Hq / Hkv);
   // Keys visible to query row r: [0, end(r)).
-  auto end_of = [&](int64_t r) { return block > 0 ? min(S, ((q_offset + r) / block + 1) * block) : S; };
+  auto end_of = [&](int64_t r) { return block_causal_end(r, block, q_offset, S); };
   const int64_t keys = end_of(min(q0 + kBQ, Lq) - 1);  // the block's last row sees the most
   const int ntiles = int((keys + kBK - 1) / kBK);
   const int64_t end0 = end_of(q0 + warp * 16 + g), end1 = end_of(q0 + warp * 16 + g + 8);
