@@ -15,6 +15,7 @@
 #include "server/api.h"
 #include "server/server.h"
 #include "server/stream.h"
+#include "shipped_server.h"
 #include "test_util.h"
 
 namespace dlx {
@@ -22,7 +23,7 @@ namespace {
 
 using nlohmann::json;
 
-const std::string kModel = test::source_path("models/kjv-dream-tiny");
+const std::string& kModel = test::kShippedModel;
 
 // The data of each event of an SSE body, in order; comments (":" lines) are skipped. Fails on any other line.
 std::vector<std::string> sse_data(const std::string& body) {
@@ -103,32 +104,7 @@ std::map<int64_t, std::string> texts(const Streamed& s, bool chat) {
   return out;
 }
 
-class ServerStream : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    model_ = Model::load(kModel);
-    tok_ = std::make_unique<Tokenizer>(Tokenizer::load(kModel));
-    ServerOptions so;
-    so.port = 0;
-    so.defaults = generation_defaults(kModel);
-    so.scheduler.max_batch = 4;
-    server_ = std::make_unique<Server>(*model_, *tok_, so);
-    port_ = server_->start();
-  }
-  static void TearDownTestSuite() {
-    server_.reset();
-    tok_.reset();
-    model_.reset();
-  }
-  static std::unique_ptr<Model> model_;
-  static std::unique_ptr<Tokenizer> tok_;
-  static std::unique_ptr<Server> server_;
-  static int port_;
-};
-std::unique_ptr<Model> ServerStream::model_;
-std::unique_ptr<Tokenizer> ServerStream::tok_;
-std::unique_ptr<Server> ServerStream::server_;
-int ServerStream::port_ = 0;
+class ServerStream : public test::ShippedServer {};
 
 json request(int64_t max_tokens, uint64_t seed, float temperature) {
   return {{"max_tokens", max_tokens}, {"steps", max_tokens}, {"seed", seed}, {"temperature", temperature}};

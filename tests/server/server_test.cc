@@ -17,6 +17,7 @@
 
 #include "server/api.h"
 #include "server/server.h"
+#include "shipped_server.h"
 #include "test_util.h"
 
 namespace dlx {
@@ -24,7 +25,7 @@ namespace {
 
 using nlohmann::json;
 
-const std::string kModel = test::source_path("models/kjv-dream-tiny");
+const std::string& kModel = test::kShippedModel;
 
 struct Reply {
   int status = -1;
@@ -57,38 +58,15 @@ json request_json(int64_t max_tokens, uint64_t seed, float temperature) {
           {"temperature", temperature}};
 }
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public test::ShippedServer {
  protected:
-  static void SetUpTestSuite() {
-    model_ = Model::load(kModel);
-    tok_ = std::make_unique<Tokenizer>(Tokenizer::load(kModel));
-    ServerOptions so;
-    so.port = 0;
-    so.defaults = generation_defaults(kModel);
-    so.scheduler.max_batch = 4;
-    server_ = std::make_unique<Server>(*model_, *tok_, so);
-    port_ = server_->start();
-  }
-  static void TearDownTestSuite() {
-    server_.reset();
-    tok_.reset();
-    model_.reset();
-  }
   static GenerationResult solo(const std::vector<int64_t>& ids, const GenerationOptions& o) {
     return generate(*model_, *tok_, ids, o);
   }
   static GenerationResult solo(const std::string& prompt, const GenerationOptions& o) {
     return solo(format_prompt(*tok_, prompt, false), o);
   }
-  static std::unique_ptr<Model> model_;
-  static std::unique_ptr<Tokenizer> tok_;
-  static std::unique_ptr<Server> server_;
-  static int port_;
 };
-std::unique_ptr<Model> ServerTest::model_;
-std::unique_ptr<Tokenizer> ServerTest::tok_;
-std::unique_ptr<Server> ServerTest::server_;
-int ServerTest::port_ = 0;
 
 TEST_F(ServerTest, HealthAndModels) {
   Reply h = send(port_, "GET", "/health");
