@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -28,6 +29,21 @@ std::string copy_model(const TempDir& dir, const std::string& name) {
   const std::string m = dir / name;
   fs::create_directories(m);
   for (const auto& e : fs::directory_iterator(kModel)) fs::copy_file(e.path(), m + "/" + e.path().filename().string());
+  return m;
+}
+
+// The shipped model quantized (GPTQ, RTN) into dir/q, and a copy of the shipped model in dir/model with that
+// quantized file beside it, every tensor passed through `edit` (which may rename or replace it). Returns the copy.
+std::string quantized_copy_edited(
+    const TempDir& dir,
+    const std::function<std::pair<std::string, Tensor>(const std::string&, const SafetensorsFile&)>& edit) {
+  const std::string out = dir / "q";
+  EXPECT_EQ(run_cli("-q quantize --model-path " + kModel + " --output-path " + out + " --quant-format gptq").status, 0);
+  const std::string m = copy_model(dir, "model");
+  SafetensorsFile qf(out + "/model_quantized_gptq.safetensors");
+  std::vector<std::pair<std::string, Tensor>> ts;
+  for (const auto& [name, info] : qf.tensors()) ts.push_back(edit(name, qf));
+  write_safetensors(m + "/model_quantized_gptq.safetensors", ts);
   return m;
 }
 
@@ -165,18 +181,12 @@ TEST(WorkflowFlags, WhatCannotBeHonouredIsAClearError) {
 // Quantized tensors whose layer names match no layer: a warning naming them, an error with --strict.
 TEST(WorkflowFlags, UnmatchedQuantizedTensorsAreNamed) {
   TempDir dir;
-  const std::string out = dir / "q";
-  ASSERT_EQ(run_cli("-q quantize --model-path " + kModel + " --output-path " + out + " --quant-format gptq").status, 0);
-  const std::string m = copy_model(dir, "model");
-  SafetensorsFile qf(out + "/model_quantized_gptq.safetensors");
-  std::vector<std::pair<std::string, Tensor>> ts;
-  for (const auto& [name, info] : qf.tensors()) {
+  const std::string m = quantized_copy_edited(dir, [](const std::string& name, const SafetensorsFile& qf) {
     std::string n = name;
     // The layer-5 MLP under another model's names (as a checkpoint for a different architecture would have).
     if (n.rfind("model.layers.5.mlp.", 0) == 0) n = "model.layers.5.feed_forward." + n.substr(19);
-    ts.push_back({n, qf.get(name)});
-  }
-  write_safetensors(m + "/model_quantized_gptq.safetensors", ts);
+    return std::pair<std::string, Tensor>(n, qf.get(name));
+  });
   test::CmdResult w = run_cli("inspect --model " + m + " --list-layers");
   ASSERT_EQ(w.status, 0) << w.output;
   EXPECT_NE(w.output.find("warning: " + m + "/model_quantized_gptq.safetensors: 12 quantized tensors match no layer"),
@@ -197,14 +207,10 @@ TEST(WorkflowFlags, UnmatchedQuantizedTensorsAreNamed) {
 TEST(WorkflowFlags, EmptyGIdxMeansNone) {
   TempDir dir;
   const std::string out = dir / "q";
-  ASSERT_EQ(run_cli("-q quantize --model-path " + kModel + " --output-path " + out + " --quant-format gptq").status, 0);
-  const std::string m = copy_model(dir, "model");
-  SafetensorsFile qf(out + "/model_quantized_gptq.safetensors");
-  std::vector<std::pair<std::string, Tensor>> ts;
-  for (const auto& [name, info] : qf.tensors())
-    ts.push_back({name, name.size() > 6 && name.substr(name.size() - 6) == ".g_idx" ? Tensor::zeros(DType::I32, {0})
-                                                                                      : qf.get(name)});
-  write_safetensors(m + "/model_quantized_gptq.safetensors", ts);
+  const std::string m = quantized_copy_edited(dir, [](const std::string& name, const SafetensorsFile& qf) {
+    const bool g_idx = name.size() > 6 && name.substr(name.size() - 6) == ".g_idx";
+    return std::pair<std::string, Tensor>(name, g_idx ? Tensor::zeros(DType::I32, {0}) : qf.get(name));
+  });
   EXPECT_LT(test::rel_error(cli_logits(dir, m, "--linear-attn-weight-dtype gptq --strict"), cli_logits(dir, out)), 1e-5);
 }
 
