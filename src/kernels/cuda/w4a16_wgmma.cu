@@ -12,20 +12,33 @@
 // weight in memory (the backend picks per shape and M bucket, cuda_backend.cc).
 //
 // Activations: x tile [NT tokens][64 k] bf16 per k step, 128 bytes a row, 16-byte chunks swizzled as wgmma's
-// 128-byte swizzle wants (chunk c of row r at c ^ (r % 8); the tile starts 1024-byte aligned). The B descriptor is
-// K-major with 128-byte swizzle, stride 1024 bytes between 8-row groups; the k16 slice j starts 32 j bytes in.
+// 128-byte swizzle wants (chunk c of row r at c ^ (r % 8); the tile starts 1024-byte aligned), which is what the
+// bulk tensor copy engine writes with CU_TENSOR_MAP_SWIZZLE_128B. The B descriptor is K-major with 128-byte swizzle,
+// stride 1024 bytes between 8-row groups; the k16 slice j starts 32 j bytes in.
 //
-// Block: WGS warpgroups (128 threads each), each computing MB m64 blocks x NT tokens, so a block covers
-// 64 * MB * WGS output features and NT tokens. K is walked in steps of 64 through a STAGES-deep cp.async pipeline
-// (every thread copies: activations, weight units, scale words). Per k step a warp loads its weight words
-// (one 16-byte ld.shared per lane and m64 block), dequantizes them in registers (lop3 to the bf16 pair 128 + q,
-// minus the bf16 pair 128 + z, times the bf16 scale: the same arithmetic as w4a16_mma.cu's dequant, so both kernels
-// give the same weights), and issues 4 * MB wgmma, then waits for them (the other warpgroups and blocks of the SM
-// keep the tensor cores busy meanwhile), so the stage is free at the next barrier.
-// Split-K is that of w4a16_mma.cu: fp32 partial sums reduced by launch_w4a16_splitk_reduce. Without a split the
-// epilogue adds the bias, rounds to bf16 and, when N % 8 == 0, stages the tile in shared memory for 16-byte stores
-// along y's rows (a thread's accumulators hold features 8 apart, so direct stores would be 2-byte scatters).
+// Block: one producer warpgroup and WGS consumer warpgroups (128 threads each); consumer warpgroup c computes MB
+// m64 blocks x NT tokens, so a block covers 64 * MB * WGS output features and NT tokens. K is walked in steps of 64
+// through a STAGES-deep shared-memory ring guarded by mbarriers (full: the stage's bytes landed; empty: every
+// consumer warp is done with it):
+// - the producer (one thread) waits for a stage to be empty, then has the copy engine fill it: the x tile by a
+//   tensor copy (rows past M and columns past K arrive as zeros), the block's weight units of the k step (one
+//   contiguous run) and its scale-word rows by bulk copies, all completing on the stage's full barrier;
+// - a consumer warp dequantizes step t + 1's weight words from shared memory into registers (lop3 to the bf16 pair
+//   128 + q, minus the bf16 pair 128 + z, times the bf16 scale: the arithmetic of w4a16_mma.cu's dequant, so both
+//   kernels give the same weights) while the tensor cores run step t's 4 * MB wgmma (two register sets, ping-pong),
+//   and frees step t - 1's stage once wgmma.wait_group 1 says that step is done.
+// No block-wide barrier is in the main loop: the copy engine, the dequantization and the MMA of different steps
+// overlap. Register budgets move from the producer to the consumers with setmaxnreg where one block fills the SM.
+// Split-K (narrow shapes with few tiles): each split writes fp32 partial sums, and the last split of a tile to finish
+// (a per-tile counter, reset by that split for the next launch) adds them in split order, adds the bias and writes
+// y: one launch, deterministic. Without a split the epilogue adds the bias, rounds to bf16 and, when N % 8 == 0,
+// stages the tile in shared memory for 16-byte stores along y's rows (a thread's accumulators hold features 8
+// apart, so direct stores would be 2-byte scatters).
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
+#include <mutex>
 
 #include "core/error.h"
 #include "kernels/cuda/common.cuh"
@@ -42,13 +55,17 @@ namespace dlx::cuda {
 namespace {
 
 constexpr int kBK = 64, kMaxGroups = 4;
+// Per-tile arrival counters of the in-kernel split-K reduction (zero between launches); a plan with more tiles
+// than this does not split.
+constexpr int kSplitCounters = 8192;
 
 constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP>
 struct WCfg {
-  static constexpr int THREADS = 128 * WGS;
-  static constexpr int BN = 64 * MB * WGS;  // output features a block
+  static constexpr int CONSUMERS = 128 * WGS;
+  static constexpr int THREADS = CONSUMERS + 128;  // + the producer warpgroup
+  static constexpr int BN = 64 * MB * WGS;         // output features a block
   static constexpr int UNITS = BN / 16;
   static constexpr int GROUPS = ONE_GROUP ? 1 : kMaxGroups;
   static constexpr int X_BYTES = NT * 128;  // a multiple of 1024 (NT % 8 == 0)
@@ -56,10 +73,6 @@ struct WCfg {
   static constexpr int SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = round_up(X_BYTES + W_BYTES + SZ_BYTES, 1024);
   static constexpr int SMEM = STAGES * STAGE + 1024;  // + slack to align the first stage to 1024 bytes
-  static constexpr int X_CHUNKS = NT * 8, W_CHUNKS = UNITS * 32, SZ_CHUNKS = GROUPS * BN / 4;
-  static constexpr int X_ITERS = (X_CHUNKS + THREADS - 1) / THREADS;
-  static constexpr int W_ITERS = (W_CHUNKS + THREADS - 1) / THREADS;
-  static constexpr int Z_ITERS = (SZ_CHUNKS + THREADS - 1) / THREADS;
   static_assert(NT % 8 == 0 && NT <= 256, "wgmma N is a multiple of 8 up to 256");
 };
 
@@ -77,25 +90,80 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr) {
   return uint64_t((saddr & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-__device__ __forceinline__ void fence_view_async_shared() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 template <int R>
 __device__ __forceinline__ void fence_regs(float (&d)[R]) {
 #pragma unroll
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB>
-__global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16KernelArgs a) {
+// --- mbarriers and the copy engine -----------------------------------------------------------------------------
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// Arrives and adds `bytes` to the transaction count the phase waits for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+}
+// Waits until the phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  const uint32_t addr = smem_addr(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// bytes (a multiple of 16) from global src to shared dst, completing on bar.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_addr(dst)),
+               "l"(src), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+}
+// The box of a 2-D tensor map at element coordinates (c0 innermost, c1), completing on bar.
+__device__ __forceinline__ void tensor_copy_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(REGS));
+}
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(REGS));
+}
+// Barrier among the consumer warpgroups only (the producer warpgroup has left by then).
+__device__ __forceinline__ void consumer_sync(int threads) {
+  asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory");
+}
+
+// REGS > 0: the register budget of a consumer thread after setmaxnreg (the producer warpgroup drops to 40).
+template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS>
+__global__ void __launch_bounds__(128 * WGS + 128, MINB)
+    w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  __shared__ int last_split;
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
-  const int wg = warp / 4, wi = warp % 4;
   const int64_t m0 = int64_t(blockIdx.x) * NT, n0 = int64_t(blockIdx.y) * C::BN;
   const int split = blockIdx.z;
   const int kt_begin = split * a.kt_per_split;
@@ -103,101 +171,61 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16Kerne
   const int nsteps = kt_end > kt_begin ? kt_end - kt_begin : 0;
   const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
 
-  // Copy state; every source pointer advances by one k step per load.
-  // X: chunk c = tid + i * THREADS is row c / 8, 16-byte column chunk c % 8 (c % 8 == tid % 8 when THREADS % 8 == 0).
-  const int x_ch = tid % 8;
-  int x_col = kt_begin * kBK + x_ch * 8;
-  const bf16_t* x_ptr[C::X_ITERS];
-  int x_dst[C::X_ITERS];
-  uint32_t x_ok = 0;
-#pragma unroll
-  for (int i = 0; i < C::X_ITERS; ++i) {
-    const int c = tid + i * C::THREADS, r = c / 8;
-    const bool ok = c < C::X_CHUNKS && m0 + r < a.M;
-    x_ok |= uint32_t(ok) << i;
-    x_ptr[i] = ok ? a.x + (m0 + r) * a.K + x_col : a.x;
-    x_dst[i] = (r * 8 + (x_ch ^ (r & 7))) * 16;
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 4 * WGS);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  // W: the block's units of one k step are contiguous (UNITS * 32 chunks); the next k step is np / 16 units on.
-  const int64_t w_step = a.np / 16 * 32;
-  const int64_t nt_first = n0 / 16;
-  const uint4* w_ptr = a.tiles + int64_t(kt_begin) * w_step + nt_first * 32;
-  uint32_t w_ok = 0;
-#pragma unroll
-  for (int i = 0; i < C::W_ITERS; ++i) {
-    const int c = tid + i * C::THREADS;
-    w_ok |= uint32_t(c < C::W_CHUNKS && nt_first + c / 32 < a.np / 16) << i;
+  __syncthreads();
+
+  if (warp < 4) {
+    // Producer warpgroup: one thread drives the copy engine; the rest leave.
+    if (REGS > 0) setmaxnreg_dec<40>();
+    if (tid != 0) return;
+    const int spg = ONE_GROUP ? gs / kBK : 1;
+    int z_group = ONE_GROUP ? kt_begin / spg : 0, z_left = ONE_GROUP ? spg - kt_begin % spg : 0;
+    const int64_t units_left = a.np / 16 - n0 / 16;
+    const uint32_t w_bytes = uint32_t((units_left < C::UNITS ? units_left : C::UNITS) * 512);
+    const uint32_t z_bytes = uint32_t((a.np - n0 < C::BN ? a.np - n0 : C::BN) * 4);
+    const unsigned char* w_src = reinterpret_cast<const unsigned char*>(a.tiles) +
+                                 (int64_t(kt_begin) * (a.np / 16) + n0 / 16) * 512;
+    const int64_t w_step = a.np / 16 * 512;
+    for (int t = 0; t < nsteps; ++t) {
+      const int s = t % STAGES;
+      if (t >= STAGES) mbar_wait(&empty[s], uint32_t((t / STAGES - 1) & 1));
+      int ga, ng;
+      step_groups<ONE_GROUP>(kt_begin + t, K, gs, spg, z_group, z_left, ga, ng);
+      unsigned char* st = smem + s * C::STAGE;
+      mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + w_bytes + uint32_t(ng) * z_bytes);
+      tensor_copy_2d(st, &x_map, (kt_begin + t) * kBK, int(m0), &full[s]);
+      bulk_copy(st + C::X_BYTES, w_src + int64_t(t) * w_step, w_bytes, &full[s]);
+      for (int gi = 0; gi < ng; ++gi)
+        bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, a.sz + int64_t(ga + gi) * np + n0, z_bytes,
+                  &full[s]);
+    }
+    return;
   }
-  // Scale words: chunk c is 4 columns of group row c / (BN / 4).
-  const int spg = ONE_GROUP ? gs / kBK : 1;
-  int z_group = ONE_GROUP ? kt_begin / spg : 0, z_left = ONE_GROUP ? spg - kt_begin % spg : 0;
-  int load_kt = kt_begin;
 
-  auto load = [&](int s) {
-    unsigned char* st = smem + s * C::STAGE;
-#pragma unroll
-    for (int i = 0; i < C::X_ITERS; ++i) {
-      if (tid + i * C::THREADS >= C::X_CHUNKS) break;
-      const bool ok = ((x_ok >> i) & 1u) && x_col < K;
-      cp_async16(st + x_dst[i], ok ? x_ptr[i] : a.x, ok ? 16 : 0);
-      x_ptr[i] += kBK;
-    }
-    x_col += kBK;
-#pragma unroll
-    for (int i = 0; i < C::W_ITERS; ++i) {
-      const int c = tid + i * C::THREADS;
-      if (c >= C::W_CHUNKS) break;
-      const bool ok = (w_ok >> i) & 1u;
-      cp_async16(st + C::X_BYTES + c * 16, ok ? w_ptr + c : a.tiles, ok ? 16 : 0);
-    }
-    w_ptr += w_step;
-    int ga, ng;
-    step_groups<ONE_GROUP>(load_kt, K, gs, spg, z_group, z_left, ga, ng);
-#pragma unroll
-    for (int i = 0; i < C::Z_ITERS; ++i) {
-      const int c = tid + i * C::THREADS;
-      if (c >= C::SZ_CHUNKS) break;
-      const int gi = c / (C::BN / 4), col = (c % (C::BN / 4)) * 4;
-      if (gi < ng) {
-        const bool ok = n0 + col < np;
-        cp_async16(st + C::X_BYTES + C::W_BYTES + c * 16, ok ? a.sz + int64_t(ga + gi) * np + n0 + col : a.sz,
-                   ok ? 16 : 0);
-      }
-    }
-    ++load_kt;
-  };
-
+  // Consumer warpgroups.
+  if (REGS > 0) setmaxnreg_inc<REGS>();
+  const int ctid = tid - 128, cw = warp / 4 - 1, wi = warp % 4;
   float acc[MB][NT / 2];
 #pragma unroll
   for (int b = 0; b < MB; ++b)
 #pragma unroll
     for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
 
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < nsteps) load(s);
-    cp_async_commit();
-  }
-  int read_stage = 0, write_stage = STAGES - 1;
-
-  for (int step = 0; step < nsteps; ++step) {
-    cp_async_wait<STAGES - 2>();
-    fence_view_async_shared();  // the copies above are read by wgmma (the async proxy)
-    __syncthreads();            // every thread's copies landed; every warpgroup finished the previous step's wgmma
-    if (step + STAGES - 1 < nsteps) load(write_stage);
-    cp_async_commit();
-    write_stage = write_stage == STAGES - 1 ? 0 : write_stage + 1;
-    const unsigned char* st = smem + read_stage * C::STAGE;
-    read_stage = read_stage == STAGES - 1 ? 0 : read_stage + 1;
+  // Step t's A fragments (weight words of stage t % STAGES, dequantized), after waiting for the stage to land.
+  auto dequant_step = [&](int t, uint32_t(&af)[MB][4][4]) {
+    const int s = t % STAGES;
+    mbar_wait(&full[s], uint32_t((t / STAGES) & 1));
+    const unsigned char* st = smem + s * C::STAGE;
     const uint4* ws = reinterpret_cast<const uint4*>(st + C::X_BYTES);
     const uint32_t* zs = reinterpret_cast<const uint32_t*>(st + C::X_BYTES + C::W_BYTES);
-    const int k0 = (kt_begin + step) * kBK;
+    const int k0 = (kt_begin + t) * kBK;
     const int ga = ONE_GROUP ? 0 : k0 / gs;
-
-    uint32_t af[MB][4][4];
 #pragma unroll
     for (int b = 0; b < MB; ++b) {
-      const int unit = (wg * MB + b) * 4 + wi;
+      const int unit = (cw * MB + b) * 4 + wi;
       const uint4 q = ws[unit * 32 + lane];
       const int r0 = unit * 16 + gid;
 #pragma unroll
@@ -207,7 +235,9 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16Kerne
         dequant_a(word, zs[gi * C::BN + r0], zs[gi * C::BN + r0 + 8], af[b][kk]);
       }
     }
-    const uint32_t xs = smem_addr(st);
+  };
+  auto mma_step = [&](int t, const uint32_t(&af)[MB][4][4]) {
+    const uint32_t xs = smem_addr(smem + (t % STAGES) * C::STAGE);
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
     wgmma_fence();
@@ -216,36 +246,58 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16Kerne
 #pragma unroll
       for (int b = 0; b < MB; ++b) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc(xs + 32 * kk));
     wgmma_commit();
-    wgmma_wait_all();
+  };
+  // After wgmma.wait_group 1 following step t + 1's issue: step t is done with its stage.
+  auto release = [&](int t) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[t % STAGES]);
+  };
+  auto settle = [&] {
+    wgmma_wait<1>();
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
-  }
-  cp_async_wait<0>();
+  };
 
-  // Epilogue. acc[b][4j + e]: feature row (wg*MB + b)*64 + 16 wi + gid (+8 for e >= 2), token 8j + 2tig + (e & 1).
-  const bool has_bias = a.bias && a.splits == 1;
+  uint32_t a0[MB][4][4], a1[MB][4][4];
+  if (nsteps > 0) dequant_step(0, a0);
+  for (int t = 0; t < nsteps; t += 2) {
+    mma_step(t, a0);
+    settle();
+    if (t > 0) release(t - 1);
+    if (t + 1 >= nsteps) break;
+    dequant_step(t + 1, a1);
+    mma_step(t + 1, a1);
+    settle();
+    release(t);
+    if (t + 2 < nsteps) dequant_step(t + 2, a0);
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+
+  // Epilogue. acc[b][4j + e]: feature row (cw*MB + b)*64 + 16 wi + gid (+8 for e >= 2), token 8j + 2tig + (e & 1).
   if (a.splits == 1 && a.y_vec) {
-    // Through shared memory (the stages are free now): the block's y tile [NT tokens][BN features] in bf16, bias
-    // added, then 16-byte stores along each token's row (a thread's own values are 8 rows apart in y).
+    // Through shared memory (the stages are free once every consumer is past its last wgmma): the block's y tile
+    // [NT tokens][BN features] in bf16, bias added, then 16-byte stores along each token's row.
     constexpr int LD = C::BN + 8;  // bf16 row stride, padded against bank conflicts
     static_assert(NT * LD * 2 <= STAGES * C::STAGE, "the y tile fits in the pipeline's shared memory");
     bf16_t* ys = reinterpret_cast<bf16_t*>(smem);
-    __syncthreads();  // every warpgroup is past its last read of the stages
+    consumer_sync(C::CONSUMERS);
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int nl = (wg * MB + b) * 64 + 16 * wi + gid + 8 * h;
-        const float bias = has_bias && n0 + nl < a.N ? load_elt(a.bias, a.bias_type, n0 + nl) : 0.0f;
+        const int nl = (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
+        const float bias = a.bias && n0 + nl < a.N ? load_elt(a.bias, a.bias_type, n0 + nl) : 0.0f;
 #pragma unroll
         for (int j = 0; j < NT / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) ys[(8 * j + 2 * tig + e) * LD + nl] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
       }
-    __syncthreads();
+    consumer_sync(C::CONSUMERS);
     constexpr int CHUNKS = NT * (C::BN / 8);
 #pragma unroll 4
-    for (int c = tid; c < CHUNKS; c += C::THREADS) {
+    for (int c = ctid; c < CHUNKS; c += C::CONSUMERS) {
       const int r = c / (C::BN / 8), cc = c % (C::BN / 8);
       const int64_t m = m0 + r, n = n0 + cc * 8;
       if (m < a.M && n < a.N)  // N % 8 == 0 (y_vec): a chunk is wholly inside or outside
@@ -257,9 +309,9 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16Kerne
   for (int b = 0; b < MB; ++b)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t n = n0 + (wg * MB + b) * 64 + 16 * wi + gid + 8 * h;
+      const int64_t n = n0 + (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
       if (n >= a.N) continue;
-      const float bias = has_bias ? load_elt(a.bias, a.bias_type, n) : 0.0f;
+      const float bias = a.bias && a.splits == 1 ? load_elt(a.bias, a.bias_type, n) : 0.0f;
 #pragma unroll
       for (int j = 0; j < NT / 8; ++j)
 #pragma unroll
@@ -271,47 +323,126 @@ __global__ void __launch_bounds__(128 * WGS, MINB) w4a16_wgmma_kernel(W4A16Kerne
           else a.y[m * a.N + n] = f2bf(v + bias);
         }
     }
-}
+  if (a.splits == 1) return;
 
-template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB>
-void launch_one(const W4A16KernelArgs& a, cudaStream_t stream) {
-  using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
-  auto* kernel = w4a16_wgmma_kernel<NT, MB, WGS, STAGES, ONE_GROUP, MINB>;
-  static bool configured = false;
-  if (!configured) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
-               "matmul_packed (w4a16 wgmma shared memory)");
-    configured = true;
+  // Split-K: the last split of this tile to arrive sums every split's partials (in split order) into y.
+  __threadfence();
+  consumer_sync(C::CONSUMERS);
+  if (ctid == 0) {
+    int* counter = counters + blockIdx.y * gridDim.x + blockIdx.x;
+    const int arrived = atomicAdd(counter, 1);
+    last_split = arrived == a.splits - 1;
+    if (last_split) *counter = 0;  // every split has arrived: ready for the next launch
   }
-  dim3 grid(unsigned((a.M + NT - 1) / NT), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
-  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(a);
-  check_launch("matmul_packed (w4a16 wgmma)");
+  consumer_sync(C::CONSUMERS);
+  if (!last_split) return;
+  __threadfence();
+  for (int c = ctid; c < NT * C::BN; c += C::CONSUMERS) {
+    const int64_t m = m0 + c / C::BN, n = n0 + c % C::BN;
+    if (m >= a.M || n >= a.N) continue;
+    float v = a.bias ? load_elt(a.bias, a.bias_type, n) : 0.0f;
+    for (int s = 0; s < a.splits; ++s) v += __ldcg(a.partial + (int64_t(s) * a.M + m) * a.N + n);
+    a.y[m * a.N + n] = f2bf(v);
+  }
 }
 
-// Tile configurations by token tile: (MB, WGS, STAGES, resident blocks).
+// Tile configurations by token tile: (MB, WGS, STAGES, resident blocks, consumer registers after setmaxnreg).
 template <int NT>
 struct Tile;
-template <> struct Tile<8> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 2; };
-template <> struct Tile<16> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 2; };
-template <> struct Tile<32> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 2; };
-template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 4, MINB = 1; };
-template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 4, MINB = 1; };
+template <> struct Tile<8> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 0; };
+template <> struct Tile<16> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 0; };
+template <> struct Tile<32> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 0; };
+template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232; };
+template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232; };
 
 template <int NT>
-void launch_nt(const W4A16KernelArgs& a, bool one_group, cudaStream_t stream) {
-  using T = Tile<NT>;
-  if (one_group) launch_one<NT, T::MB, T::WGS, T::STAGES, true, T::MINB>(a, stream);
-  else launch_one<NT, T::MB, T::WGS, T::STAGES, false, T::MINB>(a, stream);
+constexpr int tile_features() {
+  return 64 * Tile<NT>::MB * Tile<NT>::WGS;
 }
 
 int block_features(int nt) {
   switch (nt) {
-    case 8: return 64 * Tile<8>::MB * Tile<8>::WGS;
-    case 16: return 64 * Tile<16>::MB * Tile<16>::WGS;
-    case 32: return 64 * Tile<32>::MB * Tile<32>::WGS;
-    case 64: return 64 * Tile<64>::MB * Tile<64>::WGS;
-    default: return 64 * Tile<128>::MB * Tile<128>::WGS;
+    case 8: return tile_features<8>();
+    case 16: return tile_features<16>();
+    case 32: return tile_features<32>();
+    case 64: return tile_features<64>();
+    default: return tile_features<128>();
   }
+}
+
+// cuTensorMapEncodeTiled from the driver (through the runtime: no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// x [M, K] bf16 as 64 x NT boxes, 128-byte swizzle, zeros outside.
+CUtensorMap x_tensor_map(const bf16_t* x, int64_t M, int64_t K, int nt) {
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(K), cuuint64_t(M)};
+  const cuuint64_t strides[1] = {cuuint64_t(K) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(kBK), cuuint32_t(nt)};
+  const cuuint32_t elem[2] = {1, 1};
+  auto encode = tensor_map_encoder();
+  check(encode != nullptr, "matmul_packed (w4a16 wgmma): the driver has no cuTensorMapEncodeTiled");
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16_t*>(x), dims, strides, box,
+                            elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check(r == CUDA_SUCCESS, "matmul_packed (w4a16 wgmma): cuTensorMapEncodeTiled failed ({}) for x [{}, {}]", int(r), M,
+        K);
+  return map;
+}
+
+// The split-K arrival counters (zeroed once; each launch leaves them zero). Made by w4a16_wgmma_available, before
+// any stream capture.
+int* split_counters() {
+  static int* counters = [] {
+    int* p = nullptr;
+    if (cudaMalloc(&p, kSplitCounters * sizeof(int)) != cudaSuccess || cudaMemset(p, 0, kSplitCounters * sizeof(int)) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+      (void)cudaGetLastError();
+      if (p) (void)cudaFree(p);
+      p = nullptr;
+    }
+    return p;
+  }();
+  return counters;
+}
+
+template <int NT, bool ONE_GROUP>
+auto kernel_of() {
+  using T = Tile<NT>;
+  return w4a16_wgmma_kernel<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP, T::MINB, T::REGS>;
+}
+
+template <int NT, bool ONE_GROUP>
+void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters, cudaStream_t stream) {
+  using T = Tile<NT>;
+  using C = WCfg<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP>;
+  auto* kernel = kernel_of<NT, ONE_GROUP>();
+  static std::once_flag configured;
+  std::call_once(configured, [&] {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
+               "matmul_packed (w4a16 wgmma shared memory)");
+  });
+  dim3 grid(unsigned((a.M + NT - 1) / NT), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
+  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, a, counters);
+  check_launch("matmul_packed (w4a16 wgmma)");
+}
+
+template <int NT>
+void launch_nt(const W4A16KernelArgs& a, bool one_group, const bf16_t* x, cudaStream_t stream) {
+  const CUtensorMap map = x_tensor_map(x, a.M, a.K, NT);
+  if (one_group) launch_one<NT, true>(a, map, split_counters(), stream);
+  else launch_one<NT, false>(a, map, split_counters(), stream);
 }
 
 }  // namespace
@@ -324,9 +455,9 @@ bool w4a16_wgmma_available() {
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
       return false;
     if (major != 9 || minor != 0) return false;  // sm_90a machine code runs on compute capability 9.0 only
+    if (tensor_map_encoder() == nullptr || split_counters() == nullptr) return false;
     cudaFuncAttributes attr{};
-    const bool loaded =
-        cudaFuncGetAttributes(&attr, w4a16_wgmma_kernel<8, 2, 2, 6, true, 2>) == cudaSuccess && attr.maxThreadsPerBlock > 0;
+    const bool loaded = cudaFuncGetAttributes(&attr, kernel_of<8, true>()) == cudaSuccess && attr.maxThreadsPerBlock > 0;
     (void)cudaGetLastError();
     return loaded;
   }();
@@ -342,10 +473,12 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   const int bn = block_features(p.wg_nt);
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
   const int64_t blocks = mblocks * ((d.np + bn - 1) / bn);
-  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model), at least 3 k steps a split.
+  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model; the reduction is in the kernel, so
+  // it costs only the partial sums' bytes), at least 3 k steps a split, and only while the tiles have counters.
   const int64_t slots = int64_t(cuda_sm_count()) * p.minb;
-  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2,
-                    std::max<int64_t>(1, d.kt / 3), force_splits);
+  const int64_t max_splits = blocks <= kSplitCounters ? std::max<int64_t>(1, d.kt / 3) : 1;
+  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2, max_splits,
+                    blocks <= kSplitCounters ? force_splits : 1, 0.0);
   return p;
 }
 
@@ -355,16 +488,19 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   if (p.M == 0 || p.N == 0) return;
   const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
+  check(w4a16_wgmma_available(), "matmul_packed (w4a16 wgmma): not available on this GPU");
+  const int bn = block_features(p.wg_nt);
+  check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) <= kSplitCounters,
+        "matmul_packed (w4a16 wgmma): {} x {} tiles are too many to split", p.M, p.N);
   const bool one_group = a.tile_in_one_group;
   switch (p.wg_nt) {
-    case 8: launch_nt<8>(a, one_group, stream); break;
-    case 16: launch_nt<16>(a, one_group, stream); break;
-    case 32: launch_nt<32>(a, one_group, stream); break;
-    case 64: launch_nt<64>(a, one_group, stream); break;
-    case 128: launch_nt<128>(a, one_group, stream); break;
+    case 8: launch_nt<8>(a, one_group, x, stream); break;
+    case 16: launch_nt<16>(a, one_group, x, stream); break;
+    case 32: launch_nt<32>(a, one_group, x, stream); break;
+    case 64: launch_nt<64>(a, one_group, x, stream); break;
+    case 128: launch_nt<128>(a, one_group, x, stream); break;
     default: fail("matmul_packed (w4a16 wgmma): no token tile {}", p.wg_nt);
   }
-  if (p.splits > 1) launch_w4a16_splitk_reduce(partial, p.splits, p.M, p.N, bias, bias_type, y, stream);
 }
 
 }  // namespace dlx::cuda
