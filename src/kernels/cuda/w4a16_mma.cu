@@ -491,9 +491,7 @@ void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64
   check_launch("matmul_packed (act-order permute)");
 }
 
-size_t w4a16_partial_floats(const W4A16Args& p) {
-  return p.splits > 1 ? size_t(p.splits) * size_t(p.M) * size_t(p.N) : 0;
-}
+size_t w4a16_partial_floats(const W4A16Args& p) { return p.splits > 1 ? size_t(p.partial_floats) : 0; }
 
 W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
@@ -527,6 +525,7 @@ W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int fo
     const int64_t fill = blocks < slots ? std::min<int64_t>(slots / blocks, std::max<int64_t>(1, d.kt / 3)) : 1;
     w4a16_pick_splits(p, d.kt, blocks, slots, step_bytes, 0, int(std::max<int64_t>(1, fill)));
   }
+  p.partial_floats = p.splits > 1 ? int64_t(p.splits) * M * N : 0;
   return p;
 }
 

@@ -43,15 +43,16 @@ inline W4A16KernelArgs w4a16_kernel_args(const W4A16Args& p, const bf16_t* x, co
 
 // Split-K: the split count (at most max_splits, at least 1) that minimizes a time model in bytes moved: the weight
 // streams in waves of `slots` resident blocks (a partly filled last wave costs a full one), each block moving
-// step_bytes a k step, plus the fp32 partial sums written and read back and, where the reduction is a launch of
-// its own, that launch (~2 us, ~6 MB at 3 TB/s: reduce_launch_bytes). Writes the k steps a split and the resulting
-// split count into p.
+// step_bytes a k step, plus the fp32 partial sums written and read back, plus what the reduction itself costs:
+// reduce_fixed_bytes where it is a launch of its own (~2 us, ~6 MB at 3 TB/s), reduce_split_bytes a split where
+// one block of each tile reads every split's partials. Writes the k steps a split and the split count into p.
 inline void w4a16_pick_splits(W4A16Args& p, int64_t kt, int64_t blocks, int64_t slots, double step_bytes,
-                              int64_t max_splits, int force_splits, double reduce_launch_bytes = 6e6) {
+                              int64_t max_splits, int force_splits, double reduce_fixed_bytes = 6e6,
+                              double reduce_split_bytes = 0) {
   auto model = [&](int64_t s) {
     const int64_t per = (kt + s - 1) / s, waves = (blocks * s + slots - 1) / slots;
     return double(waves * per) * double(slots) * step_bytes +
-           (s > 1 ? double(s) * p.M * p.N * 8 + reduce_launch_bytes : 0.0);
+           (s > 1 ? double(s) * (double(p.M) * p.N * 8 + reduce_split_bytes) + reduce_fixed_bytes : 0.0);
   };
   int64_t splits = 1;
   if (force_splits > 0) {

@@ -29,9 +29,9 @@
 //   and frees step t - 1's stage once wgmma.wait_group 1 says that step is done.
 // No block-wide barrier is in the main loop: the copy engine, the dequantization and the MMA of different steps
 // overlap. Register budgets move from the producer to the consumers with setmaxnreg where one block fills the SM.
-// Split-K (narrow shapes with few tiles): each split writes fp32 partial sums, and the last split of a tile to finish
-// (a per-tile counter, reset by that split for the next launch) adds them in split order, adds the bias and writes
-// y: one launch, deterministic. Without a split the epilogue adds the bias, rounds to bf16 and, when N % 8 == 0,
+// Split-K (narrow shapes with few tiles): each split writes its fp32 accumulators, and the last split of a tile to
+// finish (a per-tile counter, reset by that split for the next launch) sums them in split order into its registers
+// and writes y as an unsplit block does: one launch, deterministic. Without a split the epilogue adds the bias, rounds to bf16 and, when N % 8 == 0,
 // stages the tile in shared memory for 16-byte stores along y's rows (a thread's accumulators hold features 8
 // apart, so direct stores would be 2-byte scatters).
 #include <cuda.h>
@@ -72,7 +72,9 @@ struct WCfg {
   static constexpr int W_BYTES = UNITS * 512;
   static constexpr int SZ_BYTES = GROUPS * BN * 4;
   static constexpr int STAGE = round_up(X_BYTES + W_BYTES + SZ_BYTES, 1024);
-  static constexpr int SMEM = STAGES * STAGE + 1024;  // + slack to align the first stage to 1024 bytes
+  static constexpr int LD = BN + 8;  // the epilogue's y tile: bf16 row stride, padded against bank conflicts
+  // The ring, the epilogue's y tile [NT][LD] bf16, and slack to align the first stage to 1024 bytes.
+  static constexpr int SMEM = STAGES * STAGE + NT * LD * 2 + 1024;
   static_assert(NT % 8 == 0 && NT <= 256, "wgmma N is a multiple of 8 up to 256");
 };
 
@@ -154,21 +156,37 @@ __device__ __forceinline__ void consumer_sync(int threads) {
   asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory");
 }
 
+// The work of one block: units u = blockIdx.x, + gridDim.x, ... of tiles x splits (unit u is split u % splits of
+// tile u / splits; tile t is token block t % mblocks of feature block t / mblocks, so the blocks that run at the
+// same time share weight columns in L2). Its k steps: [kt_begin, kt_end).
+struct Unit {
+  int64_t m0, n0, tile;
+  int split, kt_begin, nsteps;
+};
+template <int NT, int BN>
+__device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
+  const int mblocks = int((a.M + NT - 1) / NT);
+  Unit w;
+  w.tile = u / a.splits;
+  w.split = u % a.splits;
+  w.m0 = (w.tile % mblocks) * int64_t(NT);
+  w.n0 = (w.tile / mblocks) * int64_t(BN);
+  w.kt_begin = w.split * a.kt_per_split;
+  const int64_t end = min(a.kt, int64_t(w.kt_begin) + a.kt_per_split);
+  w.nsteps = end > w.kt_begin ? int(end - w.kt_begin) : 0;
+  return w;
+}
+
 // REGS > 0: the register budget of a consumer thread after setmaxnreg (the producer warpgroup drops to 40).
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS>
 __global__ void __launch_bounds__(128 * WGS + 128, MINB)
-    w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters) {
+    w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters, int units) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
   __shared__ int last_split;
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
-  const int64_t m0 = int64_t(blockIdx.x) * NT, n0 = int64_t(blockIdx.y) * C::BN;
-  const int split = blockIdx.z;
-  const int kt_begin = split * a.kt_per_split;
-  const int kt_end = int(min(a.kt, int64_t(kt_begin) + a.kt_per_split));
-  const int nsteps = kt_end > kt_begin ? kt_end - kt_begin : 0;
   const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
 
   if (tid == 0) {
@@ -178,29 +196,34 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   __syncthreads();
 
   if (warp < 4) {
-    // Producer warpgroup: one thread drives the copy engine; the rest leave.
+    // Producer warpgroup: one thread drives the copy engine through every unit's k steps (g counts the block's
+    // steps: stage g % STAGES, phase g / STAGES); the rest leave.
     if (REGS > 0) setmaxnreg_dec<40>();
     if (tid != 0) return;
     const int spg = ONE_GROUP ? gs / kBK : 1;
-    int z_group = ONE_GROUP ? kt_begin / spg : 0, z_left = ONE_GROUP ? spg - kt_begin % spg : 0;
-    const int64_t units_left = a.np / 16 - n0 / 16;
-    const uint32_t w_bytes = uint32_t((units_left < C::UNITS ? units_left : C::UNITS) * 512);
-    const uint32_t z_bytes = uint32_t((a.np - n0 < C::BN ? a.np - n0 : C::BN) * 4);
-    const unsigned char* w_src = reinterpret_cast<const unsigned char*>(a.tiles) +
-                                 (int64_t(kt_begin) * (a.np / 16) + n0 / 16) * 512;
     const int64_t w_step = a.np / 16 * 512;
-    for (int t = 0; t < nsteps; ++t) {
-      const int s = t % STAGES;
-      if (t >= STAGES) mbar_wait(&empty[s], uint32_t((t / STAGES - 1) & 1));
-      int ga, ng;
-      step_groups<ONE_GROUP>(kt_begin + t, K, gs, spg, z_group, z_left, ga, ng);
-      unsigned char* st = smem + s * C::STAGE;
-      mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + w_bytes + uint32_t(ng) * z_bytes);
-      tensor_copy_2d(st, &x_map, (kt_begin + t) * kBK, int(m0), &full[s]);
-      bulk_copy(st + C::X_BYTES, w_src + int64_t(t) * w_step, w_bytes, &full[s]);
-      for (int gi = 0; gi < ng; ++gi)
-        bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, a.sz + int64_t(ga + gi) * np + n0, z_bytes,
-                  &full[s]);
+    int g = 0;
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+      const Unit w = unit_of<NT, C::BN>(a, u);
+      int z_group = ONE_GROUP ? w.kt_begin / spg : 0, z_left = ONE_GROUP ? spg - w.kt_begin % spg : 0;
+      const int64_t units_left = a.np / 16 - w.n0 / 16;
+      const uint32_t w_bytes = uint32_t((units_left < C::UNITS ? units_left : C::UNITS) * 512);
+      const uint32_t z_bytes = uint32_t((a.np - w.n0 < C::BN ? a.np - w.n0 : C::BN) * 4);
+      const unsigned char* w_src = reinterpret_cast<const unsigned char*>(a.tiles) +
+                                   (int64_t(w.kt_begin) * (a.np / 16) + w.n0 / 16) * 512;
+      for (int t = 0; t < w.nsteps; ++t, ++g) {
+        const int s = g % STAGES;
+        if (g >= STAGES) mbar_wait(&empty[s], uint32_t((g / STAGES - 1) & 1));
+        int ga, ng;
+        step_groups<ONE_GROUP>(w.kt_begin + t, K, gs, spg, z_group, z_left, ga, ng);
+        unsigned char* st = smem + s * C::STAGE;
+        mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + w_bytes + uint32_t(ng) * z_bytes);
+        tensor_copy_2d(st, &x_map, (w.kt_begin + t) * kBK, int(w.m0), &full[s]);
+        bulk_copy(st + C::X_BYTES, w_src + int64_t(t) * w_step, w_bytes, &full[s]);
+        for (int gi = 0; gi < ng; ++gi)
+          bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, a.sz + int64_t(ga + gi) * np + w.n0, z_bytes,
+                    &full[s]);
+      }
     }
     return;
   }
@@ -209,19 +232,17 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   if (REGS > 0) setmaxnreg_inc<REGS>();
   const int ctid = tid - 128, cw = warp / 4 - 1, wi = warp % 4;
   float acc[MB][NT / 2];
-#pragma unroll
-  for (int b = 0; b < MB; ++b)
-#pragma unroll
-    for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
+  uint32_t a0[MB][4][4], a1[MB][4][4];
+  int g0 = 0;  // the block's k steps before this unit's
 
-  // Step t's A fragments (weight words of stage t % STAGES, dequantized), after waiting for the stage to land.
-  auto dequant_step = [&](int t, uint32_t(&af)[MB][4][4]) {
-    const int s = t % STAGES;
-    mbar_wait(&full[s], uint32_t((t / STAGES) & 1));
+  // Step t's A fragments (weight words of its stage, dequantized), after waiting for the stage to land.
+  auto dequant_step = [&](const Unit& w, int t, uint32_t(&af)[MB][4][4]) {
+    const int g = g0 + t, s = g % STAGES;
+    mbar_wait(&full[s], uint32_t((g / STAGES) & 1));
     const unsigned char* st = smem + s * C::STAGE;
     const uint4* ws = reinterpret_cast<const uint4*>(st + C::X_BYTES);
     const uint32_t* zs = reinterpret_cast<const uint32_t*>(st + C::X_BYTES + C::W_BYTES);
-    const int k0 = (kt_begin + t) * kBK;
+    const int k0 = (w.kt_begin + t) * kBK;
     const int ga = ONE_GROUP ? 0 : k0 / gs;
 #pragma unroll
     for (int b = 0; b < MB; ++b) {
@@ -237,7 +258,7 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     }
   };
   auto mma_step = [&](int t, const uint32_t(&af)[MB][4][4]) {
-    const uint32_t xs = smem_addr(smem + (t % STAGES) * C::STAGE);
+    const uint32_t xs = smem_addr(smem + ((g0 + t) % STAGES) * C::STAGE);
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
     wgmma_fence();
@@ -247,10 +268,10 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       for (int b = 0; b < MB; ++b) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc(xs + 32 * kk));
     wgmma_commit();
   };
-  // After wgmma.wait_group 1 following step t + 1's issue: step t is done with its stage.
+  // Step t is done with its stage (its wgmma group has completed): the warp hands the stage back.
   auto release = [&](int t) {
     __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[t % STAGES]);
+    if (lane == 0) mbar_arrive(&empty[(g0 + t) % STAGES]);
   };
   auto settle = [&] {
     wgmma_wait<1>();
@@ -258,100 +279,120 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
   };
 
-  uint32_t a0[MB][4][4], a1[MB][4][4];
-  if (nsteps > 0) dequant_step(0, a0);
-  for (int t = 0; t < nsteps; t += 2) {
-    mma_step(t, a0);
-    settle();
-    if (t > 0) release(t - 1);
-    if (t + 1 >= nsteps) break;
-    dequant_step(t + 1, a1);
-    mma_step(t + 1, a1);
-    settle();
-    release(t);
-    if (t + 2 < nsteps) dequant_step(t + 2, a0);
-  }
-  wgmma_wait<0>();
+  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    const Unit w = unit_of<NT, C::BN>(a, u);
+    const int nsteps = w.nsteps;
 #pragma unroll
-  for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+    for (int b = 0; b < MB; ++b)
+#pragma unroll
+      for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
+    // Ping-pong: step t + 1 is dequantized into the other register set while step t's wgmma group runs;
+    // wgmma.wait_group 1 after issuing a step means the step before it is done (its registers and stage are free).
+    if (nsteps > 0) dequant_step(w, 0, a0);
+    for (int t = 0; t < nsteps; t += 2) {
+      mma_step(t, a0);
+      settle();
+      if (t > 0) release(t - 1);
+      if (t + 1 >= nsteps) break;
+      dequant_step(w, t + 1, a1);
+      mma_step(t + 1, a1);
+      settle();
+      release(t);
+      if (t + 2 < nsteps) dequant_step(w, t + 2, a0);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+    if (nsteps > 0) release(nsteps - 1);
+    g0 += nsteps;
 
-  // Epilogue. acc[b][4j + e]: feature row (cw*MB + b)*64 + 16 wi + gid (+8 for e >= 2), token 8j + 2tig + (e & 1).
-  if (a.splits == 1 && a.y_vec) {
-    // Through shared memory (the stages are free once every consumer is past its last wgmma): the block's y tile
-    // [NT tokens][BN features] in bf16, bias added, then 16-byte stores along each token's row.
-    constexpr int LD = C::BN + 8;  // bf16 row stride, padded against bank conflicts
-    static_assert(NT * LD * 2 <= STAGES * C::STAGE, "the y tile fits in the pipeline's shared memory");
-    bf16_t* ys = reinterpret_cast<bf16_t*>(smem);
-    consumer_sync(C::CONSUMERS);
+    if (a.splits > 1) {
+      // Split-K: each split stores its accumulators for the tile in register order (coalesced: slot r of consumer
+      // thread t at r * CONSUMERS + t), and the last split of the tile to arrive sums all of them, in split order,
+      // back into the same registers; it then writes y like an unsplit tile.
+      constexpr int SLOTS = MB * NT / 2;
+      float* mine = a.partial + (w.tile * a.splits + w.split) * int64_t(SLOTS * C::CONSUMERS) + ctid;
+#pragma unroll
+      for (int b = 0; b < MB; ++b)
+#pragma unroll
+        for (int e = 0; e < NT / 2; ++e) mine[(b * NT / 2 + e) * C::CONSUMERS] = acc[b][e];
+      __threadfence();
+      consumer_sync(C::CONSUMERS);
+      if (ctid == 0) {
+        int* counter = counters + w.tile;
+        const int arrived = atomicAdd(counter, 1);
+        last_split = arrived == a.splits - 1;
+        if (last_split) *counter = 0;  // every split has arrived: ready for the next launch
+      }
+      consumer_sync(C::CONSUMERS);
+      if (!last_split) continue;
+      __threadfence();
+#pragma unroll
+      for (int b = 0; b < MB; ++b)
+#pragma unroll
+        for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
+      for (int sp = 0; sp < a.splits; ++sp) {
+        const float* src = a.partial + (w.tile * a.splits + sp) * int64_t(SLOTS * C::CONSUMERS) + ctid;
+#pragma unroll
+        for (int b = 0; b < MB; ++b)
+#pragma unroll
+          for (int e = 0; e < NT / 2; ++e) acc[b][e] += __ldcg(src + (b * NT / 2 + e) * C::CONSUMERS);
+      }
+    }
+
+    // Epilogue. acc[b][4j + e]: feature row (cw*MB + b)*64 + 16 wi + gid (+8 for e >= 2), token 8j + 2tig + (e&1).
+    if (a.y_vec) {
+      // Through the epilogue's own shared memory (the ring is already being refilled for the next unit): the y tile
+      // [NT tokens][BN features] in bf16, bias added, then 16-byte stores along each token's row.
+      bf16_t* ys = reinterpret_cast<bf16_t*>(smem + STAGES * C::STAGE);
+      consumer_sync(C::CONSUMERS);  // the previous unit's stores have read the tile
+#pragma unroll
+      for (int b = 0; b < MB; ++b)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int nl = (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
+          const float bias = a.bias && w.n0 + nl < a.N ? load_elt(a.bias, a.bias_type, w.n0 + nl) : 0.0f;
+#pragma unroll
+          for (int j = 0; j < NT / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              ys[(8 * j + 2 * tig + e) * C::LD + nl] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
+        }
+      consumer_sync(C::CONSUMERS);
+      constexpr int CHUNKS = NT * (C::BN / 8);
+#pragma unroll 4
+      for (int c = ctid; c < CHUNKS; c += C::CONSUMERS) {
+        const int r = c / (C::BN / 8), cc = c % (C::BN / 8);
+        const int64_t m = w.m0 + r, n = w.n0 + cc * 8;
+        if (m < a.M && n < a.N)  // N % 8 == 0 (y_vec): a chunk is wholly inside or outside
+          *reinterpret_cast<uint4*>(a.y + m * a.N + n) = *reinterpret_cast<const uint4*>(ys + r * C::LD + cc * 8);
+      }
+      continue;
+    }
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int nl = (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
-        const float bias = a.bias && n0 + nl < a.N ? load_elt(a.bias, a.bias_type, n0 + nl) : 0.0f;
+        const int64_t n = w.n0 + (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
+        if (n >= a.N) continue;
+        const float bias = a.bias ? load_elt(a.bias, a.bias_type, n) : 0.0f;
 #pragma unroll
         for (int j = 0; j < NT / 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) ys[(8 * j + 2 * tig + e) * LD + nl] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
+          for (int e = 0; e < 2; ++e) {
+            const int64_t m = w.m0 + 8 * j + 2 * tig + e;
+            if (m < a.M) a.y[m * a.N + n] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
+          }
       }
-    consumer_sync(C::CONSUMERS);
-    constexpr int CHUNKS = NT * (C::BN / 8);
-#pragma unroll 4
-    for (int c = ctid; c < CHUNKS; c += C::CONSUMERS) {
-      const int r = c / (C::BN / 8), cc = c % (C::BN / 8);
-      const int64_t m = m0 + r, n = n0 + cc * 8;
-      if (m < a.M && n < a.N)  // N % 8 == 0 (y_vec): a chunk is wholly inside or outside
-        *reinterpret_cast<uint4*>(a.y + m * a.N + n) = *reinterpret_cast<const uint4*>(ys + r * LD + cc * 8);
-    }
-    return;
-  }
-#pragma unroll
-  for (int b = 0; b < MB; ++b)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = n0 + (cw * MB + b) * 64 + 16 * wi + gid + 8 * h;
-      if (n >= a.N) continue;
-      const float bias = a.bias && a.splits == 1 ? load_elt(a.bias, a.bias_type, n) : 0.0f;
-#pragma unroll
-      for (int j = 0; j < NT / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t m = m0 + 8 * j + 2 * tig + e;
-          if (m >= a.M) continue;
-          const float v = acc[b][4 * j + 2 * h + e];
-          if (a.splits > 1) a.partial[(int64_t(split) * a.M + m) * a.N + n] = v;
-          else a.y[m * a.N + n] = f2bf(v + bias);
-        }
-    }
-  if (a.splits == 1) return;
-
-  // Split-K: the last split of this tile to arrive sums every split's partials (in split order) into y.
-  __threadfence();
-  consumer_sync(C::CONSUMERS);
-  if (ctid == 0) {
-    int* counter = counters + blockIdx.y * gridDim.x + blockIdx.x;
-    const int arrived = atomicAdd(counter, 1);
-    last_split = arrived == a.splits - 1;
-    if (last_split) *counter = 0;  // every split has arrived: ready for the next launch
-  }
-  consumer_sync(C::CONSUMERS);
-  if (!last_split) return;
-  __threadfence();
-  for (int c = ctid; c < NT * C::BN; c += C::CONSUMERS) {
-    const int64_t m = m0 + c / C::BN, n = n0 + c % C::BN;
-    if (m >= a.M || n >= a.N) continue;
-    float v = a.bias ? load_elt(a.bias, a.bias_type, n) : 0.0f;
-    for (int s = 0; s < a.splits; ++s) v += __ldcg(a.partial + (int64_t(s) * a.M + m) * a.N + n);
-    a.y[m * a.N + n] = f2bf(v);
   }
 }
 
 // Tile configurations by token tile: (MB, WGS, STAGES, resident blocks, consumer registers after setmaxnreg).
 template <int NT>
 struct Tile;
-template <> struct Tile<8> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 0; };
-template <> struct Tile<16> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 0; };
-template <> struct Tile<32> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 0; };
+template <> struct Tile<8> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96; };
+template <> struct Tile<16> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96; };
+template <> struct Tile<32> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96; };
 template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232; };
 template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232; };
 
@@ -428,13 +469,19 @@ void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters,
   using T = Tile<NT>;
   using C = WCfg<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP>;
   auto* kernel = kernel_of<NT, ONE_GROUP>();
+  static int resident = 0;  // blocks an SM holds (the persistent grid's size is that times the SMs)
   static std::once_flag configured;
   std::call_once(configured, [&] {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                "matmul_packed (w4a16 wgmma shared memory)");
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, C::THREADS, C::SMEM),
+               "matmul_packed (w4a16 wgmma occupancy)");
+    check(resident >= 1, "matmul_packed (w4a16 wgmma): the kernel does not fit an SM");
   });
-  dim3 grid(unsigned((a.M + NT - 1) / NT), unsigned((a.np + C::BN - 1) / C::BN), unsigned(a.splits));
-  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, a, counters);
+  const int64_t tiles = ((a.M + NT - 1) / NT) * ((a.np + C::BN - 1) / C::BN);
+  const int64_t units = tiles * a.splits;
+  const int grid = int(std::min<int64_t>(units, int64_t(cuda_sm_count()) * resident));
+  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, a, counters, int(units));
   check_launch("matmul_packed (w4a16 wgmma)");
 }
 
@@ -473,12 +520,16 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   const int bn = block_features(p.wg_nt);
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
   const int64_t blocks = mblocks * ((d.np + bn - 1) / bn);
-  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model; the reduction is in the kernel, so
-  // it costs only the partial sums' bytes), at least 3 k steps a split, and only while the tiles have counters.
+  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model), at least 3 k steps a split, and only
+  // while the tiles have counters. The reduction is in the kernel: no launch, but the last block of a tile reads
+  // NT x BN fp32 a split at one SM's share of L2 bandwidth (~1/24 of the GPU's: 96 bytes of model per partial
+  // byte).
   const int64_t slots = int64_t(cuda_sm_count()) * p.minb;
-  const int64_t max_splits = blocks <= kSplitCounters ? std::max<int64_t>(1, d.kt / 3) : 1;
-  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2, max_splits,
-                    blocks <= kSplitCounters ? force_splits : 1, 0.0);
+  const bool can_split = blocks <= kSplitCounters;
+  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2,
+                    can_split ? std::max<int64_t>(1, d.kt / 3) : 1, can_split ? force_splits : 1, 0.0,
+                    96.0 * p.wg_nt * bn);
+  p.partial_floats = p.splits > 1 ? int64_t(p.splits) * blocks * p.wg_nt * bn : 0;
   return p;
 }
 
