@@ -203,7 +203,7 @@ class Model {
   // layer's norm kernel: add_rmsnorm), h complete on return.
   void run_layers(ForwardState& st);
 
-  // CUDA graphs (off by default until verified on a GPU; DIFFULEX_CUDA_GRAPHS=1 or set_graphs(true)): forward and
+  // CUDA graphs (on by default; DIFFULEX_CUDA_GRAPHS=0 or set_graphs(false) turns them off): forward and
   // forward_window on a GPU backend run the layer stack of a pass as a captured graph, one per shape, window and
   // KV cache (the first pass of a shape runs eagerly, the second is captured, later ones replay it). The
   // embedding, positions and key mask are written into the graph's input buffers before each replay; the LM
