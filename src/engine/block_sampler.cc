@@ -74,7 +74,9 @@ BlockForwardFn model_block_forward(Model& model) {
       slots[i].end = passes[i].end;
       slots[i].logit_rows = passes[i].rows;
     }
-    return model.forward_slots(slots);
+    BlockLogits out;
+    out.rows = model.forward_slots_rows(slots, out.first);
+    return out;
   };
 }
 
@@ -149,17 +151,48 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
       who.push_back(&r);
     }
     if (batch.empty()) break;
-    std::vector<Tensor> logits = forward(batch);
-    check(logits.size() == batch.size(), "block diffusion: {} logits for {} passes", logits.size(), batch.size());
+    const BlockLogits logits = forward(batch);
+    check(logits.first.size() == batch.size(), "block diffusion: {} logit row sets for {} passes", logits.first.size(),
+          batch.size());
     ++passes;
+    // Every row's draws of this pass, sampled in (at most) two calls, not one per row (each call is a host
+    // synchronization on a GPU): greedy for the token after a prefill or commit pass (Fast-dLLM v2), `sample` for
+    // the masked rows of a diffusion step. greedy_at / sample_at: where row i's draws start.
+    std::vector<RowDraw> greedy_draws, sample_draws;
+    std::vector<size_t> greedy_at(who.size(), 0), sample_at(who.size(), 0);
     for (size_t i = 0; i < who.size(); ++i) {
       Row& r = *who[i];
       const BlockPass& p = batch[i];
       ++r.passes;
       if (r.phase == Row::Phase::Prefill || r.phase == Row::Phase::Commit) {
+        greedy_at[i] = greedy_draws.size();
+        if (o.shift && p.end < r.L && (r.phase == Row::Phase::Commit || r.P % bs == 0)) {
+          RowDraw d;
+          d.row = logits.first[i];
+          greedy_draws.push_back(d);
+        }
+        continue;
+      }
+      sample_at[i] = sample_draws.size();
+      for (size_t j = 0; j < p.rows.size(); ++j) {
+        RowDraw d;
+        d.row = logits.first[i] + int64_t(j);
+        if (o.temperature > 0)
+          d.u = Rng::keyed(o.seed, {kBlockTokenDraw, 0, r.passes, uint64_t(p.rows[j] + (o.shift ? 1 : 0))}).uniform();
+        sample_draws.push_back(d);
+      }
+    }
+    const std::vector<TokenChoice> greedy_ch =
+        greedy_draws.empty() ? std::vector<TokenChoice>{} : be.sample_rows(logits.rows, greedy, greedy_draws);
+    const std::vector<TokenChoice> sample_ch =
+        sample_draws.empty() ? std::vector<TokenChoice>{} : be.sample_rows(logits.rows, sample, sample_draws);
+    for (size_t i = 0; i < who.size(); ++i) {
+      Row& r = *who[i];
+      const BlockPass& p = batch[i];
+      if (r.phase == Row::Phase::Prefill || r.phase == Row::Phase::Commit) {
         const bool commit = r.phase == Row::Phase::Commit;
         if (o.shift && p.end < r.L && (commit || r.P % bs == 0)) {
-          r.x()[p.end] = be.sample_rows(logits[i], greedy, {RowDraw{}})[0].token;
+          r.x()[p.end] = greedy_ch[greedy_at[i]].token;
           ++revealed;
         }
         if (commit && stopped(r, o.stop_ids, mask)) {
@@ -170,18 +203,12 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
         continue;
       }
       // A diffusion step over the current sub-block.
-      std::vector<RowDraw> draws(p.rows.size());
       std::vector<Proposal> props(p.rows.size());
       for (size_t j = 0; j < p.rows.size(); ++j) {
-        draws[j].row = int64_t(j);
+        const TokenChoice& c = sample_ch[sample_at[i] + j];
         props[j].pos = p.rows[j] + (o.shift ? 1 : 0);
-        if (o.temperature > 0)
-          draws[j].u = Rng::keyed(o.seed, {kBlockTokenDraw, 0, r.passes, uint64_t(props[j].pos)}).uniform();
-      }
-      const std::vector<TokenChoice> ch = be.sample_rows(logits[i], sample, draws);
-      for (size_t j = 0; j < props.size(); ++j) {
-        props[j].token = ch[j].token;
-        props[j].prob = props[j].confidence = ch[j].prob;
+        props[j].token = c.token;
+        props[j].prob = props[j].confidence = c.prob;
       }
       const int64_t n = std::min<int64_t>(scheduled(bs, o.steps, r.step), int64_t(props.size()));
       std::vector<size_t> pick = pick_above_threshold(props, o.threshold);

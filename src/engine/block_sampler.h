@@ -49,8 +49,14 @@ struct BlockPass {
   int64_t begin = 0, end = 0;
   std::vector<int64_t> rows;
 };
-// Runs the passes (one per active row) and returns each one's logits [rows, V] in the backend's memory.
-using BlockForwardFn = std::function<std::vector<Tensor>(std::vector<BlockPass>& passes)>;
+// Every pass's logits as one tensor [rows, V] in the backend's memory: pass i's rows (in its `rows` order) start at
+// first[i]. One tensor, so that a step samples all rows with one call.
+struct BlockLogits {
+  Tensor rows;
+  std::vector<int64_t> first;
+};
+// Runs the passes (one per active row).
+using BlockForwardFn = std::function<BlockLogits(std::vector<BlockPass>& passes)>;
 
 // The passes on the model itself: Model::forward_slots, one slot per pass.
 BlockForwardFn model_block_forward(Model& model);

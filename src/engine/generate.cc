@@ -155,10 +155,23 @@ Tensor block_canvas(Model& model, const std::vector<std::vector<int64_t>>& promp
   b.fp8_kv = o.kv_dtype == KvDtype::FP8;
   BlockForwardFn forward = model_block_forward(model);
   if (hooks && hooks->forward_window)
-    forward = [hooks](std::vector<BlockPass>& passes) {
-      std::vector<Tensor> out;
-      for (BlockPass& p : passes)
-        out.push_back(hooks->forward_window(p.ids, Tensor(), *p.cache, p.begin, p.end, p.rows, Tensor()));
+    forward = [hooks, &be = model.backend()](std::vector<BlockPass>& passes) {
+      // One window pass per row through the hook, then their logits rows gathered into one tensor.
+      std::vector<Tensor> parts;
+      int64_t total = 0;
+      for (BlockPass& p : passes) {
+        parts.push_back(hooks->forward_window(p.ids, Tensor(), *p.cache, p.begin, p.end, p.rows, Tensor()));
+        total += parts.back().dim(0);
+      }
+      BlockLogits out;
+      out.rows = be.empty(parts.front().dtype(), {total, parts.front().dim(1)});
+      int64_t r0 = 0;
+      for (const Tensor& t : parts) {
+        out.first.push_back(r0);
+        Tensor dst = out.rows.slice_rows(r0, r0 + t.dim(0));
+        be.copy(t, dst);
+        r0 += t.dim(0);
+      }
       return out;
     };
   const int64_t pad_id = c.pad_token_id >= 0 ? c.pad_token_id : 0;

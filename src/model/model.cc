@@ -733,6 +733,16 @@ Tensor Model::finish_forward_device(ForwardState& st, const std::vector<int64_t>
 }
 
 std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
+  std::vector<int64_t> first;
+  Tensor logits = forward_slots_rows(passes, first);
+  // Each slot's rows, left in the backend's memory (views of the one logits tensor).
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < first.size(); ++i)
+    out.push_back(logits.slice_rows(first[i], i + 1 < first.size() ? first[i + 1] : logits.dim(0)));
+  return out;
+}
+
+Tensor Model::forward_slots_rows(std::vector<SlotPass>& passes, std::vector<int64_t>& first) {
   check(!passes.empty(), "forward_slots: no slots");
   ForwardState st;
   int64_t T = 0;
@@ -775,15 +785,13 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
     }
     counts.push_back(passes[i].logit_rows.empty() ? s.width() : int64_t(passes[i].logit_rows.size()));
   }
-  Tensor logits = finish_forward_device(st, all ? std::vector<int64_t>{} : rows);
-  // Each slot's rows, left in the backend's memory (views of the one logits tensor).
-  std::vector<Tensor> out;
+  first.clear();
   int64_t r0 = 0;
   for (int64_t n : counts) {
-    out.push_back(logits.slice_rows(r0, r0 + n));
+    first.push_back(r0);
     r0 += n;
   }
-  return out;
+  return finish_forward_device(st, all ? std::vector<int64_t>{} : rows);
 }
 
 void Model::fuse_packed(LayerWeights& lw) {

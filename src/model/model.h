@@ -188,6 +188,8 @@ class Model {
   // The logits stay in the backend's memory, as forward_window_device leaves them: slot i's are [R_i, V] in
   // act_dtype() for its logit_rows (its whole window, W_i rows, when it lists none).
   std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
+  // The same pass with the logits as one tensor [rows, V] (backend memory): slot i's rows start at first[i].
+  Tensor forward_slots_rows(std::vector<SlotPass>& slots, std::vector<int64_t>& first);
 
   // A model with random weights at config `c` made directly in the backend's memory (the bench's generator:
   // normal(0, 0.02) linears and embeddings, norms ~1; on CUDA a device hash, so a 7B model takes a second).
