@@ -157,23 +157,24 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
     ++passes;
     // Every row's draws of this pass, sampled in (at most) two calls, not one per row (each call is a host
     // synchronization on a GPU): greedy for the token after a prefill or commit pass (Fast-dLLM v2), `sample` for
-    // the masked rows of a diffusion step. greedy_at / sample_at: where row i's draws start.
+    // the masked rows of a diffusion step. draw_at[i]: where row i's draws start in its list (-1: a prefill or
+    // commit pass that takes no token).
     std::vector<RowDraw> greedy_draws, sample_draws;
-    std::vector<size_t> greedy_at(who.size(), 0), sample_at(who.size(), 0);
+    std::vector<int64_t> draw_at(who.size(), -1);
     for (size_t i = 0; i < who.size(); ++i) {
       Row& r = *who[i];
       const BlockPass& p = batch[i];
       ++r.passes;
       if (r.phase == Row::Phase::Prefill || r.phase == Row::Phase::Commit) {
-        greedy_at[i] = greedy_draws.size();
         if (o.shift && p.end < r.L && (r.phase == Row::Phase::Commit || r.P % bs == 0)) {
+          draw_at[i] = int64_t(greedy_draws.size());
           RowDraw d;
           d.row = logits.first[i];
           greedy_draws.push_back(d);
         }
         continue;
       }
-      sample_at[i] = sample_draws.size();
+      draw_at[i] = int64_t(sample_draws.size());
       for (size_t j = 0; j < p.rows.size(); ++j) {
         RowDraw d;
         d.row = logits.first[i] + int64_t(j);
@@ -191,8 +192,8 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
       const BlockPass& p = batch[i];
       if (r.phase == Row::Phase::Prefill || r.phase == Row::Phase::Commit) {
         const bool commit = r.phase == Row::Phase::Commit;
-        if (o.shift && p.end < r.L && (commit || r.P % bs == 0)) {
-          r.x()[p.end] = greedy_ch[greedy_at[i]].token;
+        if (draw_at[i] >= 0) {
+          r.x()[p.end] = greedy_ch[size_t(draw_at[i])].token;
           ++revealed;
         }
         if (commit && stopped(r, o.stop_ids, mask)) {
@@ -205,7 +206,7 @@ Tensor block_generate(Backend& be, const BlockForwardFn& forward, const std::vec
       // A diffusion step over the current sub-block.
       std::vector<Proposal> props(p.rows.size());
       for (size_t j = 0; j < p.rows.size(); ++j) {
-        const TokenChoice& c = sample_ch[sample_at[i] + j];
+        const TokenChoice& c = sample_ch[size_t(draw_at[i]) + j];
         props[j].pos = p.rows[j] + (o.shift ? 1 : 0);
         props[j].token = c.token;
         props[j].prob = props[j].confidence = c.prob;
