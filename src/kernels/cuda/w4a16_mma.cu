@@ -491,7 +491,7 @@ void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64
   check_launch("matmul_packed (act-order permute)");
 }
 
-size_t w4a16_partial_floats(const W4A16Args& p) { return p.splits > 1 ? size_t(p.partial_floats) : 0; }
+size_t w4a16_partial_floats(const W4A16Args& p) { return size_t(p.partial_floats); }
 
 W4A16Args w4a16_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);

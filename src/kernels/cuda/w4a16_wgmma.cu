@@ -396,18 +396,21 @@ template <> struct Tile<32> { static constexpr int MB = 1, WGS = 2, STAGES = 6, 
 template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232; };
 template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232; };
 
+// What the planner needs of a token tile's configuration: output features a block, blocks an SM.
+struct TileShape {
+  int features, minb;
+};
 template <int NT>
-constexpr int tile_features() {
-  return 64 * Tile<NT>::MB * Tile<NT>::WGS;
+constexpr TileShape tile_shape() {
+  return {64 * Tile<NT>::MB * Tile<NT>::WGS, Tile<NT>::MINB};
 }
-
-int block_features(int nt) {
+TileShape tile_shape_of(int nt) {
   switch (nt) {
-    case 8: return tile_features<8>();
-    case 16: return tile_features<16>();
-    case 32: return tile_features<32>();
-    case 64: return tile_features<64>();
-    default: return tile_features<128>();
+    case 8: return tile_shape<8>();
+    case 16: return tile_shape<16>();
+    case 32: return tile_shape<32>();
+    case 64: return tile_shape<64>();
+    default: return tile_shape<128>();
   }
 }
 
@@ -516,8 +519,9 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   W4A16Args p{};
   p.M = M, p.N = N, p.K = K;
   p.wg_nt = M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
-  p.minb = p.wg_nt <= 32 ? 2 : 1;
-  const int bn = block_features(p.wg_nt);
+  const TileShape ts = tile_shape_of(p.wg_nt);
+  p.minb = ts.minb;
+  const int bn = ts.features;
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
   const int64_t blocks = mblocks * ((d.np + bn - 1) / bn);
   // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model), at least 3 k steps a split, and only
@@ -540,7 +544,7 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
   check(w4a16_wgmma_available(), "matmul_packed (w4a16 wgmma): not available on this GPU");
-  const int bn = block_features(p.wg_nt);
+  const int bn = tile_shape_of(p.wg_nt).features;
   check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) <= kSplitCounters,
         "matmul_packed (w4a16 wgmma): {} x {} tiles are too many to split", p.M, p.N);
   const bool one_group = a.tile_in_one_group;
