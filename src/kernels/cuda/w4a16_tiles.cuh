@@ -21,6 +21,7 @@ struct W4A16KernelArgs {
   bf16_t* y;
   float* partial;  // [splits, M, N] when splits > 1
   int splits, kt_per_split;
+  int64_t dp_tiles;  // wgmma kernel: tiles [0, dp_tiles) unsplit, the rest split `splits` ways
   bool tile_in_one_group;  // group_size % 64 == 0
   bool n_even;             // N even: y and the partial sums take paired stores
   bool y_vec;              // N % 8 == 0 and y 16-byte aligned: 16-byte stores along y's rows
@@ -34,7 +35,7 @@ inline W4A16KernelArgs w4a16_kernel_args(const W4A16Args& p, const bf16_t* x, co
   a.x = x, a.M = p.M, a.K = p.K, a.N = p.N, a.np = d.np, a.kt = d.kt, a.groups = d.groups, a.gs = group_size;
   a.tiles = reinterpret_cast<const uint4*>(tiles), a.sz = sz;
   a.bias = bias, a.bias_type = bias_type, a.y = y, a.partial = partial;
-  a.splits = p.splits, a.kt_per_split = p.kt_per_split;
+  a.splits = p.splits, a.kt_per_split = p.kt_per_split, a.dp_tiles = p.dp_tiles;
   a.tile_in_one_group = group_size % 64 == 0;
   a.n_even = p.N % 2 == 0;
   a.y_vec = p.N % 8 == 0 && aligned16(y);

@@ -29,9 +29,11 @@
 //   and frees step t - 1's stage once wgmma.wait_group 1 says that step is done.
 // No block-wide barrier is in the main loop: the copy engine, the dequantization and the MMA of different steps
 // overlap. Register budgets move from the producer to the consumers with setmaxnreg where one block fills the SM.
-// Split-K (narrow shapes with few tiles): each split writes its fp32 accumulators, and the last split of a tile to
-// finish (a per-tile counter, reset by that split for the next launch) sums them in split order into its registers
-// and writes y as an unsplit block does: one launch, deterministic. Without a split the epilogue adds the bias, rounds to bf16 and, when N % 8 == 0,
+// Persistent blocks walk units: first the tiles that fill whole waves of the grid, unsplit; then the tiles of the
+// last, partial wave (every tile of a narrow shape with fewer tiles than the grid), split along K so that every
+// block has work. Each split writes its fp32 accumulators, and the last split of a tile to finish (a per-tile
+// counter, reset by that split for the next launch) sums them in split order into its registers and writes y as an
+// unsplit block does: one launch, deterministic. The epilogue adds the bias, rounds to bf16 and, when N % 8 == 0,
 // stages the tile in shared memory for 16-byte stores along y's rows (a thread's accumulators hold features 8
 // apart, so direct stores would be 2-byte scatters).
 #include <cuda.h>
@@ -55,8 +57,8 @@ namespace dlx::cuda {
 namespace {
 
 constexpr int kBK = 64, kMaxGroups = 4;
-// Per-tile arrival counters of the in-kernel split-K reduction (zero between launches); a plan with more tiles
-// than this does not split.
+// Per-tile arrival counters of the in-kernel split-K reduction (zero between launches); only the tiles of the last,
+// partial wave of the persistent grid are split, fewer than this.
 constexpr int kSplitCounters = 8192;
 
 constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
@@ -156,24 +158,34 @@ __device__ __forceinline__ void consumer_sync(int threads) {
   asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory");
 }
 
-// The work of one block: units u = blockIdx.x, + gridDim.x, ... of tiles x splits (unit u is split u % splits of
-// tile u / splits; tile t is token block t % mblocks of feature block t / mblocks, so the blocks that run at the
-// same time share weight columns in L2). Its k steps: [kt_begin, kt_end).
+// The work of one block: units u = blockIdx.x, + gridDim.x, ... Units [0, dp_tiles) are whole tiles (the tiles
+// that fill whole waves of the persistent grid, data-parallel); the units after them split each remaining tile
+// `splits` ways along K (unit dp_tiles + v is split v % splits of tail tile v / splits), so that the last, partial
+// wave is spread over every block instead of leaving most of them idle (the hybrid of data-parallel and split-K
+// that stream-K kernels use). Tile t is token block t % mblocks of feature block t / mblocks, so the blocks that
+// run at the same time share weight columns in L2. A unit's k steps: [kt_begin, kt_begin + nsteps).
 struct Unit {
-  int64_t m0, n0, tile;
+  int64_t m0, n0, tail;  // tail: the tile's index among the split tiles (its counter and partials); -1 unsplit
   int split, kt_begin, nsteps;
 };
 template <int NT, int BN>
 __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
   const int mblocks = int((a.M + NT - 1) / NT);
   Unit w;
-  w.tile = u / a.splits;
-  w.split = u % a.splits;
-  w.m0 = (w.tile % mblocks) * int64_t(NT);
-  w.n0 = (w.tile / mblocks) * int64_t(BN);
-  w.kt_begin = w.split * a.kt_per_split;
-  const int64_t end = min(a.kt, int64_t(w.kt_begin) + a.kt_per_split);
-  w.nsteps = end > w.kt_begin ? int(end - w.kt_begin) : 0;
+  int64_t tile;
+  if (u < a.dp_tiles || a.splits == 1) {
+    tile = u, w.tail = -1, w.split = 0, w.kt_begin = 0, w.nsteps = int(a.kt);
+  } else {
+    const int64_t v = u - a.dp_tiles;
+    w.tail = v / a.splits;
+    tile = a.dp_tiles + w.tail;
+    w.split = int(v % a.splits);
+    w.kt_begin = w.split * a.kt_per_split;
+    const int64_t end = min(a.kt, int64_t(w.kt_begin) + a.kt_per_split);
+    w.nsteps = end > w.kt_begin ? int(end - w.kt_begin) : 0;
+  }
+  w.m0 = (tile % mblocks) * int64_t(NT);
+  w.n0 = (tile / mblocks) * int64_t(BN);
   return w;
 }
 
@@ -306,12 +318,12 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     if (nsteps > 0) release(nsteps - 1);
     g0 += nsteps;
 
-    if (a.splits > 1) {
+    if (w.tail >= 0) {
       // Split-K: each split stores its accumulators for the tile in register order (coalesced: slot r of consumer
       // thread t at r * CONSUMERS + t), and the last split of the tile to arrive sums all of them, in split order,
       // back into the same registers; it then writes y like an unsplit tile.
       constexpr int SLOTS = MB * NT / 2;
-      float* mine = a.partial + (w.tile * a.splits + w.split) * int64_t(SLOTS * C::CONSUMERS) + ctid;
+      float* mine = a.partial + (w.tail * a.splits + w.split) * int64_t(SLOTS * C::CONSUMERS) + ctid;
 #pragma unroll
       for (int b = 0; b < MB; ++b)
 #pragma unroll
@@ -319,7 +331,7 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       __threadfence();
       consumer_sync(C::CONSUMERS);
       if (ctid == 0) {
-        int* counter = counters + w.tile;
+        int* counter = counters + w.tail;
         const int arrived = atomicAdd(counter, 1);
         last_split = arrived == a.splits - 1;
         if (last_split) *counter = 0;  // every split has arrived: ready for the next launch
@@ -332,7 +344,7 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 #pragma unroll
         for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
       for (int sp = 0; sp < a.splits; ++sp) {
-        const float* src = a.partial + (w.tile * a.splits + sp) * int64_t(SLOTS * C::CONSUMERS) + ctid;
+        const float* src = a.partial + (w.tail * a.splits + sp) * int64_t(SLOTS * C::CONSUMERS) + ctid;
 #pragma unroll
         for (int b = 0; b < MB; ++b)
 #pragma unroll
@@ -482,7 +494,7 @@ void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters,
     check(resident >= 1, "matmul_packed (w4a16 wgmma): the kernel does not fit an SM");
   });
   const int64_t tiles = ((a.M + NT - 1) / NT) * ((a.np + C::BN - 1) / C::BN);
-  const int64_t units = tiles * a.splits;
+  const int64_t units = a.dp_tiles + (tiles - a.dp_tiles) * a.splits;
   const int grid = int(std::min<int64_t>(units, int64_t(cuda_sm_count()) * resident));
   kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, a, counters, int(units));
   check_launch("matmul_packed (w4a16 wgmma)");
@@ -523,17 +535,18 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   p.minb = ts.minb;
   const int bn = ts.features;
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
-  const int64_t blocks = mblocks * ((d.np + bn - 1) / bn);
-  // Split-K when the tiles are too few for the GPU (w4a16_pick_splits's model), at least 3 k steps a split, and only
-  // while the tiles have counters. The reduction is in the kernel: no launch, but the last block of a tile reads
-  // NT x BN fp32 a split at one SM's share of L2 bandwidth (~1/24 of the GPU's: 96 bytes of model per partial
-  // byte).
+  const int64_t tiles = mblocks * ((d.np + bn - 1) / bn);
+  // The tiles that make whole waves of the persistent grid run unsplit; the rest (all of them when they are fewer
+  // than the grid) are split along K when w4a16_pick_splits's model says the grid is better filled that way, each
+  // split at least 3 k steps. The reduction is in the kernel: no launch, but the last block of a tile reads NT x BN
+  // fp32 a split at one SM's share of L2 bandwidth (~1/24 of the GPU's: 96 bytes of model per partial byte).
   const int64_t slots = int64_t(cuda_sm_count()) * p.minb;
-  const bool can_split = blocks <= kSplitCounters;
-  w4a16_pick_splits(p, d.kt, blocks, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2,
-                    can_split ? std::max<int64_t>(1, d.kt / 3) : 1, can_split ? force_splits : 1, 0.0,
-                    96.0 * p.wg_nt * bn);
-  p.partial_floats = p.splits > 1 ? int64_t(p.splits) * blocks * p.wg_nt * bn : 0;
+  p.dp_tiles = tiles / slots * slots;
+  const int64_t tail = tiles - p.dp_tiles;  // < slots <= kSplitCounters
+  w4a16_pick_splits(p, d.kt, tail, slots, double(bn) * 32 + double(p.wg_nt) * kBK * 2, std::max<int64_t>(1, d.kt / 3),
+                    force_splits, 0.0, 96.0 * p.wg_nt * bn);
+  if (p.splits == 1 || tail == 0) p.splits = 1, p.kt_per_split = int(d.kt), p.dp_tiles = tiles;
+  p.partial_floats = p.splits > 1 ? int64_t(p.splits) * tail * p.wg_nt * bn : 0;
   return p;
 }
 
@@ -545,7 +558,7 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
   check(w4a16_wgmma_available(), "matmul_packed (w4a16 wgmma): not available on this GPU");
   const int bn = tile_shape_of(p.wg_nt).features;
-  check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) <= kSplitCounters,
+  check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) - p.dp_tiles <= kSplitCounters,
         "matmul_packed (w4a16 wgmma): {} x {} tiles are too many to split", p.M, p.N);
   const bool one_group = a.tile_in_one_group;
   switch (p.wg_nt) {

@@ -123,9 +123,9 @@ const Case kCases[] = {
     {9, 280, 448, 16, false, false, true},     {50, 520, 704, 64, true, true, false},
     {200, 1000, 384, 32, false, true, true},   {513, 264, 576, 64, false, false, true},
     {127, 4104, 1024, 128, true, false, false}, {2, 16, 64, -1, false, false, true},
-    // The persistent wgmma grid walking more units than it has blocks, with split-K (the reduction's per-tile
-    // counters are reused by every call after this one).
-    {1, 33800, 2048, 128, false, false, true},
+    // The persistent wgmma grid walking more units than it has blocks: whole waves of unsplit tiles, then the last,
+    // partial wave's tiles split along K (the reduction's per-tile counters are reused by every call after this one).
+    {1, 33800, 2048, 128, false, false, true}, {12, 41000, 1536, 64, false, true, false},
 };
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
