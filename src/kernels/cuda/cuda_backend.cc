@@ -579,11 +579,13 @@ class CudaBackend final : public Backend {
   }
 
   // "auto" (time the candidate paths once per shape and M bucket), "mma" (w4a16_mma.cu), "wgmma" (w4a16_wgmma.cu,
-  // compute capability 9.0 only) or "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
+  // compute capability 9.0 only; "wgmma_narrow" its 128-feature blocks where M > 32, w4a16_wgmma_has_narrow) or
+  // "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
   void set_w4a16_path(const std::string& mode) {
-    check(mode == "auto" || mode == "mma" || mode == "wgmma" || mode == "dequant",
-          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, dequant)", mode);
-    check(mode != "wgmma" || cuda::w4a16_wgmma_available(),
+    const bool wgmma = mode == "wgmma" || mode == "wgmma_narrow";
+    check(mode == "auto" || mode == "mma" || wgmma || mode == "dequant",
+          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, dequant)", mode);
+    check(!wgmma || cuda::w4a16_wgmma_available(),
           "cuda: the wgmma W4A16 path needs a compute capability 9.0 GPU (H100/H200) and a build with sm_90a");
     w4a16_mode_ = mode;
   }
@@ -634,8 +636,8 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
-    auto run_wgmma = [&] {
-      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs);
+    auto run_wgmma = [&](bool narrow) {
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, narrow);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
@@ -661,14 +663,19 @@ class CudaBackend final : public Backend {
           const double t = time_ms(fn);
           if (t < t_best) t_best = t, best = name;
         };
-        if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, run_wgmma)) consider("wgmma", run_wgmma);
+        auto wide = [&] { run_wgmma(false); };
+        auto narrow = [&] { run_wgmma(true); };
+        if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, wide)) {
+          consider("wgmma", wide);
+          if (cuda::w4a16_wgmma_has_narrow(M) && wgmma_agrees(y, run_mma, narrow)) consider("wgmma_narrow", narrow);
+        }
         if (M >= 64) consider("dequant", run_dequant);
         it = w4a16_choice_.emplace(key, best).first;
       }
       path = it->second;
     }
     if (path == "dequant") run_dequant();
-    else if (path == "wgmma") run_wgmma();
+    else if (path == "wgmma" || path == "wgmma_narrow") run_wgmma(path == "wgmma_narrow");
     else run_mma();
   }
 

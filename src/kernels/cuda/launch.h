@@ -105,6 +105,7 @@ struct W4A16Args {
   int minb = 2;       // resident blocks per SM the configuration is built for
   bool fold = false;  // scales and zero points applied per group in fp32 (group size a multiple of 128, M <= 32)
   int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128)
+  int wg_variant = 0;  // wgmma kernel: 0 the widest feature block, 1 the narrow one (w4a16_wgmma_has_narrow)
   int64_t dp_tiles = 0;  // wgmma kernel: the first tiles, whole waves of the persistent grid, run unsplit
   int64_t partial_floats = 0;  // fp32 partial sums split-K needs (w4a16_partial_floats)
 };
@@ -122,7 +123,11 @@ void launch_w4a16_splitk_reduce(const float* partial, int splits, int64_t M, int
 // The Hopper kernel on the same tiles (w4a16_wgmma.cu, sm_90a): available only on compute capability 9.0 devices
 // of a build that has it; its plan (token tile, split-K) and launch. Same contract as launch_w4a16.
 bool w4a16_wgmma_available();
-W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0);
+// narrow: the 128-feature block instead of the 256-feature one, where the token tile has both (M > 32:
+// w4a16_wgmma_has_narrow); the backend times both.
+bool w4a16_wgmma_has_narrow(int64_t M);
+W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0,
+                           bool narrow = false);
 void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
                         int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
                         cudaStream_t stream);

@@ -190,7 +190,10 @@ __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
 }
 
 // REGS > 0: the register budget of a consumer thread after setmaxnreg (the producer warpgroup drops to 40).
-template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS>
+// ACCS: accumulator sets a m64 block; k16 slice kk of a step goes to set kk % ACCS, so that consecutive wgmma are
+// independent (a chain of wgmma on one accumulator waits out each one's latency, which dominates at small NT), and
+// the sets are summed in a fixed order when the unit's k steps are done.
+template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS, int ACCS>
 __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters, int units) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
@@ -244,6 +247,7 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   if (REGS > 0) setmaxnreg_inc<REGS>();
   const int ctid = tid - 128, cw = warp / 4 - 1, wi = warp % 4;
   float acc[MB][NT / 2];
+  float acc_x[MB][ACCS > 1 ? ACCS - 1 : 1][NT / 2];  // sets 1 .. ACCS-1 (unused when ACCS == 1)
   uint32_t a0[MB][4][4], a1[MB][4][4];
   int g0 = 0;  // the block's k steps before this unit's
 
@@ -269,15 +273,23 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       }
     }
   };
+  auto fence_acc = [&](int b) {
+    fence_regs(acc[b]);
+#pragma unroll
+    for (int i = 0; i + 1 < ACCS; ++i) fence_regs(acc_x[b][i]);
+  };
   auto mma_step = [&](int t, const uint32_t(&af)[MB][4][4]) {
     const uint32_t xs = smem_addr(smem + ((g0 + t) % STAGES) * C::STAGE);
 #pragma unroll
-    for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+    for (int b = 0; b < MB; ++b) fence_acc(b);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int b = 0; b < MB; ++b) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc(xs + 32 * kk));
+      for (int b = 0; b < MB; ++b) {
+        if (kk % ACCS == 0) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc(xs + 32 * kk));
+        else WgmmaRS<NT>::run(acc_x[b][kk % ACCS - 1], af[b][kk], sw128_desc(xs + 32 * kk));
+      }
     wgmma_commit();
   };
   // Step t is done with its stage (its wgmma group has completed): the warp hands the stage back.
@@ -288,7 +300,7 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   auto settle = [&] {
     wgmma_wait<1>();
 #pragma unroll
-    for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+    for (int b = 0; b < MB; ++b) fence_acc(b);
   };
 
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
@@ -297,7 +309,11 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
-      for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
+      for (int e = 0; e < NT / 2; ++e) {
+        acc[b][e] = 0.0f;
+#pragma unroll
+        for (int i = 0; i + 1 < ACCS; ++i) acc_x[b][i][e] = 0.0f;
+      }
     // Ping-pong: step t + 1 is dequantized into the other register set while step t's wgmma group runs;
     // wgmma.wait_group 1 after issuing a step means the step before it is done (its registers and stage are free).
     if (nsteps > 0) dequant_step(w, 0, a0);
@@ -314,7 +330,13 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     }
     wgmma_wait<0>();
 #pragma unroll
-    for (int b = 0; b < MB; ++b) fence_regs(acc[b]);
+    for (int b = 0; b < MB; ++b) {
+      fence_acc(b);
+#pragma unroll
+      for (int i = 0; i + 1 < ACCS; ++i)
+#pragma unroll
+        for (int e = 0; e < NT / 2; ++e) acc[b][e] += acc_x[b][i][e];
+    }
     if (nsteps > 0) release(nsteps - 1);
     g0 += nsteps;
 
@@ -399,30 +421,36 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   }
 }
 
-// Tile configurations by token tile: (MB, WGS, STAGES, resident blocks, consumer registers after setmaxnreg).
-template <int NT>
+// Tile configurations by token tile NT and variant V: (MB, WGS, STAGES, resident blocks, consumer registers after
+// setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT). Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most
+// weights, the best at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128,
+// twice the tiles for the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K.
+// The backend times both (cuda_backend.cc).
+template <int NT, int V>
 struct Tile;
-template <> struct Tile<8> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96; };
-template <> struct Tile<16> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96; };
-template <> struct Tile<32> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96; };
-template <> struct Tile<64> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232; };
-template <> struct Tile<128> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232; };
+template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4; };
+template <> struct Tile<16, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4; };
+template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96, ACCS = 2; };
+template <> struct Tile<64, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1; };
+template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1; };
+template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2; };
+template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 2; };
 
 // What the planner needs of a token tile's configuration: output features a block, blocks an SM.
 struct TileShape {
   int features, minb;
 };
-template <int NT>
+template <int NT, int V>
 constexpr TileShape tile_shape() {
-  return {64 * Tile<NT>::MB * Tile<NT>::WGS, Tile<NT>::MINB};
+  return {64 * Tile<NT, V>::MB * Tile<NT, V>::WGS, Tile<NT, V>::MINB};
 }
-TileShape tile_shape_of(int nt) {
+TileShape tile_shape_of(int nt, int v) {
   switch (nt) {
-    case 8: return tile_shape<8>();
-    case 16: return tile_shape<16>();
-    case 32: return tile_shape<32>();
-    case 64: return tile_shape<64>();
-    default: return tile_shape<128>();
+    case 8: return tile_shape<8, 0>();
+    case 16: return tile_shape<16, 0>();
+    case 32: return tile_shape<32, 0>();
+    case 64: return v ? tile_shape<64, 1>() : tile_shape<64, 0>();
+    default: return v ? tile_shape<128, 1>() : tile_shape<128, 0>();
   }
 }
 
@@ -473,17 +501,17 @@ int* split_counters() {
   return counters;
 }
 
-template <int NT, bool ONE_GROUP>
+template <int NT, int V, bool ONE_GROUP>
 auto kernel_of() {
-  using T = Tile<NT>;
-  return w4a16_wgmma_kernel<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP, T::MINB, T::REGS>;
+  using T = Tile<NT, V>;
+  return w4a16_wgmma_kernel<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP, T::MINB, T::REGS, T::ACCS>;
 }
 
-template <int NT, bool ONE_GROUP>
+template <int NT, int V, bool ONE_GROUP>
 void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters, cudaStream_t stream) {
-  using T = Tile<NT>;
+  using T = Tile<NT, V>;
   using C = WCfg<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP>;
-  auto* kernel = kernel_of<NT, ONE_GROUP>();
+  auto* kernel = kernel_of<NT, V, ONE_GROUP>();
   static int resident = 0;  // blocks an SM holds (the persistent grid's size is that times the SMs)
   static std::once_flag configured;
   std::call_once(configured, [&] {
@@ -500,11 +528,11 @@ void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters,
   check_launch("matmul_packed (w4a16 wgmma)");
 }
 
-template <int NT>
+template <int NT, int V>
 void launch_nt(const W4A16KernelArgs& a, bool one_group, const bf16_t* x, cudaStream_t stream) {
   const CUtensorMap map = x_tensor_map(x, a.M, a.K, NT);
-  if (one_group) launch_one<NT, true>(a, map, split_counters(), stream);
-  else launch_one<NT, false>(a, map, split_counters(), stream);
+  if (one_group) launch_one<NT, V, true>(a, map, split_counters(), stream);
+  else launch_one<NT, V, false>(a, map, split_counters(), stream);
 }
 
 }  // namespace
@@ -519,19 +547,22 @@ bool w4a16_wgmma_available() {
     if (major != 9 || minor != 0) return false;  // sm_90a machine code runs on compute capability 9.0 only
     if (tensor_map_encoder() == nullptr || split_counters() == nullptr) return false;
     cudaFuncAttributes attr{};
-    const bool loaded = cudaFuncGetAttributes(&attr, kernel_of<8, true>()) == cudaSuccess && attr.maxThreadsPerBlock > 0;
+    const bool loaded = cudaFuncGetAttributes(&attr, kernel_of<8, 0, true>()) == cudaSuccess && attr.maxThreadsPerBlock > 0;
     (void)cudaGetLastError();
     return loaded;
   }();
   return ok;
 }
 
-W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits) {
+bool w4a16_wgmma_has_narrow(int64_t M) { return M > 32; }
+
+W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits, bool narrow) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
   W4A16Args p{};
   p.M = M, p.N = N, p.K = K;
   p.wg_nt = M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
-  const TileShape ts = tile_shape_of(p.wg_nt);
+  p.wg_variant = narrow && w4a16_wgmma_has_narrow(M) ? 1 : 0;
+  const TileShape ts = tile_shape_of(p.wg_nt, p.wg_variant);
   p.minb = ts.minb;
   const int bn = ts.features;
   const int64_t mblocks = (M + p.wg_nt - 1) / p.wg_nt;
@@ -557,17 +588,19 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
   check(w4a16_wgmma_available(), "matmul_packed (w4a16 wgmma): not available on this GPU");
-  const int bn = tile_shape_of(p.wg_nt).features;
+  const int bn = tile_shape_of(p.wg_nt, p.wg_variant).features;
   check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) - p.dp_tiles <= kSplitCounters,
         "matmul_packed (w4a16 wgmma): {} x {} tiles are too many to split", p.M, p.N);
   const bool one_group = a.tile_in_one_group;
-  switch (p.wg_nt) {
-    case 8: launch_nt<8>(a, one_group, x, stream); break;
-    case 16: launch_nt<16>(a, one_group, x, stream); break;
-    case 32: launch_nt<32>(a, one_group, x, stream); break;
-    case 64: launch_nt<64>(a, one_group, x, stream); break;
-    case 128: launch_nt<128>(a, one_group, x, stream); break;
-    default: fail("matmul_packed (w4a16 wgmma): no token tile {}", p.wg_nt);
+  switch (p.wg_nt * 2 + p.wg_variant) {
+    case 16: launch_nt<8, 0>(a, one_group, x, stream); break;
+    case 32: launch_nt<16, 0>(a, one_group, x, stream); break;
+    case 64: launch_nt<32, 0>(a, one_group, x, stream); break;
+    case 128: launch_nt<64, 0>(a, one_group, x, stream); break;
+    case 129: launch_nt<64, 1>(a, one_group, x, stream); break;
+    case 256: launch_nt<128, 0>(a, one_group, x, stream); break;
+    case 257: launch_nt<128, 1>(a, one_group, x, stream); break;
+    default: fail("matmul_packed (w4a16 wgmma): no token tile {} (variant {})", p.wg_nt, p.wg_variant);
   }
 }
 

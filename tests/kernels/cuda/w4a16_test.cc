@@ -145,7 +145,7 @@ TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
 // The paths this GPU runs: the wgmma kernel on compute capability 9.0 (sm_90a machine code) only.
 std::vector<const char*> kernel_paths() {
   std::vector<const char*> p{"mma"};
-  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma");
+  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma"), p.push_back("wgmma_narrow");
   return p;
 }
 
@@ -166,7 +166,7 @@ TEST_F(W4A16, MatchesDequantizedReference) {
   for (const char* path : paths) {
     cuda_set_w4a16_path(*gpu_, path);
     for (const Case& c : kCases) {
-      const bool kernel = std::string(path) == "mma" || std::string(path) == "wgmma";
+      const bool kernel = std::string(path) == "mma" || std::string(path).starts_with("wgmma");
       if (!kernel && c.M < 64 && c.N > 4000) continue;  // the wide small-M cases are for the kernels
       // Under compute-sanitizer (DIFFULEX_TEST_SMALL=1) the largest cases are left out: every code path is still run.
       if (small_only() && c.M * c.N * c.K > 600000000) continue;
