@@ -5,7 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "formats/packed_convert.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
@@ -26,6 +30,39 @@ void pack_rows(Tensor& out, int64_t rows, int64_t N, AwqOrder order, Value v) {
     for (int64_t n = 0; n < N; ++n) w[r * (N / 8) + n / 8] |= uint32_t(v(r, n)) << (4 * awq::nibble_of(n, order));
 }
 
+// qweight [K, N/8] from the row-major codes [N, K]: word (k, w) holds input k of outputs 8w .. 8w + 7, i.e. one
+// byte from each of 8 code rows. Tiles of 64 inputs x 128 outputs, in parallel over output blocks: the codes are
+// read as 64-byte pieces of rows and the words written as runs of 16 (one cache line), not one code per K bytes.
+void pack_codes(Tensor& out, const QuantCodes& c, AwqOrder order) {
+  const int64_t K = c.k, N = c.n, words = N / 8;
+  constexpr int64_t kTileK = 64, kTileN = 128;
+  uint32_t* qw = out.data<uint32_t>();
+  int shift[8];
+  for (int j = 0; j < 8; ++j) shift[j] = 4 * awq::nibble_of(j, order);
+  parallel_for((N + kTileN - 1) / kTileN, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> tile(size_t(kTileK * kTileN));  // [input, output] of the current tile
+    for (int64_t nb = b0; nb < b1; ++nb) {
+      const int64_t n0 = nb * kTileN, nn = std::min(kTileN, N - n0);  // a multiple of 8 (N % 8 == 0)
+      for (int64_t k0 = 0; k0 < K; k0 += kTileK) {
+        const int64_t kk = std::min(kTileK, K - k0);
+        for (int64_t r = 0; r < nn; ++r) {
+          const uint8_t* row = c.q.data() + (n0 + r) * K + k0;
+          for (int64_t i = 0; i < kk; ++i) tile[size_t(i * kTileN + r)] = row[i];
+        }
+        for (int64_t i = 0; i < kk; ++i) {
+          const uint8_t* col = tile.data() + i * kTileN;
+          uint32_t* dst = qw + (k0 + i) * words + n0 / 8;
+          for (int64_t w = 0; w < nn / 8; ++w) {
+            uint32_t word = 0;
+            for (int j = 0; j < 8; ++j) word |= uint32_t(col[w * 8 + j]) << shift[j];
+            dst[w] = word;
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 AwqTensors pack_awq(const QuantCodes& c, DType scale_dtype, AwqOrder order) {
@@ -39,7 +76,7 @@ AwqTensors pack_awq(const QuantCodes& c, DType scale_dtype, AwqOrder order) {
   t.qweight = Tensor::zeros(DType::I32, {K, N / 8});
   t.qzeros = Tensor::zeros(DType::I32, {G, N / 8});
   t.scales = Tensor::zeros(scale_dtype, {G, N});
-  pack_rows(t.qweight, K, N, order, [&](int64_t k, int64_t n) { return c.q[size_t(n * K + k)]; });
+  pack_codes(t.qweight, c, order);
   for (uint8_t z : c.zero) check(z <= 15, "pack_awq: zero point {} does not fit in 4 bits", z);
   pack_rows(t.qzeros, G, N, order, [&](int64_t g, int64_t n) { return c.zero[size_t(g * N + n)]; });
   for (int64_t i = 0; i < G * N; ++i) store_float(t.scales, i, c.scale[size_t(i)]);

@@ -5,7 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "formats/packed_convert.h"
 #include "formats/packed_linear.h"
 #include "formats/quant_checks.h"
@@ -27,8 +30,23 @@ GptqTensors pack_gptq(const QuantCodes& c, bool v1, DType scale_dtype) {
   t.scales = Tensor::zeros(scale_dtype, {G, N});
   t.g_idx = Tensor::zeros(DType::I32, {K});
   uint32_t* qw = t.qweight.data<uint32_t>();
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t n = 0; n < N; ++n) qw[(k / p) * N + n] |= uint32_t(c.q[size_t(n * K + k)]) << (bits * (k % p));
+  // Word (j, n) holds inputs j*p .. j*p + p - 1 of output n, which lie side by side in row n of the codes. Blocks
+  // of 16 outputs, in parallel: each walks its 16 code rows once, in order, and writes 16 neighbouring words (one
+  // cache line) per j; a loop along k would read the codes with a stride of K bytes.
+  constexpr int64_t kRows = 16;
+  const int64_t words = K / p;
+  parallel_for((N + kRows - 1) / kRows, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n0 = b0 * kRows; n0 < std::min(N, b1 * kRows); n0 += kRows) {
+      const int64_t n1 = std::min(N, n0 + kRows);
+      for (int64_t j = 0; j < words; ++j)
+        for (int64_t n = n0; n < n1; ++n) {
+          const uint8_t* src = c.q.data() + n * K + j * p;
+          uint32_t w = 0;
+          for (int i = 0; i < p; ++i) w |= uint32_t(src[i]) << (bits * i);
+          qw[j * N + n] = w;
+        }
+    }
+  });
   const uint32_t maxq = (1u << bits) - 1;
   uint32_t* qz = t.qzeros.data<uint32_t>();
   for (int64_t g = 0; g < G; ++g)

@@ -14,6 +14,29 @@
 
 namespace dlx {
 
+namespace packed_detail {
+
+// Packs one output row: word j holds kernel columns j*per .. j*per + per - 1, i.e. checkpoint inputs perm[col]
+// (col itself when perm is empty), lowest column in the low bits.
+inline void pack_row(const uint8_t* row, const std::vector<int32_t>& perm, int bits, int64_t words, uint32_t* out) {
+  const int per = 32 / bits;
+  if (perm.empty()) {
+    for (int64_t j = 0; j < words; ++j) {
+      uint32_t word = 0;
+      for (int i = 0; i < per; ++i) word |= uint32_t(row[j * per + i]) << (bits * i);
+      out[j] = word;
+    }
+    return;
+  }
+  for (int64_t j = 0; j < words; ++j) {
+    uint32_t word = 0;
+    for (int i = 0; i < per; ++i) word |= uint32_t(row[perm[size_t(j * per + i)]]) << (bits * i);
+    out[j] = word;
+  }
+}
+
+}  // namespace packed_detail
+
 // code(k, n): integer code of checkpoint element (input k, output n), 0 .. 2^bits - 1.
 // scale(g, n), zero(g, n): the group's scale and zero point, W = scale * (code - zero).
 template <class Code, class Scale, class Zero>
@@ -24,7 +47,6 @@ PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_s
   w.n = n;
   w.k = k;
   w.group_size = group_size;
-  const int per = 32 / bits;
   const int64_t words = w.words_per_row(), G = w.groups();
   w.qweight = Tensor::zeros(DType::I32, {n, words});
   w.scales = Tensor::zeros(DType::F32, {n, G});
@@ -43,21 +65,44 @@ PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_s
       for (int64_t kk = 0; kk < k; ++kk)
         for (int64_t r = 0; r < rows; ++r) tmp[size_t(r * k + kk)] = uint8_t(code(kk, n0 + r));
       for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* row = tmp.data() + r * k;
-        uint32_t* out = qw + (n0 + r) * words;
-        for (int64_t j = 0; j < words; ++j) {
-          uint32_t word = 0;
-          for (int i = 0; i < per; ++i) {
-            int64_t col = j * per + i;
-            word |= uint32_t(row[perm.empty() ? col : perm[size_t(col)]]) << (bits * i);
-          }
-          out[j] = word;
-        }
+        packed_detail::pack_row(tmp.data() + r * k, perm, bits, words, qw + (n0 + r) * words);
         for (int64_t g = 0; g < G; ++g) {
           float s = float(scale(g, n0 + r));
           sc[(n0 + r) * G + g] = s;
           zs[(n0 + r) * G + g] = s * float(zero(g, n0 + r));
         }
+      }
+    }
+  });
+  return w;
+}
+
+// The same from codes already stored row by row: row(n) points at the k codes of output n in checkpoint input
+// order (the quantizer's QuantCodes::q). Each row is packed straight from its codes, in parallel, with no
+// transposing gather.
+template <class Row, class Scale, class Zero>
+PackedWeight build_packed_weight_from_rows(int bits, int64_t n, int64_t k, int64_t group_size,
+                                           const std::vector<int32_t>& perm, Row row, Scale scale, Zero zero) {
+  PackedWeight w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.group_size = group_size;
+  const int64_t words = w.words_per_row(), G = w.groups();
+  w.qweight = Tensor::zeros(DType::I32, {n, words});
+  w.scales = Tensor::zeros(DType::F32, {n, G});
+  w.zeros = Tensor::zeros(DType::F32, {n, G});
+  if (!perm.empty()) w.perm = Tensor::from_data(DType::I32, {k}, perm.data());
+  uint32_t* qw = w.qweight.data<uint32_t>();
+  float* sc = w.scales.data<float>();
+  float* zs = w.zeros.data<float>();
+  parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      packed_detail::pack_row(row(r), perm, bits, words, qw + r * words);
+      for (int64_t g = 0; g < G; ++g) {
+        float s = float(scale(g, r));
+        sc[r * G + g] = s;
+        zs[r * G + g] = s * float(zero(g, r));
       }
     }
   });

@@ -20,10 +20,12 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "quant/block_eval.h"
+#include "quant/host_ops.h"
 #include "quant/layer_quant.h"
 #include "quant/layer_runner.h"
 #include "quant/methods/awq.h"
 #include "quant/methods/hessian.h"
+#include "quant/phase_times.h"
 
 namespace dlx {
 
@@ -57,6 +59,8 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   std::array<int64_t, 4> abs_rows{};
   std::array<std::vector<Tensor>, 4> xs;
   size_t chunk = 0;
+  PhaseTimes& ph = quant_phases();
+  std::optional<PhaseTimes::Scope> t(std::in_place, ph, "forward + statistics");
   runner.run([&](int64_t, LinearRole r, const Tensor& x) {
     if (r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
     const size_t i = size_t(input_of(r));
@@ -66,9 +70,10 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     Tensor h = be.to_host_f32(x);
     abs_rows[i] += add_abs_columns(h, abs_sum[i]);
     if ((i == 0 || i == 2) && chunk < nsearch)
-      xs[i].push_back(Tensor::from_data(DType::F32, {h.numel() / k, k}, h.data()));
+      xs[i].push_back(host_copy(h).reshape({h.numel() / k, k}));
     if (r == LinearRole::Down) ++chunk;  // the last linear of a chunk
   });
+  t.emplace(ph, "hessian to host");
   std::array<std::vector<double>, 4> H;
   std::array<std::vector<float>, 4> x_mean;
   for (size_t i = 0; i < 4; ++i) {
@@ -76,6 +81,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     acc[i].reset();
     x_mean[i] = mean_from_sums(abs_sum[i], abs_rows[i]);
   }
+  t.emplace(ph, "weights to f32");
   std::array<Tensor, 7> W, bias;
   for (LinearRole r : kLinearRoles) {
     W[size_t(r)] = float_weight(m, layer, r);
@@ -85,6 +91,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   const Tensor &Wq = W[0], &Wk = W[1], &Wv = W[2], &Wo = W[3], &Wg = W[4], &Wu = W[5], &Wd = W[6];
 
   // 1. attention norm -> q, k, v
+  t.emplace(ph, "awq scale search");
   AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
                       m.layers()[size_t(layer)].k_norm};
   std::vector<Tensor> ref_attn;
@@ -152,6 +159,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
         return error_of(3).sq(eff.data<float>(), Wd.data<float>(), Wd.dim(0));
       });
 
+  t.emplace(ph, "awq fold");
   // Fold: norms divided (as stored), linears' input columns multiplied, producers' output rows divided.
   AwqLayerScales scales{s_attn.scales, s_vo.scales, s_mlp.scales, s_down.scales};
   AwqFolded f = awq_fold(W, bias[2], norm_weight(m, layer, false), norm_weight(m, layer, true), scales, Hq, Hkv, D,
@@ -174,8 +182,10 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     const size_t in = size_t(input_of(r));
     if (!errs[in]) errs[in].emplace(be, hs, Ws[ri].dim(1));
     q.prefix = linear_prefix(m, layer, r);
+    t.emplace(ph, "awq clip + quantize");
     q.codes = quantize_clipped(Ws[ri], clip ? awq_search_clip(Ws[ri], *errs[in], scheme) : std::vector<float>{}, scheme);
     q.bias = round_bias_f16(bias[ri]);
+    t.emplace(ph, "error report");
     Tensor d = codes_to_dense(q.codes);
     q.error = errs[in]->rel(d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0));
     Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
@@ -187,7 +197,9 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   };
   res.notes["scales"] = {{"norm_qkv", note(s_attn)}, {"norm_gate_up", note(s_mlp)}, {"up_down", note(s_down)}};
   if (fold_vo) res.notes["scales"]["v_o"] = note(s_vo);
+  t.emplace(ph, "stand-ins");
   for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[size_t(r)], s);
+  t.emplace(ph, "forward (quantized)");
   runner.run();
   return res;
 }

@@ -8,9 +8,11 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "quant/host_ops.h"
 #include "quant/layer_runner.h"
 #include "quant/methods/gptq.h"
 #include "quant/methods/hessian.h"
+#include "quant/phase_times.h"
 #include "quant/running_linear.h"
 
 namespace dlx {
@@ -28,7 +30,17 @@ QuantScheme QuantSettings::scheme(int64_t k) const {
 namespace layer_quant {
 
 Tensor float_weight(const Model& m, int64_t layer, LinearRole r) {
-  return m.layers()[size_t(layer)].linear[int(r)]->dequantize();
+  const Linear& lin = *m.layers()[size_t(layer)].linear[int(r)];
+  // A dense layer's dequantize() converts its checkpoint tensor element by element on one thread (~1 s for a
+  // layer of a 7B model); the same conversion of the same tensor runs here on every core.
+  const std::string name = lin.spec().prefix + ".weight";
+  if (lin.info().group_size == 0 && m.store().has(name)) {
+    const Tensor w = m.store().get(name);
+    if (is_float(w.dtype()) && w.dtype() != DType::F8_E4M3 && w.device() == Device::CPU &&
+        w.shape() == Shape{lin.out_features(), lin.in_features()})
+      return host_to_f32(w);
+  }
+  return lin.dequantize();
 }
 
 std::string linear_prefix(const Model& m, int64_t layer, LinearRole r) {
@@ -91,25 +103,42 @@ std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, Laye
 }  // namespace
 
 LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, const QuantSettings& s) {
+  PhaseTimes& ph = quant_phases();
   LayerResult res;
   std::array<std::optional<HessianAccumulator>, 4> acc;
-  if (runner) acc = collect_hessians(m, *runner, {true, true, true, true});
+  if (runner) {
+    PhaseTimes::Scope t(ph, "forward + hessians");
+    acc = collect_hessians(m, *runner, {true, true, true, true});
+  }
+  // One H per input, shared by the linears reading it (q/k/v, gate/up), straight from the F32 sums: RTN needs no
+  // fp64 H (the error report's values are the same as through finish()).
+  std::array<std::optional<OutputError>, 4> errs;
   for (LinearRole r : kLinearRoles) {
     QuantizedLinear& q = res.linears[int(r)];
+    std::optional<PhaseTimes::Scope> t(std::in_place, ph, "weights to f32");
     Tensor w = float_weight(m, layer, r);
     QuantScheme sc = s.scheme(w.dim(1));
     q.prefix = linear_prefix(m, layer, r);
+    t.emplace(ph, "rtn");
     q.codes = rtn_quantize(w.data<float>(), w.dim(0), w.dim(1), sc);
     q.bias = round_bias_f16(float_bias(m, layer, r));
     q.error = q.error_rtn = -1;
     if (runner) {
+      t.emplace(ph, "error report");
       Tensor d = codes_to_dense(q.codes);
-      const OutputError err(m.backend(), acc[size_t(input_of(r))]->finish(), w.dim(1));
-      q.error = q.error_rtn = err.rel(d.data<float>(), w.data<float>(), w.dim(0));
+      std::optional<OutputError>& err = errs[size_t(input_of(r))];
+      if (!err) err.emplace(*acc[size_t(input_of(r))]);
+      q.error = q.error_rtn = err->rel(d.data<float>(), w.data<float>(), w.dim(0));
     }
   }
-  for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[int(r)], s);
-  if (runner) runner->run();
+  {
+    PhaseTimes::Scope t(ph, "stand-ins");
+    for (LinearRole r : kLinearRoles) install(m, layer, r, res.linears[int(r)], s);
+  }
+  if (runner) {
+    PhaseTimes::Scope t(ph, "forward (quantized)");
+    runner->run();
+  }
   return res;
 }
 
@@ -124,25 +153,43 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
   else
     groups = {std::vector<LinearRole>(std::begin(kLinearRoles), std::end(kLinearRoles))};
   nlohmann::json damps = nlohmann::json::object();
+  PhaseTimes& ph = quant_phases();
   for (const auto& group : groups) {
     std::array<bool, 4> want{};
     for (LinearRole r : group) want[size_t(input_of(r))] = true;
+    std::optional<PhaseTimes::Scope> t(std::in_place, ph, "forward + hessians");
     auto acc = collect_hessians(m, runner, want);
-    for (LinearRole r : group) {
+    // H of each input comes to the host once and is shared by the linears that read it (q/k/v, gate/up): the last
+    // of them takes it, the others a copy (gptq_quantize changes its H).
+    std::array<std::vector<double>, 4> hs;
+    std::array<std::optional<OutputError>, 4> errs;
+    for (size_t gi = 0; gi < group.size(); ++gi) {
+      const LinearRole r = group[gi];
+      const size_t in = size_t(input_of(r));
       QuantizedLinear& q = res.linears[int(r)];
+      t.emplace(ph, "weights to f32");
       Tensor w = float_weight(m, layer, r);
       const int64_t n = w.dim(0), k = w.dim(1);
-      std::vector<double> h = acc[size_t(input_of(r))]->finish();
-      const OutputError err(m.backend(), h, k);
+      t.emplace(ph, "hessian to host");
+      if (!errs[in]) {
+        hs[in] = acc[in]->finish();
+        errs[in].emplace(*acc[in]);  // from the F32 sums: the same values, without a pass over the fp64 H
+      }
+      const OutputError& err = *errs[in];
+      bool used_later = false;
+      for (size_t gj = gi + 1; gj < group.size(); ++gj) used_later |= size_t(input_of(group[gj])) == in;
+      std::vector<double> h = used_later ? hs[in] : std::move(hs[in]);
       GptqOptions o;
       o.scheme = s.scheme(k);
       o.damp = s.damp;
       o.act_order = s.desc_act;
       o.static_groups = s.static_groups;
+      t.emplace(ph, "gptq");
       GptqResult g = gptq_quantize(m.backend(), w.data<float>(), n, k, std::move(h), o);
       q.prefix = linear_prefix(m, layer, r);
       q.codes = std::move(g.codes);
       q.bias = round_bias_f16(float_bias(m, layer, r));
+      t.emplace(ph, "error report");
       Tensor d = codes_to_dense(q.codes);
       const double den = err.norm(w.data<float>(), n);
       q.error = err.rel(d.data<float>(), w.data<float>(), n, den);
@@ -150,9 +197,11 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       q.error_rtn = err.rel(rtn.data<float>(), w.data<float>(), n, den);
       if (g.damp != s.damp) damps[q.prefix] = g.damp;
     }
+    t.emplace(ph, "stand-ins");
     for (LinearRole r : group) install(m, layer, r, res.linears[int(r)], s);
   }
   if (!damps.empty()) res.notes["raised_damp"] = damps;
+  PhaseTimes::Scope t(ph, "forward (quantized)");
   runner.run();
   return res;
 }

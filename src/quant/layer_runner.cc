@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "quant/host_ops.h"
 
 namespace dlx {
 
@@ -22,8 +23,9 @@ void LayerRunner::begin(int64_t layer) {
   inputs_.clear();
   for (auto& st : chunks_) {
     Tensor h = model_.backend().to_host_f32(st.h);
-    // to_host_f32 may hand back the activation itself (CPU): keep a private copy.
-    inputs_.push_back(Tensor::from_data(DType::F32, h.shape(), h.data()));
+    // to_host_f32 may hand back the activation itself (CPU), or a device backend's staging memory: keep a private
+    // copy (in parallel: with 64K calibration tokens of a 3584-wide model one snapshot is ~1 GB).
+    inputs_.push_back(host_copy(h));
   }
 }
 
@@ -36,9 +38,11 @@ void LayerRunner::run(const LinearObserver& observer) {
   } watch{model_};
   model_.set_observer({observer, {}});
   for (size_t c = 0; c < chunks_.size(); ++c) {
-    // from_host_f32 may alias its argument (CPU) and the layer adds into h in place: give it a copy.
-    Tensor h = Tensor::from_data(DType::F32, inputs_[c].shape(), inputs_[c].data());
-    chunks_[c].h = model_.backend().from_host_f32(h);
+    // from_host_f32 may alias its argument (CPU) and the layer adds into h in place: then give it a copy. An
+    // upload (a device backend) is a copy already.
+    Tensor h = model_.backend().from_host_f32(inputs_[c]);
+    if (h.data() == inputs_[c].data()) h = model_.backend().from_host_f32(host_copy(inputs_[c]));
+    chunks_[c].h = h;
     model_.run_layer(layer_, chunks_[c]);
   }
 }

@@ -2,15 +2,20 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_pool.h"
 #include "formats/awq.h"
 #include "formats/gptq.h"
 #include "formats/quant_codes.h"
@@ -18,8 +23,10 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "quant/checkpoint_writer.h"
+#include "quant/host_ops.h"
 #include "quant/layer_quant.h"
 #include "quant/layer_runner.h"
+#include "quant/phase_times.h"
 
 namespace dlx {
 
@@ -95,17 +102,43 @@ Tensor to_f16(const std::vector<float>& v) {
 
 Tensor convert(const Tensor& t, DType dt, const std::string& name) {
   if (!is_float(t.dtype()) || t.dtype() == DType::F8_E4M3 || t.dtype() == dt) return t;
-  Tensor out = Tensor::zeros(dt, t.shape());
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    float v = load_as_f32(t.data(), t.dtype(), size_t(i));
-    check(dt != DType::F16 || std::fabs(v) <= 65504.0f || !std::isfinite(v),
-          "tensor '{}' holds {} which does not fit in float16; quantize with dtype bfloat16", name, v);
-    switch (dt) {
-      case DType::F16: out.data<uint16_t>()[i] = f32_to_f16(v); break;
-      case DType::BF16: out.data<uint16_t>()[i] = f32_to_bf16(v); break;
-      default: out.data<float>()[i] = v; break;
+  // The embedding and the LM head of a 7B model hold ~545M values each: converted on every core. A value out of
+  // fp16's range is reported at its first index, as a serial loop would find it.
+  Tensor out = host_uninit(dt, t.shape());
+  const int64_t n = t.numel();
+  std::atomic<int64_t> first_bad{n};
+  parallel_for(n, 1 << 18, [&](int64_t i0, int64_t i1) {
+    // Through a small F32 buffer, so that each loop has one dtype (no switch per element).
+    constexpr int64_t kBuf = 4096;
+    float buf[kBuf];
+    const void* src = t.data();
+    for (int64_t b0 = i0; b0 < i1; b0 += kBuf) {
+      const int64_t m = std::min(kBuf, i1 - b0);
+      if (t.dtype() == DType::BF16)
+        for (int64_t i = 0; i < m; ++i) buf[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[b0 + i]);
+      else
+        for (int64_t i = 0; i < m; ++i) buf[i] = load_as_f32(src, t.dtype(), size_t(b0 + i));
+      if (dt == DType::F16) {
+        for (int64_t i = 0; i < m; ++i)
+          if (std::fabs(buf[i]) > 65504.0f && std::isfinite(buf[i])) {
+            int64_t cur = first_bad.load();
+            while (b0 + i < cur && !first_bad.compare_exchange_weak(cur, b0 + i)) {
+            }
+            return;
+          }
+        uint16_t* o = out.data<uint16_t>() + b0;
+        for (int64_t i = 0; i < m; ++i) o[i] = f32_to_f16(buf[i]);
+      } else if (dt == DType::BF16) {
+        uint16_t* o = out.data<uint16_t>() + b0;
+        for (int64_t i = 0; i < m; ++i) o[i] = f32_to_bf16(buf[i]);
+      } else {
+        std::memcpy(out.data<float>() + b0, buf, size_t(m) * sizeof(float));
+      }
     }
-  }
+  });
+  if (const int64_t i = first_bad.load(); i < n)
+    fail("tensor '{}' holds {} which does not fit in float16; quantize with dtype bfloat16", name,
+         load_as_f32(t.data(), t.dtype(), size_t(i)));
   return out;
 }
 
@@ -157,11 +190,17 @@ std::string quantized_file_name(const std::string& format) {
 
 QuantizeReport quantize_model(const QuantizeOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
+  PhaseTimes& phases = quant_phases();
+  phases.reset();
   const QuantSettings s = resolve(o);
   check_output_dir(o.output_path, o.model_path, o.overwrite);
   LoadOptions lo;
   lo.device = o.device;
-  std::unique_ptr<Model> m = Model::load(o.model_path, lo);
+  std::unique_ptr<Model> m;
+  {
+    PhaseTimes::Scope t(phases, "load model");
+    m = Model::load(o.model_path, lo);
+  }
   const ModelConfig& cfg = m->config();
   validate_model(*m, s);
 
@@ -181,6 +220,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   json calib_json = nullptr;
   std::unique_ptr<LayerRunner> runner;
   if (has_calib) {
+    PhaseTimes::Scope t(phases, "calibration embed");
     Calibration cal = load_calibration(o.calib, o.model_path, cfg);
     rep.calib_sequences = cal.ids.dim(0);
     rep.calib_tokens = cal.ids.numel();
@@ -203,11 +243,15 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
     Progress bar(fmt::format("quantize ({} {}-bit)", s.method, s.bits), cfg.num_layers);
     for (int64_t i = 0; i < cfg.num_layers; ++i) {
       if (o.cancelled && o.cancelled()) fail("interrupted: nothing was written to {}", o.output_path);
-      if (runner) runner->begin(i);
+      if (runner) {
+        PhaseTimes::Scope t(phases, "layer input to host");
+        runner->begin(i);
+      }
       LayerResult r = s.method == "gptq"  ? quantize_layer_gptq(*m, i, *runner, s)
                       : s.method == "awq" ? quantize_layer_awq(*m, i, *runner, s)
                                           : quantize_layer_rtn(*m, i, runner.get(), s);
       std::vector<double> e, er;
+      PhaseTimes::Scope t(phases, "pack checkpoint");
       for (LinearRole role : kLinearRoles) {
         const QuantizedLinear& q = r.linears[int(role)];
         pack_linear(q, s, quantized);
@@ -232,11 +276,13 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   // and everything else converted to --dtype (model-0000i-of-0000N.safetensors), one index over both.
   const TensorStore& store = m->store();
   std::map<std::string, Tensor> others;
+  std::optional<PhaseTimes::Scope> t_convert(std::in_place, phases, "convert unquantized");
   for (const std::string& name : store.names()) {
     if (replaced.count(name)) continue;
     auto f = folded.find(name);
     others[name] = f != folded.end() ? f->second : convert(store.get(name), s.norm_dtype, name);
   }
+  t_convert.reset();
   CheckpointFiles files;
   files.source_dir = o.model_path;
   files.output_dir = o.output_path;
@@ -290,12 +336,20 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
                      "the same X"},
                     {"layers", layers},
                     {"layer_notes", layer_notes}};
+  // Where the time went (wall seconds per phase, all layers; writing the files comes after this is written).
+  json phase_json = json::object();
+  for (const auto& [name, sec] : phases.totals()) phase_json[name] = sec;
+  files.metadata["phase_seconds"] = phase_json;
   if (s.method == "awq")
     files.metadata["awq"] = {{"grid", s.awq_grid},
                              {"search_tokens", s.awq_search_tokens},
                              {"v_o_fold", s.awq_fold_vo ? "tied per kv head (grouped-query attention)" : "off"},
                              {"clip", "max |w| shrink 0..45% in 5% steps, exact squared error from H"}};
-  write_checkpoint(files);
+  {
+    PhaseTimes::Scope t(phases, "write");
+    write_checkpoint(files);
+  }
+  log_info("quantize phases (wall, all layers): {}", phases.summary());
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return rep;
 }

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "quant/host_ops.h"
 
 namespace dlx {
 
@@ -40,18 +41,22 @@ std::vector<float> awq_weight_mean(const std::vector<const Tensor*>& ws, int64_t
   const int64_t k = ws[0]->dim(1);
   std::vector<double> sum(static_cast<size_t>(k), 0.0);
   int64_t rows = 0;
-  for (const Tensor* w : ws) {
-    const int64_t n = w->dim(0);
-    const float* p = w->data<float>();
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t g0 = 0; g0 < k; g0 += group_size) {
-        float m = 0;
-        for (int64_t c = g0; c < g0 + group_size; ++c) m = std::max(m, std::fabs(p[r * k + c]));
-        const double inv = 1.0 / (double(m) + 1e-6);
-        for (int64_t c = g0; c < g0 + group_size; ++c) sum[size_t(c)] += std::fabs(double(p[r * k + c])) * inv;
-      }
-    rows += n;
-  }
+  for (const Tensor* w : ws) rows += w->dim(0);
+  // Groups of columns split over threads; each column's sum still runs over the linears and rows in order, so the
+  // result does not depend on the thread count.
+  parallel_for(k / group_size, 1, [&](int64_t gb, int64_t ge) {
+    for (const Tensor* w : ws) {
+      const int64_t n = w->dim(0);
+      const float* p = w->data<float>();
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t g0 = gb * group_size; g0 < ge * group_size; g0 += group_size) {
+          float m = 0;
+          for (int64_t c = g0; c < g0 + group_size; ++c) m = std::max(m, std::fabs(p[r * k + c]));
+          const double inv = 1.0 / (double(m) + 1e-6);
+          for (int64_t c = g0; c < g0 + group_size; ++c) sum[size_t(c)] += std::fabs(double(p[r * k + c])) * inv;
+        }
+    }
+  });
   std::vector<float> out(static_cast<size_t>(k));
   for (int64_t c = 0; c < k; ++c) out[size_t(c)] = float(sum[size_t(c)] / double(rows));
   return out;
@@ -97,20 +102,22 @@ ScaleSearch awq_search_scales(const std::vector<float>& x_mean, const std::vecto
 
 Tensor scale_weight(const Tensor& w, const std::vector<float>& col_mul, const std::vector<float>* row_div) {
   const int64_t n = w.dim(0), k = w.dim(1);
-  Tensor out = Tensor::zeros(DType::F32, {n, k});
+  Tensor out = host_uninit(DType::F32, {n, k});
   const float* p = w.data<float>();
   float* o = out.data<float>();
-  for (int64_t r = 0; r < n; ++r) {
-    const float rd = row_div ? (*row_div)[size_t(r)] : 1.0f;
-    for (int64_t c = 0; c < k; ++c) o[r * k + c] = p[r * k + c] * col_mul[size_t(c)] / rd;
-  }
+  parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float rd = row_div ? (*row_div)[size_t(r)] : 1.0f;
+      for (int64_t c = 0; c < k; ++c) o[r * k + c] = p[r * k + c] * col_mul[size_t(c)] / rd;
+    }
+  });
   return out;
 }
 
 Tensor fake_quant_scaled(const Tensor& w, const std::vector<float>& s, const QuantScheme& scheme) {
   const int64_t n = w.dim(0), k = w.dim(1), gs = scheme.group_size;
   const int maxq = scheme.maxq();
-  Tensor out = Tensor::zeros(DType::F32, {n, k});
+  Tensor out = host_uninit(DType::F32, {n, k});
   const float* p = w.data<float>();
   float* o = out.data<float>();
   parallel_for(n, 16, [&](int64_t r0, int64_t r1) {

@@ -15,6 +15,8 @@
 
 namespace dlx {
 
+class OutputError;
+
 class HessianAccumulator {
  public:
   HessianAccumulator(Backend& be, int64_t k);
@@ -26,6 +28,7 @@ class HessianAccumulator {
   std::vector<double> finish() const;
 
  private:
+  friend class OutputError;
   Backend* be_;
   int64_t k_ = 0, rows_ = 0;
   Tensor h_;  // F32 [k, k] in the backend's memory: the upper triangle of sum x^T x
@@ -35,6 +38,9 @@ class HessianAccumulator {
 class OutputError {
  public:
   OutputError(Backend& be, const std::vector<double>& h, int64_t k);
+  // The same as OutputError(be, acc.finish(), acc.k()) (F32 values identical), straight from the F32 sums: for a
+  // caller that needs no fp64 H (RTN's error report), which then never exists on the host.
+  explicit OutputError(const HessianAccumulator& acc);
   // sum_n (a_n - b_n) H (a_n - b_n)^T for a, b F32 [n, k] on the host: T/2 times the squared output error.
   double sq(const float* a, const float* b, int64_t n) const;
   // sum_n b_n H b_n^T.

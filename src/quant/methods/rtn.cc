@@ -6,6 +6,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "quant/host_ops.h"
 
 namespace dlx {
 
@@ -23,11 +24,6 @@ float f16_scale(float v) {
 }  // namespace
 
 float round_to_f16(float v) { return f16_to_f32(f32_to_f16(v)); }
-
-int GroupParams::code(float w, int maxq) const {
-  float q = std::nearbyint(w / scale) + float(zero);
-  return int(std::clamp(q, 0.0f, float(maxq)));
-}
 
 GroupParams params_from_range(float lo, float hi, const QuantScheme& s) {
   const int maxq = s.maxq();
@@ -75,6 +71,9 @@ QuantCodes make_codes(int64_t n, int64_t k, const QuantScheme& s) {
   c.n = n;
   c.k = k;
   c.group_size = s.group_size;
+  // Huge pages for the codes (up to 68 MB a linear) before they are first touched: see host_ops.h.
+  c.q.reserve(size_t(n * k));
+  advise_huge_pages(c.q.data(), c.q.capacity());
   c.q.assign(size_t(n * k), 0);
   c.zero.assign(size_t(c.groups() * n), 0);
   c.scale.assign(size_t(c.groups() * n), 0.0f);
@@ -98,7 +97,7 @@ QuantCodes rtn_quantize(const float* w, int64_t n, int64_t k, const QuantScheme&
 }
 
 Tensor codes_to_dense(const QuantCodes& c) {
-  Tensor t = Tensor::zeros(DType::F32, {c.n, c.k});
+  Tensor t = host_uninit(DType::F32, {c.n, c.k});  // every element written below, in parallel
   float* o = t.data<float>();
   parallel_for(c.n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)

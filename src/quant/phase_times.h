@@ -1,0 +1,44 @@
+// Wall-clock seconds of the phases of `diffulex quantize` (weights to F32, RTN, GPTQ, AWQ searches, error report,
+// stand-ins, packing, writing), summed over the layers. quantize_model() resets them, prints them with -v and
+// records them in the metadata, so a run on another machine (a GPU host) shows where its time went without a
+// profiler. Phases are timed from the driver's thread; the work inside them may run on the thread pool.
+#pragma once
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dlx {
+
+class PhaseTimes {
+ public:
+  // Adds the time from construction to destruction to phase `name` (a string literal).
+  class Scope {
+   public:
+    Scope(PhaseTimes& t, const char* name) : t_(t), name_(name), start_(std::chrono::steady_clock::now()) {}
+    ~Scope() { t_.add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count()); }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    PhaseTimes& t_;
+    const char* name_;
+    std::chrono::steady_clock::time_point start_;
+  };
+
+  void reset();
+  void add(const char* name, double seconds);
+  // Phases in the order they first ran.
+  std::vector<std::pair<std::string, double>> totals() const;
+  std::string summary() const;  // "name 1.23 s, name 0.45 s, ..."
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, double>> totals_;  // guarded by mu_
+};
+
+// The process's phase times (one quantization at a time runs in a process).
+PhaseTimes& quant_phases();
+
+}  // namespace dlx
