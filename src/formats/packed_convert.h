@@ -35,6 +35,33 @@ inline void pack_row(const uint8_t* row, const std::vector<int32_t>& perm, int b
   }
 }
 
+// An empty PackedWeight of the given geometry (codes, scales and folded zeros allocated), and the groups' scale
+// and scale * zero of output row r, for the two builders below.
+inline PackedWeight new_packed_weight(int bits, int64_t n, int64_t k, int64_t group_size,
+                                      const std::vector<int32_t>& perm) {
+  PackedWeight w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.group_size = group_size;
+  w.qweight = Tensor::zeros(DType::I32, {n, w.words_per_row()});
+  w.scales = Tensor::zeros(DType::F32, {n, w.groups()});
+  w.zeros = Tensor::zeros(DType::F32, {n, w.groups()});
+  if (!perm.empty()) w.perm = Tensor::from_data(DType::I32, {k}, perm.data());
+  return w;
+}
+template <class Scale, class Zero>
+void store_row_groups(PackedWeight& w, int64_t r, Scale& scale, Zero& zero) {
+  const int64_t G = w.groups();
+  float* sc = w.scales.data<float>() + r * G;
+  float* zs = w.zeros.data<float>() + r * G;
+  for (int64_t g = 0; g < G; ++g) {
+    const float s = float(scale(g, r));
+    sc[g] = s;
+    zs[g] = s * float(zero(g, r));
+  }
+}
+
 }  // namespace packed_detail
 
 // code(k, n): integer code of checkpoint element (input k, output n), 0 .. 2^bits - 1.
@@ -42,19 +69,9 @@ inline void pack_row(const uint8_t* row, const std::vector<int32_t>& perm, int b
 template <class Code, class Scale, class Zero>
 PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_size, const std::vector<int32_t>& perm,
                                  Code code, Scale scale, Zero zero) {
-  PackedWeight w;
-  w.bits = bits;
-  w.n = n;
-  w.k = k;
-  w.group_size = group_size;
-  const int64_t words = w.words_per_row(), G = w.groups();
-  w.qweight = Tensor::zeros(DType::I32, {n, words});
-  w.scales = Tensor::zeros(DType::F32, {n, G});
-  w.zeros = Tensor::zeros(DType::F32, {n, G});
-  if (!perm.empty()) w.perm = Tensor::from_data(DType::I32, {k}, perm.data());
+  PackedWeight w = packed_detail::new_packed_weight(bits, n, k, group_size, perm);
+  const int64_t words = w.words_per_row();
   uint32_t* qw = w.qweight.data<uint32_t>();
-  float* sc = w.scales.data<float>();
-  float* zs = w.zeros.data<float>();
   // Blocks of output rows: codes are read k-major (how GPTQ and AWQ store them, row after row of input k)
   // into a small row-major scratch, then packed along k.
   constexpr int64_t kBlock = 16;
@@ -66,11 +83,7 @@ PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_s
         for (int64_t r = 0; r < rows; ++r) tmp[size_t(r * k + kk)] = uint8_t(code(kk, n0 + r));
       for (int64_t r = 0; r < rows; ++r) {
         packed_detail::pack_row(tmp.data() + r * k, perm, bits, words, qw + (n0 + r) * words);
-        for (int64_t g = 0; g < G; ++g) {
-          float s = float(scale(g, n0 + r));
-          sc[(n0 + r) * G + g] = s;
-          zs[(n0 + r) * G + g] = s * float(zero(g, n0 + r));
-        }
+        packed_detail::store_row_groups(w, n0 + r, scale, zero);
       }
     }
   });
@@ -83,27 +96,13 @@ PackedWeight build_packed_weight(int bits, int64_t n, int64_t k, int64_t group_s
 template <class Row, class Scale, class Zero>
 PackedWeight build_packed_weight_from_rows(int bits, int64_t n, int64_t k, int64_t group_size,
                                            const std::vector<int32_t>& perm, Row row, Scale scale, Zero zero) {
-  PackedWeight w;
-  w.bits = bits;
-  w.n = n;
-  w.k = k;
-  w.group_size = group_size;
-  const int64_t words = w.words_per_row(), G = w.groups();
-  w.qweight = Tensor::zeros(DType::I32, {n, words});
-  w.scales = Tensor::zeros(DType::F32, {n, G});
-  w.zeros = Tensor::zeros(DType::F32, {n, G});
-  if (!perm.empty()) w.perm = Tensor::from_data(DType::I32, {k}, perm.data());
+  PackedWeight w = packed_detail::new_packed_weight(bits, n, k, group_size, perm);
+  const int64_t words = w.words_per_row();
   uint32_t* qw = w.qweight.data<uint32_t>();
-  float* sc = w.scales.data<float>();
-  float* zs = w.zeros.data<float>();
   parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       packed_detail::pack_row(row(r), perm, bits, words, qw + r * words);
-      for (int64_t g = 0; g < G; ++g) {
-        float s = float(scale(g, r));
-        sc[r * G + g] = s;
-        zs[r * G + g] = s * float(zero(g, r));
-      }
+      packed_detail::store_row_groups(w, r, scale, zero);
     }
   });
   return w;
@@ -114,18 +113,9 @@ PackedWeight build_packed_weight_from_rows(int bits, int64_t n, int64_t k, int64
 template <class Word, class Scale, class Zero>
 PackedWeight build_packed_weight_from_words(int bits, int64_t n, int64_t k, int64_t group_size, Word word, Scale scale,
                                             Zero zero) {
-  PackedWeight w;
-  w.bits = bits;
-  w.n = n;
-  w.k = k;
-  w.group_size = group_size;
-  const int64_t words = w.words_per_row(), G = w.groups();
-  w.qweight = Tensor::zeros(DType::I32, {n, words});
-  w.scales = Tensor::zeros(DType::F32, {n, G});
-  w.zeros = Tensor::zeros(DType::F32, {n, G});
+  PackedWeight w = packed_detail::new_packed_weight(bits, n, k, group_size, {});
+  const int64_t words = w.words_per_row();
   uint32_t* qw = w.qweight.data<uint32_t>();
-  float* sc = w.scales.data<float>();
-  float* zs = w.zeros.data<float>();
   // Tiles of 16 x 16 words: reads along n (how the checkpoint stores them), writes along j, both in cache.
   constexpr int64_t kTile = 16;
   parallel_for((n + kTile - 1) / kTile, 1, [&](int64_t b0, int64_t b1) {
@@ -134,12 +124,7 @@ PackedWeight build_packed_weight_from_words(int bits, int64_t n, int64_t k, int6
       for (int64_t j0 = 0; j0 < words; j0 += kTile)
         for (int64_t j = j0; j < std::min(words, j0 + kTile); ++j)
           for (int64_t r = n0; r < n1; ++r) qw[r * words + j] = word(j, r);
-      for (int64_t r = n0; r < n1; ++r)
-        for (int64_t g = 0; g < G; ++g) {
-          float s = float(scale(g, r));
-          sc[r * G + g] = s;
-          zs[r * G + g] = s * float(zero(g, r));
-        }
+      for (int64_t r = n0; r < n1; ++r) packed_detail::store_row_groups(w, r, scale, zero);
     }
   });
   return w;

@@ -19,6 +19,7 @@
 #include "quant/methods/awq.h"
 #include "quant/methods/hessian.h"
 #include "quant/methods/rtn.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace dlx {
@@ -40,20 +41,9 @@ void with_threads(int n, Fn fn) {
   set_num_threads(before);
 }
 
-QuantCodes random_codes(int bits, int64_t n, int64_t k, int64_t gs, std::mt19937_64& rng, int min_zero = 0) {
-  QuantCodes c;
-  c.bits = bits;
-  c.n = n;
-  c.k = k;
-  c.group_size = gs;
-  const uint32_t maxq = (1u << bits) - 1;
-  c.q.resize(size_t(n * k));
-  for (auto& v : c.q) v = uint8_t(rng() & maxq);
-  c.zero.resize(size_t(c.groups() * n));
-  for (auto& z : c.zero) z = uint8_t(min_zero + int(rng() % (maxq + 1 - min_zero)));
-  c.scale.resize(size_t(c.groups() * n));
-  for (auto& s : c.scale) s = round_to_f16(0.001f + float(rng() % 1000) * 1e-5f);
-  return c;
+// Random asymmetric codes without act-order (quant_test_util.h).
+QuantCodes random_codes(int bits, int64_t n, int64_t k, int64_t gs, std::mt19937_64& rng) {
+  return test::random_codes(bits, n, k, gs, /*sym=*/false, /*act_order=*/false, rng);
 }
 
 TEST(QuantHostOps, RoundHalfEvenIsNearbyint) {
@@ -143,7 +133,7 @@ TEST(QuantHostOps, PackersMatchSerialReferences) {
   for (int threads : {1, 3}) {
     with_threads(threads, [&] {
       for (int bits : {4, 8}) {
-        const QuantCodes c = random_codes(bits, 150, 192, 64, rng, 1);
+        const QuantCodes c = random_codes(bits, 150, 192, 64, rng);
         const GptqTensors t = pack_gptq(c, /*v1=*/true);
         const std::vector<uint32_t> want = ref_gptq_qweight(c);
         ASSERT_EQ(t.qweight.nbytes(), want.size() * 4);
@@ -158,7 +148,7 @@ TEST(QuantHostOps, PackersMatchSerialReferences) {
       }
     });
   }
-  QuantCodes bad = random_codes(4, 16, 64, 32, rng, 1);
+  QuantCodes bad = random_codes(4, 16, 64, 32, rng);
   bad.q[777] = 16;
   try {
     pack_gptq(bad, true);
