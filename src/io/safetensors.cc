@@ -117,6 +117,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
 
 SafetensorsFile::~SafetensorsFile() = default;
 
+void SafetensorsFile::release_pages() const { ::madvise(map_.get(), size_, MADV_DONTNEED); }
+
+void TensorStore::release_pages() const {
+  for (const auto& f : files_) f->release_pages();
+}
+
 Tensor SafetensorsFile::get(const std::string& name) const {
   auto it = infos_.find(name);
   if (it == infos_.end()) fail("{}: no tensor named '{}'", path_, name);

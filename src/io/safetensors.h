@@ -31,6 +31,10 @@ class SafetensorsFile {
   bool has(const std::string& name) const { return infos_.count(name) != 0; }
   // A view into the mapping; the returned tensor keeps the mapping alive.
   Tensor get(const std::string& name) const;
+  // Drops the mapping's pages from this process's resident memory (madvise MADV_DONTNEED). The mapping is
+  // read-only, so its pages are never private copies: views stay valid and a later read faults the bytes back in
+  // from the file (normally from the page cache). For readers that stream a large checkpoint once.
+  void release_pages() const;
 
  private:
   std::string path_;
@@ -58,6 +62,8 @@ class TensorStore {
   const std::string& file_of(const std::string& name) const;
   // The overlay file read over the base checkpoint, or "" when none.
   const std::string& overlay() const { return overlay_; }
+  // SafetensorsFile::release_pages for every file.
+  void release_pages() const;
 
  private:
   static std::shared_ptr<TensorStore> open_base_dir(const std::string& dir);  // without the overlay

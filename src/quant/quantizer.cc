@@ -201,6 +201,10 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
     PhaseTimes::Scope t(phases, "load model");
     m = Model::load(o.model_path, lo);
   }
+  // The source checkpoint is read a layer at a time from here on: its mapped pages leave the resident set after
+  // the load and after each layer (they fault back in, from the page cache, where read again), so that peak host
+  // memory is about one layer's source plus the working set instead of the whole mapped file (issue 17).
+  m->store().release_pages();
   const ModelConfig& cfg = m->config();
   validate_model(*m, s);
 
@@ -267,6 +271,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
       if (!r.notes.empty()) layer_notes.push_back({{"layer", i}, {"notes", r.notes}});
       bar.update(i + 1, runner ? fmt::format("layer {}: rel err {:.4f} (RTN {:.4f})", i, mean_of(e), mean_of(er))
                                : fmt::format("layer {}", i));
+      m->store().release_pages();
     }
   }
   rep.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_quant).count();
