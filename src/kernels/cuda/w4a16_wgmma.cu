@@ -422,10 +422,11 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 }
 
 // Tile configurations by token tile NT and variant V: (MB, WGS, STAGES, resident blocks, consumer registers after
-// setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT). Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most
-// weights, the best at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128,
-// twice the tiles for the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K.
-// The backend times both (cuda_backend.cc).
+// setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT).
+// Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most weights, the best
+// at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128, twice the tiles for
+// the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K. The backend times
+// both (cuda_backend.cc).
 template <int NT, int V>
 struct Tile;
 template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4; };
