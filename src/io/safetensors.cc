@@ -117,7 +117,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
 
 SafetensorsFile::~SafetensorsFile() = default;
 
-void SafetensorsFile::release_pages() const { ::madvise(map_.get(), size_, MADV_DONTNEED); }
+// A residency hint: if the kernel refuses it, the pages simply stay resident (nothing to report or undo).
+void SafetensorsFile::release_pages() const { (void)::madvise(map_.get(), size_, MADV_DONTNEED); }
 
 void TensorStore::release_pages() const {
   for (const auto& f : files_) f->release_pages();

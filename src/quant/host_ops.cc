@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -30,11 +31,12 @@ Tensor host_uninit(DType dtype, Shape shape) {
   }
   const size_t bytes = size_t(n) * dtype_size(dtype);
   if (bytes >= kHugeMin) {
-    // Large buffers come straight from the kernel, marked for transparent huge pages (host_ops.h says why).
-    // Without THP, or with it off, madvise fails harmlessly and the pages are small.
+    // Large buffers come straight from the kernel, marked for transparent huge pages (host_ops.h says why). The
+    // length is a whole number of huge pages (recent kernels then align the mapping to one; elsewhere the partial
+    // huge pages at its ends stay small). Without THP, or with it off, the advice changes nothing.
     const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage;
     void* m = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) fail("out of memory allocating a tensor of {} bytes", bytes);
+    if (m == MAP_FAILED) fail("out of memory allocating a tensor of {} bytes: {}", bytes, std::strerror(errno));
     ::madvise(m, len, MADV_HUGEPAGE);
     std::shared_ptr<void> owner(m, [len](void* q) { ::munmap(q, len); });
     return Tensor(dtype, std::move(shape), m, std::move(owner));

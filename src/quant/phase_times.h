@@ -17,7 +17,13 @@ class PhaseTimes {
   class Scope {
    public:
     Scope(PhaseTimes& t, const char* name) : t_(t), name_(name), start_(std::chrono::steady_clock::now()) {}
-    ~Scope() { t_.add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count()); }
+    // Never throws (it also runs while an error unwinds the stack): a time that cannot be recorded is dropped.
+    ~Scope() {
+      try {
+        t_.add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+      } catch (...) {
+      }
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 

@@ -202,8 +202,9 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
     m = Model::load(o.model_path, lo);
   }
   // The source checkpoint is read a layer at a time from here on: its mapped pages leave the resident set after
-  // the load and after each layer (they fault back in, from the page cache, where read again), so that peak host
-  // memory is about one layer's source plus the working set instead of the whole mapped file (issue 17).
+  // the load and after each layer (they fault back in, from the page cache, where read again), so that the peak
+  // resident set is about one layer's source plus the working set instead of the whole mapped file (issue 17). The
+  // file's pages stay in the kernel's page cache, reclaimable, as for any file read.
   m->store().release_pages();
   const ModelConfig& cfg = m->config();
   validate_model(*m, s);

@@ -35,10 +35,12 @@ Backend& cpu() {
 // Runs fn with the pool at 1 thread and at several, restoring the count.
 template <class Fn>
 void with_threads(int n, Fn fn) {
-  const int before = num_threads();
+  struct Restore {
+    int before = num_threads();
+    ~Restore() { set_num_threads(before); }
+  } restore;
   set_num_threads(n);
   fn();
-  set_num_threads(before);
 }
 
 // Random asymmetric codes without act-order (quant_test_util.h).

@@ -117,7 +117,7 @@ double OutputError::sq(const float* a, const float* b, int64_t n) const {
 }
 
 double OutputError::norm(const float* b, int64_t n) const {
-  // A view of b, not a copy: quad only reads it (uploads it, or on the CPU multiplies it in place).
+  // A view of b, not a copy: quad only reads it (uploads it, or on the CPU the GEMM reads it where it is).
   return std::max(quad(host_view(DType::F32, {n, k_}, b)), 0.0);
 }
 
