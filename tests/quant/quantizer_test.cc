@@ -149,6 +149,34 @@ TEST(QuantizerGptq, ActOrderAndStaticGroups) {
   EXPECT_LT(direct_rel_error(x, codes_to_dense(s.codes), w), 0.8 * er);
 }
 
+// One group per row (group size -1, gs == K) with K spanning several of GPTQ's 128-column blocks: each row's
+// parameters come from its original weights, once (AutoGPTQ's groupsize -1), so the result equals static groups;
+// it used to read a block's columns past their end and use unset parameters from the second block on.
+TEST(QuantizerGptq, OneGroupPerRowAcrossBlocks) {
+  std::mt19937_64 rng(12);
+  const int64_t N = 24, K = 320, T = 640;
+  Tensor w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
+  Tensor x = correlated_inputs(T, K, rng);
+  std::vector<double> h = hessian_of(x);
+  for (int bits : {4, 8}) {
+    for (bool act_order : {false, true}) {
+      GptqOptions o;
+      o.scheme.bits = bits;
+      o.scheme.group_size = K;
+      o.act_order = act_order;
+      const GptqResult g = gptq_quantize(cpu(), w.data<float>(), N, K, h, o);
+      o.static_groups = true;
+      const GptqResult st = gptq_quantize(cpu(), w.data<float>(), N, K, h, o);
+      EXPECT_EQ(g.codes.q, st.codes.q) << bits << " bits, act_order " << act_order;
+      EXPECT_EQ(g.codes.scale, st.codes.scale);
+      EXPECT_EQ(g.codes.zero, st.codes.zero);
+      for (float sc : g.codes.scale) EXPECT_TRUE(std::isfinite(sc) && sc > 0.0f);
+      const double er = direct_rel_error(x, codes_to_dense(rtn_quantize(w.data<float>(), N, K, o.scheme)), w);
+      EXPECT_LT(direct_rel_error(x, codes_to_dense(g.codes), w), er) << bits << " bits, act_order " << act_order;
+    }
+  }
+}
+
 TEST(QuantizerAwq, ScaleSearchAndClipNeverWorseThanRtn) {
   std::mt19937_64 rng(5);
   const int64_t N = 64, K = 128, T = 512;

@@ -30,8 +30,12 @@ GptqResult gptq_quantize(Backend& be, const float* w0, int64_t n, int64_t k, std
     }
   auto weight = [&](int64_t r, int64_t col) { return dead[size_t(col)] ? 0.0f : w0[r * k + col]; };
 
-  std::vector<GroupParams> fixed;  // static groups: from the original weights
-  if (opt.static_groups) {
+  // Group parameters fixed from the original weights: with static groups, and with one group per row (gs == k),
+  // where GPTQ (AutoGPTQ's fasterquant with groupsize -1) finds each row's parameters once, before any error
+  // feedback. Otherwise a group's parameters come from its weights as updated when its first column is reached.
+  const bool fixed_params = opt.static_groups || !grouped;
+  std::vector<GroupParams> fixed;
+  if (fixed_params) {
     fixed.resize(size_t(n * G));
     parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(static_cast<size_t>(gs));
@@ -137,7 +141,7 @@ GptqResult gptq_quantize(Backend& be, const float* w0, int64_t n, int64_t k, std
         GroupParams p;
         for (int64_t j = 0; j < B; ++j) {
           const int64_t col = i1 + j, orig = perm[size_t(col)];
-          if (opt.static_groups) {
+          if (fixed_params) {
             p = fixed[size_t(r * G + orig / gs)];
           } else if (col % gs == 0) {
             p = find_params(wr + j, gs, s);  // the group's weights as updated so far
@@ -158,7 +162,7 @@ GptqResult gptq_quantize(Backend& be, const float* w0, int64_t n, int64_t k, std
       be.copy(e_up, dst);
     }
   }
-  if (opt.static_groups)
+  if (fixed_params)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t g = 0; g < G; ++g) set_group(c, g, r, fixed[size_t(r * G + g)]);
   return res;
