@@ -61,6 +61,12 @@ constexpr int kBK = 64, kMaxGroups = 4;
 // partial wave of the persistent grid are split, fewer than this.
 constexpr int kSplitCounters = 8192;
 
+// A compile-time index passed to a generic lambda (decltype(i)::value), e.g. which register set to use.
+template <int I>
+struct Idx {
+  static constexpr int value = I;
+};
+
 constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP>
@@ -89,9 +95,26 @@ __device__ __forceinline__ void dequant_a(uint32_t word, uint32_t sz0, uint32_t 
   a[0] = b[0], a[1] = b[2], a[2] = b[1], a[3] = b[3];
 }
 
+// FOLD: the A fragment of (q - z) only, exact small integers in bf16 ((128 + q) - (128 + z)); the group's scale
+// multiplies the group's fp32 partial sums instead (fold below). z0 / z1: the bf16 pair 128 + z of rows gid / gid+8.
+__device__ __forceinline__ void dequant_a_raw(uint32_t word, uint32_t z0, uint32_t z1, uint32_t (&a)[4]) {
+  const auto sub = [](uint32_t v, uint32_t z) {
+    __nv_bfloat162 d = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z));
+    return *reinterpret_cast<uint32_t*>(&d);
+  };
+  a[0] = sub(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0);
+  a[2] = sub(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0);
+  a[1] = sub(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1);
+  a[3] = sub(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1);
+}
+
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr) {
-  return uint64_t((saddr & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+// Its low word (the address / 16 in bits 0-13, the leading byte offset 1 at bit 16) and the whole descriptor from
+// the low word. The address field never carries into the next one (shared memory is under 256 KB), so the low word
+// of k16 slice kk of a tile is the tile's plus 2 kk.
+__device__ __forceinline__ uint32_t sw128_desc_lo(uint32_t saddr) { return ((saddr & 0x3ffffu) >> 4) | (1u << 16); }
+__device__ __forceinline__ uint64_t sw128_desc_of(uint32_t lo) {
+  return uint64_t(lo) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -193,7 +216,12 @@ __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
 // ACCS: accumulator sets a m64 block; k16 slice kk of a step goes to set kk % ACCS, so that consecutive wgmma are
 // independent (a chain of wgmma on one accumulator waits out each one's latency, which dominates at small NT), and
 // the sets are summed in a fixed order when the unit's k steps are done.
-template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS, int ACCS>
+// FOLD (small token tiles, a group a multiple of the k step): the register operand is q - z without the scale, and
+// each group's scale multiplies that group's fp32 partial sums once the group is done: 11 instructions a weight word
+// (8 weights) instead of 15, in the instruction-issue-bound small-M regime (docs/PERFORMANCE.md). Each group's sums
+// take ACCS sets of their own, alternating between two parities so that a group's sums are folded while the next
+// group's wgmma run; a group's first step overwrites its sets (wgmma's scale-d predicate) instead of zeroing them.
+template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS, int ACCS, bool FOLD>
 __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters, int units) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
@@ -246,86 +274,168 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   // Consumer warpgroups.
   if (REGS > 0) setmaxnreg_inc<REGS>();
   const int ctid = tid - 128, cw = warp / 4 - 1, wi = warp % 4;
+  // FOLD: accg[b][p][i] holds one group's partial sums of (q - z) x (parity p alternates between consecutive groups,
+  // set i takes k16 slice kk of each step with kk % ACCS == i); when a group's last step has completed its sums are
+  // scaled by the group's scales into acc (fold). Otherwise acc and acc_x are the ACCS sets of dequantized weights.
   float acc[MB][NT / 2];
-  float acc_x[MB][ACCS > 1 ? ACCS - 1 : 1][NT / 2];  // sets 1 .. ACCS-1 (unused when ACCS == 1)
+  constexpr int XS = FOLD ? 0 : ACCS - 1;  // acc_x: sets 1 .. ACCS-1 without FOLD
+  float acc_x[MB][XS > 0 ? XS : 1][NT / 2];
+  float accg[MB][FOLD ? 2 : 1][FOLD ? ACCS : 1][NT / 2];
   uint32_t a0[MB][4][4], a1[MB][4][4];
-  int g0 = 0;  // the block's k steps before this unit's
+  uint32_t g0 = 0;  // the block's k steps before this unit's
+  const int spg = ONE_GROUP ? gs / kBK : 1;  // k steps a group (FOLD)
+  // This thread's weight words and scale words within a stage.
+  const int q_off = C::X_BYTES + (cw * MB * 4 + wi) * 512 + lane * 16;
+  const int z_off = C::X_BYTES + C::W_BYTES + ((cw * MB * 4 + wi) * 16 + gid) * 4;
+  if constexpr (FOLD) {
+#pragma unroll
+    for (int b = 0; b < MB; ++b)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int i = 0; i < ACCS; ++i)
+#pragma unroll
+          for (int e = 0; e < NT / 2; ++e) accg[b][p][i][e] = 0.0f;
+  }
 
   // Step t's A fragments (weight words of its stage, dequantized), after waiting for the stage to land.
   auto dequant_step = [&](const Unit& w, int t, uint32_t(&af)[MB][4][4]) {
-    const int g = g0 + t, s = g % STAGES;
-    mbar_wait(&full[s], uint32_t((g / STAGES) & 1));
+    const uint32_t g = g0 + uint32_t(t), s = g % STAGES;
+    mbar_wait(&full[s], (g / STAGES) & 1);
     const unsigned char* st = smem + s * C::STAGE;
-    const uint4* ws = reinterpret_cast<const uint4*>(st + C::X_BYTES);
-    const uint32_t* zs = reinterpret_cast<const uint32_t*>(st + C::X_BYTES + C::W_BYTES);
-    const int k0 = (w.kt_begin + t) * kBK;
-    const int ga = ONE_GROUP ? 0 : k0 / gs;
 #pragma unroll
     for (int b = 0; b < MB; ++b) {
-      const int unit = (cw * MB + b) * 4 + wi;
-      const uint4 q = ws[unit * 32 + lane];
-      const int r0 = unit * 16 + gid;
+      // Unit (cw * MB + b) * 4 + wi of the block: 512 bytes of words, then 16 scale words.
+      const uint4 q = *reinterpret_cast<const uint4*>(st + q_off + b * 4 * 512);
+      const uint32_t* zs = reinterpret_cast<const uint32_t*>(st + z_off + b * 4 * 64);
+      if constexpr (FOLD) {
+        const uint32_t z0 = __byte_perm(zs[0], 0, 0x3232), z1 = __byte_perm(zs[8], 0, 0x3232);
+        dequant_a_raw(q.x, z0, z1, af[b][0]);
+        dequant_a_raw(q.y, z0, z1, af[b][1]);
+        dequant_a_raw(q.z, z0, z1, af[b][2]);
+        dequant_a_raw(q.w, z0, z1, af[b][3]);
+      } else {
+        const int k0 = (w.kt_begin + t) * kBK;
+        const int ga = ONE_GROUP ? 0 : k0 / gs;
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const int gi = ONE_GROUP ? 0 : min((k0 + 16 * kk) / gs, groups - 1) - ga;
-        const uint32_t word = kk == 0 ? q.x : kk == 1 ? q.y : kk == 2 ? q.z : q.w;
-        dequant_a(word, zs[gi * C::BN + r0], zs[gi * C::BN + r0 + 8], af[b][kk]);
+        for (int kk = 0; kk < 4; ++kk) {
+          const int gi = ONE_GROUP ? 0 : min((k0 + 16 * kk) / gs, groups - 1) - ga;
+          const uint32_t word = kk == 0 ? q.x : kk == 1 ? q.y : kk == 2 ? q.z : q.w;
+          dequant_a(word, zs[gi * C::BN], zs[gi * C::BN + 8], af[b][kk]);
+        }
       }
     }
   };
   auto fence_acc = [&](int b) {
     fence_regs(acc[b]);
 #pragma unroll
-    for (int i = 0; i + 1 < ACCS; ++i) fence_regs(acc_x[b][i]);
+    for (int i = 0; i < XS; ++i) fence_regs(acc_x[b][i]);
+    if constexpr (FOLD) {
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int i = 0; i < ACCS; ++i) fence_regs(accg[b][p][i]);
+    }
   };
-  auto mma_step = [&](int t, const uint32_t(&af)[MB][4][4]) {
-    const uint32_t xs = smem_addr(smem + ((g0 + t) % STAGES) * C::STAGE);
+  // FOLD bookkeeping of the unit's groups (warp-uniform): steps left in the group being issued and its parity; for
+  // the two steps in flight (slot t & 1), whether the step ends its group and the group's parity.
+  int ileft = 0, ipar = 1, first_len = 0;
+  bool ends[2] = {false, false};
+  int pars[2] = {0, 0};
+  auto mma_step = [&](int t, int nsteps, const uint32_t(&af)[MB][4][4], auto slot) {
+    const uint32_t s = (g0 + uint32_t(t)) % STAGES;
+    const uint32_t desc = sw128_desc_lo(smem_addr(smem + s * C::STAGE));
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_acc(b);
-    wgmma_fence();
+    if constexpr (FOLD) {
+      const bool first = ileft == 0;
+      if (first) ipar ^= 1, ileft = t == 0 ? first_len : spg;
+      --ileft;
+      ends[decltype(slot)::value] = ileft == 0 || t == nsteps - 1;
+      pars[decltype(slot)::value] = ipar;
+      auto issue = [&](auto p) {
+        wgmma_fence();  // in each branch, next to its wgmma (ptxas would add one)
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
+        for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int b = 0; b < MB; ++b) {
-        if (kk % ACCS == 0) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc(xs + 32 * kk));
-        else WgmmaRS<NT>::run(acc_x[b][kk % ACCS - 1], af[b][kk], sw128_desc(xs + 32 * kk));
-      }
+          for (int b = 0; b < MB; ++b)
+            WgmmaRS<NT>::run(accg[b][decltype(p)::value][kk % ACCS], af[b][kk], sw128_desc_of(desc + 2 * kk), !(first && kk < ACCS));
+      };
+      if (ipar) issue(Idx<1>());
+      else issue(Idx<0>());
+    } else {
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int b = 0; b < MB; ++b) {
+          if (kk % ACCS == 0) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc_of(desc + 2 * kk));
+          else WgmmaRS<NT>::run(acc_x[b][kk % ACCS - 1], af[b][kk], sw128_desc_of(desc + 2 * kk));
+        }
+    }
     wgmma_commit();
   };
-  // Step t is done with its stage (its wgmma group has completed): the warp hands the stage back.
-  auto release = [&](int t) {
+  // FOLD: group parity p is complete: acc += s * (its partial sums), s the bf16 scale of the row (the low half of the
+  // scale word in step t's stage, which holds that group's words).
+  auto fold = [&](int t, auto p) {
+    const unsigned char* st = smem + ((g0 + uint32_t(t)) % STAGES) * C::STAGE;
+#pragma unroll
+    for (int b = 0; b < MB; ++b) {
+      const uint32_t* zs = reinterpret_cast<const uint32_t*>(st + z_off + b * 4 * 64);
+      const float s0 = __uint_as_float(zs[0] << 16), s1 = __uint_as_float(zs[8] << 16);
+#pragma unroll
+      for (int e = 0; e < NT / 2; ++e) {
+        float sum = accg[b][decltype(p)::value][0][e];
+#pragma unroll
+        for (int i = 1; i < ACCS; ++i) sum += accg[b][decltype(p)::value][i][e];
+        acc[b][e] = fmaf(e & 2 ? s1 : s0, sum, acc[b][e]);
+      }
+    }
+  };
+  // Step t (issued from slot `slot`) is done (its wgmma group has completed): fold its group if it ends one, then the
+  // warp hands the stage back.
+  auto finish = [&](int t, auto slot) {
+    if constexpr (FOLD) {
+      if (ends[decltype(slot)::value]) {
+        if (pars[decltype(slot)::value]) fold(t, Idx<1>());
+        else fold(t, Idx<0>());
+      }
+    }
     __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[(g0 + t) % STAGES]);
+    if (lane == 0) mbar_arrive(&empty[(g0 + uint32_t(t)) % STAGES]);
   };
   auto settle = [&] {
     wgmma_wait<1>();
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_acc(b);
   };
+  const Idx<0> slot0;
+  const Idx<1> slot1;
 
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     const Unit w = unit_of<NT, C::BN>(a, u);
     const int nsteps = w.nsteps;
+    if constexpr (FOLD) ileft = 0, ipar = 1, first_len = spg - w.kt_begin % spg;
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
       for (int e = 0; e < NT / 2; ++e) {
         acc[b][e] = 0.0f;
 #pragma unroll
-        for (int i = 0; i + 1 < ACCS; ++i) acc_x[b][i][e] = 0.0f;
+        for (int i = 0; i < XS; ++i) acc_x[b][i][e] = 0.0f;
       }
     // Ping-pong: step t + 1 is dequantized into the other register set while step t's wgmma group runs;
     // wgmma.wait_group 1 after issuing a step means the step before it is done (its registers and stage are free).
     if (nsteps > 0) dequant_step(w, 0, a0);
     for (int t = 0; t < nsteps; t += 2) {
-      mma_step(t, a0);
+      mma_step(t, nsteps, a0, slot0);
       settle();
-      if (t > 0) release(t - 1);
+      if (t > 0) finish(t - 1, slot1);
       if (t + 1 >= nsteps) break;
       dequant_step(w, t + 1, a1);
-      mma_step(t + 1, a1);
+      mma_step(t + 1, nsteps, a1, slot1);
       settle();
-      release(t);
+      finish(t, slot0);
       if (t + 2 < nsteps) dequant_step(w, t + 2, a0);
     }
     wgmma_wait<0>();
@@ -333,12 +443,15 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     for (int b = 0; b < MB; ++b) {
       fence_acc(b);
 #pragma unroll
-      for (int i = 0; i + 1 < ACCS; ++i)
+      for (int i = 0; i < XS; ++i)
 #pragma unroll
         for (int e = 0; e < NT / 2; ++e) acc[b][e] += acc_x[b][i][e];
     }
-    if (nsteps > 0) release(nsteps - 1);
-    g0 += nsteps;
+    if (nsteps > 0) {
+      if ((nsteps - 1) & 1) finish(nsteps - 1, slot1);
+      else finish(nsteps - 1, slot0);
+    }
+    g0 += uint32_t(nsteps);
 
     if (w.tail >= 0) {
       // Split-K: each split stores its accumulators for the tile in register order (coalesced: slot r of consumer
@@ -422,20 +535,21 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 }
 
 // Tile configurations by token tile NT and variant V: (MB, WGS, STAGES, resident blocks, consumer registers after
-// setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT).
+// setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT;
+// FOLD_ACCS > 0: fold the scales with that many sets a group parity, when the group size allows it).
 // Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most weights, the best
 // at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128, twice the tiles for
 // the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K. The backend times
 // both (cuda_backend.cc).
 template <int NT, int V>
 struct Tile;
-template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4; };
-template <> struct Tile<16, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4; };
-template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96, ACCS = 2; };
-template <> struct Tile<64, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1; };
-template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1; };
-template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2; };
-template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 2; };
+template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 2; };
+template <> struct Tile<16, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 1; };
+template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96, ACCS = 2, FOLD_ACCS = 0; };
+template <> struct Tile<64, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
+template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
+template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
+template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
 
 // What the planner needs of a token tile's configuration: output features a block, blocks an SM.
 struct TileShape {
@@ -505,7 +619,9 @@ int* split_counters() {
 template <int NT, int V, bool ONE_GROUP>
 auto kernel_of() {
   using T = Tile<NT, V>;
-  return w4a16_wgmma_kernel<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP, T::MINB, T::REGS, T::ACCS>;
+  constexpr bool fold = ONE_GROUP && T::FOLD_ACCS > 0;
+  return w4a16_wgmma_kernel<NT, T::MB, T::WGS, T::STAGES, ONE_GROUP, T::MINB, T::REGS, fold ? T::FOLD_ACCS : T::ACCS,
+                            fold>;
 }
 
 template <int NT, int V, bool ONE_GROUP>

@@ -126,6 +126,10 @@ const Case kCases[] = {
     // The persistent wgmma grid walking more units than it has blocks: whole waves of unsplit tiles, then the last,
     // partial wave's tiles split along K (the reduction's per-tile counters are reused by every call after this one).
     {1, 33800, 2048, 128, false, false, true}, {12, 41000, 1536, 64, false, true, false},
+    // The wgmma kernel's fold at 8- and 16-token tiles (scales applied to each group's fp32 sums): one group for all
+    // of K (20 k steps) with split-K ranges inside it, and a group of 3 k steps (192), so that splits and groups
+    // start and end at different steps.
+    {10, 200, 1280, -1, true, false, true},    {4, 300, 1152, 192, false, true, false},
 };
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
