@@ -61,12 +61,6 @@ constexpr int kBK = 64, kMaxGroups = 4;
 // partial wave of the persistent grid are split, fewer than this.
 constexpr int kSplitCounters = 8192;
 
-// A compile-time index passed to a generic lambda (decltype(i)::value), e.g. which register set to use.
-template <int I>
-struct Idx {
-  static constexpr int value = I;
-};
-
 constexpr int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP>
@@ -218,9 +212,10 @@ __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
 // the sets are summed in a fixed order when the unit's k steps are done.
 // FOLD (small token tiles, a group a multiple of the k step): the register operand is q - z without the scale, and
 // each group's scale multiplies that group's fp32 partial sums once the group is done: 11 instructions a weight word
-// (8 weights) instead of 15, in the instruction-issue-bound small-M regime (docs/PERFORMANCE.md). Each group's sums
-// take ACCS sets of their own, alternating between two parities so that a group's sums are folded while the next
-// group's wgmma run; a group's first step overwrites its sets (wgmma's scale-d predicate) instead of zeroing them.
+// (8 weights) instead of 15, in the instruction-issue-bound small-M regime (docs/PERFORMANCE.md). A group's sums take
+// ACCS sets of their own; before the next group's first step the warp waits for the group's last wgmma (the other
+// warps on the SM keep issuing meanwhile) and folds, and that step overwrites the sets (wgmma's scale-d predicate)
+// instead of zeroing them.
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS, int ACCS, bool FOLD>
 __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters, int units) {
@@ -274,13 +269,13 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   // Consumer warpgroups.
   if (REGS > 0) setmaxnreg_inc<REGS>();
   const int ctid = tid - 128, cw = warp / 4 - 1, wi = warp % 4;
-  // FOLD: accg[b][p][i] holds one group's partial sums of (q - z) x (parity p alternates between consecutive groups,
-  // set i takes k16 slice kk of each step with kk % ACCS == i); when a group's last step has completed its sums are
-  // scaled by the group's scales into acc (fold). Otherwise acc and acc_x are the ACCS sets of dequantized weights.
+  // FOLD: accg[b][i] holds the current group's partial sums of (q - z) x (set i takes the k16 slices kk of each step
+  // with kk % ACCS == i); once the group's last step has completed they are scaled by the group's scales into acc
+  // (fold). Otherwise acc and acc_x are the ACCS sets of dequantized weights.
   float acc[MB][NT / 2];
   constexpr int XS = FOLD ? 0 : ACCS - 1;  // acc_x: sets 1 .. ACCS-1 without FOLD
   float acc_x[MB][XS > 0 ? XS : 1][NT / 2];
-  float accg[MB][FOLD ? 2 : 1][FOLD ? ACCS : 1][NT / 2];
+  float accg[MB][FOLD ? ACCS : 1][NT / 2];
   uint32_t a0[MB][4][4], a1[MB][4][4];
   uint32_t g0 = 0;  // the block's k steps before this unit's
   const int spg = ONE_GROUP ? gs / kBK : 1;  // k steps a group (FOLD)
@@ -291,11 +286,9 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
-      for (int p = 0; p < 2; ++p)
+      for (int i = 0; i < ACCS; ++i)
 #pragma unroll
-        for (int i = 0; i < ACCS; ++i)
-#pragma unroll
-          for (int e = 0; e < NT / 2; ++e) accg[b][p][i][e] = 0.0f;
+        for (int e = 0; e < NT / 2; ++e) accg[b][i][e] = 0.0f;
   }
 
   // Step t's A fragments (weight words of its stage, dequantized), after waiting for the stage to land.
@@ -332,52 +325,12 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     for (int i = 0; i < XS; ++i) fence_regs(acc_x[b][i]);
     if constexpr (FOLD) {
 #pragma unroll
-      for (int p = 0; p < 2; ++p)
-#pragma unroll
-        for (int i = 0; i < ACCS; ++i) fence_regs(accg[b][p][i]);
+      for (int i = 0; i < ACCS; ++i) fence_regs(accg[b][i]);
     }
   };
-  // FOLD bookkeeping of the unit's groups (warp-uniform): steps left in the group being issued and its parity; for
-  // the two steps in flight (slot t & 1), whether the step ends its group and the group's parity.
-  int ileft = 0, ipar = 1, first_len = 0;
-  bool ends[2] = {false, false};
-  int pars[2] = {0, 0};
-  auto mma_step = [&](int t, int nsteps, const uint32_t(&af)[MB][4][4], auto slot) {
-    const uint32_t s = (g0 + uint32_t(t)) % STAGES;
-    const uint32_t desc = sw128_desc_lo(smem_addr(smem + s * C::STAGE));
-#pragma unroll
-    for (int b = 0; b < MB; ++b) fence_acc(b);
-    if constexpr (FOLD) {
-      const bool first = ileft == 0;
-      if (first) ipar ^= 1, ileft = t == 0 ? first_len : spg;
-      --ileft;
-      ends[decltype(slot)::value] = ileft == 0 || t == nsteps - 1;
-      pars[decltype(slot)::value] = ipar;
-      auto issue = [&](auto p) {
-        wgmma_fence();  // in each branch, next to its wgmma (ptxas would add one)
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-          for (int b = 0; b < MB; ++b)
-            WgmmaRS<NT>::run(accg[b][decltype(p)::value][kk % ACCS], af[b][kk], sw128_desc_of(desc + 2 * kk), !(first && kk < ACCS));
-      };
-      if (ipar) issue(Idx<1>());
-      else issue(Idx<0>());
-    } else {
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int b = 0; b < MB; ++b) {
-          if (kk % ACCS == 0) WgmmaRS<NT>::run(acc[b], af[b][kk], sw128_desc_of(desc + 2 * kk));
-          else WgmmaRS<NT>::run(acc_x[b][kk % ACCS - 1], af[b][kk], sw128_desc_of(desc + 2 * kk));
-        }
-    }
-    wgmma_commit();
-  };
-  // FOLD: group parity p is complete: acc += s * (its partial sums), s the bf16 scale of the row (the low half of the
+  // FOLD: the group of step t is complete: acc += s * (its partial sums), s the bf16 scale of the row (the low half of the
   // scale word in step t's stage, which holds that group's words).
-  auto fold = [&](int t, auto p) {
+  auto fold = [&](int t) {
     const unsigned char* st = smem + ((g0 + uint32_t(t)) % STAGES) * C::STAGE;
 #pragma unroll
     for (int b = 0; b < MB; ++b) {
@@ -385,22 +338,50 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       const float s0 = __uint_as_float(zs[0] << 16), s1 = __uint_as_float(zs[8] << 16);
 #pragma unroll
       for (int e = 0; e < NT / 2; ++e) {
-        float sum = accg[b][decltype(p)::value][0][e];
+        float sum = accg[b][0][e];
 #pragma unroll
-        for (int i = 1; i < ACCS; ++i) sum += accg[b][decltype(p)::value][i][e];
+        for (int i = 1; i < ACCS; ++i) sum += accg[b][i][e];
         acc[b][e] = fmaf(e & 2 ? s1 : s0, sum, acc[b][e]);
       }
     }
   };
-  // Step t (issued from slot `slot`) is done (its wgmma group has completed): fold its group if it ends one, then the
-  // warp hands the stage back.
-  auto finish = [&](int t, auto slot) {
+  // FOLD bookkeeping (warp-uniform): k steps left in the group of the step being issued.
+  int ileft = 0, first_len = 0;
+  auto mma_step = [&](int t, const uint32_t(&af)[MB][4][4]) {
+    const uint32_t s = (g0 + uint32_t(t)) % STAGES;
+    const uint32_t desc = sw128_desc_lo(smem_addr(smem + s * C::STAGE));
+    bool first = false;
     if constexpr (FOLD) {
-      if (ends[decltype(slot)::value]) {
-        if (pars[decltype(slot)::value]) fold(t, Idx<1>());
-        else fold(t, Idx<0>());
+      first = ileft == 0;
+      if (first) {
+        ileft = t == 0 ? first_len : spg;
+        // Step t starts a new group: the previous group's sums are folded once its last step (t - 1, whose stage is
+        // still held) has completed, before this step's wgmma overwrite them.
+        if (t > 0) {
+          wgmma_wait<0>();
+#pragma unroll
+          for (int b = 0; b < MB; ++b) fence_acc(b);
+          fold(t - 1);
+        }
       }
+      --ileft;
     }
+#pragma unroll
+    for (int b = 0; b < MB; ++b) fence_acc(b);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int b = 0; b < MB; ++b) {
+        const uint64_t d = sw128_desc_of(desc + 2 * kk);
+        if constexpr (FOLD) WgmmaRS<NT>::run(accg[b][kk % ACCS], af[b][kk], d, !(first && kk < ACCS));
+        else if (kk % ACCS == 0) WgmmaRS<NT>::run(acc[b], af[b][kk], d);
+        else WgmmaRS<NT>::run(acc_x[b][kk % ACCS - 1], af[b][kk], d);
+      }
+    wgmma_commit();
+  };
+  // Step t is done with its stage (its wgmma group has completed): the warp hands the stage back.
+  auto release = [&](int t) {
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[(g0 + uint32_t(t)) % STAGES]);
   };
@@ -409,13 +390,11 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 #pragma unroll
     for (int b = 0; b < MB; ++b) fence_acc(b);
   };
-  const Idx<0> slot0;
-  const Idx<1> slot1;
 
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     const Unit w = unit_of<NT, C::BN>(a, u);
     const int nsteps = w.nsteps;
-    if constexpr (FOLD) ileft = 0, ipar = 1, first_len = spg - w.kt_begin % spg;
+    if constexpr (FOLD) ileft = 0, first_len = spg - w.kt_begin % spg;
 #pragma unroll
     for (int b = 0; b < MB; ++b)
 #pragma unroll
@@ -428,14 +407,14 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     // wgmma.wait_group 1 after issuing a step means the step before it is done (its registers and stage are free).
     if (nsteps > 0) dequant_step(w, 0, a0);
     for (int t = 0; t < nsteps; t += 2) {
-      mma_step(t, nsteps, a0, slot0);
+      mma_step(t, a0);
       settle();
-      if (t > 0) finish(t - 1, slot1);
+      if (t > 0) release(t - 1);
       if (t + 1 >= nsteps) break;
       dequant_step(w, t + 1, a1);
-      mma_step(t + 1, nsteps, a1, slot1);
+      mma_step(t + 1, a1);
       settle();
-      finish(t, slot0);
+      release(t);
       if (t + 2 < nsteps) dequant_step(w, t + 2, a0);
     }
     wgmma_wait<0>();
@@ -448,8 +427,8 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
         for (int e = 0; e < NT / 2; ++e) acc[b][e] += acc_x[b][i][e];
     }
     if (nsteps > 0) {
-      if ((nsteps - 1) & 1) finish(nsteps - 1, slot1);
-      else finish(nsteps - 1, slot0);
+      if constexpr (FOLD) fold(nsteps - 1);  // the unit's last group
+      release(nsteps - 1);
     }
     g0 += uint32_t(nsteps);
 
@@ -536,16 +515,16 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 
 // Tile configurations by token tile NT and variant V: (MB, WGS, STAGES, resident blocks, consumer registers after
 // setmaxnreg, accumulator sets: at least two independent wgmma chains a warpgroup, four at the smallest NT;
-// FOLD_ACCS > 0: fold the scales with that many sets a group parity, when the group size allows it).
+// FOLD_ACCS > 0: fold the scales, with that many sets for a group's sums, when the group size allows it).
 // Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most weights, the best
 // at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128, twice the tiles for
 // the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K. The backend times
 // both (cuda_backend.cc).
 template <int NT, int V>
 struct Tile;
-template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 2; };
-template <> struct Tile<16, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 1; };
-template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96, ACCS = 2, FOLD_ACCS = 0; };
+template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 4; };
+template <> struct Tile<16, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 2; };
+template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 2, REGS = 96, ACCS = 2, FOLD_ACCS = 1; };
 template <> struct Tile<64, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
