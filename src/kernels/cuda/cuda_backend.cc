@@ -579,12 +579,12 @@ class CudaBackend final : public Backend {
   }
 
   // "auto" (time the candidate paths once per shape and M bucket), "mma" (w4a16_mma.cu), "wgmma" (w4a16_wgmma.cu,
-  // compute capability 9.0 only; "wgmma_narrow" its 128-feature blocks where M > 32, w4a16_wgmma_has_narrow) or
-  // "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
+  // compute capability 9.0 only; "wgmma_narrow" and "wgmma_tall" its other tile variants, launch.h W4A16Variant)
+  // or "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
   void set_w4a16_path(const std::string& mode) {
-    const bool wgmma = mode == "wgmma" || mode == "wgmma_narrow";
+    const bool wgmma = wgmma_variant(mode) >= 0;
     check(mode == "auto" || mode == "mma" || wgmma || mode == "dequant",
-          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, dequant)", mode);
+          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, wgmma_tall, dequant)", mode);
     check(!wgmma || cuda::w4a16_wgmma_available(),
           "cuda: the wgmma W4A16 path needs a compute capability 9.0 GPU (H100/H200) and a build with sm_90a");
     w4a16_mode_ = mode;
@@ -596,6 +596,12 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // The wgmma kernel's variant a path names (-1: not a wgmma path).
+  static int wgmma_variant(const std::string& path) {
+    return path == "wgmma" ? cuda::kW4A16Wide : path == "wgmma_narrow" ? cuda::kW4A16Narrow
+                                              : path == "wgmma_tall"   ? cuda::kW4A16Tall
+                                                                       : -1;
+  }
   void matmul_w4a16(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) {
     const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
     check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
@@ -636,8 +642,8 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
-    auto run_wgmma = [&](bool narrow) {
-      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, narrow);
+    auto run_wgmma = [&](int variant) {
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, variant);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
@@ -663,11 +669,14 @@ class CudaBackend final : public Backend {
           const double t = time_ms(fn);
           if (t < t_best) t_best = t, best = name;
         };
-        auto wide = [&] { run_wgmma(false); };
-        auto narrow = [&] { run_wgmma(true); };
+        auto wide = [&] { run_wgmma(cuda::kW4A16Wide); };
         if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, wide)) {
           consider("wgmma", wide);
-          if (cuda::w4a16_wgmma_has_narrow(M) && wgmma_agrees(y, run_mma, narrow)) consider("wgmma_narrow", narrow);
+          for (const char* name : {"wgmma_narrow", "wgmma_tall"}) {
+            const int v = wgmma_variant(name);
+            auto other = [&] { run_wgmma(v); };
+            if (cuda::w4a16_wgmma_has_variant(v, M) && wgmma_agrees(y, run_mma, other)) consider(name, other);
+          }
         }
         if (M >= 64) consider("dequant", run_dequant);
         it = w4a16_choice_.emplace(key, best).first;
@@ -675,7 +684,7 @@ class CudaBackend final : public Backend {
       path = it->second;
     }
     if (path == "dequant") run_dequant();
-    else if (path == "wgmma" || path == "wgmma_narrow") run_wgmma(path == "wgmma_narrow");
+    else if (wgmma_variant(path) >= 0) run_wgmma(wgmma_variant(path));
     else run_mma();
   }
 

@@ -36,7 +36,8 @@ struct CudaMemoryStats {
 CudaMemoryStats cuda_memory_stats(Backend& be);
 // The W4A16 matmul path: "auto" (default; DIFFULEX_W4A16_PATH overrides), "mma" (the mma.sync kernel,
 // src/kernels/cuda/w4a16_mma.cu), "wgmma" (the Hopper kernel, w4a16_wgmma.cu), "wgmma_narrow" (its 128-feature
-// blocks for M > 32; the same as "wgmma" below) or "dequant" (transient bf16 weight + cuBLASLt).
+// blocks for M > 32; the same as "wgmma" below), "wgmma_tall" (its 256-token x 128-feature tiles, at any M) or
+// "dequant" (transient bf16 weight + cuBLASLt).
 void cuda_set_w4a16_path(Backend& be, const std::string& mode);
 // The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);

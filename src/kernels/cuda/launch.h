@@ -104,8 +104,8 @@ struct W4A16Args {
   int splits = 1, kt_per_split = 0;
   int minb = 2;       // resident blocks per SM the configuration is built for
   bool fold = false;  // scales and zero points applied per group in fp32 (group size a multiple of 128, M <= 32)
-  int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128)
-  int wg_variant = 0;  // wgmma kernel: 0 the widest feature block, 1 the narrow one (w4a16_wgmma_has_narrow)
+  int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128, 256)
+  int wg_variant = 0;  // wgmma kernel: a W4A16Variant
   int64_t dp_tiles = 0;  // wgmma kernel: the first tiles, whole waves of the persistent grid, run unsplit
   int64_t partial_floats = 0;  // fp32 partial sums split-K needs (w4a16_partial_floats)
 };
@@ -123,11 +123,16 @@ void launch_w4a16_splitk_reduce(const float* partial, int splits, int64_t M, int
 // The Hopper kernel on the same tiles (w4a16_wgmma.cu, sm_90a): available only on compute capability 9.0 devices
 // of a build that has it; its plan (token tile, split-K) and launch. Same contract as launch_w4a16.
 bool w4a16_wgmma_available();
-// narrow: the 128-feature block instead of the 256-feature one, where the token tile has both (M > 32:
-// w4a16_wgmma_has_narrow); the backend times both.
-bool w4a16_wgmma_has_narrow(int64_t M);
+// The wgmma kernel's tile variants (the backend times each one a shape and M bucket has):
+// - kWide: the token tile from M (8 ... 128 tokens) and the widest feature block (128 features up to 32 tokens,
+//   256 from 64 on): each x tile serves the most weights;
+// - kNarrow (M > 32): 128-feature blocks at 64 and 128 tokens, twice the tiles for the narrow shapes at mid M;
+// - kTall (M > 128 in "auto"; any M when forced): 256 tokens x 128 features, one m64n256k16 wgmma a k16 slice and
+//   warpgroup, half the dequantization per multiply-add of the 128-token tiles, for the tensor-bound large M.
+enum W4A16Variant { kW4A16Wide = 0, kW4A16Narrow = 1, kW4A16Tall = 2 };
+bool w4a16_wgmma_has_variant(int variant, int64_t M);
 W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0,
-                           bool narrow = false);
+                           int variant = kW4A16Wide);
 void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
                         int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
                         cudaStream_t stream);

@@ -518,8 +518,9 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
 // FOLD_ACCS > 0: fold the scales, with that many sets for a group's sums, when the group size allows it).
 // Variant 0 is the widest block (256 output features from NT = 64 on: each x tile serves the most weights, the best
 // at large M); variant 1 ("narrow", NT = 64 and 128 only) halves the features a block to 128, twice the tiles for
-// the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K. The backend times
-// both (cuda_backend.cc).
+// the narrow shapes at mid M, which otherwise have too few tiles for the GPU and lean on split-K; variant 2 ("tall",
+// NT = 256) is 128 features x 256 tokens, one m64n256k16 a k16 slice and warpgroup (launch.h W4A16Variant). The
+// backend times each (cuda_backend.cc).
 template <int NT, int V>
 struct Tile;
 template <> struct Tile<8, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 4; };
@@ -528,6 +529,7 @@ template <> struct Tile<32, 0> { static constexpr int MB = 1, WGS = 2, STAGES = 
 template <> struct Tile<64, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
+template <> struct Tile<256, 2> { static constexpr int MB = 1, WGS = 2, STAGES = 4, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
 
 // What the planner needs of a token tile's configuration: output features a block, blocks an SM.
@@ -544,7 +546,8 @@ TileShape tile_shape_of(int nt, int v) {
     case 16: return tile_shape<16, 0>();
     case 32: return tile_shape<32, 0>();
     case 64: return v ? tile_shape<64, 1>() : tile_shape<64, 0>();
-    default: return v ? tile_shape<128, 1>() : tile_shape<128, 0>();
+    case 128: return v ? tile_shape<128, 1>() : tile_shape<128, 0>();
+    default: return tile_shape<256, 2>();
   }
 }
 
@@ -650,14 +653,17 @@ bool w4a16_wgmma_available() {
   return ok;
 }
 
-bool w4a16_wgmma_has_narrow(int64_t M) { return M > 32; }
+bool w4a16_wgmma_has_variant(int variant, int64_t M) {
+  return variant == kW4A16Wide || (variant == kW4A16Narrow && M > 32) || (variant == kW4A16Tall && M > 128);
+}
 
-W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits, bool narrow) {
+W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits, int variant) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
   W4A16Args p{};
   p.M = M, p.N = N, p.K = K;
-  p.wg_nt = M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
-  p.wg_variant = narrow && w4a16_wgmma_has_narrow(M) ? 1 : 0;
+  // kTall runs at any M it is asked for (the tests force it on small M too); kNarrow only where it differs.
+  p.wg_variant = variant == kW4A16Tall ? kW4A16Tall : variant == kW4A16Narrow && M > 32 ? kW4A16Narrow : kW4A16Wide;
+  p.wg_nt = p.wg_variant == kW4A16Tall ? 256 : M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
   const TileShape ts = tile_shape_of(p.wg_nt, p.wg_variant);
   p.minb = ts.minb;
   const int bn = ts.features;
@@ -688,14 +694,15 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
   check(p.splits == 1 || ((p.M + p.wg_nt - 1) / p.wg_nt) * ((a.np + bn - 1) / bn) - p.dp_tiles <= kSplitCounters,
         "matmul_packed (w4a16 wgmma): {} x {} tiles are too many to split", p.M, p.N);
   const bool one_group = a.tile_in_one_group;
-  switch (p.wg_nt * 2 + p.wg_variant) {
-    case 16: launch_nt<8, 0>(a, one_group, x, stream); break;
-    case 32: launch_nt<16, 0>(a, one_group, x, stream); break;
-    case 64: launch_nt<32, 0>(a, one_group, x, stream); break;
-    case 128: launch_nt<64, 0>(a, one_group, x, stream); break;
-    case 129: launch_nt<64, 1>(a, one_group, x, stream); break;
-    case 256: launch_nt<128, 0>(a, one_group, x, stream); break;
-    case 257: launch_nt<128, 1>(a, one_group, x, stream); break;
+  switch (p.wg_nt * 4 + p.wg_variant) {
+    case 32: launch_nt<8, 0>(a, one_group, x, stream); break;
+    case 64: launch_nt<16, 0>(a, one_group, x, stream); break;
+    case 128: launch_nt<32, 0>(a, one_group, x, stream); break;
+    case 256: launch_nt<64, 0>(a, one_group, x, stream); break;
+    case 257: launch_nt<64, 1>(a, one_group, x, stream); break;
+    case 512: launch_nt<128, 0>(a, one_group, x, stream); break;
+    case 513: launch_nt<128, 1>(a, one_group, x, stream); break;
+    case 1026: launch_nt<256, 2>(a, one_group, x, stream); break;
     default: fail("matmul_packed (w4a16 wgmma): no token tile {} (variant {})", p.wg_nt, p.wg_variant);
   }
 }

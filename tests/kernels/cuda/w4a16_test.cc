@@ -149,7 +149,7 @@ TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
 // The paths this GPU runs: the wgmma kernel on compute capability 9.0 (sm_90a machine code) only.
 std::vector<const char*> kernel_paths() {
   std::vector<const char*> p{"mma"};
-  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma"), p.push_back("wgmma_narrow");
+  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma"), p.push_back("wgmma_narrow"), p.push_back("wgmma_tall");
   return p;
 }
 
