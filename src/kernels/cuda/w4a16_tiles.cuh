@@ -73,10 +73,15 @@ __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t
   asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
   return d;
 }
-__device__ __forceinline__ uint32_t bsub_mul(uint32_t v, uint32_t z, uint32_t s) {
-  __nv_bfloat162 d = __hmul2(__hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z)),
-                             *reinterpret_cast<__nv_bfloat162*>(&s));
+// bf16 pairs: v - z, and (v - z) * s (each step rounded to bf16).
+__device__ __forceinline__ uint32_t bsub(uint32_t v, uint32_t z) {
+  __nv_bfloat162 d = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z));
   return *reinterpret_cast<uint32_t*>(&d);
+}
+__device__ __forceinline__ uint32_t bsub_mul(uint32_t v, uint32_t z, uint32_t s) {
+  uint32_t d = bsub(v, z);
+  __nv_bfloat162 p = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&d), *reinterpret_cast<__nv_bfloat162*>(&s));
+  return *reinterpret_cast<uint32_t*>(&p);
 }
 
 // The four B registers (n8 tile 0: b0, b1; n8 tile 1: b0, b1) of one word; sz0 / sz1: {bf16 s, bf16 128+z} of the

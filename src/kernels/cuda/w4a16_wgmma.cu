@@ -1,6 +1,6 @@
 // W4A16 on Hopper's warpgroup MMA (wgmma, sm_90a): y[M, N] = x[M, K] · W^T (+ bias) computed as Yᵀ = W · Xᵀ, so
 // that the dequantized weight is wgmma's register operand A (64 output features per warpgroup and m64 block) and
-// the tokens are its N operand (8 ... 128 a tile) from shared memory. Small and mid M stay efficient without padding
+// the tokens are its N operand (8 ... 256 a tile) from shared memory. Small and mid M stay efficient without padding
 // the tokens to 64, and the tensor cores run at wgmma's rate (mma.sync, w4a16_mma.cu, tops out well below it).
 //
 // Weights: the same "CUDA W4A16 tiles" and scale/zero words as w4a16_mma.cu (layout described there), converted
@@ -25,8 +25,9 @@
 //   contiguous run) and its scale-word rows by bulk copies, all completing on the stage's full barrier;
 // - a consumer warp dequantizes step t + 1's weight words from shared memory into registers (lop3 to the bf16 pair
 //   128 + q, minus the bf16 pair 128 + z, times the bf16 scale: the arithmetic of w4a16_mma.cu's dequant, so both
-//   kernels give the same weights) while the tensor cores run step t's 4 * MB wgmma (two register sets, ping-pong),
-//   and frees step t - 1's stage once wgmma.wait_group 1 says that step is done.
+//   kernels give the same weights; with FOLD, below, without the scale) while the tensor cores run step t's 4 * MB
+//   wgmma (two register sets, ping-pong), and frees step t - 1's stage once wgmma.wait_group 1 says that step is
+//   done.
 // No block-wide barrier is in the main loop: the copy engine, the dequantization and the MMA of different steps
 // overlap. Register budgets move from the producer to the consumers with setmaxnreg where one block fills the SM.
 // Persistent blocks walk units: first the tiles that fill whole waves of the grid, unsplit; then the tiles of the
@@ -92,14 +93,10 @@ __device__ __forceinline__ void dequant_a(uint32_t word, uint32_t sz0, uint32_t 
 // FOLD: the A fragment of (q - z) only, exact small integers in bf16 ((128 + q) - (128 + z)); the group's scale
 // multiplies the group's fp32 partial sums instead (fold below). z0 / z1: the bf16 pair 128 + z of rows gid / gid+8.
 __device__ __forceinline__ void dequant_a_raw(uint32_t word, uint32_t z0, uint32_t z1, uint32_t (&a)[4]) {
-  const auto sub = [](uint32_t v, uint32_t z) {
-    __nv_bfloat162 d = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&v), *reinterpret_cast<__nv_bfloat162*>(&z));
-    return *reinterpret_cast<uint32_t*>(&d);
-  };
-  a[0] = sub(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0);
-  a[2] = sub(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0);
-  a[1] = sub(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1);
-  a[3] = sub(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1);
+  a[0] = bsub(lop3_and_or(word, 0x000f000fu, 0x43004300u), z0);
+  a[2] = bsub(lop3_and_or(word >> 4, 0x000f000fu, 0x43004300u), z0);
+  a[1] = bsub(lop3_and_or(word >> 8, 0x000f000fu, 0x43004300u), z1);
+  a[3] = bsub(lop3_and_or(word >> 12, 0x000f000fu, 0x43004300u), z1);
 }
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
@@ -212,7 +209,8 @@ __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
 // the sets are summed in a fixed order when the unit's k steps are done.
 // FOLD (small token tiles, a group a multiple of the k step): the register operand is q - z without the scale, and
 // each group's scale multiplies that group's fp32 partial sums once the group is done: 11 instructions a weight word
-// (8 weights) instead of 15, in the instruction-issue-bound small-M regime (docs/PERFORMANCE.md). A group's sums take
+// (8 weights) instead of 15 at the small M where dequantization is most of a step's instructions (the measured
+// effect and why it is small, the kernel waiting on its loads there: docs/PERFORMANCE.md). A group's sums take
 // ACCS sets of their own; before the next group's first step the warp waits for the group's last wgmma (the other
 // warps on the SM keep issuing meanwhile) and folds, and that step overwrites the sets (wgmma's scale-d predicate)
 // instead of zeroing them.
