@@ -90,11 +90,20 @@ std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, Laye
                                                                   const std::array<bool, 4>& want) {
   std::array<std::optional<HessianAccumulator>, 4> acc;
   Backend& be = m.backend();
+  PhaseTimes& ph = quant_phases();
+  // Sub-phases of "forward + hessians" (the rest of it is the layer's forward itself); with
+  // DIFFULEX_QUANT_SYNC_PHASES=1 each includes its device work (phase_times.h).
+  static const char* const kGram[4] = {"  hessian: gram q/k/v input", "  hessian: gram o input",
+                                       "  hessian: gram gate/up input", "  hessian: gram down input"};
   runner.run([&](int64_t, LinearRole r, const Tensor& x) {
     const int i = input_of(r);
     // q/k/v and gate/up share an input: take it once, from the first of them.
     if (!want[size_t(i)] || r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
-    if (!acc[size_t(i)]) acc[size_t(i)].emplace(be, x.dim(-1));
+    if (!acc[size_t(i)]) {
+      PhaseTimes::Scope t(ph, "  hessian: zero-init");
+      acc[size_t(i)].emplace(be, x.dim(-1));
+    }
+    PhaseTimes::Scope t(ph, kGram[i]);
     acc[size_t(i)]->add(x);
   });
   return acc;
@@ -127,7 +136,10 @@ LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, con
       t.emplace(ph, "error report");
       Tensor d = codes_to_dense(q.codes);
       std::optional<OutputError>& err = errs[size_t(input_of(r))];
-      if (!err) err.emplace(*acc[size_t(input_of(r))]);
+      if (!err) {
+        PhaseTimes::Scope th(ph, "  error report: H from sums");
+        err.emplace(*acc[size_t(input_of(r))]);
+      }
       q.error = q.error_rtn = err->rel(d.data<float>(), w.data<float>(), w.dim(0));
     }
   }
@@ -172,8 +184,9 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       const int64_t n = w.dim(0), k = w.dim(1);
       t.emplace(ph, "hessian to host");
       if (!errs[in]) {
-        hs[in] = acc[in]->finish();
-        errs[in].emplace(*acc[in]);  // from the F32 sums: the same values, without a pass over the fp64 H
+        hs[in] = acc[in]->finish();  // the one download of the sums
+        t.emplace(ph, "  error report: H from sums");
+        errs[in].emplace(*acc[in]);  // on the backend from the F32 sums: the same values as from hs[in]
       }
       const OutputError& err = *errs[in];
       bool used_later = false;
