@@ -42,8 +42,9 @@
 //                    out[i][j] = float(f * double(upper[min(i, j)][max(i, j)]))  (the error report's H from the sums)
 //   dot_f64          a, b F32 with the same element count -> sum a[i] * b[i], products and sums in fp64, returned
 //                    to the host (the only value that leaves the backend); blocked, so the order is fixed
-//   column_abs_sum   x [T, K] (act_dtype or F32) -> out F32 [K], out[c] = float(sum_t |x[t][c]|) summed in fp64 over
-//                    the rows in order (AWQ's mean |x| per channel)
+//   column_abs_sum   x [T, K] (act_dtype or F32), sum (host, K doubles) -> sum[c] += |x[t][c]| over the rows in
+//                    order, in fp64: the host's running sum continued exactly, chunk after chunk (AWQ's mean |x|
+//                    per channel); only 2 K doubles cross
 //   scale_columns    x [T, K] act, mul F32 [K] (this backend's memory) -> out [T, K] act, out = act(x[t][c] * mul[c])
 //                    (an fp32 product rounded once: AWQ's stand-ins dividing their input by s)
 //   fake_quant       w F32 [n, k], s F32 [k] or undefined (all ones) -> out F32 [n, k]: per row and group of
@@ -162,7 +163,7 @@ class Backend {
   virtual void zero(Tensor& t) = 0;
   virtual void symmetric_scaled(const Tensor& upper, double f, Tensor& out) = 0;
   virtual double dot_f64(const Tensor& a, const Tensor& b) = 0;
-  virtual void column_abs_sum(const Tensor& x, Tensor& out) = 0;
+  virtual void column_abs_sum(const Tensor& x, std::vector<double>& sum) = 0;
   virtual void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) = 0;
   virtual void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) = 0;
   virtual void synchronize() {}

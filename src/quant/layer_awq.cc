@@ -52,11 +52,11 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
     tok += chunks[nsearch].tokens();
 
-  // Float pass over the four distinct inputs: H accumulated on the backend, sum |x| per channel of each chunk on
-  // the backend (column_abs_sum: fp64 within the chunk; the chunks' sums are added in fp64 on the host), and host
-  // copies of the attention and MLP inputs of the search chunks only.
+  // Float pass over the four distinct inputs: H accumulated on the backend, sum |x| per channel continued chunk by
+  // chunk on the backend (column_abs_sum: the same fp64 running sum as the host loop it replaced, without bringing
+  // the activations to the host), and host copies of the attention and MLP inputs of the search chunks only.
   std::array<std::optional<HessianAccumulator>, 4> acc;
-  std::array<std::vector<Tensor>, 4> abs_part;  // per chunk F32 [k], backend memory
+  std::array<std::vector<double>, 4> abs_sum;
   std::array<int64_t, 4> abs_rows{};
   std::array<std::vector<Tensor>, 4> xs;
   size_t chunk = 0;
@@ -66,11 +66,9 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     if (r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
     const size_t i = size_t(input_of(r));
     const int64_t k = x.dim(-1);
-    if (!acc[i]) acc[i].emplace(be, k);
+    if (!acc[i]) acc[i].emplace(be, k), abs_sum[i].assign(size_t(k), 0.0);
     acc[i]->add(x);
-    Tensor part = be.empty(DType::F32, {k});
-    be.column_abs_sum(x, part);
-    abs_part[i].push_back(part);
+    be.column_abs_sum(x, abs_sum[i]);
     abs_rows[i] += k == 0 ? 0 : x.numel() / k;
     if ((i == 0 || i == 2) && chunk < nsearch) {
       Tensor h = be.to_host_f32(x);
@@ -87,12 +85,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     H[i] = acc[i]->finish();
     err[i].emplace(*acc[i]);
     acc[i].reset();
-    std::vector<double> sum(abs_part[i].empty() ? 0 : size_t(abs_part[i][0].numel()), 0.0);
-    for (const Tensor& p : abs_part[i]) {
-      const Tensor hp = be.to_host_f32(p);
-      for (size_t c = 0; c < sum.size(); ++c) sum[c] += double(hp.data<float>()[c]);
-    }
-    x_mean[i] = mean_from_sums(sum, abs_rows[i]);
+    x_mean[i] = mean_from_sums(abs_sum[i], abs_rows[i]);
   }
   t.emplace(ph, "weights to f32");
   std::array<Tensor, 7> W, bias;

@@ -225,12 +225,11 @@ void CpuBackend::fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGri
   check(ok.load(), "cpu fake_quant: a quantization scale does not fit in fp16 (weights too large)");
 }
 
-void CpuBackend::column_abs_sum(const Tensor& x, Tensor& out) {
+void CpuBackend::column_abs_sum(const Tensor& x, std::vector<double>& sum) {
   check(x.dtype() == DType::F32 && x.rank() >= 1, "cpu column_abs_sum: x must be F32, got {}", dtype_name(x.dtype()));
   const int64_t k = x.dim(-1);
-  check(out.dtype() == DType::F32 && out.numel() == k, "cpu column_abs_sum: the output must be F32 [{}], got {} {}", k,
-        dtype_name(out.dtype()), shape_str(out.shape()));
-  cpu_column_abs_sum(x.data<float>(), k == 0 ? 0 : x.numel() / k, k, out.data<float>());
+  check(int64_t(sum.size()) == k, "cpu column_abs_sum: {} sums for {} channels", sum.size(), k);
+  cpu_column_abs_sum(x.data<float>(), k == 0 ? 0 : x.numel() / k, k, sum.data());
 }
 
 }  // namespace dlx

@@ -30,7 +30,7 @@ class CpuBackend final : public Backend {
   void zero(Tensor& t) override;
   void symmetric_scaled(const Tensor& upper, double f, Tensor& out) override;
   double dot_f64(const Tensor& a, const Tensor& b) override;
-  void column_abs_sum(const Tensor& x, Tensor& out) override;
+  void column_abs_sum(const Tensor& x, std::vector<double>& sum) override;
   void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) override;
   void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) override;
 };

@@ -90,13 +90,11 @@ double cpu_dot_f64(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void cpu_column_abs_sum(const float* x, int64_t t, int64_t k, float* out) {
+void cpu_column_abs_sum(const float* x, int64_t t, int64_t k, double* sum) {
   // Channels split over threads; each channel's sum runs over the rows in order.
   parallel_for(k, 64, [&](int64_t c0, int64_t c1) {
-    std::vector<double> s(size_t(c1 - c0), 0.0);
     for (int64_t r = 0; r < t; ++r)
-      for (int64_t c = c0; c < c1; ++c) s[size_t(c - c0)] += std::fabs(double(x[r * k + c]));
-    for (int64_t c = c0; c < c1; ++c) out[c] = float(s[size_t(c - c0)]);
+      for (int64_t c = c0; c < c1; ++c) sum[c] += std::fabs(double(x[r * k + c]));
   });
 }
 

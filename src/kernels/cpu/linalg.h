@@ -53,7 +53,7 @@ void cpu_symmetric_scaled(const float* p, int64_t k, double f, T* out) {
 // partials in order, so the result does not depend on the thread count.
 double cpu_dot_f64(const float* a, const float* b, int64_t n);
 
-// backend.h column_abs_sum on a host F32 [t, k] array: out[c] = float(sum over rows in order of |x[r][c]|, fp64).
-void cpu_column_abs_sum(const float* x, int64_t t, int64_t k, float* out);
+// backend.h column_abs_sum on a host F32 [t, k] array: sum[c] += |x[r][c]| over the rows in order, fp64.
+void cpu_column_abs_sum(const float* x, int64_t t, int64_t k, double* sum);
 
 }  // namespace dlx

@@ -69,12 +69,12 @@ __device__ __forceinline__ double as_double<bf16_t>(bf16_t v) { return double(bf
 
 // One thread per column, the rows in order (neighbouring threads read neighbouring columns).
 template <class T>
-__global__ void column_abs_sum_kernel(const T* __restrict__ x, int64_t t, int64_t k, float* __restrict__ out) {
+__global__ void column_abs_sum_kernel(const T* __restrict__ x, int64_t t, int64_t k, double* __restrict__ sum) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= k) return;
-  double s = 0;
-  for (int64_t r = 0; r < t; ++r) s += fabs(as_double(x[r * k + c]));
-  out[c] = float(s);
+  double s = sum[c];
+  for (int64_t r = 0; r < t; ++r) s = __dadd_rn(s, fabs(as_double(x[r * k + c])));
+  sum[c] = s;
 }
 
 __global__ void scale_columns_kernel(const bf16_t* __restrict__ x, const float* __restrict__ mul, int64_t n, int64_t k,
@@ -193,7 +193,7 @@ void launch_dot_f64(const float* a, const float* b, int64_t n, double* partials,
   check_launch("dot_f64");
 }
 
-void launch_column_abs_sum(const void* x, bool x_bf16, int64_t t, int64_t k, float* out, cudaStream_t stream) {
+void launch_column_abs_sum(const void* x, bool x_bf16, int64_t t, int64_t k, double* out, cudaStream_t stream) {
   if (k == 0) return;
   constexpr int kThreads = 128;
   if (x_bf16)

@@ -128,17 +128,20 @@ TEST_F(CudaQuantLinalg, ReportOpsMatchTheCpu) {
     for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(a.data<float>()[i]) * double(b.data<float>()[i]));
     EXPECT_NEAR(g, c, 1e-13 * mag) << "n = " << n;
   }
-  for (int64_t t : {1, 300}) {
+  {
+    // Running fp64 sums continued chunk by chunk: the same values in the same order give the same doubles.
     const int64_t k = 333;
-    Tensor x = rand_bf16_f32({t, k}, 2.0f);
-    Tensor oc = cpu_.empty(DType::F32, {k}), ob = gpu_->empty(DType::F32, {k}), of = gpu_->empty(DType::F32, {k});
-    cpu_.column_abs_sum(x, oc);
-    gpu_->column_abs_sum(gpu_->from_host_f32(x), ob);  // bf16 activation
-    gpu_->column_abs_sum(gpu_->upload(x), of);         // F32
-    const Tensor gb = gpu_->to_host_f32(ob), gf = gpu_->to_host_f32(of);
-    // fp64 sums of the same values in the same order: the same float.
-    ASSERT_EQ(std::memcmp(gb.data(), oc.data(), size_t(k) * 4), 0) << "t = " << t;
-    ASSERT_EQ(std::memcmp(gf.data(), oc.data(), size_t(k) * 4), 0) << "t = " << t;
+    std::vector<double> sc(size_t(k), 0.0), sb(size_t(k), 0.0), sf(size_t(k), 0.0);
+    for (int64_t t : {1, 300, 77}) {
+      Tensor x = rand_bf16_f32({t, k}, 2.0f);
+      cpu_.column_abs_sum(x, sc);
+      gpu_->column_abs_sum(gpu_->from_host_f32(x), sb);  // bf16 activation
+      gpu_->column_abs_sum(gpu_->upload(x), sf);         // F32
+      ASSERT_EQ(std::memcmp(sb.data(), sc.data(), size_t(k) * 8), 0) << "t = " << t;
+      ASSERT_EQ(std::memcmp(sf.data(), sc.data(), size_t(k) * 8), 0) << "t = " << t;
+    }
+    std::vector<double> short_sum(5, 0.0);
+    EXPECT_THROW(gpu_->column_abs_sum(gpu_->upload(rand_bf16_f32({3, k})), short_sum), Error);
   }
   {
     // scale_columns: the GPU's bf16 output is the CPU's fp32 product rounded to bf16 (the host path it replaced).
