@@ -172,15 +172,18 @@ w4a16() {
 }
 
 # Issue 17's timing: RTN, GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on random
-# checkpoints at Dream-7B's widths, 128 x 512 random calibration tokens, group 128, `diffulex -v quantize --device
-# cuda` under /usr/bin/time -v (peak RSS). Logs in $OUT; per run it prints the wall time, exit status, peak RSS, the
-# phase line and the last progress line with the seconds per layer (also for a run stopped by its time limit: the
-# quantizer prints the phases of the layers done when interrupted).
+# checkpoints at Dream-7B's widths, 128 x 512 random calibration ids (uniform in [0, 151000), seeded), group
+# 128, `diffulex -v quantize --device cuda` under /usr/bin/time -v (peak RSS). Logs in $OUT; per run it prints
+# the wall time, exit status, peak RSS, the phase line and the last progress line with the seconds per layer (also
+# for a run stopped by its time limit: the quantizer prints the phases of the layers done when interrupted).
 #   QUANT_RUNS   runs, each METHOD[:OPTION...] with METHOD rtn | gptq | awq (default "gptq awq") and options
 #                desc-act (GPTQ act-order), sync (DIFFULEX_QUANT_SYNC_PHASES=1: phase times include their device
 #                work), layers=N (default QUANT_LAYERS, 4), timeout=S (SIGTERM after S seconds, then SIGKILL 40 s
-#                later; default none). Models are made once per layer count.
+#                later: the quantizer stops at the next layer boundary; default none). Models are made once per
+#                layer count.
 #   QUANT_TESTS  a gtest filter run first (the quantizer's CUDA unit tests), e.g. 'CudaQuantLinalg*'.
+#   QUANT_CALIB  calibration size BxL (default 128x512); QUANT_DEVICE (default cuda; cpu for a dry run of this
+#                script on the build machine with a small QUANT_CALIB and layers=1).
 quantize_timing() {
   setup_env
   local out=${OUT:-$ROOT/gpu_out} tmp status=0 spec
@@ -192,11 +195,17 @@ quantize_timing() {
     grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]|^\[       OK \]|Failure|Expected|Which is|seed" \
       "$out/quant_tests.log" | head -40
   fi
-  python3 -c '
-import sys, torch
-from safetensors.torch import save_file
-torch.manual_seed(0)
-save_file({"input_ids": torch.randint(0, 151000, (128, 512), dtype=torch.int64)}, sys.argv[1])' "$tmp/calib.safetensors"
+  # Random calibration ids I64 [B, L] in [0, 151000), written as safetensors by hand (no torch needed).
+  python3 - "$tmp/calib.safetensors" "${QUANT_CALIB:-128x512}" <<'PY' || { echo "calibration ids failed"; rm -rf "$tmp"; return 1; }
+import json, random, struct, sys
+b, l = (int(v) for v in sys.argv[2].split("x"))
+rng = random.Random(0)
+data = struct.pack(f"<{b * l}q", *(rng.randrange(151000) for _ in range(b * l)))
+head = json.dumps({"input_ids": {"dtype": "I64", "shape": [b, l], "data_offsets": [0, len(data)]}}).encode()
+head += b" " * (-len(head) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(head)) + head + data)
+PY
   local timer=()
   [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
   for spec in ${QUANT_RUNS:-gptq awq}; do
@@ -225,9 +234,9 @@ save_file({"input_ids": torch.randint(0, 151000, (128, 512), dtype=torch.int64)}
     local t0=$SECONDS rc=0
     env "${envs[@]}" "${timer[@]}" "${lim[@]}" "$BIN/diffulex" -v quantize --model-path "$tmp/model$layers" \
       --output-path "$tmp/out_$name" --quant-format $fmt --method "$method" "${args[@]}" \
-      --calib-ids "$tmp/calib.safetensors" --device cuda >"$out/quantize_$name.log" 2>&1 || rc=$?
+      --calib-ids "$tmp/calib.safetensors" --device "${QUANT_DEVICE:-cuda}" >"$out/quantize_$name.log" 2>&1 || rc=$?
     [ $rc = 0 ] || status=1
-    echo "== $spec, $layers layers of Dream-7B: $((SECONDS - t0)) s wall, exit $rc$([ $rc = 124 ] && echo ' (time limit)')"
+    echo "== $spec, $layers layers of Dream-7B: $((SECONDS - t0)) s wall, exit $rc$(case $rc in 124) echo ' (time limit: stopped at a layer boundary)' ;; 137) echo ' (time limit: killed inside a layer, no phases or peak RSS)' ;; esac)"
     grep -E "Maximum resident set size" "$out/quantize_$name.log" |
       awk '{printf "   peak RSS %.2f GB\n", $NF / 1e6}'
     grep -E "quantize phases" "$out/quantize_$name.log" | tail -1 | sed 's/^/   /'
