@@ -207,8 +207,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     t.emplace(ph, "error report");
     Tensor d = codes_to_dense(q.codes);
     q.error = errs[in]->rel(d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0));
-    Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
-    q.error_rtn = error_of(in).rel(rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0));
+    q.error_rtn = rtn_error_on_backend(error_of(in), Wb[ri], scheme);
     if (input_of(r) == 0 || input_of(r) == 2) q.input_mul = inverse(f.input_scale[size_t(input_of(r))]);
   }
   auto note = [](const ScaleSearch& ss) {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <iterator>
 #include <optional>
 
@@ -73,6 +74,15 @@ Tensor round_bias_f16(const Tensor& b) {
   return out;
 }
 
+double rtn_error_on_backend(const OutputError& err, const Tensor& wb, const QuantScheme& sc, double den) {
+  Backend& be = err.backend();
+  if (den < 0) den = err.sq_of(wb);
+  if (!(den > 0)) return 0.0;
+  Tensor d = backend_uninit(be, DType::F32, wb.shape());
+  be.fake_quant(wb, Tensor(), FakeQuantGrid{sc.bits, sc.group_size, sc.sym, sc.include_zero, sc.min_zero}, true, d);
+  return std::sqrt(err.sq_of(d) / den);
+}
+
 void install(Model& m, int64_t layer, LinearRole r, const QuantizedLinear& q, const QuantSettings& s) {
   const Linear& cur = *m.layers()[size_t(layer)].linear[int(r)];
   m.replace_linear(layer, r,
@@ -134,13 +144,13 @@ LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, con
     q.error = q.error_rtn = -1;
     if (runner) {
       t.emplace(ph, "error report");
-      Tensor d = codes_to_dense(q.codes);
       std::optional<OutputError>& err = errs[size_t(input_of(r))];
       if (!err) {
         PhaseTimes::Scope th(ph, "  error report: H from sums");
         err.emplace(*acc[size_t(input_of(r))]);
       }
-      q.error = q.error_rtn = err->rel(d.data<float>(), w.data<float>(), w.dim(0));
+      // The weight goes to the backend once; RTN's D = Q(w) - w is made there (the same floats as from the codes).
+      q.error = q.error_rtn = rtn_error_on_backend(*err, m.backend().upload(w), sc);
     }
   }
   {
@@ -204,10 +214,10 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       q.bias = round_bias_f16(float_bias(m, layer, r));
       t.emplace(ph, "error report");
       Tensor d = codes_to_dense(q.codes);
-      const double den = err.norm(w.data<float>(), n);
+      const Tensor wb = m.backend().upload(w);
+      const double den = err.sq_of(wb);
       q.error = err.rel(d.data<float>(), w.data<float>(), n, den);
-      Tensor rtn = codes_to_dense(rtn_quantize(w.data<float>(), n, k, o.scheme));
-      q.error_rtn = err.rel(rtn.data<float>(), w.data<float>(), n, den);
+      q.error_rtn = rtn_error_on_backend(err, wb, o.scheme, den);
       if (g.damp != s.damp) damps[q.prefix] = g.damp;
     }
     t.emplace(ph, "stand-ins");
