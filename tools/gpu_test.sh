@@ -7,7 +7,8 @@
 #                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
 #                            (git-ignored through .git/info/exclude; the device call carries it).
 #   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
-#   tools/gpu_test.sh quantize  on the GPU machine: GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17).
+#   tools/gpu_test.sh quantize  on the GPU machine: RTN / GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17;
+#                            QUANT_RUNS, QUANT_TESTS: see quantize_timing()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
 #                            CPU backend), the golden fixtures with --device cuda, compute-sanitizer (memcheck on
 #                            all of them, racecheck and synccheck on the shared-memory kernels; run last, each
@@ -170,28 +171,80 @@ w4a16() {
   return $status
 }
 
-# Issue 17's timing: GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on a random
-# checkpoint at Dream-7B's widths with QUANT_LAYERS layers (default 4; a whole model's time is about 28 / layers
-# times this, plus the fixed cost of reading and writing the embedding and head), 128 x 512 random calibration
-# tokens. Prints each run's seconds and the tail of its log; logs in $OUT.
+# Issue 17's timing: RTN, GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on random
+# checkpoints at Dream-7B's widths, 128 x 512 random calibration ids (uniform in [0, 151000), seeded), group
+# 128, `diffulex -v quantize --device cuda` under /usr/bin/time -v (peak RSS). Logs in $OUT; per run it prints
+# the wall time, exit status, peak RSS, the phase line and the last progress line with the seconds per layer (also
+# for a run stopped by its time limit: the quantizer prints the phases of the layers done when interrupted).
+#   QUANT_RUNS   runs, each METHOD[:OPTION...] with METHOD rtn | gptq | awq (default "gptq awq") and options
+#                desc-act (GPTQ act-order), sync (DIFFULEX_QUANT_SYNC_PHASES=1: phase times include their device
+#                work), layers=N (default QUANT_LAYERS, 4), timeout=S (SIGTERM after S seconds, then SIGKILL 40 s
+#                later: the quantizer stops at the next layer boundary; default none). Models are made once per
+#                layer count.
+#   QUANT_TESTS  a gtest filter run first (the quantizer's CUDA unit tests), e.g. 'CudaQuantLinalg*'.
+#   QUANT_CALIB  calibration size BxL (default 128x512); QUANT_DEVICE (default cuda; cpu for a dry run of this
+#                script on the build machine with a small QUANT_CALIB and layers=1).
 quantize_timing() {
   setup_env
-  local out=${OUT:-$ROOT/gpu_out} layers=${QUANT_LAYERS:-4} tmp status=0
+  local out=${OUT:-$ROOT/gpu_out} tmp status=0 spec
   mkdir -p "$out"
   tmp=$(mktemp -d)
-  "$BIN/diffulex" random-model --preset dream-7b --layers "$layers" --output "$tmp/model" >"$out/random_model.log" 2>&1 ||
-    { echo "random-model failed:"; tail -5 "$out/random_model.log"; rm -rf "$tmp"; return 1; }
-  python3 -c '
-import sys, torch
-from safetensors.torch import save_file
-torch.manual_seed(0)
-save_file({"input_ids": torch.randint(0, 151000, (128, 512), dtype=torch.int64)}, sys.argv[1])' "$tmp/calib.safetensors"
-  for m in gptq awq; do
-    local t0=$SECONDS
-    "$BIN/diffulex" quantize --model-path "$tmp/model" --output-path "$tmp/$m" --quant-format $m --method $m \
-      --calib-ids "$tmp/calib.safetensors" --device cuda >"$out/quantize_$m.log" 2>&1 || status=1
-    echo "== $m, $layers layers of Dream-7B: $((SECONDS - t0)) s (exit status in the log)"
-    tail -4 "$out/quantize_$m.log"
+  if [ -n "${QUANT_TESTS:-}" ]; then
+    echo "== unit tests: $QUANT_TESTS"
+    timeout 240 "$BIN/diffulex_tests" --gtest_filter="$QUANT_TESTS" >"$out/quant_tests.log" 2>&1 || status=1
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]|^\[       OK \]|Failure|Expected|Which is|seed" \
+      "$out/quant_tests.log" | head -40
+  fi
+  # Random calibration ids I64 [B, L] in [0, 151000), written as safetensors by hand (no torch needed).
+  python3 - "$tmp/calib.safetensors" "${QUANT_CALIB:-128x512}" <<'PY' || { echo "calibration ids failed"; rm -rf "$tmp"; return 1; }
+import json, random, struct, sys
+b, l = (int(v) for v in sys.argv[2].split("x"))
+rng = random.Random(0)
+data = struct.pack(f"<{b * l}q", *(rng.randrange(151000) for _ in range(b * l)))
+head = json.dumps({"input_ids": {"dtype": "I64", "shape": [b, l], "data_offsets": [0, len(data)]}}).encode()
+head += b" " * (-len(head) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(head)) + head + data)
+PY
+  local timer=()
+  [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
+  for spec in ${QUANT_RUNS:-gptq awq}; do
+    local method=${spec%%:*} layers=${QUANT_LAYERS:-4} limit=0 args=() envs=() opt name=${spec//[:=]/_}
+    IFS=: read -r -a opts <<<"$spec"
+    for opt in "${opts[@]:1}"; do
+      case "$opt" in
+        desc-act) args+=(--desc-act) ;;
+        sync) envs+=(DIFFULEX_QUANT_SYNC_PHASES=1) ;;
+        layers=*) layers=${opt#layers=} ;;
+        timeout=*) limit=${opt#timeout=} ;;
+        *) echo "unknown option $opt in QUANT_RUNS entry $spec"; status=1; continue 2 ;;
+      esac
+    done
+    if [ ! -d "$tmp/model$layers" ]; then
+      local t0=$SECONDS
+      "$BIN/diffulex" random-model --preset dream-7b --layers "$layers" --output "$tmp/model$layers" \
+        >"$out/random_model_$layers.log" 2>&1 ||
+        { echo "random-model --layers $layers failed:"; tail -5 "$out/random_model_$layers.log"; status=1; continue; }
+      echo "== random-model --preset dream-7b --layers $layers: $((SECONDS - t0)) s ($(du -sh "$tmp/model$layers" | cut -f1))"
+    fi
+    local fmt=gptq
+    [ "$method" = awq ] && fmt=awq
+    local lim=()
+    [ "$limit" != 0 ] && lim=(timeout -k 40 "$limit")
+    local t0=$SECONDS rc=0
+    env "${envs[@]}" "${timer[@]}" "${lim[@]}" "$BIN/diffulex" -v quantize --model-path "$tmp/model$layers" \
+      --output-path "$tmp/out_$name" --quant-format $fmt --method "$method" "${args[@]}" \
+      --calib-ids "$tmp/calib.safetensors" --device "${QUANT_DEVICE:-cuda}" >"$out/quantize_$name.log" 2>&1 || rc=$?
+    [ $rc = 0 ] || status=1
+    echo "== $spec, $layers layers of Dream-7B: $((SECONDS - t0)) s wall, exit $rc$(case $rc in 124) echo ' (time limit: stopped at a layer boundary)' ;; 137) echo ' (time limit: killed inside a layer, no phases or peak RSS)' ;; esac)"
+    grep -E "Maximum resident set size" "$out/quantize_$name.log" |
+      awk '{printf "   peak RSS %.2f GB\n", $NF / 1e6}'
+    grep -E "quantize phases" "$out/quantize_$name.log" | tail -1 | sed 's/^/   /'
+    grep -E "^quantize \(" "$out/quantize_$name.log" | tail -1 |
+      awk '{for (i = 1; i <= NF; ++i) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, d, "/"); e = $(i + 1); sub("s", "", e);
+             printf "   %s layers in %.1f s: %.2f s/layer (x28: %.0f s)\n", $i, e, e / d[1], 28 * e / d[1]; exit }}'
+    grep -E "mean over all linears|error|Error" "$out/quantize_$name.log" | grep -v "rel err" | tail -2 | sed 's/^/   /'
+    rm -rf "$tmp/out_$name"
   done
   rm -rf "$tmp"
   return $status

@@ -37,6 +37,23 @@
 //   cholesky_inverse_upper  h F64 [n, n] on the host, symmetric -> in place the upper triangular U with
 //                    h^{-1} = U^T U (GPTQ's Hinv), strict lower triangle zero; false (h unspecified) when h is not
 //                    numerically positive definite. The factorization runs where the backend runs (fp64).
+//   zero             t: every byte 0 (a fresh accumulator without a host buffer or upload)
+//   symmetric_scaled upper F32 [k, k] (only its upper triangle read) -> out F32 [k, k], the whole symmetric matrix:
+//                    out[i][j] = float(f * double(upper[min(i, j)][max(i, j)]))  (the error report's H from the sums)
+//   dot_f64          a, b F32 with the same element count -> sum a[i] * b[i], products and sums in fp64, returned
+//                    to the host (the only value that leaves the backend); blocked, so the order is fixed
+//   column_abs_sum   x [T, K] (act_dtype or F32), sum (host, K doubles) -> sum[c] += |x[t][c]| over the rows in
+//                    order, in fp64: the host's running sum continued exactly, chunk after chunk (AWQ's mean |x|
+//                    per channel); only 2 K doubles cross
+//   scale_columns    x [T, K] act, mul F32 [K] (this backend's memory) -> out [T, K] act, out = act(x[t][c] * mul[c])
+//                    (an fp32 product rounded once: AWQ's stand-ins dividing their input by s)
+//   fake_quant       w F32 [n, k], s F32 [k] or undefined (all ones) -> out F32 [n, k]: per row and group of
+//                    grid.group_size columns, v = w[r][c] * s[c] (fp32), the group's RTN grid from min and max of v
+//                    (quant/methods/rtn.h params_from_range: fp16 scales, the same zero rules), then
+//                    out = scale * (clamp(round_half_even(v / scale) + zero, 0, maxq) - zero) / s[c], minus w[r][c]
+//                    when minus_w (the weight error); bit for bit what the host's fake_quant_scaled computes (AWQ's
+//                    candidates). Throws when a scale does not fit fp16.
+//   synchronize      waits for every op enqueued so far (the phase timers' precise mode); a no-op on the CPU
 #pragma once
 #include <functional>
 #include <memory>
@@ -48,6 +65,14 @@
 #include "kernels/row_sampling.h"
 
 namespace dlx {
+
+// The RTN grid of Backend::fake_quant (the fields of quant/methods/rtn.h QuantScheme).
+struct FakeQuantGrid {
+  int bits = 4;
+  int64_t group_size = 128;
+  bool sym = true, include_zero = true;
+  int min_zero = 0;
+};
 
 class Backend {
  public:
@@ -135,6 +160,13 @@ class Backend {
   virtual void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                         int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) = 0;
   virtual bool cholesky_inverse_upper(double* h, int64_t n) = 0;
+  virtual void zero(Tensor& t) = 0;
+  virtual void symmetric_scaled(const Tensor& upper, double f, Tensor& out) = 0;
+  virtual double dot_f64(const Tensor& a, const Tensor& b) = 0;
+  virtual void column_abs_sum(const Tensor& x, std::vector<double>& sum) = 0;
+  virtual void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) = 0;
+  virtual void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) = 0;
+  virtual void synchronize() {}
 };
 
 // The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row

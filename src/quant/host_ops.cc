@@ -23,6 +23,10 @@ constexpr size_t kHugeMin = size_t(8) << 20;   // smaller buffers: the heap (fau
 
 }  // namespace
 
+Tensor backend_uninit(Backend& be, DType dtype, Shape shape) {
+  return be.device() == Device::CPU ? host_uninit(dtype, std::move(shape)) : be.empty(dtype, std::move(shape));
+}
+
 Tensor host_uninit(DType dtype, Shape shape) {
   int64_t n = 1;
   for (int64_t d : shape) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "kernels/backend.h"
 
 namespace dlx {
 
@@ -16,6 +17,10 @@ namespace dlx {
 // than the work that fills it (on a 2-core VM converting a Dream-7B layer's weights to F32 took 2.8 s with 4 KB
 // pages and 0.25 s with huge pages).
 Tensor host_uninit(DType dtype, Shape shape);
+
+// be.empty(dtype, shape) for an output the caller's ops write completely: on a CPU backend host_uninit (its
+// empty() zero-fills on one thread), elsewhere be.empty.
+Tensor backend_uninit(Backend& be, DType dtype, Shape shape);
 
 // Asks for transparent huge pages over the whole 2 MB pages inside [p, p + bytes) of a buffer that has not been
 // written yet (e.g. a std::vector after reserve()). A hint: without THP nothing changes.

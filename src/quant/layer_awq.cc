@@ -52,8 +52,9 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   for (int64_t tok = 0; nsearch < chunks.size() && (nsearch == 0 || tok < s.awq_search_tokens); ++nsearch)
     tok += chunks[nsearch].tokens();
 
-  // Float pass over the four distinct inputs: H accumulated on the backend, mean |x| per channel on the host, and
-  // host copies of the attention and MLP inputs of the search chunks only.
+  // Float pass over the four distinct inputs: H accumulated on the backend, sum |x| per channel continued chunk by
+  // chunk on the backend (column_abs_sum: the same fp64 running sum as the host loop it replaced, without bringing
+  // the activations to the host), and host copies of the attention and MLP inputs of the search chunks only.
   std::array<std::optional<HessianAccumulator>, 4> acc;
   std::array<std::vector<double>, 4> abs_sum;
   std::array<int64_t, 4> abs_rows{};
@@ -67,17 +68,22 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     const int64_t k = x.dim(-1);
     if (!acc[i]) acc[i].emplace(be, k), abs_sum[i].assign(size_t(k), 0.0);
     acc[i]->add(x);
-    Tensor h = be.to_host_f32(x);
-    abs_rows[i] += add_abs_columns(h, abs_sum[i]);
-    if ((i == 0 || i == 2) && chunk < nsearch)
+    be.column_abs_sum(x, abs_sum[i]);
+    abs_rows[i] += k == 0 ? 0 : x.numel() / k;
+    if ((i == 0 || i == 2) && chunk < nsearch) {
+      Tensor h = be.to_host_f32(x);
       xs[i].push_back(host_copy(h).reshape({h.numel() / k, k}));
+    }
     if (r == LinearRole::Down) ++chunk;  // the last linear of a chunk
   });
   t.emplace(ph, "hessian to host");
   std::array<std::vector<double>, 4> H;
   std::array<std::vector<float>, 4> x_mean;
+  // H of each input on the backend, for every loss and error: built there from the sums (OutputError(acc)).
+  std::array<std::optional<OutputError>, 4> err;
   for (size_t i = 0; i < 4; ++i) {
     H[i] = acc[i]->finish();
+    err[i].emplace(*acc[i]);
     acc[i].reset();
     x_mean[i] = mean_from_sums(abs_sum[i], abs_rows[i]);
   }
@@ -89,10 +95,26 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   }
   auto sc = [&](LinearRole r) { return s.scheme(W[size_t(r)].dim(1)); };
   const Tensor &Wq = W[0], &Wk = W[1], &Wv = W[2], &Wo = W[3], &Wg = W[4], &Wu = W[5], &Wd = W[6];
+  // The float weights in the backend's memory for the scale search (on the CPU the host tensors themselves): each
+  // candidate is fake-quantized there (Backend::fake_quant, bit for bit fake_quant_scaled) and never crosses to the
+  // host; the o and down losses take the weight error straight from it (OutputError::sq_of).
+  t.emplace(ph, "awq weights to backend");
+  std::array<Tensor, 7> Wb;
+  for (LinearRole r : kLinearRoles) Wb[size_t(r)] = be.upload(W[size_t(r)]);
+  auto on_backend = [&](const std::vector<float>& v) {
+    return be.upload(host_view(DType::F32, {int64_t(v.size())}, v.data()));
+  };
+  auto fq = [&](LinearRole r, const Tensor& sd, bool minus_w) {
+    const QuantScheme q = sc(r);
+    const FakeQuantGrid g{q.bits, q.group_size, q.sym, q.include_zero, q.min_zero};
+    Tensor out = backend_uninit(be, DType::F32, W[size_t(r)].shape());
+    be.fake_quant(Wb[size_t(r)], sd, g, minus_w, out);
+    return out;
+  };
 
   // 1. attention norm -> q, k, v
   t.emplace(ph, "awq scale search");
-  AttnBlockWeights fp{Wq, Wk, Wv, Wo, bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
+  AttnBlockWeights fp{Wb[0], Wb[1], Wb[2], Wb[3], bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
                       m.layers()[size_t(layer)].k_norm};
   std::vector<Tensor> ref_attn;
   for (size_t i = 0; i < nsearch; ++i) ref_attn.push_back(attention_block(be, c, chunks[i], xs[0][i], fp));
@@ -100,9 +122,10 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
       x_mean[0], awq_weight_mean({&Wq, &Wk, &Wv}, sc(LinearRole::Q).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
         AttnBlockWeights w = fp;
-        w.wq = fake_quant_scaled(Wq, sv, sc(LinearRole::Q));
-        w.wk = fake_quant_scaled(Wk, sv, sc(LinearRole::K));
-        w.wv = fake_quant_scaled(Wv, sv, sc(LinearRole::V));
+        const Tensor sd = on_backend(sv);  // (on the CPU a view of sv, which outlives its use here)
+        w.wq = fq(LinearRole::Q, sd, false);
+        w.wk = fq(LinearRole::K, sd, false);
+        w.wv = fq(LinearRole::V, sd, false);
         double e = 0, cnt = 0;
         for (size_t i = 0; i < nsearch; ++i) {
           e += sum_sq_diff(attention_block(be, c, chunks[i], xs[0][i], w), ref_attn[i]);
@@ -124,28 +147,25 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   };
   ScaleSearch s_vo;
   s_vo.scales.assign(size_t(Hkv * D), 1.0f);
-  std::array<std::optional<OutputError>, 4> err;  // H of each input on the backend, for every loss and error
-  auto error_of = [&](size_t i) -> const OutputError& {
-    if (!err[i]) err[i].emplace(be, H[i], int64_t(x_mean[i].size()));
-    return *err[i];
-  };
+  auto error_of = [&](size_t i) -> const OutputError& { return *err[i]; };
   if (fold_vo)
     s_vo = awq_search_scales(tie(x_mean[1]), tie(awq_weight_mean({&Wo}, sc(LinearRole::O).group_size)),
                              s.awq_grid, [&](const std::vector<float>& sv) {
-                               Tensor eff = fake_quant_scaled(Wo, expand(sv), sc(LinearRole::O));
-                               return error_of(1).sq(eff.data<float>(), Wo.data<float>(), Wo.dim(0));
+                               const std::vector<float> ex = expand(sv);
+                               return error_of(1).sq_of(fq(LinearRole::O, on_backend(ex), true));
                              });
 
   // 3. MLP norm -> gate, up
   std::vector<Tensor> ref_mlp;
-  for (size_t i = 0; i < nsearch; ++i) ref_mlp.push_back(mlp_block(be, xs[2][i], Wg, Wu, Wd));
+  for (size_t i = 0; i < nsearch; ++i) ref_mlp.push_back(mlp_block(be, xs[2][i], Wb[4], Wb[5], Wb[6]));
   ScaleSearch s_mlp = awq_search_scales(
       x_mean[2], awq_weight_mean({&Wg, &Wu}, sc(LinearRole::Gate).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
-        Tensor g = fake_quant_scaled(Wg, sv, sc(LinearRole::Gate)), u = fake_quant_scaled(Wu, sv, sc(LinearRole::Up));
+        const Tensor sd = on_backend(sv);
+        const Tensor g = fq(LinearRole::Gate, sd, false), u = fq(LinearRole::Up, sd, false);
         double e = 0, cnt = 0;
         for (size_t i = 0; i < nsearch; ++i) {
-          e += sum_sq_diff(mlp_block(be, xs[2][i], g, u, Wd), ref_mlp[i]);
+          e += sum_sq_diff(mlp_block(be, xs[2][i], g, u, Wb[6]), ref_mlp[i]);
           cnt += double(ref_mlp[i].numel());
         }
         return e / cnt;
@@ -155,8 +175,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
   ScaleSearch s_down = awq_search_scales(
       x_mean[3], awq_weight_mean({&Wd}, sc(LinearRole::Down).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
-        Tensor eff = fake_quant_scaled(Wd, sv, sc(LinearRole::Down));
-        return error_of(3).sq(eff.data<float>(), Wd.data<float>(), Wd.dim(0));
+        return error_of(3).sq_of(fq(LinearRole::Down, on_backend(sv), true));
       });
 
   t.emplace(ph, "awq fold");
@@ -188,8 +207,7 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     t.emplace(ph, "error report");
     Tensor d = codes_to_dense(q.codes);
     q.error = errs[in]->rel(d.data<float>(), Ws[ri].data<float>(), Ws[ri].dim(0));
-    Tensor rtn = codes_to_dense(rtn_quantize(W[ri].data<float>(), W[ri].dim(0), W[ri].dim(1), scheme));
-    q.error_rtn = error_of(in).rel(rtn.data<float>(), W[ri].data<float>(), W[ri].dim(0));
+    q.error_rtn = rtn_error_on_backend(error_of(in), Wb[ri], scheme);
     if (input_of(r) == 0 || input_of(r) == 2) q.input_mul = inverse(f.input_scale[size_t(input_of(r))]);
   }
   auto note = [](const ScaleSearch& ss) {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <iterator>
 #include <optional>
 
@@ -73,6 +74,15 @@ Tensor round_bias_f16(const Tensor& b) {
   return out;
 }
 
+double rtn_error_on_backend(const OutputError& err, const Tensor& wb, const QuantScheme& sc, double den) {
+  Backend& be = err.backend();
+  if (den < 0) den = err.sq_of(wb);
+  if (!(den > 0)) return 0.0;
+  Tensor d = backend_uninit(be, DType::F32, wb.shape());
+  be.fake_quant(wb, Tensor(), FakeQuantGrid{sc.bits, sc.group_size, sc.sym, sc.include_zero, sc.min_zero}, true, d);
+  return std::sqrt(err.sq_of(d) / den);
+}
+
 void install(Model& m, int64_t layer, LinearRole r, const QuantizedLinear& q, const QuantSettings& s) {
   const Linear& cur = *m.layers()[size_t(layer)].linear[int(r)];
   m.replace_linear(layer, r,
@@ -90,11 +100,20 @@ std::array<std::optional<HessianAccumulator>, 4> collect_hessians(Model& m, Laye
                                                                   const std::array<bool, 4>& want) {
   std::array<std::optional<HessianAccumulator>, 4> acc;
   Backend& be = m.backend();
+  PhaseTimes& ph = quant_phases();
+  // Sub-phases of "forward + hessians" (the rest of it is the layer's forward itself); with
+  // DIFFULEX_QUANT_SYNC_PHASES=1 each includes its device work (phase_times.h).
+  static const char* const kGram[4] = {"  hessian: gram q/k/v input", "  hessian: gram o input",
+                                       "  hessian: gram gate/up input", "  hessian: gram down input"};
   runner.run([&](int64_t, LinearRole r, const Tensor& x) {
     const int i = input_of(r);
     // q/k/v and gate/up share an input: take it once, from the first of them.
     if (!want[size_t(i)] || r == LinearRole::K || r == LinearRole::V || r == LinearRole::Up) return;
-    if (!acc[size_t(i)]) acc[size_t(i)].emplace(be, x.dim(-1));
+    if (!acc[size_t(i)]) {
+      PhaseTimes::Scope t(ph, "  hessian: zero-init");
+      acc[size_t(i)].emplace(be, x.dim(-1));
+    }
+    PhaseTimes::Scope t(ph, kGram[i]);
     acc[size_t(i)]->add(x);
   });
   return acc;
@@ -125,10 +144,13 @@ LayerResult quantize_layer_rtn(Model& m, int64_t layer, LayerRunner* runner, con
     q.error = q.error_rtn = -1;
     if (runner) {
       t.emplace(ph, "error report");
-      Tensor d = codes_to_dense(q.codes);
       std::optional<OutputError>& err = errs[size_t(input_of(r))];
-      if (!err) err.emplace(*acc[size_t(input_of(r))]);
-      q.error = q.error_rtn = err->rel(d.data<float>(), w.data<float>(), w.dim(0));
+      if (!err) {
+        PhaseTimes::Scope th(ph, "  error report: H from sums");
+        err.emplace(*acc[size_t(input_of(r))]);
+      }
+      // The weight goes to the backend once; RTN's D = Q(w) - w is made there (the same floats as from the codes).
+      q.error = q.error_rtn = rtn_error_on_backend(*err, m.backend().upload(w), sc);
     }
   }
   {
@@ -172,8 +194,9 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       const int64_t n = w.dim(0), k = w.dim(1);
       t.emplace(ph, "hessian to host");
       if (!errs[in]) {
-        hs[in] = acc[in]->finish();
-        errs[in].emplace(*acc[in]);  // from the F32 sums: the same values, without a pass over the fp64 H
+        hs[in] = acc[in]->finish();  // the one download of the sums
+        t.emplace(ph, "  error report: H from sums");
+        errs[in].emplace(*acc[in]);  // on the backend from the F32 sums: the same values as from hs[in]
       }
       const OutputError& err = *errs[in];
       bool used_later = false;
@@ -191,10 +214,10 @@ LayerResult quantize_layer_gptq(Model& m, int64_t layer, LayerRunner& runner, co
       q.bias = round_bias_f16(float_bias(m, layer, r));
       t.emplace(ph, "error report");
       Tensor d = codes_to_dense(q.codes);
-      const double den = err.norm(w.data<float>(), n);
+      const Tensor wb = m.backend().upload(w);
+      const double den = err.sq_of(wb);
       q.error = err.rel(d.data<float>(), w.data<float>(), n, den);
-      Tensor rtn = codes_to_dense(rtn_quantize(w.data<float>(), n, k, o.scheme));
-      q.error_rtn = err.rel(rtn.data<float>(), w.data<float>(), n, den);
+      q.error_rtn = rtn_error_on_backend(err, wb, o.scheme, den);
       if (g.damp != s.damp) damps[q.prefix] = g.damp;
     }
     t.emplace(ph, "stand-ins");

@@ -17,6 +17,7 @@
 namespace dlx {
 
 class LayerRunner;
+class OutputError;
 
 struct QuantSettings {
   std::string method;   // rtn | gptq | awq
@@ -63,6 +64,11 @@ Tensor float_bias(const Model& m, int64_t layer, LinearRole r);    // F32 [out] 
 std::vector<float> norm_weight(const Model& m, int64_t layer, bool ffn);
 std::string linear_prefix(const Model& m, int64_t layer, LinearRole r);
 Tensor round_bias_f16(const Tensor& b);                             // the bias as the checkpoint stores it
+// RTN's relative output error of a weight, measured where err's H is: wb F32 [n, k] in err's backend memory (the
+// host tensor on the CPU), D = Q(w) - w from Backend::fake_quant (bit for bit codes_to_dense(rtn_quantize(w)) - w),
+// so neither the dense RTN weight nor D is built on the host or uploaded. den: err's norm of wb (sq_of(wb)), or
+// < 0 to compute it.
+double rtn_error_on_backend(const OutputError& err, const Tensor& wb, const QuantScheme& sc, double den = -1);
 // Puts the running stand-in for q into the model.
 void install(Model& m, int64_t layer, LinearRole r, const QuantizedLinear& q, const QuantSettings& s);
 // Which calibration input a role reads: 0 attention norm output, 1 attention output, 2 MLP norm output,

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "quant/host_ops.h"
+#include "quant/phase_times.h"
 
 namespace dlx {
 
@@ -21,11 +22,13 @@ LayerRunner::LayerRunner(Model& model, const Tensor& ids, int64_t chunk_tokens) 
 void LayerRunner::begin(int64_t layer) {
   layer_ = layer;
   inputs_.clear();
+  Backend& be = model_.backend();
   for (auto& st : chunks_) {
-    Tensor h = model_.backend().to_host_f32(st.h);
-    // to_host_f32 may hand back the activation itself (CPU), or a device backend's staging memory: keep a private
-    // copy (in parallel: with 64K calibration tokens of a 3584-wide model one snapshot is ~1 GB).
-    inputs_.push_back(host_copy(h));
+    // A copy in the backend's own memory and dtype (the same values: no trip through host F32, which on a GPU cost
+    // a download of every chunk here and an upload, with a host bf16 conversion, on every run).
+    Tensor snap = backend_uninit(be, st.h.dtype(), st.h.shape());
+    be.copy(st.h, snap);
+    inputs_.push_back(snap);
   }
 }
 
@@ -37,12 +40,15 @@ void LayerRunner::run(const LinearObserver& observer) {
     ~Watch() { m.set_observer({}); }
   } watch{model_};
   model_.set_observer({observer, {}});
+  Backend& be = model_.backend();
   for (size_t c = 0; c < chunks_.size(); ++c) {
-    // from_host_f32 may alias its argument (CPU) and the layer adds into h in place: then give it a copy. An
-    // upload (a device backend) is a copy already.
-    Tensor h = model_.backend().from_host_f32(inputs_[c]);
-    if (h.data() == inputs_[c].data()) h = model_.backend().from_host_f32(host_copy(inputs_[c]));
-    chunks_[c].h = h;
+    // The layer adds into h in place: it gets a fresh copy of the snapshot.
+    {
+      PhaseTimes::Scope t(quant_phases(), "  layer input copy");
+      Tensor h = backend_uninit(be, inputs_[c].dtype(), inputs_[c].shape());
+      be.copy(inputs_[c], h);
+      chunks_[c].h = h;
+    }
     model_.run_layer(layer_, chunks_[c]);
   }
 }

@@ -25,7 +25,8 @@ class LayerRunner {
   int64_t layer() const { return layer_; }
   int64_t tokens() const { return tokens_; }
   const std::vector<ForwardState>& chunks() const { return chunks_; }
-  const std::vector<Tensor>& inputs() const { return inputs_; }  // host F32 [T_c, H] per chunk
+  // The layer's input per chunk [T_c, H], in the backend's memory and activation dtype.
+  const std::vector<Tensor>& inputs() const { return inputs_; }
 
  private:
   Model& model_;

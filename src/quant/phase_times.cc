@@ -19,6 +19,12 @@ void PhaseTimes::add(const char* name, double seconds) {
   totals_.emplace_back(name, seconds);
 }
 
+void PhaseTimes::set_sync(std::function<void()> wait) { sync_ = std::move(wait); }
+
+void PhaseTimes::sync() const {
+  if (sync_) sync_();
+}
+
 std::vector<std::pair<std::string, double>> PhaseTimes::totals() const {
   std::lock_guard<std::mutex> g(mu_);
   return totals_;

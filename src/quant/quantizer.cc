@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -206,6 +207,16 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   // resident set is about one layer's source plus the working set instead of the whole mapped file (issue 17). The
   // file's pages stay in the kernel's page cache, reclaimable, as for any file read.
   m->store().release_pages();
+  // DIFFULEX_QUANT_SYNC_PHASES=1: phase times that include the device work each phase enqueued (phase_times.h).
+  struct SyncOff {
+    PhaseTimes& p;
+    ~SyncOff() { p.set_sync({}); }
+  } sync_off{phases};
+  if (const char* v = std::getenv("DIFFULEX_QUANT_SYNC_PHASES"); v && *v && std::string(v) != "0") {
+    Backend* be = &m->backend();
+    phases.set_sync([be] { be->synchronize(); });
+    log_info("quantize: phase timers synchronize the device (DIFFULEX_QUANT_SYNC_PHASES)");
+  }
   const ModelConfig& cfg = m->config();
   validate_model(*m, s);
 
@@ -247,9 +258,13 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   {
     Progress bar(fmt::format("quantize ({} {}-bit)", s.method, s.bits), cfg.num_layers);
     for (int64_t i = 0; i < cfg.num_layers; ++i) {
-      if (o.cancelled && o.cancelled()) fail("interrupted: nothing was written to {}", o.output_path);
+      if (o.cancelled && o.cancelled()) {
+        // Where the time of the layers done so far went (a timed run stopped by a time limit still tells).
+        log_info("quantize phases (wall, {} of {} layers, interrupted): {}", i, cfg.num_layers, phases.summary());
+        fail("interrupted: nothing was written to {}", o.output_path);
+      }
       if (runner) {
-        PhaseTimes::Scope t(phases, "layer input to host");
+        PhaseTimes::Scope t(phases, "layer input snapshot");
         runner->begin(i);
       }
       LayerResult r = s.method == "gptq"  ? quantize_layer_gptq(*m, i, *runner, s)

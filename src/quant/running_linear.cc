@@ -15,17 +15,18 @@ namespace {
 
 class InputScaledLinear : public Linear {
  public:
-  InputScaledLinear(std::unique_ptr<Linear> inner, std::vector<float> mul)
-      : Linear(inner->spec()), inner_(std::move(inner)), mul_(std::move(mul)) {}
+  InputScaledLinear(Backend& be, std::unique_ptr<Linear> inner, std::vector<float> mul)
+      : Linear(inner->spec()), inner_(std::move(inner)), mul_(std::move(mul)) {
+    mul_dev_ = be.upload(host_view(DType::F32, {int64_t(mul_.size())}, mul_.data()));
+  }
   LinearInfo info() const override { return inner_->info(); }
   HeldTensors held() const override { return inner_->held(); }
   void forward(Backend& be, const Tensor& x, Tensor& y) const override {
-    // Into a new tensor: to_host_f32 may return x itself (CPU), which other linears still read. Rows in parallel
-    // (a calibration chunk is ~1024 x 3584 values, and q/k/v/gate/up all come through here).
-    const Tensor xh = be.to_host_f32(x);
-    Tensor h = host_uninit(DType::F32, xh.shape());
-    scale_columns(xh.data<float>(), h.data<float>(), h.numel() / int64_t(mul_.size()));
-    inner_->forward(be, be.from_host_f32(h), y);
+    // Into a new tensor (x is read by the other linears too), where x is: the same values as through host F32
+    // (an fp32 product rounded once to the activation dtype), without the round trip.
+    Tensor xs = backend_uninit(be, x.dtype(), x.shape());
+    be.scale_columns(x, mul_dev_, xs);
+    inner_->forward(be, xs, y);
   }
   Tensor dequantize() const override {
     Tensor w = inner_->dequantize();
@@ -45,6 +46,7 @@ class InputScaledLinear : public Linear {
   }
   std::unique_ptr<Linear> inner_;
   std::vector<float> mul_;
+  Tensor mul_dev_;  // mul_ in the backend's memory (on the CPU a view of mul_)
 };
 
 }  // namespace
@@ -76,7 +78,7 @@ std::unique_ptr<Linear> make_running_linear(Backend& be, const TensorStore& stor
   auto lin = make_packed_linear(ctx, std::move(spec), std::move(w), std::move(bias), std::move(info));
   if (input_mul.empty()) return lin;
   check(int64_t(input_mul.size()) == K, "running linear: {} input factors for in_features {}", input_mul.size(), K);
-  return std::make_unique<InputScaledLinear>(std::move(lin), std::move(input_mul));
+  return std::make_unique<InputScaledLinear>(be, std::move(lin), std::move(input_mul));
 }
 
 }  // namespace dlx

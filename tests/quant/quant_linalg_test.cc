@@ -6,9 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 
+#include "core/error.h"
 #include "kernels/backend.h"
+#include "quant/methods/awq.h"
 #include "quant/methods/gptq.h"
 #include "quant/methods/hessian.h"
 #include "quant/methods/rtn.h"
@@ -171,6 +175,136 @@ QuantCodes ref_gptq(const Tensor& w0, const std::vector<double>& h0, const GptqO
     }
   }
   return c;
+}
+
+// The error report's and AWQ's small ops (backend.h zero, symmetric_scaled, dot_f64, column_abs_sum) on the CPU
+// against plain loops; sizes that are not multiples of the tiles and blocks.
+TEST(QuantLinalg, ReportOpsMatchPlainLoops) {
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (int64_t k : {1, 63, 130}) {
+    SCOPED_TRACE("k = " + std::to_string(k));
+    Tensor up = test::random_tensor(DType::F32, {k, k}, rng);
+    // The lower triangle must not be read: NaN there would show in the output.
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < i; ++j) up.data<float>()[i * k + j] = std::nanf("");
+    Tensor out = cpu().empty(DType::F32, {k, k});
+    const double f = 2.0 / 3.0;
+    cpu().symmetric_scaled(up, f, out);
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const float want = float(f * double(up.data<float>()[std::min(i, j) * k + std::max(i, j)]));
+        ASSERT_EQ(out.data<float>()[i * k + j], want) << i << "," << j;
+      }
+    cpu().zero(out);
+    for (int64_t i = 0; i < k * k; ++i) ASSERT_EQ(out.data<float>()[i], 0.0f);
+  }
+  for (int64_t n : {0, 1, 4095, 4097, 100000}) {
+    Tensor a = test::random_tensor(DType::F32, {std::max<int64_t>(n, 1)}, rng),
+           b = test::random_tensor(DType::F32, {std::max<int64_t>(n, 1)}, rng);
+    const Tensor av = Tensor::from_data(DType::F32, {n}, a.data()), bv = Tensor::from_data(DType::F32, {n}, b.data());
+    double want = 0, mag = 0;
+    for (int64_t i = 0; i < n; ++i)
+      want += double(a.data<float>()[i]) * double(b.data<float>()[i]),
+          mag += std::fabs(double(a.data<float>()[i]) * double(b.data<float>()[i]));
+    EXPECT_NEAR(cpu().dot_f64(av, bv), want, 1e-13 * mag + 1e-300) << "n = " << n;
+  }
+  {
+    // column_abs_sum continues a running fp64 sum over chunk after chunk: exactly the plain loop over all rows.
+    const int64_t k = 203;
+    std::vector<double> sum(size_t(k), 0.0), want(size_t(k), 0.0);
+    for (int64_t t : {1, 37, 300}) {
+      Tensor x = test::random_tensor(DType::F32, {t, k}, rng, 3.0f);
+      cpu().column_abs_sum(x, sum);
+      for (int64_t r = 0; r < t; ++r)
+        for (int64_t c = 0; c < k; ++c) want[size_t(c)] += std::fabs(double(x.data<float>()[r * k + c]));
+      for (int64_t c = 0; c < k; ++c) ASSERT_EQ(sum[size_t(c)], want[size_t(c)]) << "t = " << t << ", column " << c;
+    }
+  }
+  {
+    const int64_t t = 29, k = 77;
+    Tensor x = test::random_tensor(DType::F32, {t, k}, rng), mul = test::random_tensor(DType::F32, {k}, rng);
+    Tensor out = cpu().empty(DType::F32, {t, k});
+    cpu().scale_columns(x, mul, out);
+    for (int64_t i = 0; i < t * k; ++i)
+      ASSERT_EQ(out.data<float>()[i], x.data<float>()[i] * mul.data<float>()[i % k]) << i;
+  }
+  Tensor x = test::random_tensor(DType::F32, {4, 5}, rng), bad = cpu().empty(DType::F32, {4});
+  EXPECT_THROW(cpu().scale_columns(x, bad, x), Error);
+  std::vector<double> short_sum(4, 0.0);
+  EXPECT_THROW(cpu().column_abs_sum(x, short_sum), Error);
+  EXPECT_THROW(cpu().dot_f64(x, bad), Error);
+}
+
+// Backend::fake_quant on the CPU against the host's fake_quant_scaled (AWQ's candidates) and RTN's codes, bit for bit,
+// over the grids every method uses; rows with a constant and an all-zero group; the weight-error form (minus_w); a
+// scale beyond fp16 refused.
+TEST(QuantLinalg, FakeQuantMatchesHostRtn) {
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t n = 23, k = 256;
+  Tensor w = test::random_tensor(DType::F32, {n, k}, rng, 0.05f);
+  for (int64_t c = 0; c < 64; ++c) w.data<float>()[c] = 0.0f, w.data<float>()[k + c] = 0.03f;  // zero, constant
+  for (int64_t c = 64; c < 128; ++c) w.data<float>()[2 * k + c] = std::fabs(w.data<float>()[2 * k + c]);  // >= 0
+  std::uniform_real_distribution<float> u(0.25f, 4.0f);
+  std::vector<float> sv(static_cast<size_t>(k));
+  for (float& v : sv) v = u(rng);
+  const Tensor sd = Tensor::from_data(DType::F32, {k}, sv.data());
+  for (int bits : {4, 8})
+    for (int64_t gs : {64, 256})
+      for (int mode = 0; mode < 4; ++mode) {
+        QuantScheme q;
+        q.bits = bits, q.group_size = gs;
+        q.sym = mode == 0;
+        q.include_zero = mode != 2;  // mode 2: AWQ's min/max ranges
+        q.min_zero = mode == 3 ? 1 : 0;  // GPTQ v1 asym
+        SCOPED_TRACE(testing::Message() << "bits " << bits << " group " << gs << " mode " << mode);
+        const FakeQuantGrid g{q.bits, q.group_size, q.sym, q.include_zero, q.min_zero};
+        Tensor out = cpu().empty(DType::F32, {n, k}), err = cpu().empty(DType::F32, {n, k});
+        cpu().fake_quant(w, sd, g, false, out);
+        cpu().fake_quant(w, sd, g, true, err);
+        const Tensor want = fake_quant_scaled(w, sv, q);
+        ASSERT_EQ(std::memcmp(out.data(), want.data(), size_t(n * k) * 4), 0);
+        for (int64_t i = 0; i < n * k; ++i)
+          ASSERT_EQ(err.data<float>()[i], want.data<float>()[i] - w.data<float>()[i]) << i;
+        cpu().fake_quant(w, Tensor(), g, false, out);
+        const Tensor rtn = codes_to_dense(rtn_quantize(w.data<float>(), n, k, q));
+        ASSERT_EQ(std::memcmp(out.data(), rtn.data(), size_t(n * k) * 4), 0);
+      }
+  Tensor big = test::random_tensor(DType::F32, {2, 64}, rng);
+  big.data<float>()[5] = 1e6f;
+  Tensor out = cpu().empty(DType::F32, {2, 64});
+  EXPECT_THROW(cpu().fake_quant(big, Tensor(), FakeQuantGrid{4, 64, true, true, 0}, false, out), Error);
+  EXPECT_THROW(cpu().fake_quant(w, Tensor(), FakeQuantGrid{4, 100, true, true, 0}, false, out), Error);
+}
+
+// OutputError's report (D H on the backend, sum (D H) o D in fp64 there) against the quadratic form as plain loops.
+TEST(QuantLinalg, OutputErrorMatchesPlainQuadraticForm) {
+  std::mt19937_64 rng(std::random_device{}());
+  const int64_t t = 90, k = 70, n = 33;
+  Tensor x = test::random_tensor(DType::F32, {t, k}, rng);
+  HessianAccumulator acc(cpu(), k);
+  acc.add(x);
+  const std::vector<double> h = acc.finish();
+  Tensor a = test::random_tensor(DType::F32, {n, k}, rng), b = test::random_tensor(DType::F32, {n, k}, rng);
+  auto quad = [&](const float* d) {
+    double s = 0;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j < k; ++j) s += double(d[r * k + i]) * h[size_t(i * k + j)] * double(d[r * k + j]);
+    return s;
+  };
+  std::vector<float> d(size_t(n * k));
+  for (size_t i = 0; i < d.size(); ++i) d[i] = a.data<float>()[i] - b.data<float>()[i];
+  const double sq = quad(d.data()), nb = quad(b.data<float>());
+  for (int from_sums = 0; from_sums < 2; ++from_sums) {
+    const OutputError e = from_sums ? OutputError(acc) : OutputError(cpu(), h, k);
+    EXPECT_NEAR(e.sq(a.data<float>(), b.data<float>(), n), sq, 1e-5 * sq) << from_sums;
+    EXPECT_NEAR(e.norm(b.data<float>(), n), nb, 1e-5 * nb) << from_sums;
+    EXPECT_NEAR(e.rel(a.data<float>(), b.data<float>(), n), std::sqrt(sq / nb), 1e-5 * std::sqrt(sq / nb));
+  }
 }
 
 TEST(QuantLinalg, BlockedGptqMatchesColumnByColumnReference) {

@@ -3,10 +3,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/linalg.h"
 #include "kernels/cpu/matmul.h"
@@ -110,5 +113,123 @@ void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 }
 
 bool CpuBackend::cholesky_inverse_upper(double* h, int64_t n) { return cpu_cholesky_inverse_upper(h, n); }
+
+void CpuBackend::zero(Tensor& t) {
+  char* p = static_cast<char*>(t.data());
+  parallel_for(int64_t(t.nbytes()), 1 << 20, [&](int64_t a, int64_t b) { std::memset(p + a, 0, size_t(b - a)); });
+}
+
+void CpuBackend::symmetric_scaled(const Tensor& upper, double f, Tensor& out) {
+  const int64_t k = upper.rank() == 2 ? upper.dim(0) : -1;
+  check(upper.dtype() == DType::F32 && k >= 0 && upper.dim(1) == k, "cpu symmetric_scaled: the sums must be F32 [k, k], "
+        "got {} {}", dtype_name(upper.dtype()), shape_str(upper.shape()));
+  check(out.dtype() == DType::F32 && out.numel() == k * k, "cpu symmetric_scaled: the output must be F32 [{}, {}], got "
+        "{} {}", k, k, dtype_name(out.dtype()), shape_str(out.shape()));
+  cpu_symmetric_scaled(upper.data<float>(), k, f, out.data<float>());
+}
+
+double CpuBackend::dot_f64(const Tensor& a, const Tensor& b) {
+  check(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.numel() == b.numel(),
+        "cpu dot_f64: expected two F32 tensors of one size, got {} {} and {} {}", dtype_name(a.dtype()),
+        shape_str(a.shape()), dtype_name(b.dtype()), shape_str(b.shape()));
+  return cpu_dot_f64(a.data<float>(), b.data<float>(), a.numel());
+}
+
+void CpuBackend::scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) {
+  const int64_t k = mul.numel();
+  check(x.dtype() == DType::F32 && mul.dtype() == DType::F32 && out.dtype() == DType::F32 && x.rank() >= 1 &&
+            x.dim(-1) == k && out.numel() == x.numel(),
+        "cpu scale_columns: x {} {}, factors {} {} and output {} {} should be F32 [T, K], [K] and [T, K]",
+        dtype_name(x.dtype()), shape_str(x.shape()), dtype_name(mul.dtype()), shape_str(mul.shape()),
+        dtype_name(out.dtype()), shape_str(out.shape()));
+  const float* in = x.data<float>();
+  const float* m = mul.data<float>();
+  float* o = out.data<float>();
+  parallel_for(k == 0 ? 0 : x.numel() / k, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < k; ++c) o[r * k + c] = in[r * k + c] * m[c];
+  });
+}
+
+namespace {
+
+// quant/methods/rtn.cc params_from_range, mirrored (the CUDA kernel in quant_ops.cu mirrors it too; the tests hold
+// both to the host's fake_quant_scaled bit for bit). False when the scale does not fit fp16.
+bool fq_params(float lo, float hi, const FakeQuantGrid& g, float* scale, int* zero) {
+  const int maxq = (1 << g.bits) - 1;
+  auto f16 = [](float v, float* out) {
+    *out = f16_to_f32(f32_to_f16(std::max(v, 1e-6f)));
+    return std::isfinite(*out);
+  };
+  if (g.include_zero) lo = std::min(lo, 0.0f), hi = std::max(hi, 0.0f);
+  if (g.sym) {
+    float amax = std::max(std::fabs(lo), std::fabs(hi));
+    if (amax == 0.0f) amax = 1.0f;
+    *zero = (maxq + 1) / 2;
+    return f16(2.0f * amax / float(maxq), scale);
+  }
+  float span = hi - lo;
+  if (span <= 0.0f) {
+    if (hi == 0.0f) lo = -1.0f, hi = 1.0f;
+    else lo = std::min(lo, 0.0f), hi = std::max(hi, 0.0f);
+    span = hi - lo;
+  }
+  if (!f16(span / float(maxq), scale)) return false;
+  *zero = int(std::clamp(std::nearbyint(-lo / *scale), 0.0f, float(maxq)));
+  if (*zero < g.min_zero) {
+    *zero = g.min_zero;
+    return f16(std::max(hi, 0.0f) / float(maxq - g.min_zero), scale);
+  }
+  return true;
+}
+
+}  // namespace
+
+void CpuBackend::fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& g, bool minus_w, Tensor& out) {
+  check(w.dtype() == DType::F32 && w.rank() == 2, "cpu fake_quant: the weight must be F32 [n, k], got {} {}",
+        dtype_name(w.dtype()), shape_str(w.shape()));
+  const int64_t n = w.dim(0), k = w.dim(1), gs = g.group_size;
+  check(gs > 0 && k % gs == 0, "cpu fake_quant: group size {} does not divide in_features {}", gs, k);
+  check(!s.defined() || (s.dtype() == DType::F32 && s.numel() == k), "cpu fake_quant: the scales must be F32 [{}]", k);
+  check(out.dtype() == DType::F32 && out.numel() == n * k, "cpu fake_quant: the output must be F32 [{}, {}], got {} {}",
+        n, k, dtype_name(out.dtype()), shape_str(out.shape()));
+  const int maxq = (1 << g.bits) - 1;
+  const float* p = w.data<float>();
+  const float* sc = s.defined() ? s.data<float>() : nullptr;
+  float* o = out.data<float>();
+  std::atomic<bool> ok{true};
+  parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> v(static_cast<size_t>(gs));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t g0 = 0; g0 < k; g0 += gs) {
+        float lo = 0, hi = 0;
+        for (int64_t i = 0; i < gs; ++i) {
+          const float x = sc ? p[r * k + g0 + i] * sc[g0 + i] : p[r * k + g0 + i];
+          v[size_t(i)] = x;
+          lo = i == 0 ? x : std::min(lo, x), hi = i == 0 ? x : std::max(hi, x);
+        }
+        float scale = 1;
+        int zero = 0;
+        if (!fq_params(lo, hi, g, &scale, &zero)) {
+          ok = false;
+          return;
+        }
+        for (int64_t i = 0; i < gs; ++i) {
+          const float q = std::clamp(std::nearbyint(v[size_t(i)] / scale) + float(zero), 0.0f, float(maxq));
+          float f = scale * float(int(q) - zero);
+          if (sc) f = f / sc[g0 + i];
+          o[r * k + g0 + i] = minus_w ? f - p[r * k + g0 + i] : f;
+        }
+      }
+  });
+  check(ok.load(), "cpu fake_quant: a quantization scale does not fit in fp16 (weights too large)");
+}
+
+void CpuBackend::column_abs_sum(const Tensor& x, std::vector<double>& sum) {
+  check(x.dtype() == DType::F32 && x.rank() >= 1, "cpu column_abs_sum: x must be F32, got {}", dtype_name(x.dtype()));
+  const int64_t k = x.dim(-1);
+  check(int64_t(sum.size()) == k, "cpu column_abs_sum: {} sums for {} channels", sum.size(), k);
+  cpu_column_abs_sum(x.data<float>(), k == 0 ? 0 : x.numel() / k, k, sum.data());
+}
 
 }  // namespace dlx

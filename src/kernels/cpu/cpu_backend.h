@@ -27,6 +27,12 @@ class CpuBackend final : public Backend {
   void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) override;
   bool cholesky_inverse_upper(double* h, int64_t n) override;
+  void zero(Tensor& t) override;
+  void symmetric_scaled(const Tensor& upper, double f, Tensor& out) override;
+  double dot_f64(const Tensor& a, const Tensor& b) override;
+  void column_abs_sum(const Tensor& x, std::vector<double>& sum) override;
+  void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) override;
+  void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) override;
 };
 
 }  // namespace dlx

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -70,6 +71,31 @@ bool cpu_hinv_finish(double* h, int64_t n) {
   });
   cpu_hinv_reverse(h, n);  // U = J L^{-1} J
   return finite.load();
+}
+
+double cpu_dot_f64(const float* a, const float* b, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> part(size_t(std::max<int64_t>(blocks, 1)), 0.0);
+  parallel_for(blocks, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t bi = b0; bi < b1; ++bi) {
+      double s = 0;
+      const int64_t e = std::min(n, (bi + 1) * kBlock);
+      for (int64_t i = bi * kBlock; i < e; ++i) s += double(a[i]) * double(b[i]);
+      part[size_t(bi)] = s;
+    }
+  });
+  double s = 0;
+  for (double v : part) s += v;
+  return s;
+}
+
+void cpu_column_abs_sum(const float* x, int64_t t, int64_t k, double* sum) {
+  // Channels split over threads; each channel's sum runs over the rows in order.
+  parallel_for(k, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t c = c0; c < c1; ++c) sum[c] += std::fabs(double(x[r * k + c]));
+  });
 }
 
 bool cpu_cholesky_inverse_upper(double* h, int64_t n) {

@@ -543,6 +543,91 @@ class CudaBackend final : public Backend {
 
   bool cholesky_inverse_upper(double* h, int64_t n) override { return linalg_->hinv_upper(h, n); }
 
+  void zero(Tensor& t) override {
+    check(t.defined() && t.device() == Device::CUDA, "cuda zero: the tensor must be on the GPU");
+    check_cuda(cudaMemsetAsync(t.data(), 0, t.nbytes(), stream_), "zero");
+    after("zero");
+  }
+
+  void symmetric_scaled(const Tensor& upper, double f, Tensor& out) override {
+    need(upper, DType::F32, "symmetric_scaled", "the sums");
+    need(out, DType::F32, "symmetric_scaled", "the output");
+    const int64_t k = upper.rank() == 2 ? upper.dim(0) : -1;
+    check(k >= 0 && upper.dim(1) == k && out.numel() == k * k,
+          "cuda symmetric_scaled: sums {} and output {} should both be [k, k]", shape_str(upper.shape()),
+          shape_str(out.shape()));
+    check(k < (int64_t(1) << 21), "cuda symmetric_scaled: k = {} is too large for the tile grid", k);
+    cuda::launch_symmetric_scaled(upper.data<float>(), k, f, out.data<float>(), stream_);
+    after("symmetric_scaled");
+  }
+
+  double dot_f64(const Tensor& a, const Tensor& b) override {
+    need(a, DType::F32, "dot_f64", "a");
+    need(b, DType::F32, "dot_f64", "b");
+    same_numel(a, b, "dot_f64");
+    auto part = alloc_->activation(size_t(cuda::dot_f64_partials() + 1) * sizeof(double), "dot_f64");
+    double* p = static_cast<double*>(part.get());
+    cuda::launch_dot_f64(a.data<float>(), b.data<float>(), a.numel(), p, p + cuda::dot_f64_partials(), stream_);
+    double r = 0;
+    check_cuda(cudaMemcpyAsync(&r, p + cuda::dot_f64_partials(), sizeof(double), cudaMemcpyDeviceToHost, stream_),
+               "dot_f64");
+    check_cuda(cudaStreamSynchronize(stream_), "dot_f64");
+    return r;
+  }
+
+  void column_abs_sum(const Tensor& x, std::vector<double>& sum) override {
+    check(x.defined() && x.device() == Device::CUDA && (x.dtype() == DType::BF16 || x.dtype() == DType::F32) &&
+              x.rank() >= 1,
+          "cuda column_abs_sum: x must be a BF16 or F32 tensor on the GPU");
+    const int64_t k = x.dim(-1);
+    check(int64_t(sum.size()) == k, "cuda column_abs_sum: {} sums for {} channels", sum.size(), k);
+    if (k == 0) return;
+    // The running sums go up, continue over these rows in fp64 and come back (2 K doubles, one wait).
+    const size_t bytes = size_t(k) * sizeof(double);
+    auto acc = alloc_->activation(bytes, "column_abs_sum");
+    check_cuda(cudaMemcpyAsync(acc.get(), sum.data(), bytes, cudaMemcpyHostToDevice, stream_), "column_abs_sum");
+    cuda::launch_column_abs_sum(x.data(), x.dtype() == DType::BF16, x.numel() / k, k, static_cast<double*>(acc.get()),
+                                stream_);
+    check_cuda(cudaMemcpyAsync(sum.data(), acc.get(), bytes, cudaMemcpyDeviceToHost, stream_), "column_abs_sum");
+    check_cuda(cudaStreamSynchronize(stream_), "column_abs_sum");
+  }
+
+  void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) override {
+    need(x, DType::BF16, "scale_columns", "x");
+    need(mul, DType::F32, "scale_columns", "the factors");
+    need(out, DType::BF16, "scale_columns", "the output");
+    const int64_t k = mul.numel();
+    check(x.rank() >= 1 && x.dim(-1) == k && out.numel() == x.numel(),
+          "cuda scale_columns: x {}, factors {} and output {} should be [T, K], [K] and [T, K]", shape_str(x.shape()),
+          shape_str(mul.shape()), shape_str(out.shape()));
+    cuda::launch_scale_columns(x.data<bf16_t>(), mul.data<float>(), k == 0 ? 0 : x.numel() / k, k,
+                               out.data<bf16_t>(), stream_);
+    after("scale_columns");
+  }
+
+  void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& g, bool minus_w, Tensor& out) override {
+    need(w, DType::F32, "fake_quant", "the weight");
+    need(out, DType::F32, "fake_quant", "the output");
+    check(w.rank() == 2, "cuda fake_quant: the weight must be [n, k], got {}", shape_str(w.shape()));
+    const int64_t n = w.dim(0), k = w.dim(1), gs = g.group_size;
+    check(gs > 0 && k % gs == 0, "cuda fake_quant: group size {} does not divide in_features {}", gs, k);
+    if (s.defined()) need(s, DType::F32, "fake_quant", "the scales");
+    check(!s.defined() || s.numel() == k, "cuda fake_quant: {} scales for in_features {}", s.numel(), k);
+    check(out.numel() == n * k, "cuda fake_quant: output {} should be [{}, {}]", shape_str(out.shape()), n, k);
+    check(n * (k / gs) < (int64_t(1) << 31), "cuda fake_quant: {} x {} groups exceed the grid", n, k / gs);
+    auto flag = alloc_->activation(sizeof(int), "fake_quant");
+    check_cuda(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream_), "fake_quant");
+    cuda::launch_fake_quant(w.data<float>(), s.defined() ? s.data<float>() : nullptr, n, k, g.bits, gs, g.sym,
+                            g.include_zero, g.min_zero, minus_w, out.data<float>(), static_cast<int*>(flag.get()),
+                            stream_);
+    int bad = 0;
+    check_cuda(cudaMemcpyAsync(&bad, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_), "fake_quant");
+    check_cuda(cudaStreamSynchronize(stream_), "fake_quant");
+    check(bad == 0, "cuda fake_quant: a quantization scale does not fit in fp16 (weights too large)");
+  }
+
+  void synchronize() override { check_cuda(cudaStreamSynchronize(stream_), "synchronize"); }
+
   void add(Tensor& x, const Tensor& y) override {
     need(x, DType::BF16, "add", "x");
     need(y, DType::BF16, "add", "y");

@@ -58,6 +58,23 @@ void launch_add_bias(bf16_t* y, const void* bias, Elt bias_type, int64_t M, int6
 void launch_f32_bias_to_bf16(const float* acc, const void* bias, Elt bias_type, int64_t M, int64_t N, bf16_t* y,
                              cudaStream_t stream);
 void launch_bf16_to_f32(const bf16_t* in, float* out, int64_t n, cudaStream_t stream);
+
+// The quantizer's device ops (quant_ops.cu; backend.h has their definitions).
+// out F32 [k, k] = float(f * double(upper[min(i, j)][max(i, j)])); k / 32 must fit a grid dimension (k < 2^21).
+void launch_symmetric_scaled(const float* upper, int64_t k, double f, float* out, cudaStream_t stream);
+// *out (device) = sum a[i] * b[i] in fp64: dot_f64_partials() block sums into `partials` (device), then one block.
+int dot_f64_partials();
+void launch_dot_f64(const float* a, const float* b, int64_t n, double* partials, double* out, cudaStream_t stream);
+// out[t][c] = bf16(x[t][c] * mul[c]) (fp32 product, rounded to nearest even), x and out bf16 [t, k].
+void launch_scale_columns(const bf16_t* x, const float* mul, int64_t t, int64_t k, bf16_t* out, cudaStream_t stream);
+// Backend::fake_quant: one block per (row, group); *bad (device int, zeroed by the caller) set to 1 where a scale
+// does not fit fp16. s may be null (all ones).
+void launch_fake_quant(const float* w, const float* s, int64_t n, int64_t k, int bits, int64_t group_size, bool sym,
+                       bool include_zero, int min_zero, bool minus_w, float* out, int* bad, cudaStream_t stream);
+// sum[c] (device fp64) += |x[r][c]| over the t rows in order, x bf16 or F32 [t, k].
+void launch_column_abs_sum(const void* x, bool x_bf16, int64_t t, int64_t k, double* sum, cudaStream_t stream);
+
+
 // dst[i] = mean + std * z_i with z_i approximately standard normal (sum of four uniforms from a hash of (seed, i));
 // dst is BF16 or F32. Random weights for the bench and test inputs.
 void launch_fill_random(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std, cudaStream_t stream);

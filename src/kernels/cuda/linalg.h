@@ -18,7 +18,9 @@ class DenseLinalg {
   DenseLinalg(const DenseLinalg&) = delete;
   DenseLinalg& operator=(const DenseLinalg&) = delete;
 
-  // h [k, k] F32 += x^T x for x [t, k] (bf16 when x_bf16, else F32); the whole matrix is written.
+  // h [k, k] F32 += x^T x for x [t, k] (bf16 when x_bf16, else F32): the upper triangle and the diagonal blocks
+  // of kGramPanel rows (row panels of the upper triangle, one GEMM each); the rest of h is not touched.
+  static constexpr int64_t kGramPanel = 2048;
   void gram(const void* x, bool x_bf16, int64_t t, int64_t k, float* h);
   // Row-major c[m, n] = alpha * op(a) op(b) + beta * c.
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,

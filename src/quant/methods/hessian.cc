@@ -5,12 +5,15 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/linalg.h"
 #include "quant/host_ops.h"
 
 namespace dlx {
 
 HessianAccumulator::HessianAccumulator(Backend& be, int64_t k) : be_(&be), k_(k) {
-  h_ = be.upload(Tensor::zeros(DType::F32, {k, k}));
+  // Zeroed where it lives (1.4 GB for down_proj): no host buffer filled on one thread and uploaded.
+  h_ = backend_uninit(be, DType::F32, {k, k});
+  be.zero(h_);
 }
 
 void HessianAccumulator::add(const Tensor& x) {
@@ -23,33 +26,6 @@ void HessianAccumulator::add(const Tensor& x) {
   rows_ += rows;
 }
 
-namespace {
-
-// out = T(f * sum) over the whole symmetric matrix from the upper triangle of `p` ([k, k] row-major; the lower
-// triangle of p is not read). In tiles of 64 x 64: the mirrored half reads the transposed tile, which stays in
-// cache, where a plain loop over row i would read column i of p with a stride of k floats (for down_proj's
-// k = 18944 a new cache line per element).
-template <class T>
-void scaled_symmetric(const float* p, int64_t k, double f, T* out) {
-  constexpr int64_t kTile = 64;
-  const int64_t tiles = (k + kTile - 1) / kTile;
-  parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t ti = t0; ti < t1; ++ti) {
-      const int64_t i0 = ti * kTile, i1 = std::min(k, i0 + kTile);
-      // Upper part of these rows (j >= i): straight.
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = i; j < k; ++j) out[i * k + j] = T(f * double(p[i * k + j]));
-      // Lower part (j < i): out[i][j] = p[j][i], tile by tile of columns.
-      for (int64_t j0 = 0; j0 < i1; j0 += kTile) {
-        const int64_t j1 = std::min(j0 + kTile, i1);
-        for (int64_t j = j0; j < j1; ++j)
-          for (int64_t i = std::max(i0, j + 1); i < i1; ++i) out[i * k + j] = T(f * double(p[j * k + i]));
-      }
-    }
-  });
-}
-
-}  // namespace
 
 std::vector<double> HessianAccumulator::finish() const {
   const int64_t k = k_;
@@ -59,19 +35,18 @@ std::vector<double> HessianAccumulator::finish() const {
   h.assign(size_t(k * k), 0.0);
   if (rows_ == 0) return h;
   const Tensor s = be_->to_host_f32(h_);
-  scaled_symmetric(s.data<float>(), k, 2.0 / double(rows_), h.data());
+  cpu_symmetric_scaled(s.data<float>(), k, 2.0 / double(rows_), h.data());
   return h;
 }
 
 OutputError::OutputError(const HessianAccumulator& acc) : be_(acc.be_), k_(acc.k_) {
-  const int64_t k = k_;
-  Tensor hf = acc.rows_ == 0 ? Tensor::zeros(DType::F32, {k, k}) : host_uninit(DType::F32, {k, k});
-  if (acc.rows_ > 0) {
-    const Tensor s = be_->to_host_f32(acc.h_);
-    // float(f * double(sum)): exactly float(finish()[i]), without the fp64 matrix.
-    scaled_symmetric(s.data<float>(), k, 2.0 / double(acc.rows_), hf.data<float>());
-  }
-  h_ = be_->upload(hf);
+  // float(f * double(sum)) over the whole matrix, built where the sums are: exactly float(finish()[i]), without
+  // the fp64 matrix and without a trip to the host (backend.h symmetric_scaled).
+  h_ = backend_uninit(*be_, DType::F32, {k_, k_});
+  if (acc.rows_ == 0)
+    be_->zero(h_);
+  else
+    be_->symmetric_scaled(acc.h_, 2.0 / double(acc.rows_), h_);
 }
 
 OutputError::OutputError(Backend& be, const std::vector<double>& h, int64_t k) : be_(&be), k_(k) {
@@ -88,23 +63,10 @@ double OutputError::quad(const Tensor& d) const {
   const int64_t n = d.dim(0), k = k_;
   if (n == 0 || k == 0) return 0.0;
   const Tensor dd = be_->upload(d);
-  Tensor dh = be_->empty(DType::F32, {n, k});
-  // H is symmetric: D H = D H^T.
+  Tensor dh = backend_uninit(*be_, DType::F32, {n, k});
+  // H is symmetric: D H = D H^T. Then sum (D H) o D in fp64 where the product is: only the scalar comes back.
   be_->gemm_f32(false, false, n, k, k, 1.0f, dd.data<float>(), k, h_.data<float>(), k, 0.0f, dh.data<float>(), k);
-  const Tensor hd = be_->to_host_f32(dh);
-  const float* x = d.data<float>();
-  const float* y = hd.data<float>();
-  std::vector<double> rows(static_cast<size_t>(n));
-  parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      double s = 0;
-      for (int64_t j = 0; j < k; ++j) s += double(x[r * k + j]) * double(y[r * k + j]);
-      rows[size_t(r)] = s;
-    }
-  });
-  double s = 0;
-  for (double v : rows) s += v;
-  return s;
+  return be_->dot_f64(dd, dh);
 }
 
 double OutputError::sq(const float* a, const float* b, int64_t n) const {
@@ -113,6 +75,13 @@ double OutputError::sq(const float* a, const float* b, int64_t n) const {
   parallel_for(n * k_, 1 << 16, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) p[i] = a[i] - b[i];
   });
+  return std::max(quad(d), 0.0);
+}
+
+double OutputError::sq_of(const Tensor& d) const {
+  check(d.dtype() == DType::F32 && d.rank() == 2 && d.dim(1) == k_,
+        "output error: the weight difference must be F32 [n, {}], got {} {}", k_, dtype_name(d.dtype()),
+        shape_str(d.shape()));
   return std::max(quad(d), 0.0);
 }
 

@@ -34,15 +34,18 @@ class HessianAccumulator {
   Tensor h_;  // F32 [k, k] in the backend's memory: the upper triangle of sum x^T x
 };
 
-// H (F32 copy in the backend's memory) for the output errors of many weights.
+// H (F32, the whole symmetric matrix, in the backend's memory) for the output errors of many weights.
 class OutputError {
  public:
   OutputError(Backend& be, const std::vector<double>& h, int64_t k);
-  // The same as OutputError(be, acc.finish(), acc.k()) (F32 values identical), straight from the F32 sums: for a
-  // caller that needs no fp64 H (RTN's error report), which then never exists on the host.
+  // The same as OutputError(be, acc.finish(), acc.k()) (F32 values identical), straight from the F32 sums on the
+  // backend (backend.h symmetric_scaled): neither an fp64 H nor a host copy of the sums is made.
   explicit OutputError(const HessianAccumulator& acc);
   // sum_n (a_n - b_n) H (a_n - b_n)^T for a, b F32 [n, k] on the host: T/2 times the squared output error.
   double sq(const float* a, const float* b, int64_t n) const;
+  // sum_n d_n H d_n^T for a weight difference d F32 [n, k] already computed (host, or the backend's memory: then
+  // nothing crosses to the host but the result), e.g. by Backend::fake_quant with minus_w.
+  double sq_of(const Tensor& d) const;
   // sum_n b_n H b_n^T.
   double norm(const float* b, int64_t n) const;
   // sqrt(sq(a, b) / norm(b)); den = norm(b) when already known.
@@ -52,7 +55,8 @@ class OutputError {
   const Tensor& h() const { return h_; }  // F32 [k, k], backend memory
 
  private:
-  // sum_n d_n H d_n^T (one GEMM D H on the backend, the row dot products in fp64 on the host).
+  // sum_n d_n H d_n^T: one GEMM D H on the backend and the sum of (D H) o D in fp64 there (backend.h dot_f64), so
+  // only the upload of D and one scalar cross to the host.
   double quad(const Tensor& d) const;
   Backend* be_;
   int64_t k_;
