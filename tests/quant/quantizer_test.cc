@@ -78,12 +78,26 @@ std::vector<double> hessian_of(const Tensor& x) {
   return acc.finish();
 }
 
+// A linear's problem: a random weight [N, K] (std 0.05), T correlated inputs and their Hessian, drawn in that order
+// from one seed.
+struct LinearProblem {
+  Tensor w, x;
+  std::vector<double> h;
+};
+LinearProblem linear_problem(uint64_t seed, int64_t N, int64_t K, int64_t T) {
+  std::mt19937_64 rng(seed);
+  LinearProblem p;
+  p.w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
+  p.x = correlated_inputs(T, K, rng);
+  p.h = hessian_of(p.x);
+  return p;
+}
+
 TEST(QuantizerGptq, BeatsRtnOnCorrelatedInputs) {
-  std::mt19937_64 rng(7);
-  const int64_t N = 48, K = 128, T = 1024;
-  Tensor w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
-  Tensor x = correlated_inputs(T, K, rng);
-  std::vector<double> h = hessian_of(x);
+  const int64_t N = 48, K = 128;
+  const LinearProblem p = linear_problem(7, N, K, 1024);
+  const Tensor &w = p.w, &x = p.x;
+  const std::vector<double>& h = p.h;
   for (bool sym : {true, false}) {
     GptqOptions o;
     o.scheme.bits = 4;
@@ -102,11 +116,10 @@ TEST(QuantizerGptq, BeatsRtnOnCorrelatedInputs) {
 }
 
 TEST(QuantizerGptq, ActOrderAndStaticGroups) {
-  std::mt19937_64 rng(11);
-  const int64_t N = 32, K = 128, T = 768, gs = 32;
-  Tensor w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
-  Tensor x = correlated_inputs(T, K, rng);
-  std::vector<double> h = hessian_of(x);
+  const int64_t N = 32, K = 128, gs = 32;
+  const LinearProblem p = linear_problem(11, N, K, 768);
+  const Tensor &w = p.w, &x = p.x;
+  const std::vector<double>& h = p.h;
   GptqOptions o;
   o.scheme.group_size = gs;
   const double er = direct_rel_error(x, codes_to_dense(rtn_quantize(w.data<float>(), N, K, o.scheme)), w);
@@ -153,11 +166,10 @@ TEST(QuantizerGptq, ActOrderAndStaticGroups) {
 // parameters come from its original weights, once (AutoGPTQ's groupsize -1), so the result equals static groups;
 // it used to read a block's columns past their end and use unset parameters from the second block on.
 TEST(QuantizerGptq, OneGroupPerRowAcrossBlocks) {
-  std::mt19937_64 rng(12);
-  const int64_t N = 24, K = 320, T = 640;
-  Tensor w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
-  Tensor x = correlated_inputs(T, K, rng);
-  std::vector<double> h = hessian_of(x);
+  const int64_t N = 24, K = 320;
+  const LinearProblem p = linear_problem(12, N, K, 640);
+  const Tensor &w = p.w, &x = p.x;
+  const std::vector<double>& h = p.h;
   for (int bits : {4, 8}) {
     for (bool act_order : {false, true}) {
       GptqOptions o;
@@ -178,11 +190,10 @@ TEST(QuantizerGptq, OneGroupPerRowAcrossBlocks) {
 }
 
 TEST(QuantizerAwq, ScaleSearchAndClipNeverWorseThanRtn) {
-  std::mt19937_64 rng(5);
-  const int64_t N = 64, K = 128, T = 512;
-  Tensor w = test::random_tensor(DType::F32, {N, K}, rng, 0.05f);
-  Tensor x = correlated_inputs(T, K, rng);
-  std::vector<double> h = hessian_of(x);
+  const int64_t N = 64, K = 128;
+  const LinearProblem p = linear_problem(5, N, K, 512);
+  const Tensor &w = p.w, &x = p.x;
+  const std::vector<double>& h = p.h;
   QuantScheme sc;
   sc.group_size = 64;
   sc.sym = false;
