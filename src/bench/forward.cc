@@ -21,6 +21,12 @@
 // the per-op breakdown, and memory use: the weight bytes the backend holds (Model::held_weight_bytes, split into
 // packed linears / dense / embedding / head). The ceilings are measured in the same run (CUDA: a device-to-device
 // copy and an 8192^3 bf16 GEMM; CPU: memcpy and the backend's own matmul).
+//
+// --ragged adds, per B, a decoding step's pass in its two forms: the window (the last --block positions) over a KV
+// cache that a pass over the whole sequence filled, as B slots of one Model::forward_slots (each sequence its own
+// cache: the continuous-batching scheduler's pass, eager) and as one Model::forward_window_device over B rows (one
+// cache: generate's uniform batch, captured as a graph on CUDA); logits for every window row stay on the device.
+// Median wall times, the backend synchronized after each pass.
 #include "bench/forward.h"
 
 #include <fmt/format.h>
@@ -305,6 +311,37 @@ json run_forward_bench(const ForwardBenchArgs& a) {
     }
     run["ops"] = ops;
     run["ops_ms_sum"] = sum;
+    if (a.ragged) {
+      const int64_t W = a.block, begin = L - W;
+      std::vector<KvCache> caches(static_cast<size_t>(B));
+      std::vector<SlotPass> fill(static_cast<size_t>(B)), step(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) {
+        Tensor row = Tensor::zeros(DType::I64, {1, L});
+        std::memcpy(row.data(), ids.data<int64_t>() + b * L, size_t(L) * sizeof(int64_t));
+        SlotPass& f = fill[size_t(b)];
+        f.ids = row, f.cache = &caches[size_t(b)], f.logit_rows = {L - 1};
+        SlotPass& s = step[size_t(b)];
+        s.ids = row, s.cache = &caches[size_t(b)], s.begin = begin, s.end = L;  // logits for the whole window
+      }
+      model->forward_slots(fill);
+      KvCache shared;
+      model->forward_window_device(ids, mask, shared, 0, L, {L - 1});
+      auto time_pass = [&](const std::function<void()>& pass) {
+        for (int i = 0; i < a.warmup; ++i) pass();
+        sync(be);
+        std::vector<double> ms;
+        for (int i = 0; i < a.iters; ++i) {
+          auto t0 = Clock::now();
+          pass();
+          sync(be);
+          ms.push_back(ms_since(t0));
+        }
+        return median(ms);
+      };
+      run["ragged_window_ms_median"] = time_pass([&] { model->forward_slots(step); });
+      run["uniform_window_ms_median"] =
+          time_pass([&] { model->forward_window_device(ids, mask, shared, begin, L, rows); });
+    }
     run["memory"] = memory_json(be, held);
     runs.push_back(run);
   }

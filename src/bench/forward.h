@@ -14,6 +14,7 @@ struct ForwardBenchArgs : BenchSource {
   int warmup = 2, iters = 10;
   uint64_t seed = 1;
   bool no_ceilings = false;
+  bool ragged = false;  // also time a cached window pass as B slots (forward_slots) and as B rows (forward_window)
 };
 
 nlohmann::json run_forward_bench(const ForwardBenchArgs& a);

@@ -66,6 +66,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--iters", a->iters, "Timed forwards per batch size (medians are reported)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the random weights and ids")->capture_default_str();
   cmd->add_flag("--no-ceilings", a->no_ceilings, "Skip measuring the copy and matmul ceilings");
+  cmd->add_flag("--ragged", a->ragged,
+                "Also time the cached window pass (the last --block positions) as B slots of one ragged pass "
+                "(continuous batching's forward_slots) and as one batch of B rows (forward_window)");
   cmd->add_option("--output", a->output, "Also write the JSON to this file");
   cmd->add_option("--strategies", a->strategies,
                   "With --model: generate with each named strategy in turn and print one JSON line each with its "

@@ -15,7 +15,7 @@ namespace {
 
 void check_bench_json(const std::string& device) {
   auto r = test::run_cli("bench --device " + device +
-                         " --random-config dream-tiny --batch 1,3 --length 16 --block 4 --warmup 1 --iters 3");
+                         " --random-config dream-tiny --batch 1,3 --length 16 --block 4 --warmup 1 --iters 3 --ragged");
   ASSERT_EQ(r.status, 0) << r.output;
   nlohmann::json j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["device"], device);
@@ -35,6 +35,9 @@ void check_bench_json(const std::string& device) {
     EXPECT_EQ(ops["attention"]["calls"], 2);
     EXPECT_EQ(ops["lm_head"]["calls"], 1);
     EXPECT_GT(ops["lm_head"]["ms_median"].get<double>(), 0.0);
+    // --ragged: the cached window pass as B slots and as B rows.
+    EXPECT_GT(run["ragged_window_ms_median"].get<double>(), 0.0);
+    EXPECT_GT(run["uniform_window_ms_median"].get<double>(), 0.0);
   }
 }
 
