@@ -71,6 +71,20 @@ void sync(Backend& be) {
 #endif
 }
 
+// Wall times (ms) of `iters` runs of pass after `warmup` untimed ones, the backend synchronized after each.
+std::vector<double> wall_times(Backend& be, int warmup, int iters, const std::function<void()>& pass) {
+  for (int i = 0; i < warmup; ++i) pass();
+  sync(be);
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    pass();
+    sync(be);
+    ms.push_back(ms_since(t0));
+  }
+  return ms;
+}
+
 // Marks between ops: device events on CUDA, host time on the CPU.
 class OpTimer {
  public:
@@ -269,15 +283,7 @@ json run_forward_bench(const ForwardBenchArgs& a) {
     if (is_cuda(be)) cuda_reset_peak(be);  // the activation peak of this batch size alone
 #endif
     auto forward = [&] { model->forward(ids, mask, rows, pos); };
-    for (int i = 0; i < a.warmup; ++i) forward();
-    sync(be);
-    std::vector<double> wall;
-    for (int i = 0; i < a.iters; ++i) {
-      auto t0 = Clock::now();
-      forward();
-      sync(be);
-      wall.push_back(ms_since(t0));
-    }
+    const std::vector<double> wall = wall_times(be, a.warmup, a.iters, forward);
     std::map<std::string, OpStat> stats;
     OpTimer timer(be);
     double flops = 0;
@@ -326,21 +332,9 @@ json run_forward_bench(const ForwardBenchArgs& a) {
       model->forward_slots(fill);
       KvCache shared;
       model->forward_window_device(ids, mask, shared, 0, L, {L - 1});
-      auto time_pass = [&](const std::function<void()>& pass) {
-        for (int i = 0; i < a.warmup; ++i) pass();
-        sync(be);
-        std::vector<double> ms;
-        for (int i = 0; i < a.iters; ++i) {
-          auto t0 = Clock::now();
-          pass();
-          sync(be);
-          ms.push_back(ms_since(t0));
-        }
-        return median(ms);
-      };
-      run["ragged_window_ms_median"] = time_pass([&] { model->forward_slots(step); });
-      run["uniform_window_ms_median"] =
-          time_pass([&] { model->forward_window_device(ids, mask, shared, begin, L, rows); });
+      run["ragged_window_ms_median"] = median(wall_times(be, a.warmup, a.iters, [&] { model->forward_slots(step); }));
+      run["uniform_window_ms_median"] = median(
+          wall_times(be, a.warmup, a.iters, [&] { model->forward_window_device(ids, mask, shared, begin, L, rows); }));
     }
     run["memory"] = memory_json(be, held);
     runs.push_back(run);
