@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 
@@ -47,6 +48,16 @@ class TempDir {
 };
 
 inline std::string source_path(const std::string& rel) { return std::string(DIFFULEX_SOURCE_DIR) + "/" + rel; }
+
+// Lines [first, last) (0-based) of the KJV held-out text, testdata/kjv/heldout.txt, each ending in a newline: the
+// quantizer tests' calibration text and the eval tests' splits.
+inline std::string kjv_heldout_lines(int first, int last) {
+  std::ifstream in(source_path("testdata/kjv/heldout.txt"));
+  std::string line, out;
+  for (int i = 0; i < last && std::getline(in, line); ++i)
+    if (i >= first) out += line + "\n";
+  return out;
+}
 
 inline Tensor random_tensor(DType dtype, Shape shape, std::mt19937_64& rng, float std = 1.0f) {
   Tensor t = Tensor::zeros(dtype, std::move(shape));

@@ -30,15 +30,6 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// Lines [first, last) of the held-out file (0-based), as text.
-std::string heldout_lines(int first, int last) {
-  std::istringstream in(read_file(test::source_path("testdata/kjv/heldout.txt")));
-  std::string line, out;
-  for (int i = 0; i < last && std::getline(in, line); ++i)
-    if (i >= first) out += line + "\n";
-  return out;
-}
-
 TEST(MaskedEval, MaskUniformIsSplitmix64) {
   // splitmix64(0) is the first output of the reference generator seeded with 0.
   EXPECT_EQ(splitmix64(0), 0xE220A8397B1DCDAFull);
@@ -93,8 +84,8 @@ TEST(MaskedEval, CliJson) {
 TEST(MaskedEval, AwqAndGptqLoseLessThanRtnOnKjv) {
   TempDir dir;
   {
-    std::ofstream(dir / "calib.txt") << heldout_lines(0, 85);
-    std::ofstream(dir / "eval.txt") << heldout_lines(85, 183);
+    std::ofstream(dir / "calib.txt") << test::kjv_heldout_lines(0, 85);
+    std::ofstream(dir / "eval.txt") << test::kjv_heldout_lines(85, 183);
   }
   Tokenizer tok = Tokenizer::load(kModel);
   const std::vector<int32_t> ids = tok.encode(read_file(dir / "eval.txt"));

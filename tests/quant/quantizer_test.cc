@@ -294,10 +294,7 @@ TEST(QuantizerAwq, FoldingKeepsTheFloatModel) {
 
 // A calibration text disjoint from the eval split: the first verses of testdata/kjv/heldout.txt (Ruth 1).
 std::string calib_file(const TempDir& dir, int lines) {
-  std::ifstream in(test::source_path("testdata/kjv/heldout.txt"));
-  std::ofstream out(dir / "calib.txt");
-  std::string line;
-  for (int i = 0; i < lines && std::getline(in, line); ++i) out << line << "\n";
+  std::ofstream(dir / "calib.txt") << test::kjv_heldout_lines(0, lines);
   return dir / "calib.txt";
 }
 

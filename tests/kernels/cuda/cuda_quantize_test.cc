@@ -29,10 +29,7 @@ const std::string kModel = test::source_path("models/kjv-dream-tiny");
 
 // The first 30 verses of testdata/kjv/heldout.txt as calibration text (the CPU quantizer tests use the same).
 std::string calib_text(const test::TempDir& dir) {
-  std::ifstream in(test::source_path("testdata/kjv/heldout.txt"));
-  std::ofstream out(dir / "calib.txt");
-  std::string line;
-  for (int i = 0; i < 30 && std::getline(in, line); ++i) out << line << "\n";
+  std::ofstream(dir / "calib.txt") << test::kjv_heldout_lines(0, 30);
   return dir / "calib.txt";
 }
 
