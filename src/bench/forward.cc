@@ -322,8 +322,7 @@ json run_forward_bench(const ForwardBenchArgs& a) {
       std::vector<KvCache> caches(static_cast<size_t>(B));
       std::vector<SlotPass> fill(static_cast<size_t>(B)), step(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) {
-        Tensor row = Tensor::zeros(DType::I64, {1, L});
-        std::memcpy(row.data(), ids.data<int64_t>() + b * L, size_t(L) * sizeof(int64_t));
+        const Tensor row = ids.slice_rows(b, b + 1);  // [1, L], ids' storage
         SlotPass& f = fill[size_t(b)];
         f.ids = row, f.cache = &caches[size_t(b)], f.logit_rows = {L - 1};
         SlotPass& s = step[size_t(b)];
