@@ -55,9 +55,9 @@ void sweep(QMatmulPath path) {
       {8, 33, 256, 64, false, true},   {8, 5, 192, 32, true, false},    {8, 17, 256, 256, false, false},
       {8, 64, 384, 128, true, true},   {4, 3, 64, 32, false, false},    {4, 130, 256, 64, false, true},
   };
-  // Both sides of each strategy boundary (qmatmul.cc): fused up to 10 rows, then panel tiles of 16 / 8 rows with
+  // Both sides of each strategy boundary (qmatmul.cc): fused up to 12 rows, then panel tiles of 16 / 8 rows with
   // a fused remainder of 1 to 4 rows past 16 (17, 20, 26, 36), a second 256-row chunk of x (270).
-  const std::vector<int64_t> ms = {1, 2, 3, 4, 5, 7, 8, 10, 11, 13, 16, 17, 20, 26, 33, 36, 70, 270};
+  const std::vector<int64_t> ms = {1, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 16, 17, 20, 26, 33, 36, 70, 270};
   double worst = 0;
   for (const Case& c : cases)
     for (int64_t M : ms) {

@@ -5,7 +5,8 @@
 //  - fused (M <= kQFusedMaxRows, the small-M steps of diffusion decoding): codes are unpacked in registers and
 //    never stored; per row n and group g,  acc = dot(x_g, q_g)  and  y += s * acc - zs * sum(x_g), with the
 //    per-group sums of x computed once per call. The packed weight is read once per call. AVX2: the rows of x
-//    in blocks of at most 8 (one block up to M = 8), so a word is unpacked once per block and feeds 8 FMAs.
+//    in blocks of at most 4 against tiles of 3 or 4 output rows, so a word is unpacked once per block and a
+//    loaded vector of x feeds 3-4 FMAs.
 //  - panel (larger M): a few output rows are dequantized (s*q - zs) into a per-thread F32 scratch that stays
 //    in cache and multiplied with every row of x, so each group block is unpacked once per call and reused
 //    across all rows of x. Portable: 4 rows over all of K, through the dense matmul's panel kernel
@@ -36,7 +37,7 @@
 
 namespace dlx {
 
-constexpr int64_t kQFusedMaxRows = 10;
+constexpr int64_t kQFusedMaxRows = 12;
 
 enum class QMatmulPath { Auto, Portable, Avx2 };
 

@@ -182,33 +182,31 @@ inline void tile(const Args& a, int64_t m, int64_t n, const Unpack<BITS>& u) {
     fused_tile<BITS, MR, NR>(a, m, n, u);
 }
 
-// MR rows of x from m against output rows [n, n1), n1 - n <= 4: NR output rows at a time, the widest that
-// keeps the per-group accumulators (MR * NR, at least 8 independent FMA chains where M allows) in the 16 ymm
-// registers: 4 for one or two rows of x, 2 for three or four, 1 for five to eight.
+// MR (<= 4) rows of x from m against output rows [n, n1): NR output rows a tile, then the rest one by one. NR is
+// 4 for one or two rows of x, 3 for three or four: per 8 columns a tile loads MR vectors of x and dequantizes NR
+// vectors of codes for MR * NR FMAs, and keeps MR * NR accumulators, NR codes and one x in the 16 ymm registers.
+// Fewer loads per FMA is what counts on the Zen 4 CI machines: 8 rows x 1 output row (one x load per FMA) ran
+// M = 8 1.7x slower than 4 x 3 (docs/PERFORMANCE.md, "CPU W4A16 matmul").
 template <int BITS, int MR>
 inline void tile_rows(const Args& a, int64_t m, int64_t n, int64_t n1, const Unpack<BITS>& u) {
-  constexpr int NR = MR <= 2 ? 4 : MR <= 4 ? 2 : 1;
-  if (n + 4 > n1) {
-    for (int64_t r = n; r < n1; ++r) tile<BITS, MR, 1>(a, m, r, u);
-  } else {
-    for (int r = 0; r < 4; r += NR) tile<BITS, MR, NR>(a, m, n + r, u);
-  }
+  constexpr int NR = MR <= 2 ? 4 : 3;
+  for (; n + NR <= n1; n += NR) tile<BITS, MR, NR>(a, m, n, u);
+  for (; n < n1; ++n) tile<BITS, MR, 1>(a, m, n, u);
 }
 
-// Output rows [n0, n1) in tiles of 4; for each tile, the M (<= kQFusedMaxRows) rows of x in as few blocks of
-// at most 8 rows as possible, of balanced sizes, so each packed word is dequantized ceil(M / 8) times per call.
+// Output rows [n0, n1) in chunks of 12 (three tiles of 4 or four of 3); for each chunk, the M (<= kQFusedMaxRows)
+// rows of x in as few blocks of at most kFusedBlockRows rows as possible, of balanced sizes, so each packed word is
+// dequantized ceil(M / 4) times per call while the chunk's 12 rows stay in cache.
+constexpr int64_t kFusedBlockRows = 4, kFusedChunkN = 12;
+
 template <int BITS>
 void fused_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
-  const int64_t m0 = a.fused_m0, rows = a.M - m0, blocks = (rows + 7) / 8;
-  for (int64_t n = n0; n < n1; n += 4) {
-    const int64_t ne = std::min(n + 4, n1);
+  const int64_t m0 = a.fused_m0, rows = a.M - m0, blocks = (rows + kFusedBlockRows - 1) / kFusedBlockRows;
+  for (int64_t n = n0; n < n1; n += kFusedChunkN) {
+    const int64_t ne = std::min(n + kFusedChunkN, n1);
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t m = m0 + rows * b / blocks, mr = m0 + rows * (b + 1) / blocks - m;
       switch (mr) {
-        case 8: tile_rows<BITS, 8>(a, m, n, ne, u); break;
-        case 7: tile_rows<BITS, 7>(a, m, n, ne, u); break;
-        case 6: tile_rows<BITS, 6>(a, m, n, ne, u); break;
-        case 5: tile_rows<BITS, 5>(a, m, n, ne, u); break;
         case 4: tile_rows<BITS, 4>(a, m, n, ne, u); break;
         case 3: tile_rows<BITS, 3>(a, m, n, ne, u); break;
         case 2: tile_rows<BITS, 2>(a, m, n, ne, u); break;
