@@ -57,15 +57,16 @@ struct Smem {
 };
 
 // Copies rows [r0, r0 + rows) of a [*, heads, hd] bf16 tensor (head `head`) into a shared tile of `tile_rows` rows
-// of D columns; rows at or past `limit` and columns hd .. D are zero-filled.
+// of D columns; rows at or past `limit`, rows whose rmask byte is 0 (rmask indexed from row 0; may be null) and
+// columns hd .. D are zero-filled.
 template <int D>
 __device__ void load_tile(bf16_t* dst, const bf16_t* src, int64_t row_base, int64_t r0, int64_t limit, int64_t heads,
-                          int64_t head, int hd, int tile_rows) {
+                          int64_t head, int hd, int tile_rows, const uint8_t* rmask) {
   constexpr int kVecs = D / 8;
   for (int i = threadIdx.x; i < tile_rows * kVecs; i += blockDim.x) {
     const int r = i / kVecs, c = i % kVecs;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (r0 + r < limit && c * 8 < hd)
+    if (r0 + r < limit && c * 8 < hd && (rmask == nullptr || rmask[r0 + r] != 0))
       val = reinterpret_cast<const uint4*>(src + ((row_base + r0 + r) * heads + head) * hd)[c];
     *reinterpret_cast<uint4*>(dst + r * Smem<D>::kLd + c * 8) = val;
   }
@@ -94,7 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
   const int64_t kh = h / (Hq / Hkv);
 
-  load_tile<D>(Qs, q, b * Lq, q0, Lq, Hq, h, hd, kBQ);
+  load_tile<D>(Qs, q, b * Lq, q0, Lq, Hq, h, hd, kBQ, nullptr);
   for (int i = lane; i < 16 * L::kOLd; i += 32) Ow[i] = 0.0f;
   __syncthreads();
 
@@ -113,8 +114,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(const bf16
 
   for (int64_t j0 = 0; j0 < keys; j0 += kBK) {
     __syncthreads();  // the previous tile's K/V are no longer read
-    load_tile<D>(Ks, k, b * S, j0, S, Hkv, kh, hd, kBK);
-    load_tile<D>(Vs, v, b * S, j0, S, Hkv, kh, hd, kBK);
+    // Keys past the block's last visible one, and masked keys, load as zeros rather than from memory: a cache row
+    // nobody wrote may hold NaN, and a zero probability times a NaN value is NaN.
+    const uint8_t* kmask = mask ? mask + b * S : nullptr;
+    load_tile<D>(Ks, k, b * S, j0, keys, Hkv, kh, hd, kBK, kmask);
+    load_tile<D>(Vs, v, b * S, j0, keys, Hkv, kh, hd, kBK, kmask);
     for (int j = threadIdx.x; j < kBK; j += blockDim.x) {
       const bool ok = j0 + j < S && (mask == nullptr || mask[b * S + j0 + j] != 0);
       kbias[j] = ok ? 0.0f : -INFINITY;

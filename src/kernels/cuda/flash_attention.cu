@@ -68,29 +68,32 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   const int ntiles = int((keys + kBK - 1) / kBK);
   const int64_t end0 = end_of(q0 + warp * 16 + g), end1 = end_of(q0 + warp * 16 + g + 8);
 
-  // Rows [r0, r0 + 64) of head `head` of a [*, heads, hd] tensor into a shared tile (zeros past `limit` and in
-  // columns hd .. D).
+  // Rows [r0, r0 + 64) of head `head` of a [*, heads, hd] tensor into a shared tile (zeros past `limit`, in rows
+  // whose rmask byte is 0, and in columns hd .. D).
   auto load_rows = [&](bf16_t* dst, const bf16_t* src, int64_t row_base, int64_t r0, int64_t limit, int64_t heads,
-                       int64_t head) {
+                       int64_t head, const uint8_t* rmask) {
     constexpr int kVecs = D / 8;
     for (int i = threadIdx.x; i < kBK * kVecs; i += kWarps * 32) {
       const int r = i / kVecs, cc = i % kVecs;
-      const bool ok = r0 + r < limit && cc * 8 < hd;
+      const bool ok = r0 + r < limit && cc * 8 < hd && (rmask == nullptr || rmask[r0 + r] != 0);
       const bf16_t* s = ok ? src + ((row_base + r0 + r) * heads + head) * hd + cc * 8 : src;
       cp_async16(dst + r * LD + cc * 8, s, ok ? 16 : 0);
     }
   };
   auto load_kv = [&](int t, int stage) {
     const int64_t j0 = int64_t(t) * kBK;
-    load_rows(Ks + stage * kBK * LD, k, b * S, j0, S, Hkv, kh);
-    load_rows(Vs + stage * kBK * LD, v, b * S, j0, S, Hkv, kh);
+    // Keys past the block's last visible one, and masked keys, load as zeros rather than from memory: a cache row
+    // nobody wrote may hold NaN, and a zero probability times a NaN value is NaN.
+    const uint8_t* kmask = mask ? mask + b * S : nullptr;
+    load_rows(Ks + stage * kBK * LD, k, b * S, j0, keys, Hkv, kh, kmask);
+    load_rows(Vs + stage * kBK * LD, v, b * S, j0, keys, Hkv, kh, kmask);
     for (int j = threadIdx.x; j < kBK; j += kWarps * 32) {
       const bool ok = j0 + j < S && (mask == nullptr || mask[b * S + j0 + j] != 0);
       kbias[stage * kBK + j] = ok ? 0.0f : -INFINITY;
     }
   };
 
-  load_rows(Qs, q, b * Lq, q0, Lq, Hq, h);
+  load_rows(Qs, q, b * Lq, q0, Lq, Hq, h, nullptr);
   if (ntiles > 0) load_kv(0, 0);
   cp_async_commit();
 

@@ -276,6 +276,47 @@ TEST_F(CudaOps, AttentionBlockCausalMatchesCpu) {
   EXPECT_THROW(gpu_->attention_block_causal(q, q, q, nullptr, 4, 1, out), Error);  // queries 1..9 of 8 keys
 }
 
+// Key/value rows that no query may see (past the last row's block end, or masked out) can hold anything, NaN
+// included (a cache row nobody wrote yet): the kernels must not read them. K and V get NaN there on the GPU; the CPU
+// reference sees zeros. Both kernels (D <= 128 and D > 128), bidirectional with a mask and block-causal.
+TEST_F(CudaOps, AttentionNeverReadsUnseenOrMaskedKeyRows) {
+  SCOPED_TRACE(trace());
+  struct Case { int64_t Lq, S, D, block, q_offset; };
+  for (const Case& c : {Case{9, 130, 64, 0, 0}, Case{32, 200, 128, 32, 64}, Case{20, 150, 24, 8, 16},
+                        Case{33, 160, 256, 32, 32}, Case{4, 70, 136, 0, 0}}) {
+    const int64_t B = 2, Hq = 4, Hkv = 2;
+    Tensor q = rand_bf16_f32({B, c.Lq, Hq, c.D}), k = rand_bf16_f32({B, c.S, Hkv, c.D}),
+           v = rand_bf16_f32({B, c.S, Hkv, c.D});
+    Tensor mask = Tensor::zeros(DType::U8, {B, c.S});
+    // Keys the last query row can see: all S bidirectionally, else up to its block's end.
+    const int64_t seen = c.block > 0 ? std::min(c.S, ((c.q_offset + c.Lq - 1) / c.block + 1) * c.block) : c.S;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < c.S; ++j) mask.data<uint8_t>()[b * c.S + j] = uint8_t(j % 5 != 2);  // every 5th off
+    Tensor kn = Tensor::from_data(DType::F32, k.shape(), k.data()), vn = Tensor::from_data(DType::F32, v.shape(), v.data());
+    const int64_t row = Hkv * c.D;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < c.S; ++j) {
+        if (j < seen && mask.data<uint8_t>()[b * c.S + j]) continue;
+        for (int64_t i = 0; i < row; ++i) {
+          const int64_t at = (b * c.S + j) * row + i;
+          k.data<float>()[at] = v.data<float>()[at] = 0.0f;
+          kn.data<float>()[at] = vn.data<float>()[at] = std::numeric_limits<float>::quiet_NaN();
+        }
+      }
+    Tensor want = Tensor::zeros(DType::F32, q.shape()), out = poisoned(q.shape());
+    if (c.block > 0) {
+      cpu_.attention_block_causal(q, k, v, &mask, c.block, c.q_offset, want);
+      gpu_->attention_block_causal(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), &mask,
+                                   c.block, c.q_offset, out);
+    } else {
+      cpu_.attention(q, k, v, &mask, want);
+      gpu_->attention(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), &mask, out);
+    }
+    EXPECT_LT(test::rel_error(host(out), want), kBf16Tol)
+        << "Lq " << c.Lq << " S " << c.S << " D " << c.D << " block " << c.block << " offset " << c.q_offset;
+  }
+}
+
 TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
   SCOPED_TRACE(trace());
   const int64_t B = 2, L = 5, H = 2, D = 32;
