@@ -7,6 +7,8 @@
 #                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
 #                            (git-ignored through .git/info/exclude; the device call carries it).
 #   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
+#   tools/gpu_test.sh profile  on the GPU machine: ncu's per-kernel device time of a Dream-7B B = 1 decode step
+#                            (issue 15; see profile()).
 #   tools/gpu_test.sh quantize  on the GPU machine: RTN / GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17;
 #                            QUANT_RUNS, QUANT_TESTS: see quantize_timing()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
@@ -166,8 +168,56 @@ w4a16() {
     echo "== compute-sanitizer on the W4A16 kernels (small cases)"
     sanitize "$out" memcheck 'W4A16.MatchesDequantizedReference:CudaOps.Attention*' \
       racecheck 'W4A16.MatchesDequantizedReference' || status=1
+    echo "   (again with the weights and scale words by tensor copies, DIFFULEX_W4A16_TMA_WEIGHTS=1)"
+    mkdir -p "$out/tma_weights"
+    DIFFULEX_W4A16_TMA_WEIGHTS=1 sanitize "$out/tma_weights" memcheck 'W4A16.MatchesDequantizedReference' \
+      racecheck 'W4A16.MatchesDequantizedReference' || status=1
   fi
   echo "== done (status $status)"
+  return $status
+}
+
+# Where a decode step's device time goes (issue 15): Nsight Compute's duration of every kernel of a Dream-7B
+# dual-cache decode at B = 1 (one block of 32 at 4 tokens a step: 8 steps and the prefill; ncu serializes and
+# replays each kernel, graph nodes included, so the launch gaps are not in these sums), for PROFILE_QUANT (default
+# "w4a16 none"). Per configuration: the CSV in $OUT/ncu_<quant>.csv, the plain bench JSON without ncu beside it (the
+# step time in a graph, to set against the kernels' sum), and a table per kernel name (launches, total ms, mean us).
+profile() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} status=0 q
+  mkdir -p "$out"
+  local args=(bench decode --device cuda --random-config dream-7b --batch 1 --cache dual --tokens-per-step 4
+              --gen-length 32 --block 32 --blocks 1)
+  for q in ${PROFILE_QUANT:-w4a16 none}; do
+    echo "== decode step, $q: bench without ncu"
+    timeout 200 "$BIN/diffulex" "${args[@]}" --quant "$q" --output "$out/step_$q.json" >"$out/step_$q.log" 2>&1 ||
+      { status=1; tail -5 "$out/step_$q.log"; }
+    python3 -c 'import json, sys
+def walk(j):
+    if isinstance(j, dict):
+        print("   ", {k: v for k, v in j.items() if "step_ms" in k or k in ("batch", "cache", "tokens_per_step")}) if any("step_ms" in k for k in j) else None
+        for v in j.values(): walk(v)
+    elif isinstance(j, list):
+        for v in j: walk(v)
+walk(json.load(open(sys.argv[1])))' "$out/step_$q.json" || true
+    echo "== decode step, $q: ncu gpu__time_duration.sum per kernel"
+    timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      "$BIN/diffulex" "${args[@]}" --quant "$q" >"$out/ncu_$q.csv" 2>"$out/ncu_$q.log" ||
+      { status=1; tail -5 "$out/ncu_$q.log"; }
+    python3 - "$out/ncu_$q.csv" <<'PY' || status=1
+import csv, collections, sys
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))
+        if r.get("Metric Name") == "gpu__time_duration.sum"]
+tot, cnt = collections.defaultdict(float), collections.Counter()
+for r in rows:
+    name = r["Kernel Name"].split("(")[0][:90]
+    tot[name] += float(r["Metric Value"].replace(",", "")) / 1e6  # ns -> ms
+    cnt[name] += 1
+print(f"{len(rows)} kernels, {sum(tot.values()):.3f} ms in all")
+for name, ms in sorted(tot.items(), key=lambda kv: -kv[1])[:25]:
+    print(f"  {cnt[name]:6d} x {1e3 * ms / cnt[name]:9.2f} us = {ms:9.3f} ms  {name}")
+PY
+  done
   return $status
 }
 
@@ -255,5 +305,6 @@ case "${1:-}" in
   run) run ;;
   w4a16) w4a16 ;;
   quantize) quantize_timing ;;
-  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize" >&2; exit 2 ;;
+  profile) profile ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile" >&2; exit 2 ;;
 esac

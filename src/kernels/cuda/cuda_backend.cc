@@ -806,26 +806,12 @@ class CudaBackend final : public Backend {
     return bucket;
   }
 
-  // Median of 5 timed runs of fn on the stream (after one untimed run).
+  // Device time of one run of fn inside a CUDA graph (four runs captured back to back, median of five replays):
+  // the kernels are compared as a graph-captured decode step runs them, without the host launch time that eager
+  // timing adds to kernels shorter than their launch.
   template <class F>
   double time_ms(F&& fn) {
-    fn();
-    cudaEvent_t a, b;
-    check_cuda(cudaEventCreate(&a), "matmul_packed (timing)");
-    check_cuda(cudaEventCreate(&b), "matmul_packed (timing)");
-    std::vector<double> t;
-    for (int i = 0; i < 5; ++i) {
-      check_cuda(cudaEventRecord(a, stream_), "matmul_packed (timing)");
-      fn();
-      check_cuda(cudaEventRecord(b, stream_), "matmul_packed (timing)");
-      check_cuda(cudaEventSynchronize(b), "matmul_packed (timing)");
-      float ms = 0;
-      check_cuda(cudaEventElapsedTime(&ms, a, b), "matmul_packed (timing)");
-      t.push_back(ms);
-    }
-    (void)cudaEventDestroy(a);
-    (void)cudaEventDestroy(b);
-    return median(std::move(t));
+    return cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5);
   }
 
   std::string w4a16_mode_ = [] {
@@ -1004,6 +990,8 @@ CudaBackend& as_cuda(Backend& be) {
 }  // namespace
 
 void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
+void cuda_set_w4a16_tma_weights(bool on) { cuda::w4a16_wgmma_set_tma_weights(on); }
+bool cuda_w4a16_tma_weights() { return cuda::w4a16_wgmma_tma_weights(); }
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
   return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M);
 }
@@ -1095,6 +1083,43 @@ std::vector<double> CudaEventTimer::intervals_ms() {
 }
 
 void CudaEventTimer::clear() { impl_->used = 0; }
+
+double cuda_graph_time_ms(Backend& be, const std::function<void(int)>& call, int calls, int reps, bool* graphed) {
+  check(calls > 0 && reps > 0, "cuda graph timing: {} calls and {} replays", calls, reps);
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(as_cuda(be).stream(), &capturing), "graph timing");
+  check(capturing == cudaStreamCaptureStatusNone, "cuda graph timing: the stream is being captured already");
+  std::unique_ptr<Backend::Graph> graph;
+  try {
+    graph = be.capture([&] {
+      for (int i = 0; i < calls; ++i) call(i);
+    });
+  } catch (const Error& e) {
+    log_info("cuda graph timing: the calls could not be captured ({}); timing them eagerly", e.what());
+  }
+  if (graphed) *graphed = graph != nullptr;
+  CudaEventTimer timer(be);
+  std::vector<double> ms;
+  if (graph) {
+    graph->replay();  // warm-up
+    timer.mark();
+    for (int r = 0; r < reps; ++r) {
+      graph->replay();
+      timer.mark();
+    }
+    for (double t : timer.intervals_ms()) ms.push_back(t / calls);
+  } else {
+    call(0);  // warm-up
+    timer.mark();
+    for (int r = 0; r < reps; ++r)
+      for (int i = 0; i < calls; ++i) {
+        call(i);
+        timer.mark();
+      }
+    ms = timer.intervals_ms();
+  }
+  return median(std::move(ms));
+}
 
 double cuda_measure_copy_gbps(Backend& be, size_t bytes, int reps) {
   CudaBackend& c = as_cuda(be);

@@ -10,6 +10,7 @@
 // functions only when DIFFULEX_HAVE_CUDA is defined.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,10 @@ void cuda_set_w4a16_path(Backend& be, const std::string& mode);
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
 // Whether this GPU and build run the Hopper wgmma W4A16 kernel (src/kernels/cuda/w4a16_wgmma.cu).
 bool cuda_w4a16_wgmma_available();
+// Whether that kernel loads weights and scale words by tensor copies instead of plain bulk copies (process-wide;
+// default off, DIFFULEX_W4A16_TMA_WEIGHTS=1 turns it on; src/kernels/cuda/launch.h says why).
+void cuda_set_w4a16_tma_weights(bool on);
+bool cuda_w4a16_tma_weights();
 // Starts a new activation peak measurement (the peak becomes what is in use now).
 void cuda_reset_peak(Backend& be);
 // Waits for every op enqueued so far.
@@ -63,6 +68,16 @@ class CudaEventTimer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The device time of one call(i) as it runs inside a CUDA graph: call(0) .. call(calls - 1) are captured back to
+// back into one graph (Backend::capture) that is replayed `reps` times after a warm-up replay; the result is the
+// median replay time divided by `calls`. The host's launch time is not counted, as in a graph-captured decode step;
+// calls timed eagerly one by one between events count it whenever a kernel is shorter than its launch. Where the
+// calls cannot be captured (DIFFULEX_CUDA_SYNC=1, a call that synchronizes) they are timed eagerly instead, each
+// between two events (median of calls x reps), and *graphed, if given, is set to false. Lazy per-shape choices
+// (the GEMM and W4A16 tuners) must have been made by an eager call before, since they synchronize. Must not be
+// called while the backend's stream is being captured.
+double cuda_graph_time_ms(Backend& be, const std::function<void(int)>& call, int calls, int reps,
+                          bool* graphed = nullptr);
 // Measured ceilings of the device, for the bench: a device-to-device copy of `bytes` (GB/s counting bytes read
 // plus written) and an n x n x n bf16 GEMM through the backend's cuBLASLt path on random data (TFLOP/s). Each is
 // the median of `reps` timed runs after a warm-up.

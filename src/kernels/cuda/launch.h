@@ -148,6 +148,13 @@ bool w4a16_wgmma_available();
 //   warpgroup, half the dequantization per multiply-add of the 128-token tiles, for the tensor-bound large M.
 enum W4A16Variant { kW4A16Wide = 0, kW4A16Narrow = 1, kW4A16Tall = 2 };
 bool w4a16_wgmma_has_variant(int variant, int64_t M);
+// How the wgmma kernel's producer loads a stage's weight units and scale words: false (default) by plain bulk
+// copies (cp.async.bulk), true by tensor copies through tensor maps (cp.async.bulk.tensor, as the activations
+// already are). Same bytes in the same places; the tensor copies are the form compute-sanitizer's racecheck orders
+// by the stage's mbarrier (it reports the plain bulk copies as hazards: docs/PERFORMANCE.md). The default comes
+// from DIFFULEX_W4A16_TMA_WEIGHTS=1; off until the tensor-copy form has run on a GPU.
+void w4a16_wgmma_set_tma_weights(bool on);
+bool w4a16_wgmma_tma_weights();
 W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits = 0,
                            int variant = kW4A16Wide);
 void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,

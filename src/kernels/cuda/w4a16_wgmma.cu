@@ -41,7 +41,9 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "core/error.h"
 #include "kernels/cuda/common.cuh"
@@ -151,6 +153,15 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
 }
+// The box of a 3-D tensor map at element coordinates (c0 innermost, c1, c2), completing on bar.
+__device__ __forceinline__ void tensor_copy_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                               uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+}
 // The box of a 2-D tensor map at element coordinates (c0 innermost, c1), completing on bar.
 __device__ __forceinline__ void tensor_copy_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
   asm volatile(
@@ -216,7 +227,9 @@ __device__ __forceinline__ Unit unit_of(const W4A16KernelArgs& a, int u) {
 // instead of zeroing them.
 template <int NT, int MB, int WGS, int STAGES, bool ONE_GROUP, int MINB, int REGS, int ACCS, bool FOLD>
 __global__ void __launch_bounds__(128 * WGS + 128, MINB)
-    w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, W4A16KernelArgs a, int* counters, int units) {
+    w4a16_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap w_map,
+                       const __grid_constant__ CUtensorMap z_map, bool tma_weights, W4A16KernelArgs a, int* counters,
+                       int units) {
   using C = WCfg<NT, MB, WGS, STAGES, ONE_GROUP>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
@@ -253,6 +266,16 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
         int ga, ng;
         step_groups<ONE_GROUP>(w.kt_begin + t, K, gs, spg, z_group, z_left, ga, ng);
         unsigned char* st = smem + s * C::STAGE;
+        if (tma_weights) {
+          // Tensor copies count their whole box, the units and scale words past np included (zeros, which the
+          // consumers compute with and the epilogue drops): UNITS units and BN words a group.
+          mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES + C::W_BYTES) + uint32_t(ng * C::BN * 4));
+          tensor_copy_2d(st, &x_map, (w.kt_begin + t) * kBK, int(w.m0), &full[s]);
+          tensor_copy_3d(st + C::X_BYTES, &w_map, 0, int(w.n0 / 16), w.kt_begin + t, &full[s]);
+          for (int gi = 0; gi < ng; ++gi)
+            tensor_copy_2d(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, &z_map, int(w.n0), ga + gi, &full[s]);
+          continue;
+        }
         mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + w_bytes + uint32_t(ng) * z_bytes);
         tensor_copy_2d(st, &x_map, (w.kt_begin + t) * kBK, int(w.m0), &full[s]);
         bulk_copy(st + C::X_BYTES, w_src + int64_t(t) * w_step, w_bytes, &full[s]);
@@ -580,6 +603,47 @@ CUtensorMap x_tensor_map(const bf16_t* x, int64_t M, int64_t K, int nt) {
   return map;
 }
 
+// The weight tiles [kt][np / 16 units][128 words] as u32 boxes of `units` whole units of one k step, and the scale
+// words [groups][np] as boxes of `bn` words of one group (tma_weights; zeros past np). Every stage destination is
+// 128-byte aligned (the stage 1024, X_BYTES a multiple of 1024, W_BYTES of 512, BN * 4 of 256).
+CUtensorMap w_tensor_map(const uint32_t* tiles, int64_t np, int64_t kt, int units) {
+  CUtensorMap map{};
+  const cuuint64_t dims[3] = {128, cuuint64_t(np / 16), cuuint64_t(kt)};
+  const cuuint64_t strides[2] = {512, cuuint64_t(np / 16) * 512};
+  const cuuint32_t box[3] = {128, cuuint32_t(units), 1};
+  const cuuint32_t elem[3] = {1, 1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, const_cast<uint32_t*>(tiles), dims,
+                                          strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check(r == CUDA_SUCCESS, "matmul_packed (w4a16 wgmma): cuTensorMapEncodeTiled failed ({}) for the tiles [{}, {}]",
+        int(r), kt, np);
+  return map;
+}
+CUtensorMap z_tensor_map(const uint32_t* sz, int64_t groups, int64_t np, int bn) {
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(np), cuuint64_t(groups)};
+  const cuuint64_t strides[1] = {cuuint64_t(np) * 4};
+  const cuuint32_t box[2] = {cuuint32_t(bn), 1};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<uint32_t*>(sz), dims,
+                                          strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check(r == CUDA_SUCCESS,
+        "matmul_packed (w4a16 wgmma): cuTensorMapEncodeTiled failed ({}) for the scale words [{}, {}]", int(r), groups,
+        np);
+  return map;
+}
+
+bool& tma_weights_flag() {
+  static bool on = [] {
+    const char* v = std::getenv("DIFFULEX_W4A16_TMA_WEIGHTS");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
 // The split-K arrival counters (zeroed once; each launch leaves them zero). Made by w4a16_wgmma_available, before
 // any stream capture.
 int* split_counters() {
@@ -621,7 +685,12 @@ void launch_one(const W4A16KernelArgs& a, const CUtensorMap& map, int* counters,
   const int64_t tiles = ((a.M + NT - 1) / NT) * ((a.np + C::BN - 1) / C::BN);
   const int64_t units = a.dp_tiles + (tiles - a.dp_tiles) * a.splits;
   const int grid = int(std::min<int64_t>(units, int64_t(cuda_sm_count()) * resident));
-  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, a, counters, int(units));
+  static_assert(C::BN <= 256 && C::UNITS <= 256, "a tensor map's box holds at most 256 elements a dimension");
+  const bool tma = tma_weights_flag();
+  const CUtensorMap w_map =
+      tma ? w_tensor_map(reinterpret_cast<const uint32_t*>(a.tiles), a.np, a.kt, C::UNITS) : CUtensorMap{};
+  const CUtensorMap z_map = tma ? z_tensor_map(a.sz, a.groups, a.np, C::BN) : CUtensorMap{};
+  kernel<<<grid, C::THREADS, C::SMEM, stream>>>(map, w_map, z_map, tma, a, counters, int(units));
   check_launch("matmul_packed (w4a16 wgmma)");
 }
 
@@ -650,6 +719,9 @@ bool w4a16_wgmma_available() {
   }();
   return ok;
 }
+
+void w4a16_wgmma_set_tma_weights(bool on) { tma_weights_flag() = on; }
+bool w4a16_wgmma_tma_weights() { return tma_weights_flag(); }
 
 bool w4a16_wgmma_has_variant(int variant, int64_t M) {
   return variant == kW4A16Wide || (variant == kW4A16Narrow && M > 32) || (variant == kW4A16Tall && M > 128);

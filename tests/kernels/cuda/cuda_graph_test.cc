@@ -127,6 +127,29 @@ std::vector<std::vector<std::vector<int64_t>>> prompt_sets(int64_t vocab, int64_
   return {{ids(9, 1), ids(6, 2)}, {ids(9, 3), ids(6, 4)}};
 }
 
+// cuda_graph_time_ms (the W4A16 tuner's and the kernel bench's timer): captured calls give a positive time per call
+// that grows with the work, the calls really run (a counter of host calls: once in the capture, replays do not call
+// back), and it refuses to run inside another capture.
+TEST_F(CudaFused, GraphTimingTimesCapturedCalls) {
+  const Tensor a = gpu_->from_host_f32(rand_bf16_f32({256, 4096})), b = gpu_->from_host_f32(rand_bf16_f32({4096, 4096}));
+  Tensor y = gpu_->empty(DType::BF16, {256, 4096});
+  gpu_->matmul(a, b, nullptr, y);  // the GEMM tuner chooses eagerly
+  int host_calls = 0;
+  bool graphed = false;
+  const double ms = cuda_graph_time_ms(
+      *gpu_, [&](int) { ++host_calls, gpu_->matmul(a, b, nullptr, y); }, 4, 5, &graphed);
+  EXPECT_TRUE(graphed);
+  EXPECT_EQ(host_calls, 4);  // captured once, replayed by the device
+  EXPECT_GT(ms, 0.0);
+  EXPECT_LT(ms, 100.0);
+  // 8.6 GFLOP a call: at most ~1000 TFLOP/s (no call skipped) on any GPU this runs on.
+  EXPECT_GT(ms, 2.0 * 256 * 4096 * 4096 / 1e15 * 1e3);
+  auto graph = gpu_->capture([&] {
+    EXPECT_THROW(cuda_graph_time_ms(*gpu_, [&](int) { gpu_->matmul(a, b, nullptr, y); }, 1, 1), Error);
+  });
+  EXPECT_NE(graph, nullptr);
+}
+
 TEST(CudaGraphs, DreamGenerationMatchesEager) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;

@@ -190,6 +190,36 @@ TEST_F(W4A16, MatchesDequantizedReference) {
   }
 }
 
+// The wgmma kernel with its weight units and scale words loaded by tensor copies (cuda_set_w4a16_tma_weights)
+// against the plain bulk copies: the same bytes in the same places, so the same output bit for bit, on every case and
+// tile variant (units and words past the padded N arrive as zeros instead of not at all, and are dropped).
+TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
+  if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
+  const bool saved = cuda_w4a16_tma_weights();
+  for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall"}) {
+    cuda_set_w4a16_path(*gpu_, path);
+    for (const Case& c : kCases) {
+      if (small_only() && c.M * c.N * c.K > 600000000) continue;
+      SCOPED_TRACE(trace() + ", " + describe(c, path));
+      PackedWeight dw = gpu_->upload_packed(random_w4(c.N, c.K, c.gs, c.sym, c.act_order));
+      Tensor x = gpu_->from_host_f32(rand_bf16_f32({c.M, c.K}));
+      Tensor gb = c.bias ? gpu_->upload(test::random_tensor(DType::BF16, {c.N}, rng_, 0.1f)) : Tensor();
+      Tensor got[2];
+      for (int tma = 0; tma < 2; ++tma) {
+        cuda_set_w4a16_tma_weights(tma == 1);
+        Tensor y = poisoned({c.M, c.N});
+        gpu_->matmul_packed(x, dw, c.bias ? &gb : nullptr, y);
+        got[tma] = gpu_->to_host_f32(y);
+      }
+      int64_t diff = 0;
+      for (int64_t i = 0; i < got[0].numel(); ++i)
+        diff += !(got[0].data<float>()[i] == got[1].data<float>()[i]);  // NaN (an unwritten output) counts too
+      EXPECT_EQ(diff, 0);
+    }
+  }
+  cuda_set_w4a16_tma_weights(saved);
+}
+
 // One M = 4096 shape through the kernel and through the auto choice, and an f32 bias.
 TEST_F(W4A16, LargeM) {
   if (small_only()) GTEST_SKIP() << "DIFFULEX_TEST_SMALL";
