@@ -808,9 +808,11 @@ class CudaBackend final : public Backend {
 
   // Device time of one run of fn inside a CUDA graph (four runs captured back to back, median of five replays):
   // the kernels are compared as a graph-captured decode step runs them, without the host launch time that eager
-  // timing adds to kernels shorter than their launch.
+  // timing adds to kernels shorter than their launch. One eager run first: the dequantize path's cuBLASLt call
+  // chooses its algorithm by timing, which cannot happen inside a capture.
   template <class F>
   double time_ms(F&& fn) {
+    fn();
     return cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5);
   }
 
