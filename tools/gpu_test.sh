@@ -181,7 +181,8 @@ w4a16() {
 # dual-cache decode at B = 1 (one block of 32 at 4 tokens a step: 8 steps and the prefill; ncu serializes and
 # replays each kernel, graph nodes included, so the launch gaps are not in these sums), for PROFILE_QUANT (default
 # "w4a16 none"). Per configuration: the CSV in $OUT/ncu_<quant>.csv, the plain bench JSON without ncu beside it (the
-# step time in a graph, to set against the kernels' sum), and a table per kernel name (launches, total ms, mean us).
+# step time in a graph, to set against the kernels' sum), and tables per kernel name (launches, total ms, mean us)
+# for the run's last decode step and for the whole run.
 profile() {
   setup_env
   local out=${OUT:-$ROOT/gpu_out} status=0 q
@@ -205,17 +206,24 @@ walk(json.load(open(sys.argv[1])))' "$out/step_$q.json" || true
       "$BIN/diffulex" "${args[@]}" --quant "$q" >"$out/ncu_$q.csv" 2>"$out/ncu_$q.log" ||
       { status=1; tail -5 "$out/ncu_$q.log"; }
     python3 - "$out/ncu_$q.csv" <<'PY' || status=1
-import csv, collections, sys
+import csv, collections, re, sys
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))
         if r.get("Metric Name") == "gpu__time_duration.sum"]
-tot, cnt = collections.defaultdict(float), collections.Counter()
-for r in rows:
-    name = r["Kernel Name"].split("(")[0][:90]
-    tot[name] += float(r["Metric Value"].replace(",", "")) / 1e6  # ns -> ms
-    cnt[name] += 1
-print(f"{len(rows)} kernels, {sum(tot.values()):.3f} ms in all")
-for name, ms in sorted(tot.items(), key=lambda kv: -kv[1])[:25]:
-    print(f"  {cnt[name]:6d} x {1e3 * ms / cnt[name]:9.2f} us = {ms:9.3f} ms  {name}")
+def table(rows, title, top):
+    tot, cnt = collections.defaultdict(float), collections.Counter()
+    for r in rows:
+        name = re.sub(r"^void |\(anonymous namespace\)::|dlx::cuda::", "", r["Kernel Name"]).split("(")[0][:90]
+        tot[name] += float(r["Metric Value"].replace(",", "")) / 1e6  # ns -> ms
+        cnt[name] += 1
+    print(f"{title}: {len(rows)} kernels, {sum(tot.values()):.3f} ms")
+    for name, ms in sorted(tot.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {cnt[name]:6d} x {1e3 * ms / cnt[name]:9.2f} us = {ms:9.3f} ms  {name}")
+# One step: the kernels after the second-to-last sampling kernel up to and including the last (every step ends
+# with sample_rows_kernel); the whole run also holds the prefill, the warm-ups and the W4A16 / cuBLASLt tuners.
+ends = [i for i, r in enumerate(rows) if "sample_rows_kernel" in r["Kernel Name"]]
+if len(ends) >= 2:
+    table(rows[ends[-2] + 1:ends[-1] + 1], "one decode step (the last)", 30)
+table(rows, "the whole run", 12)
 PY
   done
   return $status

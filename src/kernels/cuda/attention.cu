@@ -9,8 +9,9 @@
 //
 // One block of 4 warps handles one (batch b, head h, tile of 64 query rows); each warp owns 16 of those rows.
 // The block walks the keys in tiles of 64:
-//   1. all threads copy the K and V tile (64 x D) into shared memory with 16-byte loads (keys past S as zeros)
-//      and a per-key bias: 0, or -inf for masked / out-of-range keys;
+//   1. all threads copy the K and V tile (64 x D) into shared memory with 16-byte loads (keys past the block's last
+//      visible key, and masked keys, as zeros: never read) and a per-key bias: 0, or -inf for masked / out-of-range
+//      keys;
 //   2. each warp computes its 16 x 64 scores S = Q K^T on the tensor cores (WMMA bf16, fp32 accumulate; Q's
 //      fragments stay in registers for the whole loop) and stores them to its shared scratch;
 //   3. online softmax in fp32, two lanes per row: new row max m, rescale factor alpha = 2^(m_old - m), P = 2^(S - m)

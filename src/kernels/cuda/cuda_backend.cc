@@ -813,8 +813,16 @@ class CudaBackend final : public Backend {
   template <class F>
   double time_ms(F&& fn) {
     fn();
-    return cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5);
+    bool graphed = true;
+    const double ms = cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5, &graphed);
+    if (!graphed && !sync_each_op_ && !warned_eager_timing_) {
+      warned_eager_timing_ = true;
+      log_warn("cuda: a W4A16 path could not be timed inside a CUDA graph; the path choices mix graph and eager "
+               "times (host launch time included) from here on");
+    }
+    return ms;
   }
+  bool warned_eager_timing_ = false;
 
   std::string w4a16_mode_ = [] {
     const char* v = std::getenv("DIFFULEX_W4A16_PATH");

@@ -195,7 +195,10 @@ TEST_F(W4A16, MatchesDequantizedReference) {
 // tile variant (units and words past the padded N arrive as zeros instead of not at all, and are dropped).
 TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
   if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
-  const bool saved = cuda_w4a16_tma_weights();
+  struct Restore {  // the process-wide flag goes back even when an assertion or a throw ends the test early
+    bool saved = cuda_w4a16_tma_weights();
+    ~Restore() { cuda_set_w4a16_tma_weights(saved); }
+  } restore;
   for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall"}) {
     cuda_set_w4a16_path(*gpu_, path);
     for (const Case& c : kCases) {
@@ -217,7 +220,6 @@ TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
       EXPECT_EQ(diff, 0);
     }
   }
-  cuda_set_w4a16_tma_weights(saved);
 }
 
 // One M = 4096 shape through the kernel and through the auto choice, and an f32 bias.
