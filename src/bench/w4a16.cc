@@ -105,6 +105,19 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
           row["ms_wgmma_tall"] = time(packed, pw.size());
         }
       }
+      if (cuda_w4a16_wgmma_available() && M <= 64 && !a.splits.empty()) {
+        cuda_set_w4a16_path(*be, "wgmma");
+        json sweep = json::object();
+        for (int sp : a.splits) {
+          cuda_set_w4a16_splits(*be, sp);
+          sweep[std::to_string(sp)] = time(packed, pw.size());
+        }
+        cuda_set_w4a16_splits(*be, 0);
+        row["ms_wgmma_splits"] = sweep;
+        row["wgmma_splits_planned"] = cuda_w4a16_wgmma_planned_splits(M, s.N, s.K, gs);
+        fmt::print(stderr, "{:<15} M={:<5} wgmma by forced splits {} (planned {})\n", s.name, M, sweep.dump(),
+                   row["wgmma_splits_planned"].get<int>());
+      }
       if (M >= 64) {
         cuda_set_w4a16_path(*be, "dequant");
         row["ms_dequant_cublas"] = time(packed, pw.size());

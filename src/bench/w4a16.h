@@ -13,6 +13,9 @@ struct W4A16BenchArgs {
   int warmup = 5, iters = 30;
   uint64_t seed = 1;
   std::string shape;  // only shapes whose name contains this (empty: all)
+  // Split-K sweep: at M <= 64, the wgmma kernel (widest tile) also timed with each of these split counts forced
+  // (row "ms_wgmma_splits": {count: ms}, beside "wgmma_splits_planned"); empty: no sweep.
+  std::vector<int> splits;
 };
 nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a);
 

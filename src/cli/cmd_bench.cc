@@ -81,6 +81,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--w4a16-kernels", *w4, "Time the W4A16 linear alone at the Dream/LLaDA shapes (CUDA; see src/bench/w4a16.cc)");
   cmd->add_option("--w4a16-ms", w4a->ms, "--w4a16-kernels: the M values, comma separated")->delimiter(',');
   cmd->add_option("--w4a16-shape", w4a->shape, "--w4a16-kernels: only shapes whose name contains this");
+  cmd->add_option("--w4a16-splits", w4a->splits,
+                  "--w4a16-kernels: at M <= 64 also time the wgmma kernel with each of these split-K counts forced")
+      ->delimiter(',');
   add_bench_decode_subcommand(*cmd);
   cmd->callback([a, cmd, w4, w4a] {
     if (cmd->got_subcommand("decode")) return;  // `bench decode` (cmd_bench_decode.cc) ran instead
@@ -101,6 +104,7 @@ void add_bench_command(CLI::App& app) {
       check(a->device == "cuda", "bench --w4a16-kernels needs --device cuda");
       W4A16BenchArgs wa = *w4a;
       wa.seed = a->seed;
+      for (int sp : wa.splits) check(sp >= 1, "bench --w4a16-splits: split counts are 1 or more (got {})", sp);
       const std::string text = run_w4a16_kernel_bench(wa).dump(2) + "\n";
       if (!a->output.empty()) write_file_atomic(a->output, text);
       fmt::print("{}", text);

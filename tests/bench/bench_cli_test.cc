@@ -92,6 +92,13 @@ TEST(BenchCli, QuantHeadNeedsW4A16) {
   EXPECT_NE(r.output.find("--quant-head needs --quant w4a16"), std::string::npos) << r.output;
 }
 
+// The split-K sweep's counts are checked before any device is touched (so this runs without a GPU).
+TEST(BenchCli, W4A16SplitsMustBePositive) {
+  auto r = test::run_cli("bench --device cuda --w4a16-kernels --w4a16-splits 2,0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--w4a16-splits: split counts are 1 or more (got 0)"), std::string::npos) << r.output;
+}
+
 // --model: the same forward and per-op table on a checkpoint (the fixture's Dream layout, 2 layers).
 TEST(BenchCli, CheckpointHasPerOpTable) {
   auto r = test::run_cli("bench --device cpu --model " + test::source_path("testdata/fixtures/dream_tiny") +

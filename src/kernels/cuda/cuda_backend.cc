@@ -674,6 +674,12 @@ class CudaBackend final : public Backend {
           "cuda: the wgmma W4A16 path needs a compute capability 9.0 GPU (H100/H200) and a build with sm_90a");
     w4a16_mode_ = mode;
   }
+  // Split-K of the W4A16 kernels: 0 (default) the planners' choice, > 0 that many splits (a measurement knob:
+  // `bench --w4a16-kernels --w4a16-splits`).
+  void set_w4a16_splits(int splits) {
+    check(splits >= 0, "cuda: W4A16 split count {} is negative", splits);
+    w4a16_splits_ = splits;
+  }
   // The path "auto" chose for this shape and M ("" before the first call in that M bucket).
   std::string w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
     auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, w4a16_bucket(M)));
@@ -721,14 +727,14 @@ class CudaBackend final : public Backend {
     const auto* sz = static_cast<const uint32_t*>(w.scales.data());
     const void* bp = bias ? bias->data() : nullptr;
     auto run_mma = [&] {
-      const cuda::W4A16Args p = cuda::w4a16_plan(M, N, K, gs);
+      const cuda::W4A16Args p = cuda::w4a16_plan(M, N, K, gs, w4a16_splits_);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
     auto run_wgmma = [&](int variant) {
-      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, variant);
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, w4a16_splits_, variant);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
@@ -829,6 +835,7 @@ class CudaBackend final : public Backend {
     return std::string(v && *v ? v : "auto");
   }();
   bool wgmma_disabled_ = false;
+  int w4a16_splits_ = 0;
   // (N, K, group, M bucket) -> the path auto chose
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
   // --- end of the W4A16 path --------------------------------------------------------------------------------------
@@ -1000,6 +1007,10 @@ CudaBackend& as_cuda(Backend& be) {
 }  // namespace
 
 void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
+void cuda_set_w4a16_splits(Backend& be, int splits) { as_cuda(be).set_w4a16_splits(splits); }
+int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t group_size) {
+  return cuda::w4a16_wgmma_plan(M, N, K, group_size).splits;
+}
 void cuda_set_w4a16_tma_weights(bool on) { cuda::w4a16_wgmma_set_tma_weights(on); }
 bool cuda_w4a16_tma_weights() { return cuda::w4a16_wgmma_tma_weights(); }
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {

@@ -40,6 +40,10 @@ CudaMemoryStats cuda_memory_stats(Backend& be);
 // blocks for M > 32; the same as "wgmma" below), "wgmma_tall" (its 256-token x 128-feature tiles, at any M) or
 // "dequant" (transient bf16 weight + cuBLASLt).
 void cuda_set_w4a16_path(Backend& be, const std::string& mode);
+// Split-K of the W4A16 kernels: 0 (default) the planners' choice, > 0 that many (at most one per k step of 64);
+// a measurement knob. And the split count the wgmma planner chooses for its widest tile at [M] x [N, K].
+void cuda_set_w4a16_splits(Backend& be, int splits);
+int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t group_size);
 // The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
 // Whether this GPU and build run the Hopper wgmma W4A16 kernel (src/kernels/cuda/w4a16_wgmma.cu).
