@@ -185,11 +185,11 @@ class Model {
 
   // Several independent sequences (different lengths, windows and caches) in one pass: the linear layers,
   // norms and rope run once over every slot's window tokens, attention once a layer for all slots, each over its
-  // own keys (Backend::attention_slots). Slot i's
-  // result equals forward(...) (no cache) or forward_window(...) (cache) on that slot alone, bit for bit where
-  // the backend's kernels are row-independent (both backends' are). The continuous-batching scheduler's forward.
-  // The logits stay in the backend's memory, as forward_window_device leaves them: slot i's are [R_i, V] in
-  // act_dtype() for its logit_rows (its whole window, W_i rows, when it lists none).
+  // own keys (Backend::attention_slots). Slot i's result equals forward(...) (no cache) or forward_window(...)
+  // (cache) on that slot alone, bit for bit where the backend's kernels are row-independent (both backends' are).
+  // The continuous-batching scheduler's forward. The logits stay in the backend's memory, as forward_window_device
+  // leaves them: slot i's are [R_i, V] in act_dtype() for its logit_rows (its whole window, W_i rows, when it lists
+  // none).
   std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
   // The same pass with the logits as one tensor [rows, V] (backend memory): slot i's rows start at first[i].
   Tensor forward_slots_rows(std::vector<SlotPass>& slots, std::vector<int64_t>& first);
