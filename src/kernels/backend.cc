@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -89,6 +91,122 @@ void Backend::attention_block_causal(const Tensor& q, const Tensor& k, const Ten
       attention(qs, ks, vs, key_mask ? &mask : nullptr, os);
       i0 = i1;
     }
+}
+
+void check_attn_slots(const char* who, const Tensor& q, const Tensor& k, const Tensor& v,
+                      const std::vector<AttnSlotRef>& slots, const Tensor& out) {
+  check(q.defined() && k.defined() && v.defined() && out.defined(), "{}: q, k, v and out must all be set", who);
+  check(q.rank() == 3 && k.rank() == 3 && v.shape() == k.shape() && out.shape() == q.shape() && k.dim(0) == q.dim(0) &&
+            k.dim(2) == q.dim(2),
+        "{}: q {} / k {} / v {} / out {} are not [T, Hq, D] / [T, Hkv, D] / [T, Hkv, D] / [T, Hq, D]", who,
+        shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
+  check(k.dtype() == q.dtype() && v.dtype() == q.dtype() && out.dtype() == q.dtype(),
+        "{}: q, k, v and out must share one dtype (q is {}, k {}, v {}, out {})", who, dtype_name(q.dtype()),
+        dtype_name(k.dtype()), dtype_name(v.dtype()), dtype_name(out.dtype()));
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1);
+  check(Hkv > 0 && Hq % Hkv == 0, "{}: {} query heads is not a multiple of {} key/value heads", who, Hq, Hkv);
+  // Byte ranges of every cache tensor, to find two slots (or a slot's k and v) sharing memory.
+  struct Range {
+    uintptr_t lo, hi;
+    size_t slot;
+    const char* field;
+  };
+  std::vector<Range> ranges;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const AttnSlotRef& s = slots[i];
+    check(s.width > 0, "{}: slot {}: width {} must be positive", who, i, s.width);
+    check(s.row >= 0 && s.row + s.width <= T, "{}: slot {}: rows [{}, {}) (row {}, width {}) are outside the {} rows of q",
+          who, i, s.row, s.row + s.width, s.row, s.width, T);
+    check(s.k_cache.defined() == s.v_cache.defined(), "{}: slot {}: k_cache and v_cache must both be set or both be unset",
+          who, i);
+    int64_t keys = s.width;
+    if (!s.k_cache.defined()) {
+      check(s.begin == 0, "{}: slot {}: begin {} without a cache (the window must then be the whole sequence: begin 0)",
+            who, i, s.begin);
+    } else {
+      const Tensor& kc = s.k_cache;
+      check(kc.rank() == 4 && kc.dim(0) == 1 && kc.dim(2) == Hkv && kc.dim(3) == D && s.v_cache.shape() == kc.shape(),
+            "{}: slot {}: k_cache {} / v_cache {} are not [1, L, {}, {}]", who, i, shape_str(kc.shape()),
+            shape_str(s.v_cache.shape()), Hkv, D);
+      keys = kc.dim(1);
+      check(s.begin >= 0 && s.begin + s.width <= keys,
+            "{}: slot {}: window [{}, {}) (begin {}, width {}) is outside its cache's {} positions", who, i, s.begin,
+            s.begin + s.width, s.begin, s.width, keys);
+      const bool fp8 = kc.dtype() == DType::F8_E4M3;
+      check(s.v_cache.dtype() == kc.dtype() && (fp8 || kc.dtype() == q.dtype()),
+            "{}: slot {}: k_cache {} / v_cache {} must both be {} or F8_E4M3", who, i, dtype_name(kc.dtype()),
+            dtype_name(s.v_cache.dtype()), dtype_name(q.dtype()));
+      if (fp8)
+        for (const Tensor* sc : {&s.k_scale, &s.v_scale})
+          check(sc->defined() && sc->dtype() == DType::F32 && sc->numel() == keys * Hkv,
+                "{}: slot {}: an F8_E4M3 cache needs k_scale and v_scale F32 [1, {}, {}]", who, i, keys, Hkv);
+      const std::pair<const Tensor*, const char*> fields[] = {
+          {&s.k_cache, "k_cache"}, {&s.v_cache, "v_cache"}, {&s.k_scale, "k_scale"}, {&s.v_scale, "v_scale"}};
+      for (const auto& f : fields)
+        if (f.first->defined() && f.first->nbytes() > 0) {
+          const auto lo = reinterpret_cast<uintptr_t>(f.first->data());
+          ranges.push_back({lo, lo + f.first->nbytes(), i, f.second});
+        }
+    }
+    check(!s.key_mask.defined() || (s.key_mask.dtype() == DType::U8 && s.key_mask.numel() == keys),
+          "{}: slot {}: key_mask must be U8 with {} entries (one per key), got {} {}", who, i, keys,
+          dtype_name(s.key_mask.dtype()), shape_str(s.key_mask.shape()));
+  }
+  std::vector<size_t> order(slots.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return slots[a].row < slots[b].row; });
+  for (size_t j = 1; j < order.size(); ++j) {
+    const AttnSlotRef &a = slots[order[j - 1]], &b = slots[order[j]];
+    check(a.row + a.width <= b.row, "{}: slots {} and {} overlap: rows [{}, {}) and [{}, {})", who, order[j - 1],
+          order[j], a.row, a.row + a.width, b.row, b.row + b.width);
+  }
+  std::stable_sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.lo < b.lo; });
+  for (size_t j = 1, widest = 0; j < ranges.size(); ++j) {
+    const Range &a = ranges[widest], &b = ranges[j];
+    check(b.lo >= a.hi, "{}: slot {}'s {} and slot {}'s {} share memory: every slot needs a cache of its own", who,
+          a.slot, a.field, b.slot, b.field);
+    if (b.hi > a.hi) widest = j;
+  }
+}
+
+// Per slot what Model::attend does for a one-slot pass: the window's keys and values into the cache, then the
+// slot's queries against the whole cache (dequantized first when fp8).
+void Backend::attention_slots(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
+                              int64_t block, Tensor& out) {
+  check_attn_slots("attention_slots", q, k, v, slots, out);
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1), row = Hkv * D;
+  const Tensor k2 = k.reshape({T, row}), v2 = v.reshape({T, row});
+  const Tensor q2 = q.reshape({T, Hq * D});
+  Tensor o2 = out.reshape({T, Hq * D});
+  for (const AttnSlotRef& s : slots) {
+    const int64_t W = s.width;
+    const Tensor qs = q2.slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
+    Tensor os = o2.slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
+    const Tensor ks = k2.slice_rows(s.row, s.row + W), vs = v2.slice_rows(s.row, s.row + W);
+    const Tensor* mask = s.key_mask.defined() ? &s.key_mask : nullptr;
+    if (!s.k_cache.defined()) {
+      attention_block_causal(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, block, 0, os);
+      continue;
+    }
+    const int64_t L = s.k_cache.dim(1);
+    Tensor dk = s.k_cache.reshape({L, row}).slice_rows(s.begin, s.begin + W);
+    Tensor dv = s.v_cache.reshape({L, row}).slice_rows(s.begin, s.begin + W);
+    if (s.k_cache.dtype() != DType::F8_E4M3) {
+      copy(ks, dk);
+      copy(vs, dv);
+      attention_block_causal(qs, s.k_cache, s.v_cache, mask, block, s.begin, os);
+      continue;
+    }
+    Tensor kscale = s.k_scale.reshape({L, Hkv}).slice_rows(s.begin, s.begin + W);
+    Tensor vscale = s.v_scale.reshape({L, Hkv}).slice_rows(s.begin, s.begin + W);
+    kv_quantize_fp8(ks, Hkv, dk, kscale);
+    kv_quantize_fp8(vs, Hkv, dv, vscale);
+    // Attention reads the dequantized cache (the window's own entries included, as later steps see them).
+    Tensor kd = empty(q.dtype(), {1, L, Hkv, D}), vd = empty(q.dtype(), {1, L, Hkv, D});
+    kv_dequantize_fp8(s.k_cache.reshape({L, row}), s.k_scale, Hkv, kd);
+    kv_dequantize_fp8(s.v_cache.reshape({L, row}), s.v_scale, Hkv, vd);
+    attention_block_causal(qs, kd, vd, mask, block, s.begin, os);
+  }
 }
 
 void Backend::split_columns(const Tensor& x, const std::vector<Tensor*>& outs) {

@@ -74,6 +74,19 @@ struct FakeQuantGrid {
   int min_zero = 0;
 };
 
+// One sequence of Backend::attention_slots: its window is rows [row, row + width) of the pass's q, k, v and out
+// and positions [begin, begin + width) of its sequence.
+struct AttnSlotRef {
+  int64_t row = 0, width = 0, begin = 0;
+  // U8 with one byte per key (1 = attend; the cache's L, or `width` without a cache), on the host or in the
+  // backend's memory; undefined: every key.
+  Tensor key_mask;
+  // [1, L, Hkv, D] each, in act_dtype() or F8_E4M3; undefined: no cache (the window is the whole sequence, begin 0,
+  // and its keys are its own rows of k and v).
+  Tensor k_cache, v_cache;
+  Tensor k_scale, v_scale;  // F8_E4M3 caches only: F32 [1, L, Hkv]
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -148,6 +161,14 @@ class Backend {
   // views of q, k, v and out (so every backend's attention kernel serves it); block <= 0 is attention().
   virtual void attention_block_causal(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* key_mask,
                                       int64_t block, int64_t q_offset, Tensor& out);
+  // Attention of a ragged continuous-batching pass (Model::forward_slots): q [T, Hq, D], k / v [T, Hkv, D] hold
+  // every slot's window rows concatenated; for each slot its window's keys and values go into its own KV cache
+  // (quantized for an fp8 cache) and its queries attend block-causally (block > 0, queries at sequence indices
+  // begin..) or bidirectionally to its cache (without a cache: to its own window), writing its rows of out
+  // [T, Hq, D]. Rows of out that belong to no slot are left as they are. Generic: one slot after the other with
+  // copy / kv_quantize_fp8 and attention_block_causal (what a one-slot pass runs); check_attn_slots first.
+  virtual void attention_slots(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
+                               int64_t block, Tensor& out);
   virtual void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out);
   // Generic: the logits go to the host and sample_rows_host runs there (the CPU backend's implementation).
   virtual std::vector<TokenChoice> sample_rows(const Tensor& logits, const RowSampling& how,
@@ -172,6 +193,13 @@ class Backend {
 // The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row
 // of scales); `who` names the backend and op in the error, e.g. "cuda kv_quantize_fp8".
 void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, const Tensor& scales, int64_t heads);
+
+// The arguments of Backend::attention_slots: q / out [T, Hq, D] alike, k / v [T, Hkv, D] with Hq a multiple of Hkv;
+// per slot a window of rows inside [0, T) overlapping no other slot's, begin + width inside its cache, caches of
+// [1, L, Hkv, D] (with F32 [1, L, Hkv] scales when fp8) that share no memory with another slot's, a U8 key mask of
+// one byte per key. Throws Error naming `who`, the slot and the field.
+void check_attn_slots(const char* who, const Tensor& q, const Tensor& k, const Tensor& v,
+                      const std::vector<AttnSlotRef>& slots, const Tensor& out);
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.
 std::unique_ptr<Backend> make_backend(const std::string& name);

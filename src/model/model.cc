@@ -624,7 +624,10 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
     report("rope", layer, 0, 2 * act * double(T * Nkv));
     be.rope(k3, st.positions, c.rope_theta);
   }
-  for (const AttnSlot& s : st.slots) attend(layer, s, q, k, v, att);
+  if (st.ragged)
+    attend_slots(layer, st, q, k, v, att);
+  else
+    for (const AttnSlot& s : st.slots) attend(layer, s, q, k, v, att);
   lin("matmul_o", LinearRole::O, att, tmp);
   report("add_rmsnorm", layer, 0, 5 * act * double(T * H));
   be.add_rmsnorm(h, tmp, lw.ffn_norm, eps, x);
@@ -706,6 +709,56 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   }
 }
 
+// Every slot of a ragged pass in one Backend::attention_slots call (a slot of B rows is B sequences, each with
+// its row of the cache). The reports are the per-slot ones of attend summed, one of each kind a layer, all issued
+// before the call that does the work (a timer between reports gives the whole call to "attention").
+void Model::attend_slots(int64_t layer, const ForwardState& st, const Tensor& q, const Tensor& k, const Tensor& v,
+                         Tensor& att) {
+  Backend& be = *backend_;
+  const double act = double(dtype_size(be.act_dtype()));
+  const int64_t D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, row = Hkv * D, T = st.tokens();
+  std::vector<AttnSlotRef> refs;
+  double flops = 0, io = 0, write_io = 0, quant_io = 0, dequant_io = 0;
+  bool writes = false, fp8 = false;
+  for (const AttnSlot& s : st.slots) {
+    const int64_t B = s.B, W = s.width(), n = s.tokens(), S = s.cache ? s.L : W;
+    flops += 4.0 * double(B * W * S * Hq * D);
+    io += act * double(2 * n * Hq * D + 2 * B * S * row);
+    const KvCache* cache = s.cache;
+    if (cache && cache->fp8) {
+      fp8 = true;
+      quant_io += 2.0 * double(n * row) * (act + 1.0) + 8.0 * double(n * Hkv);
+      dequant_io += 2.0 * double(B * S * row) * (1.0 + act) + 8.0 * double(B * S * Hkv);
+    } else if (cache) {
+      writes = true;
+      write_io += 2.0 * double(n * row) * 2.0 * act;
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      AttnSlotRef r;
+      r.row = s.offset + b * W, r.width = W, r.begin = cache ? s.begin : 0;
+      if (s.key_mask.defined()) r.key_mask = s.key_mask.reshape({B, s.L}).slice_rows(b, b + 1);
+      if (cache) {
+        r.k_cache = cache->k[size_t(layer)].slice_rows(b, b + 1);
+        r.v_cache = cache->v[size_t(layer)].slice_rows(b, b + 1);
+        if (cache->fp8) {
+          r.k_scale = cache->k_scale[size_t(layer)].slice_rows(b, b + 1);
+          r.v_scale = cache->v_scale[size_t(layer)].slice_rows(b, b + 1);
+        }
+      }
+      refs.push_back(r);
+    }
+  }
+  if (writes) report("kv_write", layer, 0, write_io);
+  if (fp8) {
+    report("kv_quantize_fp8", layer, 0, quant_io);
+    report("kv_dequantize_fp8", layer, 0, dequant_io);
+  }
+  report("attention", layer, flops, io);
+  Tensor att3 = att.reshape({T, Hq, D});
+  be.attention_slots(q.reshape({T, Hq, D}), k.reshape({T, Hkv, D}), v.reshape({T, Hkv, D}), refs, cfg_.block_size,
+                     att3);
+}
+
 Tensor Model::finish_forward_device(ForwardState& st, const std::vector<int64_t>& logit_rows) {
   Backend& be = *backend_;
   const int64_t T = st.tokens(), H = cfg_.hidden_size;
@@ -745,6 +798,7 @@ std::vector<Tensor> Model::forward_slots(std::vector<SlotPass>& passes) {
 Tensor Model::forward_slots_rows(std::vector<SlotPass>& passes, std::vector<int64_t>& first) {
   check(!passes.empty(), "forward_slots: no slots");
   ForwardState st;
+  st.ragged = true;
   int64_t T = 0;
   for (size_t i = 0; i < passes.size(); ++i) {
     SlotPass& p = passes[i];

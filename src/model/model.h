@@ -121,12 +121,14 @@ struct AttnSlot {
 
 // The forward pass in pieces: begin (embedding), one call per layer, finish (final norm + LM head). A state holds
 // the window tokens of its slots, concatenated: forward / forward_window make one slot of B rows, forward_slots
-// one slot per sequence. Every op but attention runs once over all T tokens; attention runs per slot.
+// one slot per sequence. Every op runs once over all T tokens; attention too for a ragged pass (one
+// Backend::attention_slots call a layer), per slot otherwise (one slot: forward / forward_window).
 struct ForwardState {
   Tensor h;          // hidden states [T, H] in the backend's activation dtype
   Tensor positions;  // I64 [T] (host; on the device inside a captured layer stack)
   Tensor residual;   // a layer's MLP output not yet added to h (the next layer's norm adds it; see run_layers)
   std::vector<AttnSlot> slots;
+  bool ragged = false;  // forward_slots' pass: every slot's attention in one attention_slots call
   int64_t tokens() const { return positions.numel(); }
 };
 
@@ -182,11 +184,12 @@ class Model {
                         const std::vector<int64_t>& logit_rows = {}, const Tensor& positions = {});
 
   // Several independent sequences (different lengths, windows and caches) in one pass: the linear layers,
-  // norms and rope run once over every slot's window tokens, attention runs per slot over its own keys. Slot i's
-  // result equals forward(...) (no cache) or forward_window(...) (cache) on that slot alone, bit for bit where
-  // the backend's kernels are row-independent (both backends' are). The continuous-batching scheduler's forward.
-  // The logits stay in the backend's memory, as forward_window_device leaves them: slot i's are [R_i, V] in
-  // act_dtype() for its logit_rows (its whole window, W_i rows, when it lists none).
+  // norms and rope run once over every slot's window tokens, attention once a layer for all slots, each over its
+  // own keys (Backend::attention_slots). Slot i's result equals forward(...) (no cache) or forward_window(...)
+  // (cache) on that slot alone, bit for bit where the backend's kernels are row-independent (both backends' are).
+  // The continuous-batching scheduler's forward. The logits stay in the backend's memory, as forward_window_device
+  // leaves them: slot i's are [R_i, V] in act_dtype() for its logit_rows (its whole window, W_i rows, when it lists
+  // none).
   std::vector<Tensor> forward_slots(std::vector<SlotPass>& slots);
   // The same pass with the logits as one tensor [rows, V] (backend memory): slot i's rows start at first[i].
   Tensor forward_slots_rows(std::vector<SlotPass>& slots, std::vector<int64_t>& first);
@@ -266,6 +269,8 @@ class Model {
   uint64_t graph_clock_ = 0;
   bool graphs_ = graphs_default();
   void attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att);
+  void attend_slots(int64_t layer, const ForwardState& st, const Tensor& q, const Tensor& k, const Tensor& v,
+                    Tensor& att);
   void run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const;
   void report(const char* name, int64_t layer, double flops, double bytes) const;
   void report_linear(const char* name, int64_t layer, const Tensor& x, int64_t n, size_t weight_bytes) const;

@@ -19,9 +19,10 @@ ModelConfig tiny_config() { return parse_model_config(random_preset_config("drea
 
 }  // namespace
 
-// A ragged pass of three slots: every op but attention is reported once per layer over all tokens; attention
-// (and the cache write) once per slot; the linear observer sees every role's input with all T tokens.
-TEST(ForwardObserver, ReportsOpsOncePerPassAndAttentionPerSlot) {
+// A ragged pass of three slots: every op is reported once per layer over all tokens, attention and the cache
+// write included (one Backend::attention_slots call a layer for all slots, its report carrying every slot's work);
+// the linear observer sees every role's input with all T tokens. A one-slot cached pass reports the same kinds.
+TEST(ForwardObserver, ReportsOpsOncePerPassAttentionIncluded) {
   std::string dir = test::source_path("testdata/fixtures/dream_tiny");
   auto model = Model::load(dir);
   Tensor ids = TensorStore::open_file(dir + "/reference.safetensors")->get("input_ids");
@@ -32,12 +33,13 @@ TEST(ForwardObserver, ReportsOpsOncePerPassAndAttentionPerSlot) {
     return t;
   };
   std::map<std::string, int> calls;
-  std::map<std::string, double> flops;
+  std::map<std::string, double> flops, bytes;
   std::map<int, int64_t> linear_rows;  // role -> rows seen
   ForwardObserver obs;
   obs.op = [&](const ForwardOp& op) {
     ++calls[op.name];
     flops[op.name] += op.flops;
+    bytes[op.name] += op.bytes;
   };
   obs.linear = [&](int64_t, LinearRole r, const Tensor& x) { linear_rows[int(r)] += x.dim(0); };
   model->set_observer(obs);
@@ -50,8 +52,8 @@ TEST(ForwardObserver, ReportsOpsOncePerPassAndAttentionPerSlot) {
   model->set_observer({});
   const int64_t T = L + (L - 2) + (L + 3);
   EXPECT_EQ(calls["embedding"], 1);
-  EXPECT_EQ(calls["attention"], 3 * layers);
-  EXPECT_EQ(calls["kv_write"], 2 * layers);
+  EXPECT_EQ(calls["attention"], layers);
+  EXPECT_EQ(calls["kv_write"], layers);  // the two cached slots' windows, in one report
   EXPECT_EQ(calls["matmul_o"], layers);
   EXPECT_EQ(calls["matmul_qkv"], 3 * layers);  // q, k, v apart on the CPU
   // The first layer's input norm and the final norm; every other norm adds the residual before it (add_rmsnorm:
@@ -68,7 +70,18 @@ TEST(ForwardObserver, ReportsOpsOncePerPassAndAttentionPerSlot) {
   // Attention: each slot's queries against its own keys (the cache's L, or the window itself).
   const double per_key = 4.0 * c.num_heads * c.head_dim * layers;
   EXPECT_DOUBLE_EQ(flops["attention"], per_key * double(L * L + (L - 2) * (L - 2) + (L + 3) * (L + 3)));
+  // The cache write: keys and values of both cached windows (L and L - 2 rows), read and written, F32 on the CPU.
+  const double kv_row = double(c.num_kv_heads * c.head_dim);
+  EXPECT_DOUBLE_EQ(bytes["kv_write"], 2.0 * 2.0 * 4.0 * kv_row * double(L + L - 2) * double(layers));
   for (LinearRole r : kLinearRoles) EXPECT_EQ(linear_rows[int(r)], T * layers) << int(r);
+  // A one-slot pass through a cache (forward_window): attention and the cache write once per layer too.
+  calls.clear();
+  model->set_observer(obs);
+  KvCache solo;
+  model->forward_window(ids, Tensor(), solo, 0, L);
+  model->set_observer({});
+  EXPECT_EQ(calls["attention"], layers);
+  EXPECT_EQ(calls["kv_write"], layers);
   // Nothing is reported once the observer is cleared.
   calls.clear();
   model->forward(ids);

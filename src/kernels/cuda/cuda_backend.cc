@@ -417,6 +417,69 @@ class CudaBackend final : public Backend {
     after("attention");
   }
 
+  // A ragged pass's attention. Native path: the slots' descriptors and host key masks go up in one copy, one
+  // kernel writes every cached slot's window into its cache, one flash-attention launch serves every slot
+  // (flash_attention.cu, SLOTS). It is OFF unless DIFFULEX_SLOT_ATTENTION=1 until it has run on a GPU
+  // (CudaOps.AttentionSlotsEqualOneCallPerSlot, docs/CUDA.md); the generic per-slot path runs otherwise, and always
+  // for head dims past 128 (the WMMA kernel has no slot form), fp8 caches (dequantized per slot) and during a graph
+  // capture (the descriptor copy reads pageable host memory, which a captured graph may not).
+  void attention_slots(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
+                       int64_t block, Tensor& out) override {
+    check_attn_slots("cuda attention_slots", q, k, v, slots, out);
+    if (!native_slot_attention(q, slots)) return Backend::attention_slots(q, k, v, slots, block, out);
+    need(q, DType::BF16, "attention_slots", "q");
+    need(k, DType::BF16, "attention_slots", "k");
+    need(v, DType::BF16, "attention_slots", "v");
+    need(out, DType::BF16, "attention_slots", "the output");
+    const int64_t Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1), row = Hkv * D;
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out})
+      check(cuda::aligned16(t->data()), "cuda attention_slots: q, k, v and out must be 16-byte aligned");
+    const size_t n = slots.size(), desc_bytes = n * sizeof(cuda::AttnSlotDesc);
+    size_t mask_bytes = 0;
+    for (const AttnSlotRef& s : slots)
+      if (s.key_mask.defined() && s.key_mask.device() == Device::CPU) mask_bytes += s.key_mask.nbytes();
+    // One buffer: the descriptors, then the host key masks (their device addresses go into the descriptors).
+    Tensor dev = empty(DType::U8, {int64_t(desc_bytes + mask_bytes)});
+    std::vector<unsigned char> host(desc_bytes + mask_bytes);
+    size_t at = desc_bytes;
+    int64_t max_width = 0;
+    bool cached = false;
+    for (size_t i = 0; i < n; ++i) {
+      const AttnSlotRef& s = slots[i];
+      cuda::AttnSlotDesc d{};
+      d.row = s.row, d.width = s.width, d.q_offset = s.begin;
+      d.cached = s.k_cache.defined() ? 1 : 0;
+      if (d.cached) {
+        need(s.k_cache, DType::BF16, "attention_slots", "k_cache");
+        need(s.v_cache, DType::BF16, "attention_slots", "v_cache");
+        check(cuda::aligned16(s.k_cache.data()) && cuda::aligned16(s.v_cache.data()),
+              "cuda attention_slots: slot {}: k_cache and v_cache must be 16-byte aligned", i);
+        d.k = s.k_cache.data<bf16_t>(), d.v = s.v_cache.data<bf16_t>(), d.keys = s.k_cache.dim(1);
+      } else {  // its own window rows of the pass's k and v
+        d.k = k.data<bf16_t>() + s.row * row, d.v = v.data<bf16_t>() + s.row * row, d.keys = s.width;
+      }
+      if (s.key_mask.defined() && s.key_mask.device() == Device::CPU) {
+        std::memcpy(host.data() + at, s.key_mask.data(), s.key_mask.nbytes());
+        d.mask = dev.data<uint8_t>() + at;
+        at += s.key_mask.nbytes();
+      } else if (s.key_mask.defined()) {
+        d.mask = s.key_mask.data<uint8_t>();
+      }
+      std::memcpy(host.data() + i * sizeof(d), &d, sizeof(d));
+      max_width = std::max(max_width, s.width);
+      cached = cached || d.cached;
+    }
+    // From pageable memory the copy is staged before the call returns, so `host` may go; the kernels below are
+    // ordered after it on the stream, and `dev` returns to the allocator only for ops enqueued later.
+    check_cuda(cudaMemcpyAsync(dev.data(), host.data(), host.size(), cudaMemcpyHostToDevice, stream_),
+               "attention_slots (descriptors)");
+    const auto* table = reinterpret_cast<const cuda::AttnSlotDesc*>(dev.data());
+    if (cached) cuda::launch_kv_write_slots(table, int(n), k.data<bf16_t>(), v.data<bf16_t>(), row, max_width, stream_);
+    cuda::launch_attention_slots(q.data<bf16_t>(), table, int(n), out.data<bf16_t>(), max_width, Hq, Hkv, D, block,
+                                 stream_);
+    after("attention_slots");
+  }
+
   void add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out) override {
     need(h, DType::BF16, "add_rmsnorm", "h");
     need(y, DType::BF16, "add_rmsnorm", "y");
@@ -943,6 +1006,20 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Whether attention_slots takes the native path (see there): DIFFULEX_SLOT_ATTENTION=1 (read on every call, so a
+  // test may switch it), bf16 activations, head dims the fa2 kernel has, no fp8 cache, no capture in progress.
+  bool native_slot_attention(const Tensor& q, const std::vector<AttnSlotRef>& slots) {
+    const char* flag = std::getenv("DIFFULEX_SLOT_ATTENTION");
+    if (!flag || std::strcmp(flag, "1") != 0) return false;
+    if (slots.empty() || slots.size() > 65535 || q.dtype() != DType::BF16 || !cuda::flash_attention_supports(q.dim(2)))
+      return false;
+    for (const AttnSlotRef& s : slots)
+      if (s.k_cache.defined() && s.k_cache.dtype() != DType::BF16) return false;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    check_cuda(cudaStreamIsCapturing(stream_, &capture), "attention_slots (capture status)");
+    return capture == cudaStreamCaptureStatusNone;
+  }
+
   // With DIFFULEX_CUDA_SYNC=1, wait after every op so that a kernel fault is reported by the op that caused it.
   void after(const char* op) {
     if (sync_each_op_) check_cuda(cudaStreamSynchronize(stream_), op);

@@ -23,6 +23,10 @@
 // Rows whose keys are all masked produce zeros, as in the CPU reference.
 // Block-causal (block > 0, launch.h): the block walks only the key tiles before its last row's block end, and a
 // score whose key lies at or past its own row's block end gets -inf (rows g and g+8 of a thread have one end each).
+// SLOTS (launch_attention_slots, a ragged pass): blockIdx.z is a slot instead of a batch row; the slot's descriptor
+// (launch.h AttnSlotDesc) gives what the arguments give otherwise (its rows of q and out, its keys, values, mask,
+// key count and q_offset), and the grid covers the widest slot, so a block whose query tile lies past its slot's
+// width returns before touching memory. Everything after that prologue is the same code as one call per slot.
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -45,12 +49,13 @@ constexpr size_t fa2_smem_bytes() {
   return size_t(kBQ + 4 * kBK) * (D + 8) * 2 + 2 * kBK * 4;
 }
 
-template <int D>
+template <int D, bool SLOTS>
 __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                                           const bf16_t* __restrict__ v,
                                                           const uint8_t* __restrict__ mask, bf16_t* __restrict__ out,
                                                           int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd,
-                                                          float scale_log2, int64_t block, int64_t q_offset) {
+                                                          float scale_log2, int64_t block, int64_t q_offset,
+                                                          const AttnSlotDesc* __restrict__ slots) {
   constexpr int LD = D + 8;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem);
@@ -60,7 +65,21 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int mi = lane / 8, mr = lane % 8;  // which 8x8 matrix this lane addresses in an ldmatrix.x4, and its row
-  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
+  int64_t b = blockIdx.z;
+  const int64_t h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
+  if constexpr (SLOTS) {
+    const AttnSlotDesc& d = slots[blockIdx.z];
+    Lq = d.width;
+    if (q0 >= Lq) return;  // the whole block (no barrier passed yet)
+    q += d.row * Hq * hd;
+    out += d.row * Hq * hd;
+    k = d.k;
+    v = d.v;
+    mask = d.mask;
+    S = d.keys;
+    q_offset = d.q_offset;
+    b = 0;
+  }
   const int64_t kh = h / (Hq / Hkv);
   // Keys visible to query row r: [0, end(r)).
   auto end_of = [&](int64_t r) { return block_causal_end(r, block, q_offset, S); };
@@ -214,25 +233,82 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   }
 }
 
+// The dynamic shared memory of fa2_kernel<D, SLOTS>, its limit raised on the first call (once per kernel is enough).
+template <int D, bool SLOTS>
+size_t fa2_configure() {
+  constexpr size_t bytes = fa2_smem_bytes<D>();
+  static bool configured = false;
+  if (!configured) {
+    check_cuda(cudaFuncSetAttribute(fa2_kernel<D, SLOTS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+               SLOTS ? "attention_slots (shared memory size)" : "attention (shared memory size)");
+    configured = true;
+  }
+  return bytes;
+}
+
+float fa2_scale_log2(int hd) { return float(1.4426950408889634 / std::sqrt(double(hd))); }
+
 template <int D>
 void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                   int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, int64_t block, int64_t q_offset,
                   cudaStream_t stream) {
-  constexpr size_t bytes = fa2_smem_bytes<D>();
-  static bool configured = false;  // raising the dynamic shared-memory limit once per kernel is enough
-  if (!configured) {
-    check_cuda(cudaFuncSetAttribute(fa2_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-               "attention (shared memory size)");
-    configured = true;
-  }
-  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
+  const size_t bytes = fa2_configure<D, false>();
   dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
-  fa2_kernel<D><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd, scale_log2, block,
-                                                      q_offset);
+  fa2_kernel<D, false><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd,
+                                                             fa2_scale_log2(hd), block, q_offset, nullptr);
   check_launch("attention");
 }
 
+template <int D>
+void launch_fa2_slots_d(const bf16_t* q, const AttnSlotDesc* slots, int n, bf16_t* out, int64_t max_width,
+                        int64_t Hq, int64_t Hkv, int hd, int64_t block, cudaStream_t stream) {
+  const size_t bytes = fa2_configure<D, true>();
+  dim3 grid(unsigned((max_width + kBQ - 1) / kBQ), unsigned(Hq), unsigned(n));
+  fa2_kernel<D, true><<<grid, kWarps * 32, bytes, stream>>>(q, nullptr, nullptr, nullptr, out, 0, 0, Hq, Hkv, hd,
+                                                            fa2_scale_log2(hd), block, 0, slots);
+  check_launch("attention_slots");
+}
+
+// Grid-stride copy of a slot's window rows (blockIdx.y: the slot) into its cache, 16 bytes at a time.
+__global__ void kv_write_slots_kernel(const AttnSlotDesc* __restrict__ slots, const uint4* __restrict__ k,
+                                      const uint4* __restrict__ v, int64_t row_vecs) {
+  const AttnSlotDesc& d = slots[blockIdx.y];
+  if (!d.cached) return;
+  const int64_t n = d.width * row_vecs;
+  const uint4* sk = k + d.row * row_vecs;
+  const uint4* sv = v + d.row * row_vecs;
+  uint4* dk = reinterpret_cast<uint4*>(d.k) + d.q_offset * row_vecs;
+  uint4* dv = reinterpret_cast<uint4*>(d.v) + d.q_offset * row_vecs;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    dk[i] = sk[i];
+    dv[i] = sv[i];
+  }
+}
+
 }  // namespace
+
+void launch_kv_write_slots(const AttnSlotDesc* slots, int n, const bf16_t* k, const bf16_t* v, int64_t row_elems,
+                           int64_t max_width, cudaStream_t stream) {
+  if (n == 0 || max_width == 0) return;
+  if (row_elems % 8 != 0 || !aligned16(k) || !aligned16(v)) check_cuda(cudaErrorInvalidValue, "kv_write_slots (alignment)");
+  const int64_t row_vecs = row_elems / 8;
+  constexpr int kThreads = 256;
+  dim3 grid(blocks_for(max_width * row_vecs, kThreads, 1024), unsigned(n));
+  kv_write_slots_kernel<<<grid, kThreads, 0, stream>>>(slots, reinterpret_cast<const uint4*>(k),
+                                                       reinterpret_cast<const uint4*>(v), row_vecs);
+  check_launch("kv_write_slots");
+}
+
+void launch_attention_slots(const bf16_t* q, const AttnSlotDesc* slots, int n, bf16_t* out, int64_t max_width,
+                            int64_t Hq, int64_t Hkv, int64_t D, int64_t block, cudaStream_t stream) {
+  if (!flash_attention_supports(D)) check_cuda(cudaErrorInvalidValue, "attention_slots (unsupported head dim)");
+  if (n == 0 || max_width == 0) return;
+  const int hd = int(D);
+  if (D <= 16) return launch_fa2_slots_d<16>(q, slots, n, out, max_width, Hq, Hkv, hd, block, stream);
+  if (D <= 32) return launch_fa2_slots_d<32>(q, slots, n, out, max_width, Hq, Hkv, hd, block, stream);
+  if (D <= 64) return launch_fa2_slots_d<64>(q, slots, n, out, max_width, Hq, Hkv, hd, block, stream);
+  return launch_fa2_slots_d<128>(q, slots, n, out, max_width, Hq, Hkv, hd, block, stream);
+}
 
 bool flash_attention_supports(int64_t D) { return D >= 8 && D <= 128 && D % 8 == 0; }
 

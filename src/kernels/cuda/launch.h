@@ -48,6 +48,26 @@ void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, c
                             int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block,
                             int64_t q_offset, cudaStream_t stream);
 
+// A ragged pass's attention (Backend::attention_slots) in two launches (flash_attention.cu), each slot described by
+// one AttnSlotDesc in device memory: its queries are rows [row, row + width) of q / out [T, Hq, D]; its keys and
+// values are `keys` rows [keys, Hkv, D] at k / v (its cache, or its own window rows of the pass's k / v), its key
+// mask `mask` [keys] or null, its first query at sequence index q_offset (block-causal).
+struct AttnSlotDesc {
+  int64_t row, width, keys, q_offset;
+  bf16_t* k;
+  bf16_t* v;
+  const uint8_t* mask;
+  int64_t cached;  // 1: k / v are the slot's cache, written by launch_kv_write_slots; 0: its window rows
+};
+// For every cached slot: rows [row, row + width) of k / v [T, row_elems] into rows [q_offset, q_offset + width) of
+// its cache. max_width: the widest slot. Pointers 16-byte aligned, row_elems a multiple of 8.
+void launch_kv_write_slots(const AttnSlotDesc* slots, int n, const bf16_t* k, const bf16_t* v, int64_t row_elems,
+                           int64_t max_width, cudaStream_t stream);
+// One flash-attention launch over all n slots (head dims flash_attention_supports): the D <= 128 kernel with the
+// slot as blockIdx.z; query tiles past a slot's width exit at once.
+void launch_attention_slots(const bf16_t* q, const AttnSlotDesc* slots, int n, bf16_t* out, int64_t max_width,
+                            int64_t Hq, int64_t Hkv, int64_t D, int64_t block, cudaStream_t stream);
+
 // out = silu(gate) * up over n elements (out may alias gate or up).
 void launch_silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t stream);
 // x += y over n elements.

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -338,6 +340,109 @@ TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
     Tensor out = poisoned({1, 4, 2, D});
     EXPECT_THROW(gpu_->attention(q, q, q, nullptr, out), Error) << D;
   }
+}
+
+// The native ragged attention (DIFFULEX_SLOT_ATTENTION=1: one descriptor copy, one launch writing every slot's
+// window into its cache, one flash-attention launch for all slots) against one call per slot on the same GPU (the
+// window copied into the cache, then attention_block_causal; without a cache attention over the window itself).
+// Both run the same kernel code per (slot, head, query tile), so outputs and caches must agree bit for bit. Slots
+// of different widths (one and two query tiles), cache lengths, windows and masks, one without a cache, their rows
+// in the pass in reverse order with rows of no slot before them; cache rows that no query may see (past the last
+// row's block end, or masked) hold NaN, which neither path may read.
+TEST_F(CudaOps, AttentionSlotsEqualOneCallPerSlot) {
+  SCOPED_TRACE(trace());
+  struct ScopedFlag {  // DIFFULEX_SLOT_ATTENTION=1 for this test, the previous value back afterwards
+    bool had = false;
+    std::string old;
+    ScopedFlag() {
+      if (const char* v = std::getenv("DIFFULEX_SLOT_ATTENTION")) had = true, old = v;
+      setenv("DIFFULEX_SLOT_ATTENTION", "1", 1);
+    }
+    ~ScopedFlag() {
+      if (had)
+        setenv("DIFFULEX_SLOT_ATTENTION", old.c_str(), 1);
+      else
+        unsetenv("DIFFULEX_SLOT_ATTENTION");
+    }
+  } flag;
+  struct Case {
+    int64_t W, L, begin;
+    bool cache, mask;
+  };
+  const std::vector<Case> cases = {{70, 200, 64, true, true}, {5, 40, 8, true, false}, {33, 33, 0, false, true},
+                                   {4, 100, 96, true, true},  {1, 9, 4, true, false},  {130, 160, 0, true, true}};
+  const int64_t Hq = 4, Hkv = 2, gap = 3;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t D : {16, 64, 80, 128})
+    for (int64_t block : {0, 4, 32}) {
+      SCOPED_TRACE("D " + std::to_string(D) + " block " + std::to_string(block));
+      int64_t T = gap;
+      for (const Case& c : cases) T += c.W;
+      const Tensor q = gpu_->from_host_f32(rand_bf16_f32({T, Hq, D}));
+      const Tensor k = gpu_->from_host_f32(rand_bf16_f32({T, Hkv, D})), v = gpu_->from_host_f32(rand_bf16_f32({T, Hkv, D}));
+      std::vector<AttnSlotRef> slots, ref;  // the same slots over the native path's caches and the reference's
+      int64_t row = T;
+      for (const Case& c : cases) {
+        AttnSlotRef s;
+        row -= c.W;
+        s.row = row, s.width = c.W;
+        const int64_t keys = c.cache ? c.L : c.W;
+        if (c.mask) {
+          s.key_mask = Tensor::zeros(DType::U8, {1, keys});
+          for (int64_t j = 0; j < keys; ++j) s.key_mask.data<uint8_t>()[j] = uint8_t(j == 0 || rng_() % 3 != 0);
+        }
+        AttnSlotRef r = s;
+        if (c.cache) {
+          s.begin = r.begin = c.begin;
+          // The keys the slot's last query row sees: its block's end (block-causal), else all L.
+          const int64_t seen = block > 0 ? std::min(c.L, ((c.begin + c.W - 1) / block + 1) * block) : c.L;
+          Tensor hk = rand_bf16_f32({1, c.L, Hkv, D}), hv = rand_bf16_f32({1, c.L, Hkv, D});
+          for (int64_t j = 0; j < c.L; ++j) {
+            if (j < seen && (!c.mask || s.key_mask.data<uint8_t>()[j])) continue;
+            std::fill_n(hk.data<float>() + j * Hkv * D, Hkv * D, nan);
+            std::fill_n(hv.data<float>() + j * Hkv * D, Hkv * D, nan);
+          }
+          s.k_cache = gpu_->from_host_f32(hk), s.v_cache = gpu_->from_host_f32(hv);
+          r.k_cache = gpu_->from_host_f32(hk), r.v_cache = gpu_->from_host_f32(hv);
+        }
+        slots.push_back(s);
+        ref.push_back(r);
+      }
+      ASSERT_EQ(row, gap);
+      Tensor out = poisoned({T, Hq, D}), want = poisoned({T, Hq, D});
+      gpu_->attention_slots(q, k, v, slots, block, out);
+      const int64_t qrow = Hq * D, kvrow = Hkv * D;
+      for (const AttnSlotRef& r : ref) {
+        const int64_t W = r.width;
+        const Tensor qs = q.reshape({T, qrow}).slice_rows(r.row, r.row + W).reshape({1, W, Hq, D});
+        Tensor os = want.reshape({T, qrow}).slice_rows(r.row, r.row + W).reshape({1, W, Hq, D});
+        const Tensor ks = k.reshape({T, kvrow}).slice_rows(r.row, r.row + W);
+        const Tensor vs = v.reshape({T, kvrow}).slice_rows(r.row, r.row + W);
+        const Tensor* mask = r.key_mask.defined() ? &r.key_mask : nullptr;
+        if (!r.k_cache.defined()) {
+          gpu_->attention_block_causal(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, block, 0, os);
+          continue;
+        }
+        const int64_t L = r.k_cache.dim(1);
+        Tensor dk = r.k_cache.reshape({L, kvrow}).slice_rows(r.begin, r.begin + W);
+        Tensor dv = r.v_cache.reshape({L, kvrow}).slice_rows(r.begin, r.begin + W);
+        gpu_->copy(ks, dk);
+        gpu_->copy(vs, dv);
+        gpu_->attention_block_causal(qs, r.k_cache, r.v_cache, mask, block, r.begin, os);
+      }
+      const Tensor got = host(out), expect = host(want);
+      EXPECT_EQ(std::memcmp(got.data(), expect.data(), got.nbytes()), 0) << "outputs differ; rel error "
+                                                                          << test::rel_error(got, expect);
+      for (int64_t i = gap * qrow; i < got.numel(); ++i)
+        ASSERT_FALSE(std::isnan(got.data<float>()[i])) << "row " << i / qrow << " of a slot holds NaN";
+      for (size_t i = 0; i < slots.size(); ++i) {
+        if (!slots[i].k_cache.defined()) continue;
+        const Tensor a = host(slots[i].k_cache), b = host(ref[i].k_cache), c = host(slots[i].v_cache),
+                     d = host(ref[i].v_cache);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "slot " << i << " k_cache";
+        EXPECT_EQ(std::memcmp(c.data(), d.data(), c.nbytes()), 0) << "slot " << i << " v_cache";
+      }
+    }
 }
 
 TEST_F(CudaOps, SiluMulAndAddMatchCpu) {
