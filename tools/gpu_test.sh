@@ -9,6 +9,8 @@
 #   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
 #   tools/gpu_test.sh profile  on the GPU machine: ncu's per-kernel device time of a Dream-7B B = 1 decode step
 #                            (issue 15; see profile()).
+#   tools/gpu_test.sh ragged   on the GPU machine: continuous batching's ragged pass with and without the one-launch
+#                            attention (see ragged()).
 #   tools/gpu_test.sh quantize  on the GPU machine: RTN / GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17;
 #                            QUANT_RUNS, QUANT_TESTS: see quantize_timing()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
@@ -229,6 +231,27 @@ PY
   return $status
 }
 
+# Continuous batching's ragged window pass (issue 15): `bench --ragged` on Dream-7B W4A16, B = 1, 8, 32, with the
+# per-slot attention (DIFFULEX_SLOT_ATTENTION=0) and the one-launch native path (=1); JSON in $OUT/ragged_<flag>.json,
+# one line per batch size: the ragged pass (B slots) against one uniform batch of B rows.
+ragged() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} status=0 f
+  mkdir -p "$out"
+  for f in 0 1; do
+    echo "== bench --ragged, DIFFULEX_SLOT_ATTENTION=$f"
+    DIFFULEX_SLOT_ATTENTION=$f timeout 240 "$BIN/diffulex" bench --device cuda --random-config dream-7b --quant w4a16 \
+      --batch 1,8,32 --length 288 --block 32 --no-ceilings --ragged --output "$out/ragged_$f.json" \
+      >"$out/ragged_$f.log" 2>&1 || { status=1; tail -5 "$out/ragged_$f.log"; continue; }
+    python3 -c 'import json, sys
+for r in json.load(open(sys.argv[1]))["runs"]:
+    b, rg, un = r["batch"], r.get("ragged_window_ms_median", 0), r.get("uniform_window_ms_median", 0)
+    print(f"   B={b:>3}  ragged {rg:8.3f} ms  uniform {un:8.3f} ms")' \
+      "$out/ragged_$f.json" || status=1
+  done
+  return $status
+}
+
 # Issue 17's timing: RTN, GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on random
 # checkpoints at Dream-7B's widths, 128 x 512 random calibration ids (uniform in [0, 151000), seeded), group
 # 128, `diffulex -v quantize --device cuda` under /usr/bin/time -v (peak RSS). Logs in $OUT; per run it prints
@@ -314,5 +337,6 @@ case "${1:-}" in
   w4a16) w4a16 ;;
   quantize) quantize_timing ;;
   profile) profile ;;
-  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile" >&2; exit 2 ;;
+  ragged) ragged ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile|ragged" >&2; exit 2 ;;
 esac
