@@ -169,8 +169,7 @@ TEST(CudaFp8Kv, RefreshErrorBoundedAndSlotsMatch) {
 TEST(CudaContinuousBatch, NativeSlotAttentionMatchesPerSlotPath) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
-  const char* before = std::getenv("DIFFULEX_SLOT_ATTENTION");
-  const std::string saved = before ? before : "";
+  const test::ScopedEnv restore("DIFFULEX_SLOT_ATTENTION", "0");  // whatever ends the test, the old value back
   for (const char* fixture : {"dream_tiny", "sdar_tiny"}) {
     LoadOptions lo;
     lo.device = "cuda";
@@ -211,10 +210,6 @@ TEST(CudaContinuousBatch, NativeSlotAttentionMatchesPerSlotPath) {
     }
     std::printf("%s: %d of %zu logit tensors bit-identical to the per-slot path\n", fixture, exact, got.size());
   }
-  if (before)
-    setenv("DIFFULEX_SLOT_ATTENTION", saved.c_str(), 1);
-  else
-    unsetenv("DIFFULEX_SLOT_ATTENTION");
 }
 
 // The scheduler on CUDA: every request completes; tokens agree with the solo CUDA runs except where bf16 rounding

@@ -351,20 +351,7 @@ TEST_F(CudaOps, AttentionRejectsUnsupportedHeadDim) {
 // row's block end, or masked) hold NaN, which neither path may read.
 TEST_F(CudaOps, AttentionSlotsEqualOneCallPerSlot) {
   SCOPED_TRACE(trace());
-  struct ScopedFlag {  // DIFFULEX_SLOT_ATTENTION=1 for this test, the previous value back afterwards
-    bool had = false;
-    std::string old;
-    ScopedFlag() {
-      if (const char* v = std::getenv("DIFFULEX_SLOT_ATTENTION")) had = true, old = v;
-      setenv("DIFFULEX_SLOT_ATTENTION", "1", 1);
-    }
-    ~ScopedFlag() {
-      if (had)
-        setenv("DIFFULEX_SLOT_ATTENTION", old.c_str(), 1);
-      else
-        unsetenv("DIFFULEX_SLOT_ATTENTION");
-    }
-  } flag;
+  const test::ScopedEnv flag("DIFFULEX_SLOT_ATTENTION", "1");  // the previous value back afterwards
   struct Case {
     int64_t W, L, begin;
     bool cache, mask;
