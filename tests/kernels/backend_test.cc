@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/attention_slots_reference.h"
 #include "kernels/backend.h"
 #include "test_util.h"
 
@@ -53,8 +54,7 @@ TEST(AttentionSlots, EqualsOneCallPerSlot) {
     for (const Case& c : cases) T += c.W;
     const Tensor q = test::random_tensor(DType::F32, {T, Hq, D}, rng), k = test::random_tensor(DType::F32, {T, Hkv, D}, rng),
                  v = test::random_tensor(DType::F32, {T, Hkv, D}, rng);
-    std::vector<AttnSlotRef> slots;
-    std::vector<Tensor> ref_k, ref_v;
+    std::vector<AttnSlotRef> slots, ref;  // the same slots over the call's caches and over copies for the reference
     int64_t row = T;
     for (const Case& c : cases) {  // the last case takes the pass's first rows after the gap
       AttnSlotRef s;
@@ -70,36 +70,21 @@ TEST(AttentionSlots, EqualsOneCallPerSlot) {
         s.key_mask = Tensor::zeros(DType::U8, {1, keys});
         for (int64_t j = 0; j < keys; ++j) s.key_mask.data<uint8_t>()[j] = uint8_t(j == 0 || rng() % 3 != 0);
       }
-      ref_k.push_back(s.k_cache.defined() ? copy_of(s.k_cache) : Tensor());
-      ref_v.push_back(s.v_cache.defined() ? copy_of(s.v_cache) : Tensor());
+      AttnSlotRef r = s;
+      if (c.cache) r.k_cache = copy_of(s.k_cache), r.v_cache = copy_of(s.v_cache);
       slots.push_back(s);
+      ref.push_back(r);
     }
     ASSERT_EQ(row, 2);
     Tensor out = Tensor::zeros(DType::F32, {T, Hq, D});
     for (int64_t i = 0; i < out.numel(); ++i) out.data<float>()[i] = 7.0f;
     Tensor want = copy_of(out);
     be->attention_slots(q, k, v, slots, block, out);
-    const int64_t qrow = Hq * D, kvrow = Hkv * D;
+    test::attention_slots_one_by_one(*be, q, k, v, ref, block, want);
     for (size_t i = 0; i < slots.size(); ++i) {
-      const AttnSlotRef& s = slots[i];
-      const int64_t W = s.width;
-      const Tensor qs = q.reshape({T, qrow}).slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
-      Tensor ws = want.reshape({T, qrow}).slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
-      const Tensor ks = k.reshape({T, kvrow}).slice_rows(s.row, s.row + W);
-      const Tensor vs = v.reshape({T, kvrow}).slice_rows(s.row, s.row + W);
-      const Tensor* mask = s.key_mask.defined() ? &s.key_mask : nullptr;
-      if (!ref_k[i].defined()) {
-        be->attention_block_causal(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, block, 0, ws);
-        continue;
-      }
-      const int64_t L = ref_k[i].dim(1);
-      Tensor dk = ref_k[i].reshape({L, kvrow}).slice_rows(s.begin, s.begin + W);
-      Tensor dv = ref_v[i].reshape({L, kvrow}).slice_rows(s.begin, s.begin + W);
-      be->copy(ks, dk);
-      be->copy(vs, dv);
-      be->attention_block_causal(qs, ref_k[i], ref_v[i], mask, block, s.begin, ws);
-      EXPECT_TRUE(same_bytes(s.k_cache, ref_k[i])) << "slot " << i << " k_cache";
-      EXPECT_TRUE(same_bytes(s.v_cache, ref_v[i])) << "slot " << i << " v_cache";
+      if (!slots[i].k_cache.defined()) continue;
+      EXPECT_TRUE(same_bytes(slots[i].k_cache, ref[i].k_cache)) << "slot " << i << " k_cache";
+      EXPECT_TRUE(same_bytes(slots[i].v_cache, ref[i].v_cache)) << "slot " << i << " v_cache";
     }
     EXPECT_TRUE(same_bytes(out, want));
     EXPECT_EQ(out.data<float>()[0], 7.0f);

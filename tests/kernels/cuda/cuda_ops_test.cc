@@ -14,6 +14,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/attention_slots_reference.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -398,25 +399,8 @@ TEST_F(CudaOps, AttentionSlotsEqualOneCallPerSlot) {
       ASSERT_EQ(row, gap);
       Tensor out = poisoned({T, Hq, D}), want = poisoned({T, Hq, D});
       gpu_->attention_slots(q, k, v, slots, block, out);
-      const int64_t qrow = Hq * D, kvrow = Hkv * D;
-      for (const AttnSlotRef& r : ref) {
-        const int64_t W = r.width;
-        const Tensor qs = q.reshape({T, qrow}).slice_rows(r.row, r.row + W).reshape({1, W, Hq, D});
-        Tensor os = want.reshape({T, qrow}).slice_rows(r.row, r.row + W).reshape({1, W, Hq, D});
-        const Tensor ks = k.reshape({T, kvrow}).slice_rows(r.row, r.row + W);
-        const Tensor vs = v.reshape({T, kvrow}).slice_rows(r.row, r.row + W);
-        const Tensor* mask = r.key_mask.defined() ? &r.key_mask : nullptr;
-        if (!r.k_cache.defined()) {
-          gpu_->attention_block_causal(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, block, 0, os);
-          continue;
-        }
-        const int64_t L = r.k_cache.dim(1);
-        Tensor dk = r.k_cache.reshape({L, kvrow}).slice_rows(r.begin, r.begin + W);
-        Tensor dv = r.v_cache.reshape({L, kvrow}).slice_rows(r.begin, r.begin + W);
-        gpu_->copy(ks, dk);
-        gpu_->copy(vs, dv);
-        gpu_->attention_block_causal(qs, r.k_cache, r.v_cache, mask, block, r.begin, os);
-      }
+      test::attention_slots_one_by_one(*gpu_, q, k, v, ref, block, want);
+      const int64_t qrow = Hq * D;
       const Tensor got = host(out), expect = host(want);
       EXPECT_EQ(std::memcmp(got.data(), expect.data(), got.nbytes()), 0) << "outputs differ; rel error "
                                                                           << test::rel_error(got, expect);
