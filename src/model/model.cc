@@ -654,6 +654,31 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
   }
 }
 
+namespace {
+
+// What one slot's attention computes and moves, for the observer's reports (Model::attend, Model::attend_slots):
+// the attention itself, and the cache write (bf16), or the fp8 quantization of the window and dequantization of the
+// whole cache. act: bytes of an activation element.
+struct AttnCost {
+  double flops = 0, io = 0, write = 0, quantize = 0, dequantize = 0;
+};
+AttnCost attention_cost(const ModelConfig& c, double act, const AttnSlot& s) {
+  const int64_t D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads, row = Hkv * D;
+  const int64_t B = s.B, W = s.width(), n = s.tokens(), S = s.cache ? s.L : W;  // S: keys per row
+  AttnCost a;
+  a.flops = 4.0 * double(B * W * S * Hq * D);
+  a.io = act * double(2 * n * Hq * D + 2 * B * S * row);
+  if (s.cache && s.cache->fp8) {
+    a.quantize = 2.0 * double(n * row) * (act + 1.0) + 8.0 * double(n * Hkv);
+    a.dequantize = 2.0 * double(B * S * row) * (1.0 + act) + 8.0 * double(B * S * Hkv);
+  } else if (s.cache) {
+    a.write = 2.0 * double(n * row) * 2.0 * act;
+  }
+  return a;
+}
+
+}  // namespace
+
 // Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
 // cache after the window's entries are written into it), writing its rows of att.
 void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att) {
@@ -661,15 +686,15 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   const DType at = be.act_dtype();
   const double act = double(dtype_size(at));
   const int64_t D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, row = Hkv * D;
-  const int64_t B = s.B, W = s.width(), n = s.tokens(), S = s.cache ? s.L : W;  // S: keys per row
+  const int64_t B = s.B, W = s.width(), n = s.tokens();
   const Tensor* mask = s.key_mask.defined() ? &s.key_mask : nullptr;
   Tensor qs = q.slice_rows(s.offset, s.offset + n).reshape({B, W, Hq, D});
   Tensor as = att.slice_rows(s.offset, s.offset + n).reshape({B, W, Hq, D});
   Tensor ks = k.slice_rows(s.offset, s.offset + n), vs = v.slice_rows(s.offset, s.offset + n);
-  const double flops = 4.0 * double(B * W * S * Hq * D), io = act * double(2 * n * Hq * D + 2 * B * S * row);
+  const AttnCost cost = attention_cost(cfg_, act, s);
   const int64_t bs = cfg_.block_size;  // > 0: block-causal (the window's rows sit at sequence indices begin..)
   if (!s.cache) {
-    report("attention", layer, flops, io);
+    report("attention", layer, cost.flops, cost.io);
     be.attention_block_causal(qs, ks.reshape({B, W, Hkv, D}), vs.reshape({B, W, Hkv, D}), mask, bs, 0, as);
     return;
   }
@@ -679,8 +704,7 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   Tensor& ck = cache.k[size_t(layer)];
   Tensor& cv = cache.v[size_t(layer)];
   const int64_t full = s.L;
-  report(cache.fp8 ? "kv_quantize_fp8" : "kv_write", layer, 0,
-         2.0 * double(n * row) * (act + (cache.fp8 ? 1.0 : act)) + (cache.fp8 ? 8.0 * double(n * Hkv) : 0.0));
+  report(cache.fp8 ? "kv_quantize_fp8" : "kv_write", layer, 0, cache.fp8 ? cost.quantize : cost.write);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
     Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
@@ -697,14 +721,14 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   }
   if (cache.fp8) {
     // Attention reads the dequantized cache (the window's own entries included, as later steps see them).
-    report("kv_dequantize_fp8", layer, 0, 2.0 * double(B * full * row) * (1.0 + act) + 8.0 * double(B * full * Hkv));
+    report("kv_dequantize_fp8", layer, 0, cost.dequantize);
     Tensor kd = be.empty(at, {B, full, Hkv, D}), vd = be.empty(at, {B, full, Hkv, D});
     be.kv_dequantize_fp8(ck.reshape({B * full, row}), cache.k_scale[size_t(layer)], Hkv, kd);
     be.kv_dequantize_fp8(cv.reshape({B * full, row}), cache.v_scale[size_t(layer)], Hkv, vd);
-    report("attention", layer, flops, io);
+    report("attention", layer, cost.flops, cost.io);
     be.attention_block_causal(qs, kd, vd, mask, bs, s.begin, as);
   } else {
-    report("attention", layer, flops, io);
+    report("attention", layer, cost.flops, cost.io);
     be.attention_block_causal(qs, ck, cv, mask, bs, s.begin, as);
   }
 }
@@ -716,23 +740,18 @@ void Model::attend_slots(int64_t layer, const ForwardState& st, const Tensor& q,
                          Tensor& att) {
   Backend& be = *backend_;
   const double act = double(dtype_size(be.act_dtype()));
-  const int64_t D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, row = Hkv * D, T = st.tokens();
+  const int64_t D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, T = st.tokens();
   std::vector<AttnSlotRef> refs;
-  double flops = 0, io = 0, write_io = 0, quant_io = 0, dequant_io = 0;
+  AttnCost sum;
   bool writes = false, fp8 = false;
   for (const AttnSlot& s : st.slots) {
-    const int64_t B = s.B, W = s.width(), n = s.tokens(), S = s.cache ? s.L : W;
-    flops += 4.0 * double(B * W * S * Hq * D);
-    io += act * double(2 * n * Hq * D + 2 * B * S * row);
+    const int64_t B = s.B, W = s.width();
+    const AttnCost c = attention_cost(cfg_, act, s);
+    sum.flops += c.flops, sum.io += c.io, sum.write += c.write, sum.quantize += c.quantize,
+        sum.dequantize += c.dequantize;
     const KvCache* cache = s.cache;
-    if (cache && cache->fp8) {
-      fp8 = true;
-      quant_io += 2.0 * double(n * row) * (act + 1.0) + 8.0 * double(n * Hkv);
-      dequant_io += 2.0 * double(B * S * row) * (1.0 + act) + 8.0 * double(B * S * Hkv);
-    } else if (cache) {
-      writes = true;
-      write_io += 2.0 * double(n * row) * 2.0 * act;
-    }
+    fp8 = fp8 || (cache && cache->fp8);
+    writes = writes || (cache && !cache->fp8);
     for (int64_t b = 0; b < B; ++b) {
       AttnSlotRef r;
       r.row = s.offset + b * W, r.width = W, r.begin = cache ? s.begin : 0;
@@ -748,12 +767,12 @@ void Model::attend_slots(int64_t layer, const ForwardState& st, const Tensor& q,
       refs.push_back(r);
     }
   }
-  if (writes) report("kv_write", layer, 0, write_io);
+  if (writes) report("kv_write", layer, 0, sum.write);
   if (fp8) {
-    report("kv_quantize_fp8", layer, 0, quant_io);
-    report("kv_dequantize_fp8", layer, 0, dequant_io);
+    report("kv_quantize_fp8", layer, 0, sum.quantize);
+    report("kv_dequantize_fp8", layer, 0, sum.dequantize);
   }
-  report("attention", layer, flops, io);
+  report("attention", layer, sum.flops, sum.io);
   Tensor att3 = att.reshape({T, Hq, D});
   be.attention_slots(q.reshape({T, Hq, D}), k.reshape({T, Hkv, D}), v.reshape({T, Hkv, D}), refs, cfg_.block_size,
                      att3);
