@@ -174,6 +174,11 @@ void check_attn_slots(const char* who, const Tensor& q, const Tensor& k, const T
 void Backend::attention_slots(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
                               int64_t block, Tensor& out) {
   check_attn_slots("attention_slots", q, k, v, slots, out);
+  attention_each_slot(q, k, v, slots, block, out);
+}
+
+void Backend::attention_each_slot(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const std::vector<AttnSlotRef>& slots, int64_t block, Tensor& out) {
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1), row = Hkv * D;
   const Tensor k2 = k.reshape({T, row}), v2 = v.reshape({T, row});
   const Tensor q2 = q.reshape({T, Hq * D});

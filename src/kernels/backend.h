@@ -188,6 +188,12 @@ class Backend {
   virtual void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) = 0;
   virtual void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) = 0;
   virtual void synchronize() {}
+
+ protected:
+  // attention_slots' generic work on slots check_attn_slots has accepted (a backend whose own version falls back to
+  // it after checking calls this, not the checking attention_slots).
+  void attention_each_slot(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
+                           int64_t block, Tensor& out);
 };
 
 // The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row

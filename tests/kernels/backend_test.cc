@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "kernels/attention_slots_reference.h"
 #include "kernels/backend.h"
 #include "test_util.h"
 
@@ -32,6 +31,32 @@ Tensor copy_of(const Tensor& t) { return Tensor::from_data(t.dtype(), t.shape(),
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// The test's oracle for attention_slots, written out with the one-slot ops: for each slot, its window rows of k
+// and v copied into its cache at rows [begin, begin + width), then attention_block_causal of its queries over the
+// cache; without a cache, over its own window rows. Writes the slots' caches and their rows of out.
+void attention_slots_one_by_one(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v,
+                                       const std::vector<AttnSlotRef>& slots, int64_t block, Tensor& out) {
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1), qrow = Hq * D, kvrow = Hkv * D;
+  for (const AttnSlotRef& s : slots) {
+    const int64_t W = s.width;
+    const Tensor qs = q.reshape({T, qrow}).slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
+    Tensor os = out.reshape({T, qrow}).slice_rows(s.row, s.row + W).reshape({1, W, Hq, D});
+    const Tensor ks = k.reshape({T, kvrow}).slice_rows(s.row, s.row + W);
+    const Tensor vs = v.reshape({T, kvrow}).slice_rows(s.row, s.row + W);
+    const Tensor* mask = s.key_mask.defined() ? &s.key_mask : nullptr;
+    if (!s.k_cache.defined()) {
+      be.attention_block_causal(qs, ks.reshape({1, W, Hkv, D}), vs.reshape({1, W, Hkv, D}), mask, block, 0, os);
+      continue;
+    }
+    const int64_t L = s.k_cache.dim(1);
+    Tensor dk = s.k_cache.reshape({L, kvrow}).slice_rows(s.begin, s.begin + W);
+    Tensor dv = s.v_cache.reshape({L, kvrow}).slice_rows(s.begin, s.begin + W);
+    be.copy(ks, dk);
+    be.copy(vs, dv);
+    be.attention_block_causal(qs, s.k_cache, s.v_cache, mask, block, s.begin, os);
+  }
 }
 
 // Slots of different widths, cache lengths, windows and masks (one without a cache), their rows in the pass in
@@ -80,7 +105,7 @@ TEST(AttentionSlots, EqualsOneCallPerSlot) {
     for (int64_t i = 0; i < out.numel(); ++i) out.data<float>()[i] = 7.0f;
     Tensor want = copy_of(out);
     be->attention_slots(q, k, v, slots, block, out);
-    test::attention_slots_one_by_one(*be, q, k, v, ref, block, want);
+    attention_slots_one_by_one(*be, q, k, v, ref, block, want);
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!slots[i].k_cache.defined()) continue;
       EXPECT_TRUE(same_bytes(slots[i].k_cache, ref[i].k_cache)) << "slot " << i << " k_cache";

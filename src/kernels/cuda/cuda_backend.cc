@@ -426,7 +426,7 @@ class CudaBackend final : public Backend {
   void attention_slots(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<AttnSlotRef>& slots,
                        int64_t block, Tensor& out) override {
     check_attn_slots("cuda attention_slots", q, k, v, slots, out);
-    if (!native_slot_attention(q, slots)) return Backend::attention_slots(q, k, v, slots, block, out);
+    if (!native_slot_attention(q, slots)) return attention_each_slot(q, k, v, slots, block, out);
     need(q, DType::BF16, "attention_slots", "q");
     need(k, DType::BF16, "attention_slots", "k");
     need(v, DType::BF16, "attention_slots", "v");
