@@ -191,18 +191,23 @@ profile() {
   mkdir -p "$out"
   local args=(bench decode --device cuda --random-config dream-7b --batch 1 --cache dual --tokens-per-step 4
               --gen-length 32 --block 32 --blocks 1)
+  local sk
   for q in ${PROFILE_QUANT:-w4a16 none}; do
-    echo "== decode step, $q: bench without ncu"
-    timeout 200 "$BIN/diffulex" "${args[@]}" --quant "$q" --output "$out/step_$q.json" >"$out/step_$q.log" 2>&1 ||
-      { status=1; tail -5 "$out/step_$q.log"; }
-    python3 -c 'import json, sys
+    # The plain step, once per split-KV setting of the attention (PROFILE_SPLIT_KV, DIFFULEX_ATTENTION_SPLIT_KV
+    # values; launch.h); ncu below runs with the environment as given.
+    for sk in ${PROFILE_SPLIT_KV:-${DIFFULEX_ATTENTION_SPLIT_KV:-0}}; do
+      echo "== decode step, $q, DIFFULEX_ATTENTION_SPLIT_KV=$sk: bench without ncu"
+      DIFFULEX_ATTENTION_SPLIT_KV=$sk timeout 200 "$BIN/diffulex" "${args[@]}" --quant "$q" \
+        --output "$out/step_${q}_sk$sk.json" >"$out/step_${q}_sk$sk.log" 2>&1 || { status=1; tail -5 "$out/step_${q}_sk$sk.log"; }
+      python3 -c 'import json, sys
 def walk(j):
     if isinstance(j, dict):
         print("   ", {k: v for k, v in j.items() if "step_ms" in k or k in ("batch", "cache", "tokens_per_step")}) if any("step_ms" in k for k in j) else None
         for v in j.values(): walk(v)
     elif isinstance(j, list):
         for v in j: walk(v)
-walk(json.load(open(sys.argv[1])))' "$out/step_$q.json" || true
+walk(json.load(open(sys.argv[1])))' "$out/step_${q}_sk$sk.json" || true
+    done
     echo "== decode step, $q: ncu gpu__time_duration.sum per kernel"
     timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
       "$BIN/diffulex" "${args[@]}" --quant "$q" >"$out/ncu_$q.csv" 2>"$out/ncu_$q.log" ||

@@ -224,10 +224,11 @@ bool attention_supports_head_dim(int64_t D) { return D >= 8 && D <= 256 && D % 8
 
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                       int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block, int64_t q_offset,
-                      cudaStream_t stream) {
+                      int splits, float* part, cudaStream_t stream) {
   if (B == 0 || Lq == 0) return;
   if (flash_attention_supports(D))
-    return launch_flash_attention(q, k, v, mask, out, B, Lq, S, Hq, Hkv, D, block, q_offset, stream);
+    return launch_flash_attention(q, k, v, mask, out, B, Lq, S, Hq, Hkv, D, block, q_offset, splits, part, stream);
+  if (splits != 1) check_cuda(cudaErrorInvalidValue, "attention (split-KV needs a head dim of at most 128)");
   if (attention_supports_head_dim(D))
     return launch_d<256>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, int(D), block, q_offset, stream);
   check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");

@@ -412,8 +412,11 @@ class CudaBackend final : public Backend {
       if (key_mask->device() == Device::CPU)
         mask = static_cast<const uint8_t*>(mask_.get(mask, size_t(B * S), *alloc_, stream_, "attention (mask)"));
     }
+    const int splits = cuda::attention_kv_splits(B, Lq, S, Hq, D, block, q_offset);
+    std::shared_ptr<void> part;  // split-KV's partial rows (stream-ordered: free for reuse once the merge is queued)
+    if (splits > 1) part = alloc_->activation(cuda::attention_split_kv_bytes(B, Lq, Hq, D, splits), "attention (split-KV)");
     cuda::launch_attention(q.data<bf16_t>(), k.data<bf16_t>(), v.data<bf16_t>(), mask, out.data<bf16_t>(), B, Lq, S,
-                           Hq, Hkv, D, block, q_offset, stream_);
+                           Hq, Hkv, D, block, q_offset, splits, static_cast<float*>(part.get()), stream_);
     after("attention");
   }
 
@@ -1089,6 +1092,11 @@ int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t gro
   return cuda::w4a16_wgmma_plan(M, N, K, group_size).splits;
 }
 void cuda_set_w4a16_tma_weights(bool on) { cuda::w4a16_wgmma_set_tma_weights(on); }
+void cuda_set_attention_split_kv(int mode) { cuda::set_attention_split_kv(mode); }
+int cuda_attention_split_kv_mode() { return cuda::attention_split_kv_mode(); }
+int cuda_attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D, int64_t block, int64_t q_offset) {
+  return cuda::attention_kv_splits(B, Lq, S, Hq, D, block, q_offset);
+}
 bool cuda_w4a16_tma_weights() { return cuda::w4a16_wgmma_tma_weights(); }
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
   return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M);

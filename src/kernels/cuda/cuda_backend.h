@@ -52,6 +52,12 @@ bool cuda_w4a16_wgmma_available();
 // default off, DIFFULEX_W4A16_TMA_WEIGHTS=1 turns it on; src/kernels/cuda/launch.h says why).
 void cuda_set_w4a16_tma_weights(bool on);
 bool cuda_w4a16_tma_weights();
+// Split-KV attention for short query windows (src/kernels/cuda/launch.h; process-wide): -1 the rule, 0 or 1 never
+// (default; DIFFULEX_ATTENTION_SPLIT_KV=1 turns the rule on), n >= 2 that many splits wherever there are two key
+// tiles. And the split count attention takes at a shape (1: unsplit).
+void cuda_set_attention_split_kv(int mode);
+int cuda_attention_split_kv_mode();
+int cuda_attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D, int64_t block, int64_t q_offset);
 // Starts a new activation peak measurement (the peak becomes what is in use now).
 void cuda_reset_peak(Backend& be);
 // Waits for every op enqueued so far.

@@ -27,7 +27,10 @@
 // (launch.h AttnSlotDesc) gives what the arguments give otherwise (its rows of q and out, its keys, values, mask,
 // key count and q_offset), and the grid covers the widest slot, so a block whose query tile lies past its slot's
 // width returns before touching memory. Everything after that prologue is the same code as one call per slot.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ptx.cuh"
@@ -55,7 +58,8 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
                                                           const uint8_t* __restrict__ mask, bf16_t* __restrict__ out,
                                                           int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd,
                                                           float scale_log2, int64_t block, int64_t q_offset,
-                                                          const AttnSlotDesc* __restrict__ slots) {
+                                                          const AttnSlotDesc* __restrict__ slots, int splits,
+                                                          float* __restrict__ part) {
   constexpr int LD = D + 8;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem);
@@ -66,7 +70,9 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int mi = lane / 8, mr = lane % 8;  // which 8x8 matrix this lane addresses in an ldmatrix.x4, and its row
   int64_t b = blockIdx.z;
-  const int64_t h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBQ;
+  // Split-KV (splits > 1, never with SLOTS): blockIdx.x is query tile * splits + split.
+  const int split = int(blockIdx.x) % splits;
+  const int64_t h = blockIdx.y, q0 = int64_t(blockIdx.x / splits) * kBQ;
   if constexpr (SLOTS) {
     const AttnSlotDesc& d = slots[blockIdx.z];
     Lq = d.width;
@@ -85,6 +91,9 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   auto end_of = [&](int64_t r) { return block_causal_end(r, block, q_offset, S); };
   const int64_t keys = end_of(min(q0 + kBQ, Lq) - 1);  // the block's last row sees the most
   const int ntiles = int((keys + kBK - 1) / kBK);
+  // This block's key tiles [t_begin, t_end): all of them, or its split's share (possibly none).
+  const int per_split = (ntiles + splits - 1) / splits;
+  const int t_begin = min(ntiles, split * per_split), t_end = min(ntiles, t_begin + per_split);
   const int64_t end0 = end_of(q0 + warp * 16 + g), end1 = end_of(q0 + warp * 16 + g + 8);
 
   // Rows [r0, r0 + 64) of head `head` of a [*, heads, hd] tensor into a shared tile (zeros past `limit`, in rows
@@ -113,7 +122,7 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   };
 
   load_rows(Qs, q, b * Lq, q0, Lq, Hq, h, nullptr);
-  if (ntiles > 0) load_kv(0, 0);
+  if (t_begin < t_end) load_kv(t_begin, 0);
   cp_async_commit();
 
   uint32_t qf[D / 16][4];
@@ -122,13 +131,13 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g and g+8
 
-  for (int t = 0; t < ntiles; ++t) {
-    const int st = t & 1;
-    if (t + 1 < ntiles) load_kv(t + 1, st ^ 1);
+  for (int t = t_begin; t < t_end; ++t) {
+    const int st = (t - t_begin) & 1;
+    if (t + 1 < t_end) load_kv(t + 1, st ^ 1);
     cp_async_commit();
     cp_async_wait<1>();  // everything but the tile just issued has landed
     __syncthreads();
-    if (t == 0) {
+    if (t == t_begin) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         ldmatrix_x4(qf[kk], Qs + (warp * 16 + (mi % 2) * 8 + mr) * LD + kk * 16 + (mi / 2) * 8);
@@ -220,8 +229,26 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
     l0 += __shfl_xor_sync(0xffffffffu, l0, off);
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
-  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
   const int64_t r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+  if (splits > 1) {
+    // The split's unnormalized rows, their running max (log2 units) and sum, for attention_combine_kernel.
+    const int64_t ps = hd + 2;
+    float* p0 = part + (((b * Lq + r0) * Hq + h) * splits + split) * ps;
+    float* p1 = part + (((b * Lq + r1) * Hq + h) * splits + split) * ps;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      const int col = i * 8 + 2 * c;
+      if (col >= hd) break;
+      if (r0 < Lq) *reinterpret_cast<float2*>(p0 + col) = make_float2(o[i][0], o[i][1]);
+      if (r1 < Lq) *reinterpret_cast<float2*>(p1 + col) = make_float2(o[i][2], o[i][3]);
+    }
+    if (c == 0) {
+      if (r0 < Lq) *reinterpret_cast<float2*>(p0 + hd) = make_float2(m0, l0);
+      if (r1 < Lq) *reinterpret_cast<float2*>(p1 + hd) = make_float2(m1, l1);
+    }
+    return;
+  }
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) {
     const int col = i * 8 + 2 * c;
@@ -248,15 +275,55 @@ size_t fa2_configure() {
 
 float fa2_scale_log2(int hd) { return float(1.4426950408889634 / std::sqrt(double(hd))); }
 
+// Split-KV's second launch: one warp per (token row, head) merges the splits' partial rows. With m_s the splits'
+// maxima, M their max and w_s = 2^(m_s - M) (0 for a split that saw no key of the row), out = sum w_s o_s /
+// sum w_s l_s: the softmax over all keys, as the unsplit kernel computes it in one pass. Rows with no key give zeros.
+__global__ void attention_combine_kernel(const float* __restrict__ part, bf16_t* __restrict__ out, int64_t rows,
+                                         int splits, int hd) {
+  const int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;  // (b * Lq + r) * Hq + h
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const int64_t ps = hd + 2;
+  const float* p = part + row * splits * ps;
+  float mx = -INFINITY;
+  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, p[s * ps + hd]);
+  float l = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float m = p[s * ps + hd];
+    if (m != -INFINITY) l += exp2f(m - mx) * p[s * ps + hd + 1];
+  }
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  for (int col = 2 * lane; col < hd; col += 64) {
+    float a0 = 0.0f, a1 = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float m = p[s * ps + hd];
+      if (m == -INFINITY) continue;
+      const float w = exp2f(m - mx);
+      const float2 o = *reinterpret_cast<const float2*>(p + s * ps + col);
+      a0 += w * o.x;
+      a1 += w * o.y;
+    }
+    *reinterpret_cast<uint32_t*>(out + row * hd + col) = pack_bf16x2(a0 * inv, a1 * inv);
+  }
+}
+
 template <int D>
 void launch_fa2_d(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                   int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int hd, int64_t block, int64_t q_offset,
-                  cudaStream_t stream) {
+                  int splits, float* part, cudaStream_t stream) {
   const size_t bytes = fa2_configure<D, false>();
-  dim3 grid(unsigned((Lq + kBQ - 1) / kBQ), unsigned(Hq), unsigned(B));
+  dim3 grid(unsigned((Lq + kBQ - 1) / kBQ * splits), unsigned(Hq), unsigned(B));
   fa2_kernel<D, false><<<grid, kWarps * 32, bytes, stream>>>(q, k, v, mask, out, Lq, S, Hq, Hkv, hd,
-                                                             fa2_scale_log2(hd), block, q_offset, nullptr);
+                                                             fa2_scale_log2(hd), block, q_offset, nullptr, splits,
+                                                             part);
   check_launch("attention");
+  if (splits > 1) {
+    const int64_t rows = B * Lq * Hq;
+    constexpr int kThreads = 256;
+    attention_combine_kernel<<<unsigned((rows * 32 + kThreads - 1) / kThreads), kThreads, 0, stream>>>(part, out, rows,
+                                                                                                       splits, hd);
+    check_launch("attention (split-KV combine)");
+  }
 }
 
 template <int D>
@@ -265,7 +332,7 @@ void launch_fa2_slots_d(const bf16_t* q, const AttnSlotDesc* slots, int n, bf16_
   const size_t bytes = fa2_configure<D, true>();
   dim3 grid(unsigned((max_width + kBQ - 1) / kBQ), unsigned(Hq), unsigned(n));
   fa2_kernel<D, true><<<grid, kWarps * 32, bytes, stream>>>(q, nullptr, nullptr, nullptr, out, 0, 0, Hq, Hkv, hd,
-                                                            fa2_scale_log2(hd), block, 0, slots);
+                                                            fa2_scale_log2(hd), block, 0, slots, 1, nullptr);
   check_launch("attention_slots");
 }
 
@@ -314,13 +381,56 @@ bool flash_attention_supports(int64_t D) { return D >= 8 && D <= 128 && D % 8 ==
 
 void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
                             int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block,
-                            int64_t q_offset, cudaStream_t stream) {
+                            int64_t q_offset, int splits, float* part, cudaStream_t stream) {
   if (!flash_attention_supports(D)) check_cuda(cudaErrorInvalidValue, "attention (unsupported head dim)");
+  if (splits < 1 || (splits > 1 && part == nullptr)) check_cuda(cudaErrorInvalidValue, "attention (split-KV partials)");
   const int hd = int(D);
-  if (D <= 16) return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
-  if (D <= 32) return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
-  if (D <= 64) return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
-  return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, stream);
+  if (D <= 16) return launch_fa2_d<16>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, splits, part, stream);
+  if (D <= 32) return launch_fa2_d<32>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, splits, part, stream);
+  if (D <= 64) return launch_fa2_d<64>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, splits, part, stream);
+  return launch_fa2_d<128>(q, k, v, mask, out, B, Lq, S, Hq, Hkv, hd, block, q_offset, splits, part, stream);
+}
+
+namespace {
+int& split_kv_mode() {  // -1: the rule below; 0: never split; n >= 2: n splits wherever there are 2 key tiles or more
+  static int mode = [] {
+    const char* v = std::getenv("DIFFULEX_ATTENTION_SPLIT_KV");
+    if (!v || std::string(v) == "0") return 0;
+    if (std::string(v) == "1") return -1;
+    const int n = std::atoi(v);
+    return n >= 2 ? n : 0;
+  }();
+  return mode;
+}
+}  // namespace
+
+void set_attention_split_kv(int mode) { split_kv_mode() = mode < 0 ? -1 : mode; }
+int attention_split_kv_mode() { return split_kv_mode(); }
+
+int attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D, int64_t block, int64_t q_offset) {
+  const int mode = split_kv_mode();
+  if (mode == 0 || mode == 1 || !flash_attention_supports(D) || B * Lq * Hq == 0) return 1;
+  // Key tiles of the last query tile (it sees the most keys).
+  const int64_t last = q_offset + Lq - 1;
+  const int64_t keys = block > 0 ? std::min(S, (last / block + 1) * block) : S;
+  const int64_t ntiles = (keys + kBK - 1) / kBK;
+  if (ntiles < 2) return 1;
+  int64_t splits = mode;
+  if (mode < 0) {
+    // Only where the unsplit grid leaves SMs idle: then enough splits for about two blocks an SM (fa2 fits two at
+    // D = 128), at least two key tiles a split so the pipeline overlaps a copy with a tile's math.
+    const int64_t blocks = (Lq + kBQ - 1) / kBQ * Hq * B, sms = cuda_sm_count();
+    if (blocks >= sms) return 1;
+    splits = std::min<int64_t>((2 * sms) / blocks, (ntiles + 1) / 2);
+  }
+  splits = std::min<int64_t>({splits, ntiles, 64});
+  // No split without a key tile: the same count with fewer tiles each is no slower.
+  const int64_t per = (ntiles + splits - 1) / splits;
+  return int((ntiles + per - 1) / per);
+}
+
+size_t attention_split_kv_bytes(int64_t B, int64_t Lq, int64_t Hq, int64_t D, int splits) {
+  return size_t(B * Lq * Hq) * size_t(splits) * size_t(D + 2) * sizeof(float);
 }
 
 }  // namespace dlx::cuda

@@ -39,14 +39,25 @@ void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const float* ta
 // of 8 up to 128 run the register-resident mma.sync kernel (flash_attention.cu), up to 256 the WMMA kernel with
 // shared-memory accumulators (attention.cu), each padded to its next instantiated width with zero columns.
 // attention_supports_head_dim is false for any other D.
+// Split-KV (flash_attention.cu; splits > 1, head dims up to 128 only): the key tiles of each query tile are divided
+// among `splits` blocks, each writing its unnormalized rows with their running max and sum to `part`
+// (attention_split_kv_bytes), and a second launch merges them into out. For short query windows over many keys (a
+// B = 1 decoding step: 28 heads x one query tile are 28 blocks on 132 SMs). attention_kv_splits says how many for a
+// shape: 1 (unsplit) unless DIFFULEX_ATTENTION_SPLIT_KV (or set_attention_split_kv) asks for it: "1" the rule in
+// flash_attention.cu (only where the unsplit grid leaves SMs idle), n >= 2 that many wherever there are two key tiles.
 bool attention_supports_head_dim(int64_t D);
 void launch_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out, int64_t B,
                       int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block, int64_t q_offset,
-                      cudaStream_t stream);
+                      int splits, float* part, cudaStream_t stream);
 bool flash_attention_supports(int64_t D);
 void launch_flash_attention(const bf16_t* q, const bf16_t* k, const bf16_t* v, const uint8_t* mask, bf16_t* out,
                             int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t block,
-                            int64_t q_offset, cudaStream_t stream);
+                            int64_t q_offset, int splits, float* part, cudaStream_t stream);
+int attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D, int64_t block, int64_t q_offset);
+size_t attention_split_kv_bytes(int64_t B, int64_t Lq, int64_t Hq, int64_t D, int splits);
+// -1: the rule; 0 (default) or 1: never; n >= 2: n splits (process-wide; a test and measurement knob).
+void set_attention_split_kv(int mode);
+int attention_split_kv_mode();
 
 // A ragged pass's attention (Backend::attention_slots) in two launches (flash_attention.cu), each slot described by
 // one AttnSlotDesc in device memory: its queries are rows [row, row + width) of q / out [T, Hq, D]; its keys and

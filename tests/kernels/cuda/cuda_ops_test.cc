@@ -319,6 +319,80 @@ TEST_F(CudaOps, AttentionNeverReadsUnseenOrMaskedKeyRows) {
   }
 }
 
+// Split-KV (launch.h): each query tile's key tiles divided among blocks, their partial rows merged by a second
+// launch. Forced split counts (2, 3, 5: tiles of one split, of several, splits that get no tile of an early query
+// tile in block-causal mode) and the rule, against the CPU backend: bidirectional and block-causal, GQA, masks, a
+// batch row whose keys are all masked (every split empty: zeros), head dims between the instantiated widths, and
+// key/value rows nobody may see holding NaN.
+TEST_F(CudaOps, AttentionSplitKvMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Restore {
+    int mode = cuda_attention_split_kv_mode();
+    ~Restore() { cuda_set_attention_split_kv(mode); }
+  } restore;
+  struct Case { int64_t B, Lq, S, Hq, Hkv, D, block, q_offset; bool mask; };
+  const Case cases[] = {Case{1, 32, 288, 28, 4, 128, 0, 0, false},  // a Dream-7B decoding window
+                        Case{3, 9, 200, 4, 2, 16, 0, 0, true},      Case{2, 20, 333, 2, 1, 24, 0, 0, true},
+                        Case{2, 70, 150, 4, 2, 40, 0, 0, true},     Case{1, 32, 96, 8, 2, 128, 32, 64, false},
+                        Case{2, 4, 100, 4, 1, 128, 4, 96, true},    Case{2, 65, 330, 4, 2, 32, 16, 3, true},
+                        Case{1, 20, 260, 2, 2, 64, 8, 100, false},  // keys after the window, unseen
+                        Case{1, 130, 330, 4, 2, 32, 64, 0, true}};  // early query tiles: fewer key tiles than splits
+  for (int mode : {2, 3, 5, -1}) {
+    cuda_set_attention_split_kv(mode);
+    for (const Case& c : cases) {
+      const std::string what = "mode " + std::to_string(mode) + " B " + std::to_string(c.B) + " Lq " +
+                               std::to_string(c.Lq) + " S " + std::to_string(c.S) + " D " + std::to_string(c.D) +
+                               " block " + std::to_string(c.block) + " offset " + std::to_string(c.q_offset);
+      const int splits = cuda_attention_kv_splits(c.B, c.Lq, c.S, c.Hq, c.D, c.block, c.q_offset);
+      if (mode > 0) {
+        EXPECT_GT(splits, 1) << what;  // every case has two key tiles or more
+      }
+      Tensor q = rand_bf16_f32({c.B, c.Lq, c.Hq, c.D}), k = rand_bf16_f32({c.B, c.S, c.Hkv, c.D}),
+             v = rand_bf16_f32({c.B, c.S, c.Hkv, c.D});
+      Tensor mask = Tensor::zeros(DType::U8, {c.B, c.S});
+      for (int64_t b = 0; b < c.B; ++b)  // row 0 every key, row 1 a random subset, row 2 none
+        for (int64_t j = 0; j < c.S; ++j)
+          mask.data<uint8_t>()[b * c.S + j] = b == 0 ? 1 : b == 1 ? uint8_t(rng_() % 3 != 0) : 0;
+      // Rows no query sees (masked, or past the last row's block end) are zeros for the CPU and NaN on the GPU.
+      const int64_t seen = c.block > 0 ? std::min(c.S, ((c.q_offset + c.Lq - 1) / c.block + 1) * c.block) : c.S;
+      Tensor kn = Tensor::from_data(DType::F32, k.shape(), k.data()), vn = Tensor::from_data(DType::F32, v.shape(), v.data());
+      const int64_t row = c.Hkv * c.D;
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t j = 0; j < c.S; ++j) {
+          if (j < seen && (!c.mask || mask.data<uint8_t>()[b * c.S + j])) continue;
+          for (int64_t i = 0; i < row; ++i) {
+            const int64_t at = (b * c.S + j) * row + i;
+            k.data<float>()[at] = v.data<float>()[at] = 0.0f;
+            kn.data<float>()[at] = vn.data<float>()[at] = std::numeric_limits<float>::quiet_NaN();
+          }
+        }
+      const Tensor* m = c.mask ? &mask : nullptr;
+      Tensor want = Tensor::zeros(DType::F32, q.shape()), out = poisoned(q.shape());
+      if (c.block > 0) {
+        cpu_.attention_block_causal(q, k, v, m, c.block, c.q_offset, want);
+        gpu_->attention_block_causal(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), m,
+                                     c.block, c.q_offset, out);
+      } else {
+        cpu_.attention(q, k, v, m, want);
+        gpu_->attention(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), m, out);
+      }
+      Tensor got = host(out);
+      EXPECT_LT(test::rel_error(got, want), kBf16Tol) << what << " splits " << splits;
+      if (c.mask && c.B > 2) {  // batch row 2 sees no key: zeros, as unsplit
+        for (int64_t i = 2 * c.Lq * c.Hq * c.D; i < 3 * c.Lq * c.Hq * c.D; ++i)
+          ASSERT_EQ(got.data<float>()[i], 0.0f) << what << " element " << i;
+      }
+    }
+  }
+  // The rule splits the decoding window (28 query blocks on a GPU with more SMs) and not a 288-token prefill.
+  cuda_set_attention_split_kv(-1);
+  EXPECT_GT(cuda_attention_kv_splits(1, 32, 288, 28, 128, 0, 0), 1);
+  EXPECT_EQ(cuda_attention_kv_splits(8, 288, 288, 28, 128, 0, 0), 1);
+  EXPECT_EQ(cuda_attention_kv_splits(1, 32, 288, 28, 256, 0, 0), 1);  // the D > 128 kernel has no split form
+  cuda_set_attention_split_kv(0);
+  EXPECT_EQ(cuda_attention_kv_splits(1, 32, 288, 28, 128, 0, 0), 1);
+}
+
 TEST_F(CudaOps, AttentionFullyMaskedRowGivesZeros) {
   SCOPED_TRACE(trace());
   const int64_t B = 2, L = 5, H = 2, D = 32;
