@@ -58,6 +58,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -141,6 +142,11 @@ class Backend {
   virtual void add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out);
   // Generic: split_columns, then rope on q and k. `positions` as for rope.
   virtual void qkv_rope(const Tensor& qkv, const Tensor& positions, double theta, Tensor& q, Tensor& k, Tensor& v);
+  // Copies `blocks` equal blocks of rows: block b of src [blocks * n, C] (its rows [b n, (b + 1) n)) into rows
+  // [b * stride + offset, b * stride + offset + n) of dst [R, C] (same dtype; stride >= n; the last block inside
+  // dst). A batch's window of keys or values into its KV cache [B, L, ...] (stride L, offset the window's begin).
+  // Generic: one copy() per block.
+  virtual void copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset);
   // Enqueues a copy of a host tensor's bytes into `dst` (this backend's memory, same dtype and element count); the
   // host tensor may change once the call returns. Generic: dst on the host, a memcpy.
   virtual void copy_from_host(const Tensor& host, Tensor& dst);
@@ -206,6 +212,11 @@ void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, 
 // one byte per key. Throws Error naming `who`, the slot and the field.
 void check_attn_slots(const char* who, const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<AttnSlotRef>& slots, const Tensor& out);
+
+// The arguments of Backend::copy_row_blocks (see there): returns the rows of a block and the row width, or throws
+// Error naming `who`.
+std::pair<int64_t, int64_t> check_row_blocks(const char* who, const Tensor& src, int64_t blocks, const Tensor& dst,
+                                              int64_t stride, int64_t offset);
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.
 std::unique_ptr<Backend> make_backend(const std::string& name);

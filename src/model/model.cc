@@ -705,19 +705,19 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   Tensor& cv = cache.v[size_t(layer)];
   const int64_t full = s.L;
   report(cache.fp8 ? "kv_quantize_fp8" : "kv_write", layer, 0, cache.fp8 ? cost.quantize : cost.write);
-  for (int64_t b = 0; b < B; ++b) {
+  if (!cache.fp8) {  // every batch row's window at once
+    Tensor dk = ck.reshape({B * full, row}), dv = cv.reshape({B * full, row});
+    be.copy_row_blocks(ks, B, dk, full, s.begin);
+    be.copy_row_blocks(vs, B, dv, full, s.begin);
+  }
+  for (int64_t b = 0; b < B && cache.fp8; ++b) {
     const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
     Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
     Tensor sk = ks.slice_rows(b * W, (b + 1) * W), sv = vs.slice_rows(b * W, (b + 1) * W);
-    if (cache.fp8) {
-      Tensor kscale = cache.k_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
-      Tensor vscale = cache.v_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
-      be.kv_quantize_fp8(sk, Hkv, dk, kscale);
-      be.kv_quantize_fp8(sv, Hkv, dv, vscale);
-    } else {
-      be.copy(sk, dk);
-      be.copy(sv, dv);
-    }
+    Tensor kscale = cache.k_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+    Tensor vscale = cache.v_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+    be.kv_quantize_fp8(sk, Hkv, dk, kscale);
+    be.kv_quantize_fp8(sv, Hkv, dv, vscale);
   }
   if (cache.fp8) {
     // Attention reads the dequantized cache (the window's own entries included, as later steps see them).

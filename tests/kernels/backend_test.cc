@@ -1,6 +1,6 @@
 // The backend as the door to the device: the host backend reports no device memory (so `--kv-budget auto` means
 // no limit there) and prefers no fused linears. Backend::attention_slots (a ragged pass's attention in one call)
-// against one call per slot, and its argument checks.
+// against one call per slot, and its argument checks; copy_row_blocks (a batch's windows into its caches).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -159,6 +159,38 @@ TEST(AttentionSlots, RejectsBadSlotsNamingTheField) {
   expect_error({fp8}, "slot 0: an F8_E4M3 cache needs k_scale and v_scale F32 [1, 12, 1]");
   // Disjoint windows and caches pass (the gap rows 2 and 3 belong to no slot).
   EXPECT_NO_THROW(be->attention_slots(q, k, k, {slot(4, 4, 8, cache_a, cache_b), slot(0, 2, 0, Tensor(), Tensor())}, 0, out));
+}
+
+// copy_row_blocks: block b of src lands at rows b * stride + offset of dst, every other row of dst keeps its value;
+// bad shapes are errors naming the op and the numbers.
+TEST(CopyRowBlocks, PlacesEachBlockAtItsStrideAndLeavesTheRest) {
+  auto be = make_backend("cpu");
+  std::mt19937_64 rng(5);
+  const int64_t blocks = 3, n = 4, C = 5, stride = 10, offset = 6;
+  const Tensor src = test::random_tensor(DType::F32, {blocks * n, C}, rng);
+  Tensor dst = test::random_tensor(DType::F32, {blocks * stride, C}, rng);
+  const Tensor before = copy_of(dst);
+  be->copy_row_blocks(src, blocks, dst, stride, offset);
+  for (int64_t r = 0; r < dst.dim(0); ++r) {
+    const int64_t b = r / stride, i = r % stride - offset;
+    const bool written = i >= 0 && i < n;
+    for (int64_t c = 0; c < C; ++c)
+      EXPECT_EQ(dst.data<float>()[r * C + c], written ? src.data<float>()[(b * n + i) * C + c] : before.data<float>()[r * C + c])
+          << "row " << r << " column " << c;
+  }
+  auto expect_error = [&](const Tensor& s, int64_t bl, Tensor& d, int64_t st, int64_t off, const std::string& want) {
+    try {
+      be->copy_row_blocks(s, bl, d, st, off);
+      ADD_FAILURE() << "accepted; expected an error with '" << want << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  expect_error(src, 3, dst, stride, 7, "3 blocks of 4 rows at stride 10 from row 7 do not fit dst's 30 rows");
+  expect_error(src, 5, dst, stride, 0, "12 rows of src do not split into 5 blocks");
+  expect_error(src, 3, dst, 3, 0, "3 blocks of 4 rows at stride 3");
+  Tensor wide = Tensor::zeros(DType::F32, {30, 6});
+  expect_error(src, 3, wide, stride, 0, "copy_row_blocks: src F32 [12, 5] and dst F32 [30, 6]");
 }
 
 }  // namespace
