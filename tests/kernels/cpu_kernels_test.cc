@@ -1,7 +1,9 @@
 // Each CPU kernel against a plain double-precision reference on fresh random inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -28,41 +30,7 @@ Tensor ref_matmul(const Tensor& x, const Tensor& w, const Tensor* bias) {
   return y;
 }
 
-// Runs one matmul implementation step by step (widen + panel) over the whole weight.
-Tensor run_impl(bool avx2, const Tensor& x, const Tensor& w) {
-  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
-  Tensor y = Tensor::zeros(DType::F32, {M, N});
-  std::vector<float> panel(size_t(kPanelRows * K));
-  for (int64_t n0 = 0; n0 < N; n0 += kPanelRows) {
-    int rows = int(std::min<int64_t>(kPanelRows, N - n0));
-    if (avx2) {
-      matmul_impl::widen_avx2(w.data(), w.dtype(), n0, rows, K, panel.data());
-      matmul_impl::panel_avx2(x.data<float>(), M, K, panel.data(), rows, y.data<float>(), N, n0);
-    } else {
-      matmul_impl::widen_ref(w.data(), w.dtype(), n0, rows, K, panel.data());
-      matmul_impl::panel_ref(x.data<float>(), M, K, panel.data(), rows, y.data<float>(), N, n0);
-    }
-  }
-  return y;
-}
-
 }  // namespace
-
-TEST(CpuMatmul, BothPathsMatchReference) {
-  std::mt19937_64 rng(std::random_device{}());
-  struct Case { int64_t M, N, K; DType wt; };
-  const Case cases[] = {{1, 7, 5, DType::BF16}, {3, 9, 33, DType::F16}, {2, 4, 64, DType::F32},
-                        {5, 13, 100, DType::BF16}, {17, 31, 257, DType::BF16}, {64, 12, 96, DType::F16}};
-  for (const Case& c : cases) {
-    Tensor x = test::random_tensor(DType::F32, {c.M, c.K}, rng);
-    Tensor w = test::random_tensor(c.wt, {c.N, c.K}, rng, 0.1f);
-    Tensor ref = ref_matmul(x, w, nullptr);
-    EXPECT_LT(test::rel_error(run_impl(false, x, w), ref), 1e-5) << c.M << "x" << c.N << "x" << c.K;
-    if (cpu_has_avx2()) {
-      EXPECT_LT(test::rel_error(run_impl(true, x, w), ref), 1e-5) << c.M << "x" << c.N << "x" << c.K;
-    }
-  }
-}
 
 TEST(CpuMatmul, ThreadedWithBias) {
   std::mt19937_64 rng(std::random_device{}());
@@ -72,6 +40,64 @@ TEST(CpuMatmul, ThreadedWithBias) {
   Tensor y = Tensor::zeros(DType::F32, {6, 203});
   cpu_matmul(x, w, &b, y);
   EXPECT_LT(test::rel_error(y, ref_matmul(x, w, &b)), 1e-5);
+}
+
+// cpu_matmul through both paths (kernels/cpu/matmul.h), one and two threads, against a double-precision reference.
+// M crosses the AVX2 engine's tiles (4, 2 and 1 rows of x) and its 32-row chunks of x; N = 103 is no multiple of
+// its 6-row weight blocks nor of its 96-row chunks; K = 531 is two 256-column slices and 19 more (a tail past the
+// last multiple of 8), K = 77 one short slice, K = 5 only a tail. y starts as NaN, so an output left unwritten
+// fails.
+TEST(CpuMatmul, BothPathsMatchReference) {
+  std::mt19937_64 rng(std::random_device{}());
+  const int saved = num_threads();
+  const std::vector<int64_t> ms = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 31, 33, 40, 100, 257, 300};
+  struct Shape { int64_t n, k; };
+  int case_no = 0;
+  for (const Shape s : {Shape{103, 531}, Shape{50, 77}, Shape{9, 5}})
+    for (const DType t : {DType::BF16, DType::F16, DType::F32})
+      for (const int64_t M : ms) {
+        const bool with_bias = ++case_no % 2 == 0;
+        Tensor x = test::random_tensor(DType::F32, {M, s.k}, rng);
+        Tensor w = test::random_tensor(t, {s.n, s.k}, rng, 0.1f);
+        Tensor b = test::random_tensor(t, {s.n}, rng);
+        Tensor ref = ref_matmul(x, w, with_bias ? &b : nullptr);
+        std::vector<MatmulPath> paths = {MatmulPath::Portable};
+        if (cpu_has_avx2()) paths.push_back(MatmulPath::Avx2);
+        for (const MatmulPath path : paths)
+          for (const int threads : {1, 2}) {
+            set_num_threads(threads);
+            Tensor y = Tensor::zeros(DType::F32, {M, s.n});
+            std::fill(y.data<float>(), y.data<float>() + y.numel(), NAN);
+            cpu_matmul(x, w, with_bias ? &b : nullptr, y, path);
+            EXPECT_LT(test::rel_error(y, ref), 1e-5)
+                << "M " << M << " N " << s.n << " K " << s.k << " " << dtype_name(t) << " path " << int(path)
+                << " threads " << threads << (with_bias ? " bias" : "");
+          }
+      }
+  set_num_threads(saved);
+}
+
+// A row of y does not depend on the other rows of x (matmul.h): each row alone, and runs of a few rows, give the
+// bits of the whole product, on each path.
+TEST(CpuMatmul, RowsDoNotDependOnTheOtherRows) {
+  std::mt19937_64 rng(std::random_device{}());
+  const int64_t M = 41, N = 29, K = 531;
+  Tensor x = test::random_tensor(DType::F32, {M, K}, rng);
+  Tensor w = test::random_tensor(DType::BF16, {N, K}, rng, 0.1f);
+  std::vector<MatmulPath> paths = {MatmulPath::Portable};
+  if (cpu_has_avx2()) paths.push_back(MatmulPath::Avx2);
+  for (const MatmulPath path : paths) {
+    Tensor all = Tensor::zeros(DType::F32, {M, N});
+    cpu_matmul(x, w, nullptr, all, path);
+    for (const int64_t rows : {int64_t(1), int64_t(3), int64_t(5), int64_t(33)})
+      for (int64_t m0 = 0; m0 + rows <= M; m0 += 7) {
+        Tensor xs = Tensor::from_data(DType::F32, {rows, K}, x.data<float>() + m0 * K);
+        Tensor ys = Tensor::zeros(DType::F32, {rows, N});
+        cpu_matmul(xs, w, nullptr, ys, path);
+        EXPECT_EQ(std::memcmp(ys.data(), all.data<float>() + m0 * N, ys.nbytes()), 0)
+            << "rows [" << m0 << ", " << m0 + rows << ") path " << int(path);
+      }
+  }
 }
 
 TEST(CpuOps, RmsNorm) {

@@ -1,7 +1,21 @@
 // Ratio guard for the CPU W4A16 matmul (kernels/cpu/qmatmul.h): in one process, on the same shapes and inputs,
-// the fused 4-bit kernel must stay faster than the dense bf16 matmul (kernels/cpu/matmul.h) it replaces. The
-// kernel's whole point is that lead (docs/PERFORMANCE.md, "CPU W4A16 matmul"); issue #23 found it lost at M = 32
-// with nothing noticing, because no check compared the two paths.
+// the 4-bit kernel against the dense bf16 matmul (kernels/cpu/matmul.h) it replaces. Issue #23 found W4A16 behind
+// dense at M = 32 with nothing noticing, because no check compared the two paths.
+//
+// What can be asked of the ratio: both matmuls run through the same cache-blocked panel engine
+// (kernels/cpu/panel_avx2.h; W4A16 dequantizing its slices in the k-major form, dense widening them in the dot
+// form), so once both are compute-bound they run at about the same speed, the ratio near 1 with run-to-run noise
+// of ~10%: a per-cell floor near 1 there would be flaky, one far below it blind. So two kinds of cells:
+//  - lead (M = 1, 4): W4A16's fused tiles against dense on at most 4 rows, the lead W4A16 has by construction:
+//    floors 1.5 and 1.0 (W4A16 may not lose it);
+//  - parity (M >= 8): each cell may not fall clearly behind dense (floor 0.75), and their geometric mean may not
+//    fall behind it beyond the noise of a mean (floor 0.88): a regression of the dequantization, the fused tiles
+//    or the strategy choice moves several cells at once, and the mean of eight has less noise than one cell. A
+//    slower engine slows both and is not seen here: that is for the benchmark
+//    (tests/kernels/microbench/qmatmul_bench.cc) and docs/PERFORMANCE.md's tables.
+// Checked to fail, every run of 3: with issue #23's kernel (main 1e5a6d3's qmatmul*) linked in, M = 12 0.71-0.76,
+// M = 16 0.66-0.71, M = 17 0.49-0.51, the mean 0.78-0.81; with 9eaaec8's (fused tiles of 8 rows x 1), M = 4
+// 0.87-0.88, M = 8 0.61-0.62.
 //
 // Made for a loaded 2-core CI machine (docs/PERFORMANCE.md gives the noise measured while ~8 builds ran):
 //  - one thread, timed by its own CPU clock (CLOCK_THREAD_CPUTIME_ID), so time spent waiting for a core while
@@ -13,13 +27,13 @@
 //  - weights small enough (~1-2 MB packed, 5-7 MB bf16) to take a few seconds, with the Dream/LLaDA K (3584,
 //    18944) so that rows, groups and the x working set are those of the real layers. At M = 1 both sit in the
 //    last-level cache here, so the ratio there is the kernels' compute, not the 4x fewer bytes.
-// The floors sit below the ratios measured on the development machine by more than the spread seen between
-// runs (docs/PERFORMANCE.md); a kernel that falls to or below the dense one fails at every M.
+// The floors and the runs that set them: below, and docs/PERFORMANCE.md ("CPU dense matmul", the guard).
 // Skipped without AVX2 (the portable paths are references, not tuned) and in sanitizer or unoptimised builds.
 #include <gtest/gtest.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -104,7 +118,8 @@ Timing time_pair(const Weights& w, int64_t M, int reps, std::mt19937_64& rng) {
 struct Cell {
   LayerShape shape;
   int64_t M;
-  double floor;  // the least dense/W4A16 time ratio accepted
+  double floor;  // the least dense/W4A16 time ratio accepted for this cell
+  bool parity;   // counted in the geometric mean of the parity cells
 };
 
 }  // namespace
@@ -116,17 +131,21 @@ TEST(QmatmulRatioGuard, W4A16StaysAheadOfDenseBf16) {
   set_num_threads(1);
   // Dream gate_up/qkv/o rows have K = 3584, Dream down K = 18944; N cut down to keep the test to seconds.
   const LayerShape dream{1024, 3584}, down{256, 18944};
-  // Floors: at M >= 8 W4A16 may not be slower than dense by more than the noise (0.9: one run's ratio strays up
-  // to ~12% from the median of repeated runs on the loaded development machine, docs/PERFORMANCE.md); the
-  // kernel measured 1.1-1.7x there, the regressed kernel of issue #23 0.67-0.85x at M = 17. At M = 1 (both
-  // weights cached here, so compute) it measured 2.7x and more; 1.5 leaves the same kind of room.
+  // Floors (above) against the ratios measured on the development machine, 25 runs of this test, 5 of them with
+  // two memory-bound jobs beside it (docs/PERFORMANCE.md, "CPU dense matmul"): M = 1 2.13-2.41 (256x18944
+  // 1.93-2.21), M = 4 1.27-1.43, parity cells 0.88-1.16 (medians 0.93-1.12), their geometric mean 0.97-1.06.
+  // One run of a cell strays up to ~12% from its median on a loaded machine.
+  constexpr double kParityMeanFloor = 0.88;
   const std::vector<Cell> cells = {
-      {dream, 1, 1.5},  {dream, 8, 0.9},  {dream, 12, 0.9}, {dream, 16, 0.9}, {dream, 17, 0.9},
-      {dream, 32, 0.9}, {dream, 64, 0.9}, {dream, 128, 0.9}, {down, 1, 1.5},  {down, 32, 0.9},
+      {dream, 1, 1.5, false},   {dream, 4, 1.0, false},  {dream, 8, 0.75, true},  {dream, 12, 0.75, true},
+      {dream, 16, 0.75, true},  {dream, 17, 0.75, true}, {dream, 32, 0.75, true}, {dream, 64, 0.75, true},
+      {dream, 128, 0.75, true}, {down, 1, 1.5, false},   {down, 32, 0.75, true},
   };
   constexpr int kReps = 11;
   std::mt19937_64 rng(23);
   Weights w_dream = random_weights(dream, rng), w_down = random_weights(down, rng);
+  double log_sum = 0;
+  int parity_cells = 0;
   for (const Cell& c : cells) {
     const Timing t = time_pair(c.shape.n == dream.n ? w_dream : w_down, c.M, kReps, rng);
     const std::string name = std::to_string(c.shape.n) + "x" + std::to_string(c.shape.k) + " M=" + std::to_string(c.M);
@@ -136,7 +155,13 @@ TEST(QmatmulRatioGuard, W4A16StaysAheadOfDenseBf16) {
                                     std::to_string(t.ratio()));
     EXPECT_GE(t.ratio(), c.floor) << name << ": W4A16 " << t.w4a16_ms << " ms against dense bf16 " << t.dense_ms
                                   << " ms (fastest of " << kReps << " alternating calls, one thread)";
+    if (c.parity) log_sum += std::log(t.ratio()), ++parity_cells;
   }
+  const double mean = std::exp(log_sum / parity_cells);
+  std::printf("[ ratio    ] geometric mean of the %d parity cells %.2f (floor %.2f)\n", parity_cells, mean,
+              kParityMeanFloor);
+  ::testing::Test::RecordProperty("ratio_parity_mean", std::to_string(mean));
+  EXPECT_GE(mean, kParityMeanFloor) << "W4A16 against dense bf16 over the cells from M = 8 on (one thread)";
   set_num_threads(saved);
 }
 

@@ -1,5 +1,6 @@
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/error.h"
@@ -37,29 +38,29 @@ void panel_ref(const float* x, int64_t M, int64_t K, const float* panel, int row
 
 }  // namespace matmul_impl
 
-void cpu_matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+void cpu_matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, MatmulPath path) {
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
   check(x.dtype() == DType::F32 && y.dtype() == DType::F32, "cpu matmul: activations must be F32");
   check(w.rank() == 2 && w.dim(1) == K, "cpu matmul: weight {} does not match input {}", shape_str(w.shape()),
         shape_str(x.shape()));
   check(y.dim(0) == M && y.dim(1) == N, "cpu matmul: output {} should be [{}, {}]", shape_str(y.shape()), M, N);
-  const bool avx2 = cpu_has_avx2();
+  const bool avx2 = path != MatmulPath::Portable && cpu_has_avx2();
+  if (path == MatmulPath::Avx2) check(avx2, "cpu matmul: the AVX2 path needs an AVX2/FMA CPU");
   const float* xp = x.data<float>();
   float* yp = y.data<float>();
   const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
   parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    const int64_t n0 = p0 * kPanelRows, n1 = std::min(N, p1 * kPanelRows);
+    if (avx2) {
+      matmul_impl::rows_avx2(xp, M, w.data(), w.dtype(), K, n0, n1, yp, N);
+      return;
+    }
     thread_local std::vector<float> panel;
     panel.resize(size_t(kPanelRows * K));
-    for (int64_t p = p0; p < p1; ++p) {
-      int64_t n0 = p * kPanelRows;
-      int rows = int(std::min<int64_t>(kPanelRows, N - n0));
-      if (avx2) {
-        matmul_impl::widen_avx2(w.data(), w.dtype(), n0, rows, K, panel.data());
-        matmul_impl::panel_avx2(xp, M, K, panel.data(), rows, yp, N, n0);
-      } else {
-        matmul_impl::widen_ref(w.data(), w.dtype(), n0, rows, K, panel.data());
-        matmul_impl::panel_ref(xp, M, K, panel.data(), rows, yp, N, n0);
-      }
+    for (int64_t n = n0; n < n1; n += kPanelRows) {
+      const int rows = int(std::min<int64_t>(kPanelRows, n1 - n));
+      matmul_impl::widen_ref(w.data(), w.dtype(), n, rows, K, panel.data());
+      matmul_impl::panel_ref(xp, M, K, panel.data(), rows, yp, N, n);
     }
   });
   if (bias) {

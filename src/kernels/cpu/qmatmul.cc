@@ -117,11 +117,9 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
           for (int j = 0; j < 8; ++j) xt[size_t(m * K + b + 8 * i + j)] = xp[m * K + b + per * j + i] * scale;
         }
   }
-  // The AVX2 panel strategy reads x in k-major tiles of 16 rows, M padded with zero rows to a multiple of 8.
-  const bool kmajor = avx2 && fused_m0 > 0;
-  const int64_t Mp = (fused_m0 + 7) / 8 * 8;
-  float* xkm_p = nullptr;
-  if (kmajor) {
+  // The AVX2 panel strategy reads x in k-major tiles (cpu/panel.h), its columns in the same order.
+  panel::PanelX px{};
+  if (avx2 && fused_m0 > 0) {
     std::vector<int64_t>& source = xsource;  // the column of x each kernel column holds
     source.resize(size_t(K));
     for (int64_t k = 0; k < K; ++k) source[size_t(k)] = k;
@@ -129,21 +127,12 @@ void cpu_qmatmul(const Tensor& x, const PackedWeight& w, const Tensor* bias, Ten
       for (int64_t b = 0; b < K; b += B)
         for (int i = 0; i < per; ++i)
           for (int j = 0; j < 8; ++j) source[size_t(b + 8 * i + j)] = b + per * j + i;
-    xkm_p = qmatmul_impl::aligned_scratch(xkm, size_t(K * Mp));
-    std::fill(xkm_p, xkm_p + K * Mp, 0.0f);  // the padding rows
-    for (int64_t m0 = 0; m0 < Mp; m0 += qmatmul_impl::kPanelM) {
-      const int64_t wt = std::min(qmatmul_impl::kPanelM, Mp - m0);
-      float* tile = xkm_p + m0 * K;
-      for (int64_t k0 = 0; k0 < K; k0 += 64)  // blocks of columns, so the strided writes stay in cache
-        for (int64_t m = m0; m < std::min(fused_m0, m0 + wt); ++m)
-          for (int64_t k = k0; k < std::min(K, k0 + 64); ++k) tile[k * wt + m - m0] = xp[m * K + source[size_t(k)]];
-    }
+    px = panel::arrange_kmajor(xp, fused_m0, K, source.data(), xkm);
   }
   qmatmul_impl::Args a{xp,
                        xsum.data(),
                        blocks ? xt.data() : nullptr,
-                       xkm_p,
-                       Mp,
+                       px,
                        block_order,
                        fused_m0,
                        M,

@@ -10,15 +10,15 @@
 //  - panel (larger M): a few output rows are dequantized (s*q - zs) into a per-thread F32 scratch that stays
 //    in cache and multiplied with every row of x, so each group block is unpacked once per call and reused
 //    across all rows of x. Portable: 4 rows over all of K, through the dense matmul's panel kernel
-//    (cpu/matmul.h). AVX2: 6 rows x 256 columns at a time (dequantized in block order, below: one AND, one
-//    conversion and one FMA per 8 weights) against x rearranged once per call into k-major tiles of 16 rows
-//    (xkm below) in a register-blocked 6 x 16 kernel: per k, two loads of x, six broadcast weights, twelve
-//    FMAs; a last tile of 8 rows takes a 6 x 8 kernel with the even and odd k in separate accumulators. Past 16
-//    rows, a remainder of 1-4 rows (M % 8) is not padded to 8 but takes the fused strategy (Args::fused_m0).
+//    (cpu/matmul.h). AVX2: the panel engine the dense matmul shares (cpu/panel_avx2.h: 6 rows x 256 columns
+//    at a time against x rearranged once per call into k-major tiles of 16 rows, a register-blocked 6 x 16
+//    kernel), fed slices dequantized in block order (below: one AND, one conversion and one FMA per 8
+//    weights). Past 16 rows, a remainder of 1-4 rows (M % 8) is not padded to 8 but takes the fused strategy
+//    (Args::fused_m0).
 // Act-order weights (perm defined) gather x[:, perm] once per call. The AVX2 path needs group_size % 8 == 0
 // and 4 or 8 bits; other weights (e.g. group_size 1) take the portable path.
-// Measurements and the choice of the boundaries: docs/PERFORMANCE.md, "CPU W4A16 matmul"; tests/
-// qmatmul_ratio_test.cc keeps the kernel ahead of the dense bf16 one.
+// Measurements and the choice of the boundaries: docs/PERFORMANCE.md, "CPU W4A16 matmul" and "CPU dense
+// matmul"; tests/kernels/qmatmul_ratio_test.cc compares the kernel with the dense bf16 one.
 //
 // AVX2 fused blocks: with p = 32/bits codes per word, 8 consecutive words of a row (one 256-bit load) hold a
 // block of 8p columns; code i of every word is isolated with one AND by the mask (2^bits - 1) << (bits*i),
@@ -27,12 +27,13 @@
 // instead, since q << 28 would be negative, so its x is not scaled). Power-of-two scaling is exact, so each
 // product is the same as x * q. Needs group_size % (8p) == 0; otherwise one word is broadcast per 8 columns.
 // The panel's dequantization uses the same block order with the scale divided by 2^(bits*i) instead (exact
-// too), and xkm holds x's columns in that order, unscaled.
+// too), and the panel's k-major x (cpu/panel.h) holds x's columns in that order, unscaled.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/cpu/panel.h"
 #include "kernels/packed_weight.h"
 
 namespace dlx {
@@ -53,9 +54,8 @@ struct Args {
   const float* x;     // [M, K] in kernel column order
   const float* xsum;  // [M, G] sums of x over each group (rows the fused strategy takes)
   const float* xt;    // [M, K] x in the AVX2 block order above (rows the fused strategy takes), or null
-  const float* xkm;   // x in k-major tiles (below) for the AVX2 panel strategy, or null
-  int64_t mp;         // M rounded up to 8 (the rows of xkm; rows past M are zeros)
-  bool block_order;   // the weight's group size allows the AVX2 block order; xt and xkm are in it
+  panel::PanelX panel;  // rows [0, fused_m0) of x in k-major tiles (cpu/panel.h) for the AVX2 panel strategy
+  bool block_order;   // the weight's group size allows the AVX2 block order; xt and the panel's x are in it
   int64_t fused_m0;   // rows [fused_m0, M) take the fused strategy (xsum, xt set for them), [0, fused_m0) the panel
   int64_t M, K, G, group_size;
   int bits;
@@ -71,17 +71,8 @@ struct Args {
 void rows_ref(const Args& a, int64_t n0, int64_t n1);
 void rows_avx2(const Args& a, int64_t n0, int64_t n1);
 bool avx2_supports(const PackedWeight& w);
-// A thread's scratch of n floats in v, 64-byte aligned (the AVX2 panel tiles use aligned loads and stores).
-inline float* aligned_scratch(std::vector<float>& v, size_t n) {
-  v.resize(n + 16);
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
-}
 // Columns per AVX2 fused block: 8 words.
 inline int64_t block_columns(int bits) { return 8 * (32 / bits); }
-// Rows of x per AVX2 panel micro-tile (two ymm). xkm holds x in tiles of kPanelM rows (the last tile 8 rows
-// when Mp % 16 == 8), each tile k-major and contiguous: x[m, k] of tile t = m / 16 of width wt is at
-// xkm[16 t K + k wt + m % 16], with k in block order when block_order is set, 64-byte aligned.
-constexpr int64_t kPanelM = 16;
 
 }  // namespace qmatmul_impl
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/avx2_util.h"
+#include "kernels/cpu/panel_avx2.h"
 #include "kernels/cpu/qmatmul.h"
 
 namespace dlx::qmatmul_impl {
@@ -23,14 +24,14 @@ namespace dlx::qmatmul_impl {
 namespace {
 
 using avx2::hsum;
+using avx2::prefetch_lines;
+using panel::kColsW;
+using panel::kRowsW;
 
-// Prefetches the cache lines that start in [lo, hi) of the `size` bytes at p. The fused tiles use it for the
-// next tile's rows: those follow the current rows in memory and are only K*bits/8 bytes each, too short for
-// the hardware prefetcher to get going, so without it the small-M kernel waits on memory (it made M = 1 at
-// 4608x3584 1.7x faster). The panel strategy uses it for the next K-slice of its rows.
-inline void prefetch_lines(const char* p, int64_t size, int64_t lo, int64_t hi) {
-  for (int64_t off = (lo + 63) & ~int64_t(63); off < hi && off < size; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
-}
+// The fused tiles prefetch the next tile's rows (avx2::prefetch_lines): those follow the current rows in memory
+// and are only K*bits/8 bytes each, too short for the hardware prefetcher to get going, so without it the small-M
+// kernel waits on memory (it made M = 1 at 4608x3584 1.7x faster). The panel strategy prefetches the next K-slice
+// of its rows.
 
 // Where the rows after [n0, n0 + NR) start, and how many bytes of them there are (at most NR rows; a.ldy = N).
 struct NextRows {
@@ -217,13 +218,10 @@ void fused_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
 }
 
 // Dequantizes `rows` (<= kRowsW) output rows from n0, columns [k0, k0 + kc), into w (row stride kColsW): s*q - zs,
-// in the column order of a.xkm. Block order (a.block_order, see qmatmul.h): one load per 8 words, then per code
-// one AND (or the top code's shift), one conversion and one FMA with the scale pre-divided by 2^(bits*i), which
-// undoes the code's position exactly; the codes come out in the order xt and xkm use. Otherwise one word is
-// broadcast and shifted per 8 columns.
-constexpr int kRowsW = 6;
-constexpr int64_t kColsW = 256;
-
+// in the column order of the panel's x (a.panel). Block order (a.block_order, see qmatmul.h): one load per 8
+// words, then per code one AND (or the top code's shift), one conversion and one FMA with the scale pre-divided by
+// 2^(bits*i), which undoes the code's position exactly; the codes come out in the order xt and a.panel use.
+// Otherwise one word is broadcast and shifted per 8 columns.
 template <int BITS, int... I>
 inline void dequant_codes(std::integer_sequence<int, I...>, __m256i wv, const float* sc, __m256 zs, float* out) {
   (_mm256_store_ps(out + 8 * I, _mm256_fmsub_ps(code_part<BITS, I>(wv), _mm256_broadcast_ss(sc + I), zs)), ...);
@@ -259,86 +257,24 @@ void dequant_block(const Args& a, int64_t n0, int rows, int64_t k0, int64_t kc, 
   }
 }
 
-// c[r, 0:8V] += sum_k w[r, k] * xp[k, 0:8V] for r < 6, xp one tile of a.xkm (8V rows of x, k-major): per k, V
-// loads of x, six broadcast weights and 6V FMAs. With V = 1 the even and odd k accumulate apart, so that 12
-// independent FMA chains hide the FMA latency as the 6 x 16 tile's 12 do.
-template <int V>
-inline void micro_6xv(const float* xp, const float* w, int64_t kc, float* c, int64_t ldc) {
-  constexpr int S = V == 1 ? 2 : 1;  // accumulator sets
-  __m256 acc[S][kRowsW][V];
-  for (int r = 0; r < kRowsW; ++r)
-    for (int v = 0; v < V; ++v) {
-      acc[0][r][v] = _mm256_load_ps(c + r * ldc + 8 * v);
-      if constexpr (S == 2) acc[1][r][v] = _mm256_setzero_ps();
-    }
-  for (int64_t k = 0; k < kc; k += S)
-    for (int s = 0; s < S; ++s) {
-      __m256 xv[V];
-      for (int v = 0; v < V; ++v) xv[v] = _mm256_load_ps(xp + (k + s) * 8 * V + 8 * v);
-      for (int r = 0; r < kRowsW; ++r) {
-        const __m256 wv = _mm256_broadcast_ss(w + r * kColsW + k + s);
-        for (int v = 0; v < V; ++v) acc[s][r][v] = _mm256_fmadd_ps(wv, xv[v], acc[s][r][v]);
-      }
-    }
-  for (int r = 0; r < kRowsW; ++r)
-    for (int v = 0; v < V; ++v) {
-      __m256 sum = acc[0][r][v];
-      if constexpr (S == 2) sum = _mm256_add_ps(sum, acc[1][r][v]);
-      _mm256_store_ps(c + r * ldc + 8 * v, sum);
-    }
-}
-
-// The panel strategy, blocked for the caches: chunks of output rows x up to kChunkM rows of x share one
-// scratch of sums (at most 96 KB); inside a chunk, each 256-column slice of x (kept in L2) is multiplied with
-// every 6-row block of weights, dequantized once per slice (6 KB, L1), 16 (or, for the last tile, 8) rows of x
-// at a time. When all of x fits in L2 a chunk is a single 6-row block, so each weight row is read start to end
-// (prefetch friendly); otherwise 16 blocks share each slice of x, which then comes from L2 rather than L3.
-constexpr int64_t kChunkN = 16 * kRowsW, kChunkM = 256, kL2Bytes = 512 * 1024;
-
+// The panel strategy: the shared engine (panel_avx2.h) fed dequantized slices.
 template <int BITS>
-void panel_rows(const Args& a, int64_t n0, int64_t n1, const Unpack<BITS>& u) {
-  thread_local std::vector<float> wbuf, cbuf;
-  float* w = aligned_scratch(wbuf, size_t(kRowsW * kColsW));
-  float* c = aligned_scratch(cbuf, size_t(kChunkN * kChunkM));
-  const int64_t ldc = std::min(kChunkM, a.mp);
-  const int64_t chunk_n = a.K * a.mp * int64_t(sizeof(float)) <= kL2Bytes ? kRowsW : kChunkN;
-  for (int64_t nc = n0; nc < n1; nc += chunk_n) {
-    const int64_t nc1 = std::min(n1, nc + chunk_n);
-    for (int64_t mc = 0; mc < a.mp; mc += kChunkM) {
-      const int64_t mc1 = std::min(a.mp, mc + kChunkM);
-      std::fill(c, c + (nc1 - nc) * ldc, 0.0f);
-      for (int64_t k0 = 0; k0 < a.K; k0 += kColsW) {
-        const int64_t kc = std::min(kColsW, a.K - k0);
-        for (int64_t n = nc; n < nc1; n += kRowsW) {
-          const int rows = int(std::min<int64_t>(kRowsW, nc1 - n));
-          if (rows < kRowsW) std::fill(w, w + kRowsW * kColsW, 0.0f);  // missing rows multiply as zeros
-          dequant_block<BITS>(a, n, rows, k0, kc, w, u);
-          // The same rows' next slice is needed 16 blocks from now: many rows at a stride defeat the hardware
-          // prefetcher, so ask for it now.
-          if (k0 + kColsW < a.K)
-            for (int r = 0; r < rows; ++r)
-              prefetch_lines(reinterpret_cast<const char*>(a.qweight + (n + r) * a.words), a.words * 4,
-                             (k0 + kColsW) * BITS / 8, (k0 + 2 * kColsW) * BITS / 8);
-          float* cn = c + (n - nc) * ldc;
-          for (int64_t m = mc; m < mc1; m += kPanelM) {
-            const float* xp = a.xkm + m * a.K;  // the tile of rows [m, m + 16), k-major (qmatmul.h)
-            if (mc1 - m >= kPanelM)
-              micro_6xv<2>(xp + k0 * kPanelM, w, kc, cn + (m - mc), ldc);
-            else
-              micro_6xv<1>(xp + k0 * (mc1 - m), w, kc, cn + (m - mc), ldc);
-          }
-        }
-      }
-      for (int64_t m = mc; m < std::min(a.fused_m0, mc1); ++m)
-        for (int64_t n = nc; n < nc1; ++n) a.y[m * a.ldy + n] = c[size_t((n - nc) * ldc + (m - mc))];
-    }
+struct DequantSlices {
+  const Args& a;
+  const Unpack<BITS>& unpack;
+  int64_t row_bytes;
+  void load(int64_t n, int rows, int64_t k0, int64_t kc, float* w) const {
+    dequant_block<BITS>(a, n, rows, k0, kc, w, unpack);
   }
-}
+  const char* row(int64_t n) const { return reinterpret_cast<const char*>(a.qweight + n * a.words); }
+  static int64_t bytes(int64_t k) { return k * BITS / 8; }
+};
 
 template <int BITS>
 void rows_bits(const Args& a, int64_t n0, int64_t n1) {
   const Unpack<BITS> u;
-  if (a.fused_m0 > 0) panel_rows<BITS>(a, n0, n1, u);
+  if (a.fused_m0 > 0)
+    panel::panel_rows(panel::KMajorTiles{a.panel}, DequantSlices<BITS>{a, u, a.words * 4}, n0, n1, a.y, a.ldy);
   if (a.fused_m0 < a.M) fused_rows<BITS>(a, n0, n1, u);
 }
 

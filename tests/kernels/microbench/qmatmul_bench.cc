@@ -8,6 +8,8 @@
 // whose "CPU" column (the main thread's CPU time) does not count time spent waiting for a core:
 //   DIFFULEX_THREADS=1 build/diffulex_bench --benchmark_filter='^(W4A16|DenseBf16)/' --benchmark_repetitions=5 \
 //     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+// Also registered: the ratio guard's shapes 1024x3584 and 256x18944 (tests/kernels/qmatmul_ratio_test.cc) with
+// M up to 288 (docs/PERFORMANCE.md, "CPU dense matmul", has the command).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -133,21 +135,26 @@ void DequantCacheF32(benchmark::State& st) {
   counters(st, double(ws[0].nbytes()));
 }
 
-// Shape-major registration: W4A16, DenseBf16 and DequantCacheF32 of one (M, N, K) run back to back.
+// Shape-major registration: the variants of one (M, N, K) run back to back.
 const bool registered = [] {
-  using Fn = void (*)(benchmark::State&);
-  const std::pair<const char*, Fn> variants[] = {{"W4A16", W4A16}, {"DenseBf16", DenseBf16},
-                                                 {"DequantCacheF32", DequantCacheF32}};
+  using Variants = std::vector<std::pair<const char*, void (*)(benchmark::State&)>>;
+  const auto add = [](const Variants& variants, int64_t m, int64_t n, int64_t k) {
+    for (auto [name, fn] : variants)
+      benchmark::RegisterBenchmark(name, fn)
+          ->ArgNames({"M", "N", "K"})
+          ->Args({m, n, k})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()
+          ->ComputeStatistics("min",
+                              [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+  };
+  const Variants layers = {{"W4A16", W4A16}, {"DenseBf16", DenseBf16}, {"DequantCacheF32", DequantCacheF32}};
   for (auto [n, k] : {std::pair<int64_t, int64_t>{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944},
                       {12288, 4096}, {24576, 4096}, {4096, 12288}})
-    for (int64_t m : {1, 8, 16, 32, 64, 128, 256})
-      for (auto [name, fn] : variants)
-        benchmark::RegisterBenchmark(name, fn)
-            ->ArgNames({"M", "N", "K"})
-            ->Args({m, n, k})
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime()
-            ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+    for (int64_t m : {1, 8, 16, 32, 64, 128, 256}) add(layers, m, n, k);
+  // The ratio guard's shapes (tests/kernels/qmatmul_ratio_test.cc), here streamed from memory.
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{1024, 3584}, {256, 18944}})
+    for (int64_t m : {1, 8, 16, 32, 64, 128, 288}) add(layers, m, n, k);
   return true;
 }();
 
