@@ -5,7 +5,7 @@
 #
 #   tools/gpu_test.sh pack   on the build machine: builds build-cuda (CUDA ON, sm_90 + PTX) and copies the two
 #                            binaries and the shared libraries they need that the GPU machine lacks into .gpubin/
-#                            (git-ignored through .git/info/exclude; the device call carries it).
+#                            (git-ignored through .gitignore; the device call carries it).
 #   tools/gpu_test.sh w4a16  on the GPU machine: the W4A16 kernels' tests, kernel table and sanitizers (see w4a16()).
 #   tools/gpu_test.sh profile  on the GPU machine: ncu's per-kernel device time of a Dream-7B B = 1 decode step
 #                            (issue 15; see profile()).
