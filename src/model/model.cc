@@ -710,14 +710,16 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
     be.copy_row_blocks(ks, B, dk, full, s.begin);
     be.copy_row_blocks(vs, B, dv, full, s.begin);
   }
-  for (int64_t b = 0; b < B && cache.fp8; ++b) {
-    const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
-    Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
-    Tensor sk = ks.slice_rows(b * W, (b + 1) * W), sv = vs.slice_rows(b * W, (b + 1) * W);
-    Tensor kscale = cache.k_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
-    Tensor vscale = cache.v_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
-    be.kv_quantize_fp8(sk, Hkv, dk, kscale);
-    be.kv_quantize_fp8(sv, Hkv, dv, vscale);
+  if (cache.fp8) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
+      Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
+      Tensor sk = ks.slice_rows(b * W, (b + 1) * W), sv = vs.slice_rows(b * W, (b + 1) * W);
+      Tensor kscale = cache.k_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+      Tensor vscale = cache.v_scale[size_t(layer)].reshape({B * full, Hkv}).slice_rows(r0, r1);
+      be.kv_quantize_fp8(sk, Hkv, dk, kscale);
+      be.kv_quantize_fp8(sv, Hkv, dv, vscale);
+    }
   }
   if (cache.fp8) {
     // Attention reads the dequantized cache (the window's own entries included, as later steps see them).

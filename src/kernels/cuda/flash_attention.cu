@@ -27,10 +27,14 @@
 // (launch.h AttnSlotDesc) gives what the arguments give otherwise (its rows of q and out, its keys, values, mask,
 // key count and q_offset), and the grid covers the widest slot, so a block whose query tile lies past its slot's
 // width returns before touching memory. Everything after that prologue is the same code as one call per slot.
+// Split-KV (splits > 1, never with SLOTS; launch.h): blockIdx.x is query tile x splits + split, and a block walks
+// only its split's share of the query tile's key tiles (possibly none), then writes its rows unnormalized with their
+// running max (log2 units) and sum to `part` instead of out; attention_combine_kernel merges the splits.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ptx.cuh"
@@ -230,22 +234,24 @@ __global__ void __launch_bounds__(kWarps * 32) fa2_kernel(const bf16_t* __restri
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
   const int64_t r0 = q0 + warp * 16 + g, r1 = r0 + 8;
-  if (splits > 1) {
+  if (!SLOTS && splits > 1) {
     // The split's unnormalized rows, their running max (log2 units) and sum, for attention_combine_kernel.
     const int64_t ps = hd + 2;
-    float* p0 = part + (((b * Lq + r0) * Hq + h) * splits + split) * ps;
-    float* p1 = part + (((b * Lq + r1) * Hq + h) * splits + split) * ps;
+    // Row r from o[*][2 HI], o[*][2 HI + 1] (HI a compile-time constant, so o stays in registers).
+    auto put = [&](int64_t r, float m, float l, auto hi_c) {
+      constexpr int HI = decltype(hi_c)::value;
+      if (r >= Lq) return;
+      float* p = part + (((b * Lq + r) * Hq + h) * splits + split) * ps;
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      const int col = i * 8 + 2 * c;
-      if (col >= hd) break;
-      if (r0 < Lq) *reinterpret_cast<float2*>(p0 + col) = make_float2(o[i][0], o[i][1]);
-      if (r1 < Lq) *reinterpret_cast<float2*>(p1 + col) = make_float2(o[i][2], o[i][3]);
-    }
-    if (c == 0) {
-      if (r0 < Lq) *reinterpret_cast<float2*>(p0 + hd) = make_float2(m0, l0);
-      if (r1 < Lq) *reinterpret_cast<float2*>(p1 + hd) = make_float2(m1, l1);
-    }
+      for (int i = 0; i < D / 8; ++i) {
+        const int col = i * 8 + 2 * c;
+        if (col >= hd) break;
+        *reinterpret_cast<float2*>(p + col) = make_float2(o[i][2 * HI], o[i][2 * HI + 1]);
+      }
+      if (c == 0) *reinterpret_cast<float2*>(p + hd) = make_float2(m, l);
+    };
+    put(r0, m0, l0, std::integral_constant<int, 0>{});
+    put(r1, m1, l1, std::integral_constant<int, 1>{});
     return;
   }
   const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
@@ -418,7 +424,8 @@ int attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D,
   int64_t splits = mode;
   if (mode < 0) {
     // Only where the unsplit grid leaves SMs idle: then enough splits for about two blocks an SM (fa2 fits two at
-    // D = 128), at least two key tiles a split so the pipeline overlaps a copy with a tile's math.
+    // D = 128), and about two key tiles a split (ntiles / 2 rounded up splits) so that a split's pipeline overlaps
+    // a copy with a tile's math.
     const int64_t blocks = (Lq + kBQ - 1) / kBQ * Hq * B, sms = cuda_sm_count();
     if (blocks >= sms) return 1;
     splits = std::min<int64_t>((2 * sms) / blocks, (ntiles + 1) / 2);

@@ -368,13 +368,21 @@ TEST_F(CudaOps, AttentionSplitKvMatchesCpu) {
         }
       const Tensor* m = c.mask ? &mask : nullptr;
       Tensor want = Tensor::zeros(DType::F32, q.shape()), out = poisoned(q.shape());
+      const Tensor gq = gpu_->from_host_f32(q), gk = gpu_->from_host_f32(kn), gv = gpu_->from_host_f32(vn);
+      cuda_reset_peak(*gpu_);
+      const size_t before = cuda_memory_stats(*gpu_).activation_bytes;
       if (c.block > 0) {
         cpu_.attention_block_causal(q, k, v, m, c.block, c.q_offset, want);
-        gpu_->attention_block_causal(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), m,
-                                     c.block, c.q_offset, out);
+        gpu_->attention_block_causal(gq, gk, gv, m, c.block, c.q_offset, out);
       } else {
         cpu_.attention(q, k, v, m, want);
-        gpu_->attention(gpu_->from_host_f32(q), gpu_->from_host_f32(kn), gpu_->from_host_f32(vn), m, out);
+        gpu_->attention(gq, gk, gv, m, out);
+      }
+      // The split path ran: its partial rows took an activation block of their size.
+      if (splits > 1) {
+        EXPECT_GE(cuda_memory_stats(*gpu_).activation_peak_bytes - before,
+                  size_t(c.B * c.Lq * c.Hq * splits * (c.D + 2)) * sizeof(float))
+            << what;
       }
       Tensor got = host(out);
       EXPECT_LT(test::rel_error(got, want), kBf16Tol) << what << " splits " << splits;
