@@ -364,27 +364,6 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
   }
 
-  // One 2-D copy (a single copy node in a captured graph) instead of one per block: a batch of B windows into
-  // their caches was 2 B copies a layer.
-  // One block (B = 1) is a plain copy; a pitch past the device's limit (a cache row of ~262K positions of an
-  // MHA model) takes the generic copies.
-  void copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset) override {
-    const auto [n, width] = check_row_blocks("cuda copy_row_blocks", src, blocks, dst, stride, offset);
-    const size_t row = size_t(width) * dtype_size(src.dtype());
-    if (n == 0 || row == 0) return;
-    char* to = static_cast<char*>(dst.data()) + size_t(offset) * row;
-    if (blocks == 1) {
-      check_cuda(cudaMemcpyAsync(to, src.data(), size_t(n) * row, cudaMemcpyDeviceToDevice, stream_), "copy_row_blocks");
-    } else if (size_t(stride) * row > max_pitch()) {
-      return Backend::copy_row_blocks(src, blocks, dst, stride, offset);
-    } else {
-      check_cuda(cudaMemcpy2DAsync(to, size_t(stride) * row, src.data(), size_t(n) * row, size_t(n) * row,
-                                   size_t(blocks), cudaMemcpyDeviceToDevice, stream_),
-                 "copy_row_blocks");
-    }
-    after("copy_row_blocks");
-  }
-
   void rope(Tensor& x, const Tensor& positions, double theta) override {
     need(x, DType::BF16, "rope", "the input");
     check(x.rank() >= 2, "cuda rope: input {} needs [.., heads, head_dim]", shape_str(x.shape()));
@@ -1043,18 +1022,6 @@ class CudaBackend final : public Backend {
     check_cuda(cudaStreamIsCapturing(stream_, &capture), "attention_slots (capture status)");
     return capture == cudaStreamCaptureStatusNone;
   }
-
-  // The largest pitch a 2-D copy accepts (cudaDevAttrMaxPitch), read once.
-  size_t max_pitch() {
-    if (max_pitch_ == 0) {
-      int dev = 0, v = 0;
-      check_cuda(cudaGetDevice(&dev), "copy_row_blocks (device)");
-      check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMaxPitch, dev), "copy_row_blocks (max pitch)");
-      max_pitch_ = size_t(unsigned(v));
-    }
-    return max_pitch_;
-  }
-  size_t max_pitch_ = 0;
 
   // With DIFFULEX_CUDA_SYNC=1, wait after every op so that a kernel fault is reported by the op that caused it.
   void after(const char* op) {
