@@ -214,9 +214,11 @@ void Backend::attention_each_slot(const Tensor& q, const Tensor& k, const Tensor
   }
 }
 
-// The argument check of copy_row_blocks (every backend's): the rows per block and the width, or an Error.
-std::pair<int64_t, int64_t> check_row_blocks(const char* op, const Tensor& src, int64_t blocks, const Tensor& dst,
-                                              int64_t stride, int64_t offset) {
+namespace {
+
+// The argument check of copy_row_blocks: the rows per block, or an Error naming `op`.
+int64_t check_row_blocks(const char* op, const Tensor& src, int64_t blocks, const Tensor& dst, int64_t stride,
+                         int64_t offset) {
   check(src.rank() == 2 && dst.rank() == 2 && src.dtype() == dst.dtype() && src.dim(1) == dst.dim(1),
         "{}: src {} {} and dst {} {} must be [rows, C] of one dtype and width", op, dtype_name(src.dtype()),
         shape_str(src.shape()), dtype_name(dst.dtype()), shape_str(dst.shape()));
@@ -226,11 +228,13 @@ std::pair<int64_t, int64_t> check_row_blocks(const char* op, const Tensor& src, 
   check(offset >= 0 && stride >= n && (blocks - 1) * stride + offset + n <= dst.dim(0),
         "{}: {} blocks of {} rows at stride {} from row {} do not fit dst's {} rows", op, blocks, n, stride, offset,
         dst.dim(0));
-  return {n, src.dim(1)};
+  return n;
 }
 
+}  // namespace
+
 void Backend::copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset) {
-  const int64_t n = check_row_blocks("copy_row_blocks", src, blocks, dst, stride, offset).first;
+  const int64_t n = check_row_blocks("copy_row_blocks", src, blocks, dst, stride, offset);
   for (int64_t b = 0; b < blocks; ++b) {
     Tensor d = dst.slice_rows(b * stride + offset, b * stride + offset + n);
     copy(src.slice_rows(b * n, (b + 1) * n), d);

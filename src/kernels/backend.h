@@ -58,7 +58,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -212,11 +211,6 @@ void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, 
 // one byte per key. Throws Error naming `who`, the slot and the field.
 void check_attn_slots(const char* who, const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<AttnSlotRef>& slots, const Tensor& out);
-
-// The arguments of Backend::copy_row_blocks (see there): returns the rows of a block and the row width, or throws
-// Error naming `who`.
-std::pair<int64_t, int64_t> check_row_blocks(const char* who, const Tensor& src, int64_t blocks, const Tensor& dst,
-                                              int64_t stride, int64_t offset);
 
 // "cpu" (or "cuda" when built with CUDA). Throws Error listing the available backends otherwise.
 std::unique_ptr<Backend> make_backend(const std::string& name);

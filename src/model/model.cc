@@ -709,8 +709,7 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
     Tensor dk = ck.reshape({B * full, row}), dv = cv.reshape({B * full, row});
     be.copy_row_blocks(ks, B, dk, full, s.begin);
     be.copy_row_blocks(vs, B, dv, full, s.begin);
-  }
-  if (cache.fp8) {
+  } else {
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
       Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
