@@ -214,9 +214,6 @@ void Backend::attention_each_slot(const Tensor& q, const Tensor& k, const Tensor
   }
 }
 
-namespace {
-
-// The argument check of copy_row_blocks: the rows per block, or an Error naming `op`.
 int64_t check_row_blocks(const char* op, const Tensor& src, int64_t blocks, const Tensor& dst, int64_t stride,
                          int64_t offset) {
   check(src.rank() == 2 && dst.rank() == 2 && src.dtype() == dst.dtype() && src.dim(1) == dst.dim(1),
@@ -230,8 +227,6 @@ int64_t check_row_blocks(const char* op, const Tensor& src, int64_t blocks, cons
         dst.dim(0));
   return n;
 }
-
-}  // namespace
 
 void Backend::copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset) {
   const int64_t n = check_row_blocks("copy_row_blocks", src, blocks, dst, stride, offset);

@@ -144,7 +144,7 @@ class Backend {
   // Copies `blocks` equal blocks of rows: block b of src [blocks * n, C] (its rows [b n, (b + 1) n)) into rows
   // [b * stride + offset, b * stride + offset + n) of dst [R, C] (same dtype; stride >= n; the last block inside
   // dst). A batch's window of keys or values into its KV cache [B, L, ...] (stride L, offset the window's begin).
-  // Generic: one copy() per block.
+  // Generic: one copy() per block (CUDA: one kernel for all blocks).
   virtual void copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset);
   // Enqueues a copy of a host tensor's bytes into `dst` (this backend's memory, same dtype and element count); the
   // host tensor may change once the call returns. Generic: dst on the host, a memcpy.
@@ -204,6 +204,10 @@ class Backend {
 // The shapes an fp8 KV op needs (the same element count in src and dst, whole rows per scale, whole heads per row
 // of scales); `who` names the backend and op in the error, e.g. "cuda kv_quantize_fp8".
 void check_kv_fp8_shapes(const char* who, const Tensor& src, const Tensor& dst, const Tensor& scales, int64_t heads);
+
+// The arguments of Backend::copy_row_blocks (see there); returns the rows per block. Throws Error naming `op`.
+int64_t check_row_blocks(const char* op, const Tensor& src, int64_t blocks, const Tensor& dst, int64_t stride,
+                         int64_t offset);
 
 // The arguments of Backend::attention_slots: q / out [T, Hq, D] alike, k / v [T, Hkv, D] with Hq a multiple of Hkv;
 // per slot a window of rows inside [0, T) overlapping no other slot's, begin + width inside its cache, caches of

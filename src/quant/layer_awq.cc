@@ -211,7 +211,8 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     if (input_of(r) == 0 || input_of(r) == 2) q.input_mul = inverse(f.input_scale[size_t(input_of(r))]);
   }
   auto note = [](const ScaleSearch& ss) {
-    return nlohmann::json{{"ratio", ss.ratio}, {"loss", ss.loss}, {"loss_unscaled", ss.identity_loss}};
+    return nlohmann::json{{"ratio", ss.ratio}, {"loss", ss.loss}, {"loss_unscaled", ss.identity_loss},
+                          {"grid_losses", ss.grid_losses}};
   };
   res.notes["scales"] = {{"norm_qkv", note(s_attn)}, {"norm_gate_up", note(s_mlp)}, {"up_down", note(s_down)}};
   if (fold_vo) res.notes["scales"]["v_o"] = note(s_vo);

@@ -364,6 +364,15 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
   }
 
+  void copy_row_blocks(const Tensor& src, int64_t blocks, Tensor& dst, int64_t stride, int64_t offset) override {
+    const int64_t n = check_row_blocks("cuda copy_row_blocks", src, blocks, dst, stride, offset);
+    need(src, src.dtype(), "copy_row_blocks", "src");
+    need(dst, dst.dtype(), "copy_row_blocks", "dst");
+    const int64_t row_bytes = src.dim(1) * int64_t(dtype_size(src.dtype()));
+    cuda::launch_copy_row_blocks(src.data(), dst.data(), blocks, n, row_bytes, stride, offset, stream_);
+    after("copy_row_blocks");
+  }
+
   void rope(Tensor& x, const Tensor& positions, double theta) override {
     need(x, DType::BF16, "rope", "the input");
     check(x.rank() >= 2, "cuda rope: input {} needs [.., heads, head_dim]", shape_str(x.shape()));

@@ -1,4 +1,5 @@
-// Memory-bound elementwise kernels: embedding gather, silu(gate)*up, residual add, bias add, conversions.
+// Memory-bound elementwise kernels: embedding gather, silu(gate)*up, residual add, bias add, conversions, blocks of
+// rows copied into strided places (a batch's window into its KV cache).
 // Where every pointer is 16-byte aligned and the length a multiple of 8, threads move 8 bf16 (16 bytes) at a
 // time; otherwise one element at a time. Grid-stride loops, so any n works with a capped grid.
 #include "kernels/cuda/common.cuh"
@@ -59,6 +60,16 @@ __global__ void f32_bias_to_bf16_kernel(const float* acc, const void* bias, Elt 
   const int64_t total = M * N;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = f2bf(acc[i] + (bias ? load_elt(bias, bt, i % N) : 0.0f));
+}
+
+// Block blockIdx.y of src (block_units units of V) to dst + blockIdx.y * dst_stride + dst_offset (in units of V).
+template <typename V>
+__global__ void copy_row_blocks_kernel(const V* __restrict__ src, V* __restrict__ dst, int64_t block_units,
+                                       int64_t dst_stride, int64_t dst_offset) {
+  const V* s = src + int64_t(blockIdx.y) * block_units;
+  V* d = dst + int64_t(blockIdx.y) * dst_stride + dst_offset;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < block_units; i += int64_t(gridDim.x) * blockDim.x)
+    d[i] = s[i];
 }
 
 __global__ void bf16_to_f32_kernel(const bf16_t* in, float* out, int64_t n) {
@@ -133,6 +144,22 @@ void launch_f32_bias_to_bf16(const float* acc, const void* bias, Elt bias_type, 
   if (M * N == 0) return;
   f32_bias_to_bf16_kernel<<<blocks_for(M * N, kThreads), kThreads, 0, stream>>>(acc, bias, bias_type, M, N, y);
   check_launch("matmul f32 output");
+}
+
+void launch_copy_row_blocks(const void* src, void* dst, int64_t blocks, int64_t rows, int64_t row_bytes,
+                            int64_t stride_rows, int64_t offset_rows, cudaStream_t stream) {
+  if (blocks == 0 || rows == 0 || row_bytes == 0) return;
+  if (blocks > 65535) check_cuda(cudaErrorInvalidValue, "copy_row_blocks (more than 65535 blocks)");
+  if (row_bytes % 16 == 0 && aligned16(src) && aligned16(dst)) {
+    const int64_t u = row_bytes / 16;
+    copy_row_blocks_kernel<<<dim3(blocks_for(rows * u, kThreads), unsigned(blocks)), kThreads, 0, stream>>>(
+        static_cast<const uint4*>(src), static_cast<uint4*>(dst), rows * u, stride_rows * u, offset_rows * u);
+  } else {
+    copy_row_blocks_kernel<<<dim3(blocks_for(rows * row_bytes, kThreads), unsigned(blocks)), kThreads, 0, stream>>>(
+        static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), rows * row_bytes, stride_rows * row_bytes,
+        offset_rows * row_bytes);
+  }
+  check_launch("copy_row_blocks");
 }
 
 void launch_bf16_to_f32(const bf16_t* in, float* out, int64_t n, cudaStream_t stream) {

@@ -89,6 +89,10 @@ void launch_add_bias(bf16_t* y, const void* bias, Elt bias_type, int64_t M, int6
 void launch_f32_bias_to_bf16(const float* acc, const void* bias, Elt bias_type, int64_t M, int64_t N, bf16_t* y,
                              cudaStream_t stream);
 void launch_bf16_to_f32(const bf16_t* in, float* out, int64_t n, cudaStream_t stream);
+// Backend::copy_row_blocks in one launch: block b (rows [b rows, (b + 1) rows) of src, row_bytes each, contiguous)
+// to rows [b stride_rows + offset_rows, ..) of dst; 16 bytes a thread where rows and pointers allow.
+void launch_copy_row_blocks(const void* src, void* dst, int64_t blocks, int64_t rows, int64_t row_bytes,
+                            int64_t stride_rows, int64_t offset_rows, cudaStream_t stream);
 
 // The quantizer's device ops (quant_ops.cu; backend.h has their definitions).
 // out F32 [k, k] = float(f * double(upper[min(i, j)][max(i, j)])); k / 32 must fit a grid dimension (k < 2^21).

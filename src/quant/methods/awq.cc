@@ -91,6 +91,7 @@ ScaleSearch awq_search_scales(const std::vector<float>& x_mean, const std::vecto
     const double r = double(g) / double(n_grid);
     std::vector<float> s = awq_candidate_scales(x_mean, w_mean, r);
     const double l = loss(s);
+    best.grid_losses.push_back(l);
     if (l < best.loss) {
       best.loss = l;
       best.ratio = r;

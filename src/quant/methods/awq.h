@@ -45,6 +45,7 @@ struct ScaleSearch {
   double ratio = -1;        // the winning grid ratio, -1 when s = 1 won
   double loss = 0;          // its block loss
   double identity_loss = 0; // the block loss of s = 1 (RTN without clipping)
+  std::vector<double> grid_losses;  // the block loss of every grid ratio g / n_grid, in grid order
 };
 
 // Evaluates s = 1 and the n_grid candidates with `loss` (block output MSE for the given scales).

@@ -406,7 +406,8 @@ TEST_F(CudaOps, AttentionSplitKvMatchesCpu) {
 TEST_F(CudaOps, CopyRowBlocksMatchesCpu) {
   SCOPED_TRACE(trace());
   struct Case { int64_t blocks, n, C, stride, offset; };
-  for (const Case& c : {Case{1, 32, 512, 288, 256}, Case{8, 32, 512, 320, 64}, Case{3, 5, 24, 7, 2}, Case{2, 4, 8, 4, 0}}) {
+  for (const Case& c : {Case{1, 32, 512, 288, 256}, Case{8, 32, 512, 320, 64}, Case{3, 5, 24, 7, 2}, Case{2, 4, 8, 4, 0},
+                      Case{3, 3, 5, 6, 1}}) {  // the last: 10-byte rows, copied byte by byte
     const Tensor src = rand_bf16_f32({c.blocks * c.n, c.C});
     Tensor want = rand_bf16_f32({c.blocks * c.stride, c.C});
     Tensor got = gpu_->from_host_f32(want);
