@@ -66,6 +66,9 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--awq-search-tokens", o.awq_search_tokens, "AWQ: calibration tokens the block losses use")
       ->capture_default_str();
   cmd->add_flag("--awq-no-vo-fold", a->no_vo, "AWQ: do not scale the v_proj -> o_proj pair");
+  cmd->add_option("--awq-scales-from", o.awq_scales_from,
+                  "AWQ: take the scale exponents from an earlier run's quantization_metadata_awq.json instead of "
+                  "searching them (clip search and quantization still run)");
   cmd->add_option("--dtype", o.dtype, "Unquantized tensors: float16, bfloat16 or float32")->capture_default_str();
   cmd->add_option("--max-shard-size", a->max_shard, "Split model.safetensors above this size (e.g. 5GB, 500MB)")
       ->capture_default_str();

@@ -112,6 +112,11 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
     return out;
   };
 
+  // The exponents fixed by --awq-scales-from, if any (nullopt: searched).
+  auto pinned = [&](size_t pair) -> std::optional<double> {
+    return size_t(layer) < s.awq_ratios.size() ? s.awq_ratios[size_t(layer)][pair] : std::nullopt;
+  };
+
   // 1. attention norm -> q, k, v
   t.emplace(ph, "awq scale search");
   AttnBlockWeights fp{Wb[0], Wb[1], Wb[2], Wb[3], bias[0], bias[1], bias[2], m.layers()[size_t(layer)].q_norm,
@@ -132,7 +137,8 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
           cnt += double(ref_attn[i].numel());
         }
         return e / cnt;
-      });
+      },
+      pinned(0));
 
   // 2. v -> o, one scale per kv channel (tied over the query heads sharing it)
   const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
@@ -153,7 +159,8 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
                              s.awq_grid, [&](const std::vector<float>& sv) {
                                const std::vector<float> ex = expand(sv);
                                return error_of(1).sq_of(fq(LinearRole::O, on_backend(ex), true));
-                             });
+                             },
+                             pinned(1));
 
   // 3. MLP norm -> gate, up
   std::vector<Tensor> ref_mlp;
@@ -169,14 +176,16 @@ LayerResult quantize_layer_awq(Model& m, int64_t layer, LayerRunner& runner, con
           cnt += double(ref_mlp[i].numel());
         }
         return e / cnt;
-      });
+      },
+      pinned(2));
 
   // 4. up -> down
   ScaleSearch s_down = awq_search_scales(
       x_mean[3], awq_weight_mean({&Wd}, sc(LinearRole::Down).group_size), s.awq_grid,
       [&](const std::vector<float>& sv) {
         return error_of(3).sq_of(fq(LinearRole::Down, on_backend(sv), true));
-      });
+      },
+      pinned(3));
 
   t.emplace(ph, "awq fold");
   // Fold: norms divided (as stored), linears' input columns multiplied, producers' output rows divided.

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,10 @@ struct QuantSettings {
   int64_t awq_search_tokens = 4096;  // tokens (whole chunks) the AWQ block losses are computed on
   bool awq_fold_vo = true;
   DType norm_dtype = DType::F16;     // how folded RMSNorm weights will be stored (AWQ rounds to it)
+  // AWQ scale exponents taken from an earlier run instead of searched (--awq-scales-from): by layer, the four
+  // scaling pairs in AwqLayerScales order (norm_qkv, v_o, norm_gate_up, up_down), each a grid ratio in [0, 1) or
+  // -1 for s = 1; nullopt: searched. Empty: every layer searched.
+  std::vector<std::array<std::optional<double>, 4>> awq_ratios;
 
   // The grid for a linear with k inputs: group resolved, AWQ-style ranges for AWQ (with or without the
   // algorithm), GPTQ v1 zeros >= 1 for the GPTQ layout.

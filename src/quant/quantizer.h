@@ -28,6 +28,9 @@ struct QuantizeOptions {
   int awq_grid = 20;
   int64_t awq_search_tokens = 4096;
   bool awq_fold_vo = true;
+  // An earlier AWQ run's quantization_metadata_awq.json: its scale exponents are used instead of searched (the same
+  // scales on another device or calibration set; the clip search and the quantization still run).
+  std::string awq_scales_from;
   std::string device = "cpu";
   std::string dtype = "float16";   // unquantized tensors and config torch_dtype: float16 | bfloat16 | float32
   bool overwrite = false;

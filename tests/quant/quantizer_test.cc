@@ -4,7 +4,9 @@
 // nothing behind.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -454,6 +456,123 @@ TEST(QuantizerCheckpoint, AwqRoundTrip) {
   }
   Tensor ids = random_ids(*src, 2, 40);
   EXPECT_LT(rel_diff(q->forward(ids), src->forward(ids)), 0.35);
+}
+
+// --awq-scales-from: a run with an earlier run's scale exponents reproduces it (the same calibration, so the same
+// clip search and codes: byte-identical linears, the same report), records where the exponents came from and
+// searches nothing (no grid losses).
+TEST(QuantizerAwq, ScalesFromAnEarlierRunReproduceIt) {
+  TempDir dir;
+  QuantizeOptions a = small_run(dir, "awq", dir / "a");
+  a.group_size = 64;
+  const QuantizeReport ra = quantize_model(a);
+  const std::string meta = dir / "a/quantization_metadata_awq.json";
+  const json ja = json::parse(std::ifstream(meta));
+  ASSERT_EQ(ja["layer_notes"].size(), 6u);
+  EXPECT_EQ(ja["layer_notes"][0]["notes"]["scales"]["norm_qkv"]["grid_losses"].size(), 20u);
+  QuantizeOptions b = a;
+  b.output_path = dir / "b";
+  b.awq_scales_from = meta;
+  const QuantizeReport rb = quantize_model(b);
+  ASSERT_EQ(rb.linears.size(), ra.linears.size());
+  for (size_t i = 0; i < ra.linears.size(); ++i) {
+    EXPECT_EQ(rb.linears[i].error, ra.linears[i].error) << ra.linears[i].name;
+    EXPECT_EQ(rb.linears[i].error_rtn, ra.linears[i].error_rtn) << ra.linears[i].name;
+  }
+  const std::string file = "/" + quantized_file_name("awq");
+  std::ifstream fa(dir / "a" + file, std::ios::binary), fb(dir / "b" + file, std::ios::binary);
+  EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(fa), {}, std::istreambuf_iterator<char>(fb), {}));
+  const json jb = json::parse(std::ifstream(dir / "b/quantization_metadata_awq.json"));
+  EXPECT_EQ(jb["awq"]["scales_from"], meta);
+  for (size_t l = 0; l < 6; ++l)
+    for (const char* pair : {"norm_qkv", "v_o", "norm_gate_up", "up_down"}) {
+      const json& x = ja["layer_notes"][l]["notes"]["scales"][pair];
+      const json& y = jb["layer_notes"][l]["notes"]["scales"][pair];
+      EXPECT_EQ(y["ratio"], x["ratio"]) << l << " " << pair;
+      EXPECT_EQ(y["loss"], x["loss"]) << l << " " << pair;
+      EXPECT_TRUE(y["grid_losses"].empty()) << l << " " << pair;
+    }
+  // Another exponent for layer 0's attention pair is used as given: its loss is that grid point's, and q_proj's error
+  // changes with it.
+  json jc = ja;
+  const json& qkv = ja["layer_notes"][0]["notes"]["scales"]["norm_qkv"];
+  const int other = qkv["ratio"].get<double>() == 0.5 ? 2 : 10;  // grid point 2/20 or 10/20
+  jc["layer_notes"][0]["notes"]["scales"]["norm_qkv"]["ratio"] = other / 20.0;
+  std::ofstream(dir / "c.json") << jc.dump();
+  QuantizeOptions c = a;
+  c.output_path = dir / "c";
+  c.awq_scales_from = dir / "c.json";
+  const QuantizeReport rc = quantize_model(c);
+  const json jc_out = json::parse(std::ifstream(dir / "c/quantization_metadata_awq.json"));
+  const json& got = jc_out["layer_notes"][0]["notes"]["scales"]["norm_qkv"];
+  EXPECT_EQ(got["ratio"].get<double>(), other / 20.0);
+  EXPECT_EQ(got["loss"].get<double>(), qkv["grid_losses"][size_t(other)].get<double>());
+  EXPECT_NE(rc.linears[0].error, ra.linears[0].error);
+}
+
+// Bad --awq-scales-from files: an error naming the file and what is wrong, before anything is written.
+TEST(QuantizerAwq, ScalesFromRejectsBadFiles) {
+  TempDir dir;
+  QuantizeOptions a = small_run(dir, "awq", dir / "a");
+  a.group_size = 64;
+  quantize_model(a);
+  const json good = json::parse(std::ifstream(dir / "a/quantization_metadata_awq.json"));
+  int n = 0;
+  auto expect_refused = [&](const json& doc, const std::string& what, QuantizeOptions o) {
+    const std::string path = dir / ("bad" + std::to_string(n++) + ".json");
+    std::ofstream(path) << doc.dump();
+    o.output_path = dir / "out";
+    o.awq_scales_from = path;
+    try {
+      quantize_model(o);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir / "out")) << what;
+  };
+  json j = good;
+  j["method"] = "gptq";
+  expect_refused(j, "not the metadata of an AWQ run", a);
+  j = good;
+  j["layer_notes"][2]["notes"]["scales"]["up_down"]["ratio"] = 1.5;
+  expect_refused(j, "layer 2 up_down: ratio 1.5", a);
+  j = good;
+  j["layer_notes"][1]["notes"]["scales"].erase("norm_gate_up");
+  expect_refused(j, "layer 1 has no norm_gate_up scale", a);
+  j = good;
+  j["layer_notes"].erase(3);
+  expect_refused(j, "no entry for layer 3", a);
+  j = good;
+  j["layer_notes"].erase(5);
+  expect_refused(j, "scale exponents for 5 layers, the model has 6", a);
+  j = good;
+  j["layer_notes"][4]["layer"] = 0;
+  expect_refused(j, "layer 0 twice", a);
+  QuantizeOptions no_vo = a;
+  no_vo.awq_fold_vo = false;
+  expect_refused(good, "this run has --awq-no-vo-fold", no_vo);
+  QuantizeOptions gptq = a;
+  gptq.format = "gptq";
+  gptq.output_path = dir / "out";
+  gptq.awq_scales_from = dir / "a/quantization_metadata_awq.json";
+  try {
+    quantize_model(gptq);
+    ADD_FAILURE() << "--awq-scales-from accepted with method gptq";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--awq-scales-from needs method awq"), std::string::npos) << e.what();
+  }
+  QuantizeOptions missing = a;
+  missing.output_path = dir / "out";
+  missing.awq_scales_from = dir / "nowhere.json";
+  try {
+    quantize_model(missing);
+    ADD_FAILURE() << "a missing --awq-scales-from file accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir / "nowhere.json"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
 TEST(QuantizerCheckpoint, ActOrderThroughCliAndShards) {

@@ -83,10 +83,19 @@ std::vector<float> awq_candidate_scales(const std::vector<float>& x_mean, const 
 }
 
 ScaleSearch awq_search_scales(const std::vector<float>& x_mean, const std::vector<float>& w_mean, int n_grid,
-                              const std::function<double(const std::vector<float>&)>& loss) {
+                              const std::function<double(const std::vector<float>&)>& loss,
+                              std::optional<double> pinned) {
   ScaleSearch best;
   best.scales = awq_candidate_scales(x_mean, w_mean, -1);
   best.loss = best.identity_loss = loss(best.scales);
+  if (pinned) {
+    if (*pinned >= 0) {
+      best.ratio = *pinned;
+      best.scales = awq_candidate_scales(x_mean, w_mean, *pinned);
+      best.loss = loss(best.scales);
+    }
+    return best;
+  }
   for (int g = 0; g < n_grid; ++g) {
     const double r = double(g) / double(n_grid);
     std::vector<float> s = awq_candidate_scales(x_mean, w_mean, r);

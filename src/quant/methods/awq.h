@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "core/tensor.h"
@@ -48,9 +49,12 @@ struct ScaleSearch {
   std::vector<double> grid_losses;  // the block loss of every grid ratio g / n_grid, in grid order
 };
 
-// Evaluates s = 1 and the n_grid candidates with `loss` (block output MSE for the given scales).
+// Evaluates s = 1 and the n_grid candidates with `loss` (block output MSE for the given scales). With `pinned`
+// (a ratio in [0, 1), or -1 for s = 1) there is no search: s = 1 and that candidate are evaluated and the pinned
+// one is kept (grid_losses stays empty); see QuantSettings::awq_ratios.
 ScaleSearch awq_search_scales(const std::vector<float>& x_mean, const std::vector<float>& w_mean, int n_grid,
-                              const std::function<double(const std::vector<float>&)>& loss);
+                              const std::function<double(const std::vector<float>&)>& loss,
+                              std::optional<double> pinned = std::nullopt);
 
 // w diag(s): columns scaled (F32 [n, k]); row_div (optional, size n) divides rows as well.
 Tensor scale_weight(const Tensor& w, const std::vector<float>& col_mul, const std::vector<float>* row_div = nullptr);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "io/safetensors.h"
@@ -89,13 +90,39 @@ TEST_F(CudaQuantize, GptqActOrderReportMatchesTheCpu) {
   expect_same_report(c, g);
 }
 
+// AWQ picks each scale exponent as the argmin of a block loss over a 20-point grid whose minimum is often flat
+// (the candidates' losses differ by a few per cent; docs/QUANTIZER.md, "GPU and CPU"): the GPU's bf16 forward can
+// pick a neighbouring exponent, and from there on the layers see other inputs. So the CPU runs with the exponents
+// the GPU chose (--awq-scales-from): then the error report must agree to 1e-3 as for GPTQ, and the block loss of
+// every chosen scale must agree within rounding.
 TEST_F(CudaQuantize, AwqReportMatchesTheCpu) {
   test::TempDir dir;
-  QuantizeOptions o;
-  o.format = "awq";
-  o.group_size = 64;
-  auto [c, g] = both(dir, o);
-  expect_same_report(c, g);
+  QuantizeOptions g;
+  g.model_path = kModel;
+  g.format = "awq";
+  g.group_size = 64;
+  g.calib.text_path = calib_text(dir);
+  g.calib.samples = 6;
+  g.calib.seq_len = 64;
+  g.device = "cuda";
+  g.output_path = dir / "cuda";
+  const QuantizeReport rg = quantize_model(g);
+  QuantizeOptions c = g;
+  c.device = "cpu";
+  c.output_path = dir / "cpu";
+  c.awq_scales_from = dir / "cuda/quantization_metadata_awq.json";
+  const QuantizeReport rc = quantize_model(c);
+  expect_same_report(rc, rg);
+  const nlohmann::json jg = nlohmann::json::parse(std::ifstream(dir / "cuda/quantization_metadata_awq.json"));
+  const nlohmann::json jc = nlohmann::json::parse(std::ifstream(dir / "cpu/quantization_metadata_awq.json"));
+  ASSERT_EQ(jg["layer_notes"].size(), 6u);
+  for (size_t l = 0; l < 6; ++l)
+    for (const char* pair : {"norm_qkv", "v_o", "norm_gate_up", "up_down"}) {
+      const nlohmann::json &a = jc["layer_notes"][l]["notes"]["scales"][pair], &b = jg["layer_notes"][l]["notes"]["scales"][pair];
+      EXPECT_EQ(a["ratio"], b["ratio"]) << l << " " << pair;
+      for (const char* k : {"loss", "loss_unscaled"})
+        EXPECT_NEAR(a[k].get<double>(), b[k].get<double>(), 0.02 * a[k].get<double>()) << l << " " << pair << " " << k;
+    }
 }
 
 }  // namespace
