@@ -41,39 +41,38 @@ const char* kRoleNames[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"
 
 bool has_calibration(const QuantizeOptions& o) { return !o.calib.text_path.empty() || !o.calib.ids_path.empty(); }
 
-// The scale exponents of an earlier AWQ run (--awq-scales-from): its metadata's `layer_notes`, every layer from 0
-// on, each with the ratios of the pairs this run scales (v_o only with the v -> o fold). Errors name the file and
-// the field.
-std::vector<std::array<std::optional<double>, 4>> read_awq_ratios(const std::string& path, bool fold_vo) {
-  const json j = read_json_file(path);
+}  // namespace
+
+std::vector<std::array<std::optional<double>, 4>> parse_awq_ratios(const json& j, const std::string& what,
+                                                                   bool fold_vo) {
   check(j.is_object() && j.contains("method") && j["method"] == "awq",
-        "{}: not the metadata of an AWQ run (quantization_metadata_awq.json with \"method\": \"awq\")", path);
+        "{}: not the metadata of an AWQ run (quantization_metadata_awq.json with \"method\": \"awq\")", what);
   check(j.contains("layer_notes") && j["layer_notes"].is_array() && !j["layer_notes"].empty(),
-        "{}: no layer_notes array (the scale exponents of each layer)", path);
+        "{}: no layer_notes array (the scale exponents of each layer)", what);
   static const char* kPairs[4] = {"norm_qkv", "v_o", "norm_gate_up", "up_down"};
   std::map<int64_t, std::array<std::optional<double>, 4>> by_layer;
   for (const json& e : j["layer_notes"]) {
     check(e.is_object() && e.contains("layer") && e["layer"].is_number_integer() && e["layer"].get<int64_t>() >= 0,
-          "{}: a layer_notes entry has no layer index", path);
+          "{}: a layer_notes entry has no layer index", what);
     const int64_t l = e["layer"].get<int64_t>();
-    check(!by_layer.count(l), "{}: layer_notes has layer {} twice", path, l);
+    check(!by_layer.count(l), "{}: layer_notes has layer {} twice", what, l);
     const json* sc = e.contains("notes") && e["notes"].is_object() && e["notes"].contains("scales")
                          ? &e["notes"]["scales"] : nullptr;
-    check(sc && sc->is_object(), "{}: layer_notes[layer {}] has no notes.scales", path, l);
+    check(sc && sc->is_object(), "{}: layer_notes[layer {}] has no notes.scales", what, l);
     std::array<std::optional<double>, 4> r;
     for (size_t p = 0; p < 4; ++p) {
       const bool want = p != 1 || fold_vo;
       if (!sc->contains(kPairs[p])) {
-        check(!want, "{}: layer {} has no {} scale{}", path, l, kPairs[p],
+        check(!want, "{}: layer {} has no {} scale{}", what, l, kPairs[p],
               p == 1 ? " (that run had --awq-no-vo-fold: give it here too)" : "");
         continue;
       }
-      check(want, "{}: layer {} has a v_o scale, but this run has --awq-no-vo-fold (the two runs must agree)", path, l);
+      check(want, "{}: layer {} has a v_o scale, but this run has --awq-no-vo-fold (the two runs must agree)", what, l);
       const json& f = (*sc)[kPairs[p]];
-      check(f.is_object() && f.contains("ratio") && f["ratio"].is_number(), "{}: layer {} {}: no numeric ratio", path,
+      check(f.is_object() && f.contains("ratio") && f["ratio"].is_number(), "{}: layer {} {}: no numeric ratio", what,
             l, kPairs[p]);
       const double v = f["ratio"].get<double>();
-      check(v == -1.0 || (v >= 0.0 && v < 1.0), "{}: layer {} {}: ratio {} is neither in [0, 1) nor -1 (s = 1)", path,
+      check(v == -1.0 || (v >= 0.0 && v < 1.0), "{}: layer {} {}: ratio {} is neither in [0, 1) nor -1 (s = 1)", what,
             l, kPairs[p], v);
       r[p] = v;
     }
@@ -81,11 +80,13 @@ std::vector<std::array<std::optional<double>, 4>> read_awq_ratios(const std::str
   }
   std::vector<std::array<std::optional<double>, 4>> out;
   for (const auto& [l, r] : by_layer) {
-    check(l == int64_t(out.size()), "{}: layer_notes has no entry for layer {}", path, out.size());
+    check(l == int64_t(out.size()), "{}: layer_notes has no entry for layer {}", what, out.size());
     out.push_back(r);
   }
   return out;
 }
+
+namespace {
 
 QuantSettings resolve(const QuantizeOptions& o) {
   QuantSettings s;
@@ -119,7 +120,7 @@ QuantSettings resolve(const QuantizeOptions& o) {
   s.awq_fold_vo = o.awq_fold_vo;
   if (!o.awq_scales_from.empty()) {
     check(s.method == "awq", "quantize: --awq-scales-from needs method awq (got {})", s.method);
-    s.awq_ratios = read_awq_ratios(o.awq_scales_from, s.awq_fold_vo);
+    s.awq_ratios = parse_awq_ratios(read_json_file(o.awq_scales_from), o.awq_scales_from, s.awq_fold_vo);
   }
   if (o.dtype == "float16") s.norm_dtype = DType::F16;
   else if (o.dtype == "bfloat16") s.norm_dtype = DType::BF16;

@@ -3,9 +3,11 @@
 // by their quantized versions, so the next layer is calibrated on quantized outputs (sequential quantization).
 // At the end the checkpoint writer produces a standard GPTQ or AutoAWQ-gemm HF directory (checkpoint_writer.h).
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +55,13 @@ struct QuantizeReport {
 };
 
 QuantizeReport quantize_model(const QuantizeOptions& opt);
+
+// The scale exponents in an earlier AWQ run's metadata (quantization_metadata_awq.json, for --awq-scales-from): its
+// `layer_notes`, every layer from 0 on once, each with the ratio ([0, 1), or -1 for s = 1) of the pairs this run
+// scales, in AwqLayerScales' order (norm_qkv, v_o, norm_gate_up, up_down; v_o only with the v -> o fold, and then
+// required). Throws Error naming `what` (the file) and the field.
+std::vector<std::array<std::optional<double>, 4>> parse_awq_ratios(const nlohmann::json& j, const std::string& what,
+                                                                   bool fold_vo);
 
 // "model_quantized_{format}.safetensors": the file holding the quantized linears (the original Diffulex name).
 std::string quantized_file_name(const std::string& format);
