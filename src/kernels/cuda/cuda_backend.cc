@@ -116,7 +116,6 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     (void)cudaStreamSynchronize(stream_);
     inv_freq_.clear();
-    table_ = Tensor();
     gemm_.reset();
     linalg_.reset();
     (void)cudaStreamDestroy(stream_);
@@ -377,10 +376,10 @@ class CudaBackend final : public Backend {
     need(x, DType::BF16, "rope", "the input");
     check(x.rank() >= 2, "cuda rope: input {} needs [.., heads, head_dim]", shape_str(x.shape()));
     const int64_t D = x.dim(-1), heads = x.dim(-2), T = x.numel() / std::max<int64_t>(D * heads, 1);
-    check(D % 2 == 0, "cuda rope: head dim {} is odd", D);
+    check(D % 2 == 0 && D <= 256, "cuda rope: head dim {} is odd or past 256", D);
     check(positions.dtype() == DType::I64 && positions.numel() == T, "cuda rope: {} positions for {} tokens",
           positions.numel(), T);
-    cuda::launch_rope(x.data<bf16_t>(), T, heads, D, rope_table(positions, T, theta, D), stream_);
+    cuda::launch_rope(x.data<bf16_t>(), T, heads, D, device_positions(positions), inv_freq(theta, D), stream_);
     after("rope");
   }
 
@@ -515,13 +514,13 @@ class CudaBackend final : public Backend {
     check(q.rank() == 3 && k.rank() == 3 && q.dim(2) == k.dim(2) && q.dim(0) == k.dim(0),
           "cuda qkv_rope: q {} and k {} must be [T, heads, D]", shape_str(q.shape()), shape_str(k.shape()));
     const int64_t T = q.dim(0), Hq = q.dim(1), Hkv = k.dim(1), D = q.dim(2);
-    check(D % 2 == 0, "cuda qkv_rope: head dim {} is odd", D);
+    check(D % 2 == 0 && D <= 256, "cuda qkv_rope: head dim {} is odd or past 256", D);
     check(qkv.rank() == 2 && qkv.dim(0) == T && qkv.dim(1) == (Hq + 2 * Hkv) * D && v.numel() == T * Hkv * D,
           "cuda qkv_rope: input {} and v {} do not fit q {} and k {}", shape_str(qkv.shape()), shape_str(v.shape()),
           shape_str(q.shape()), shape_str(k.shape()));
     check(positions.dtype() == DType::I64 && positions.numel() == T, "cuda qkv_rope: {} positions for {} tokens",
           positions.numel(), T);
-    cuda::launch_qkv_rope(qkv.data<bf16_t>(), T, Hq, Hkv, D, rope_table(positions, T, theta, D), q.data<bf16_t>(),
+    cuda::launch_qkv_rope(qkv.data<bf16_t>(), T, Hq, Hkv, D, device_positions(positions), inv_freq(theta, D), q.data<bf16_t>(),
                           k.data<bf16_t>(), v.data<bf16_t>(), stream_);
     after("qkv_rope");
   }
@@ -1037,26 +1036,12 @@ class CudaBackend final : public Backend {
     if (sync_each_op_) check_cuda(cudaStreamSynchronize(stream_), op);
   }
 
-  // The (cos, sin) table for these positions, rebuilt only when the host positions, theta or D change (the q and
-  // k calls of every layer of a forward share one). Device positions (a captured layer stack's) are not compared:
-  // rebuilt every call.
-  const float* rope_table(const Tensor& positions, int64_t T, double theta, int64_t D) {
-    const size_t bytes = size_t(T) * 8;
-    const bool host = positions.device() == Device::CPU;
-    if (host && table_.defined() && theta == table_theta_ && D == table_d_ && bytes == table_pos_.size() &&
-        std::memcmp(positions.data(), table_pos_.data(), bytes) == 0)
-      return table_.data<float>();
-    const int64_t* pos = positions.data<int64_t>();
-    if (host) pos = static_cast<const int64_t*>(positions_.get(pos, bytes, *alloc_, stream_, "rope (positions)"));
-    table_ = empty(DType::F32, {T, D / 2, 2});
-    cuda::launch_rope_table(pos, inv_freq(theta, D), T, D / 2, table_.data<float>(), stream_);
-    table_theta_ = theta;
-    table_d_ = D;
-    if (host)
-      table_pos_.assign(positions.data<unsigned char>(), positions.data<unsigned char>() + bytes);
-    else
-      table_pos_.clear();
-    return table_.data<float>();
+  // RoPE's positions on the device: a device tensor as it is (a captured layer stack's input buffer), a host one
+  // through the positions mirror (uploaded when its content changes: once per forward, not per layer).
+  const int64_t* device_positions(const Tensor& positions) {
+    if (positions.device() == Device::CUDA) return positions.data<int64_t>();
+    return static_cast<const int64_t*>(
+        positions_.get(positions.data(), size_t(positions.numel()) * 8, *alloc_, stream_, "rope (positions)"));
   }
 
   // inv_freq[i] = 1 / theta^(2i/D) in float32, as the CPU reference computes it; cached per (theta, D).
@@ -1080,10 +1065,6 @@ class CudaBackend final : public Backend {
   HostMirror ids_, positions_, mask_;
   HostMirror rows_;  // gather_rows
   std::map<std::pair<double, int64_t>, Tensor> inv_freq_;
-  Tensor table_;  // rope (cos, sin) table and the key it was built for
-  std::vector<unsigned char> table_pos_;
-  double table_theta_ = 0;
-  int64_t table_d_ = 0;
   bool sync_each_op_ = false;
 };
 

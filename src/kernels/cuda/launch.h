@@ -26,11 +26,10 @@ void launch_embedding(const int64_t* ids, const void* table, Elt table_type, int
 void launch_rmsnorm(const bf16_t* x, const void* w, Elt w_type, int64_t T, int64_t H, float eps, bf16_t* out,
                     cudaStream_t stream);
 
-// RoPE angles: table[t, i] = (cos, sin) of float(positions[t]) * inv_freq[i], i < D/2 (device F32 [T, D/2, 2]).
-void launch_rope_table(const int64_t* positions, const float* inv_freq, int64_t T, int64_t half, float* table,
-                       cudaStream_t stream);
-// Rotate-half RoPE in place on x [T, heads, D] with a table from launch_rope_table.
-void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const float* table, cudaStream_t stream);
+// Rotate-half RoPE in place on x [T, heads, D] (D <= 256): pair i of token t turns by the angle
+// float(positions[t]) * inv_freq[i] (cos and sin taken in double), positions and inv_freq on the device.
+void launch_rope(bf16_t* x, int64_t T, int64_t heads, int64_t D, const int64_t* positions, const float* inv_freq,
+                 cudaStream_t stream);
 
 // Grouped-query attention, flash style. mask: device U8 [B, S] or null. block > 0 makes it block-causal (block
 // diffusion, Backend::attention_block_causal): query i sits at sequence index q_offset + i and sees the keys before

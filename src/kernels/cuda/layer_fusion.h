@@ -11,8 +11,8 @@ void launch_add_rmsnorm(bf16_t* h, const bf16_t* y, const void* w, Elt w_type, i
                         bf16_t* out, cudaStream_t stream);
 
 // The fused q/k/v GEMM output qkv [T, Hq*D + 2*Hkv*D] into q [T, Hq, D] and k [T, Hkv, D], rotated as launch_rope
-// does (same table from launch_rope_table), and v [T, Hkv*D] (contiguous outputs, none aliasing qkv).
-void launch_qkv_rope(const bf16_t* qkv, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, const float* table, bf16_t* q,
-                     bf16_t* k, bf16_t* v, cudaStream_t stream);
+// does (same angles), and v [T, Hkv*D] (contiguous outputs, none aliasing qkv).
+void launch_qkv_rope(const bf16_t* qkv, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, const int64_t* positions,
+                     const float* inv_freq, bf16_t* q, bf16_t* k, bf16_t* v, cudaStream_t stream);
 
 }  // namespace dlx::cuda

@@ -63,7 +63,9 @@ TEST_F(CudaFused, QkvRopeEqualsSplitThenRope) {
   struct Case {
     int64_t T, Hq, Hkv, D;
   };
-  for (const Case c : {Case{13, 28, 4, 128}, Case{9, 4, 2, 64}, Case{5, 4, 4, 16}, Case{3, 2, 1, 6}}) {
+  // (a block rotates 4 heads: the q/k boundary inside a block, a partial last block, D = 256, the widest)
+  for (const Case c : {Case{13, 28, 4, 128}, Case{9, 4, 2, 64}, Case{5, 4, 4, 16}, Case{3, 2, 1, 6}, Case{6, 5, 3, 32},
+                       Case{3, 2, 1, 256}}) {
     SCOPED_TRACE(fmt::format("T {} Hq {} Hkv {} D {}", c.T, c.Hq, c.Hkv, c.D));
     const int64_t Nq = c.Hq * c.D, Nkv = c.Hkv * c.D;
     Tensor qkv = gpu_->from_host_f32(rand_bf16_f32({c.T, Nq + 2 * Nkv}));
