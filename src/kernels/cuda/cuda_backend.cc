@@ -1005,6 +1005,9 @@ class CudaBackend final : public Backend {
     a.n_suppress = int(how.suppress.size());
     a.scratch = scratch.data<float>();
     a.out = static_cast<cuda::SampleResult*>(res.data());
+    const int64_t partial_bytes = cuda::sample_rows_partial_bytes(a);
+    Tensor partials = partial_bytes > 0 ? empty(DType::U8, {partial_bytes}) : Tensor();
+    a.partials = partials.defined() ? partials.data() : nullptr;
     cuda::launch_sample_rows(a, stream_);
     std::vector<cuda::SampleResult> hr(draws.size());
     check_cuda(cudaMemcpyAsync(hr.data(), res.data(), res.nbytes(), cudaMemcpyDeviceToHost, stream_), "sample_rows");

@@ -11,6 +11,13 @@
 //   4. softmax sums (expf per entry, double sums), token (argmax, or the inverse-CDF draw: chunk sums in index
 //      order, an exclusive scan over the threads' chunks, and a sequential scan inside the chunk that holds the
 //      target), probability and confidence.
+// Greedy Dream rows (temperature 0, no top-p or top-k: the decoding default) take the split path instead: each row
+// is cut into chunks of kChunk entries, one block a chunk (a row alone would keep one SM busy: 32 rows of a step
+// used 32 of an H100's 132 SMs for 184 us), in four launches: (1) the chunk's working values into the scratch row
+// and its first maximum; (2) the row's maximum from the chunks' (in chunk order), then the chunk's sum of exp;
+// (3) with the row's sum (chunks in order), the chunk's part of the confidence (margin: the largest probability
+// other than the top one; entropy: its sum); (4) one thread a row combines them. The same values as the one-block
+// path but for the association of the double sums.
 // The arithmetic follows the host code in engine/sampling.cc operation for operation (float logits, float exp,
 // double sums, round-to-nearest intrinsics where the compiler could otherwise contract); the sums run in another
 // association, so probabilities and confidences may differ from the host in the last bits (the greedy token is
@@ -356,6 +363,133 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(SampleRowsArgs a)
   }
 }
 
+// The split path (see the top of the file). Partials per (draw, chunk), in one workspace:
+constexpr int64_t kChunk = int64_t(kThreads) * 16;
+struct Partial {
+  ArgMax best;  // the chunk's first maximum
+  double sum;   // its sum of exp(x - m), m the row's maximum
+  double conf;  // its margin candidate (largest probability but the top one) or entropy part
+};
+
+bool split_path(const SampleRowsArgs& a) {
+  return !a.gumbel && a.temperature == 0 && !(a.top_p < 1.0f) && !(a.top_k > 0 && a.top_k < a.V) && a.n <= 65535;
+}
+int64_t chunks_of(int64_t V) { return (V + kChunk - 1) / kChunk; }
+
+// The row's first maximum from its chunks' (blockDim-uniform; every thread gets it).
+__device__ ArgMax row_best(const Partial* p, int64_t chunks) {
+  ArgMax best{-INFINITY, -1};
+  for (int64_t c = 0; c < chunks; ++c) best = better(best, p[c].best);
+  return best;
+}
+__device__ bool usable(ArgMax b) { return b.v > -INFINITY && b.v == b.v; }
+
+__global__ void __launch_bounds__(kThreads) split_values_kernel(SampleRowsArgs a, int64_t chunks) {
+  __shared__ Shared s;
+  __shared__ uint32_t suppressed[kChunk / 32];
+  const int d = blockIdx.y;
+  const int64_t V = a.V, lo = int64_t(blockIdx.x) * kChunk, hi = imin(V, lo + kChunk);
+  const SampleDraw draw = a.draws[d];
+  const bf16_t* cond = a.logits + draw.row * V;
+  const bf16_t* uncond = a.cfg_scale > 0 ? a.logits + draw.uncond_row * V : nullptr;
+  const float scale1 = __fadd_rn(a.cfg_scale, 1.0f);
+  for (int64_t w = threadIdx.x; w < kChunk / 32; w += blockDim.x) suppressed[w] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < a.n_suppress; i += blockDim.x) {
+    const int64_t id = a.suppress[i];
+    if (id >= lo && id < hi) atomicOr(&suppressed[(id - lo) / 32], 1u << ((id - lo) % 32));
+  }
+  __syncthreads();
+  float* x = a.scratch + int64_t(d) * V;
+  ArgMax best{-INFINITY, -1};
+  for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) {
+    float c = bf2f(cond[v]);
+    if (uncond) {
+      const float u = bf2f(uncond[v]);
+      c = __fadd_rn(u, __fmul_rn(scale1, __fsub_rn(c, u)));
+    }
+    if (suppressed[(v - lo) / 32] & (1u << ((v - lo) % 32))) c = -INFINITY;
+    x[v] = c;
+    best = better(best, ArgMax{c, v});
+  }
+  best = block_argmax(best, s.red_v, s.red_i);
+  if (threadIdx.x == 0) static_cast<Partial*>(a.partials)[int64_t(d) * chunks + blockIdx.x].best = best;
+}
+
+__global__ void __launch_bounds__(kThreads) split_sum_kernel(SampleRowsArgs a, int64_t chunks) {
+  __shared__ Shared s;
+  const int d = blockIdx.y;
+  Partial* p = static_cast<Partial*>(a.partials) + int64_t(d) * chunks;
+  const ArgMax best = row_best(p, chunks);
+  if (!usable(best)) return;
+  const float m = best.v;
+  const float* x = a.scratch + int64_t(d) * a.V;
+  const int64_t lo = int64_t(blockIdx.x) * kChunk, hi = imin(a.V, lo + kChunk);
+  double sum = 0;
+  for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) sum += double(expf(x[v] - m));
+  sum = block_sum(sum, s.red);
+  if (threadIdx.x == 0) p[blockIdx.x].sum = sum;
+}
+
+// The row's 1 / sum of exp from its chunks' sums, in chunk order.
+__device__ double row_inv(const Partial* p, int64_t chunks) {
+  double sum = 0;
+  for (int64_t c = 0; c < chunks; ++c) sum += p[c].sum;
+  return 1.0 / sum;
+}
+
+__global__ void __launch_bounds__(kThreads) split_conf_kernel(SampleRowsArgs a, int64_t chunks) {
+  __shared__ Shared s;
+  const int d = blockIdx.y;
+  Partial* p = static_cast<Partial*>(a.partials) + int64_t(d) * chunks;
+  const ArgMax best = row_best(p, chunks);
+  if (!usable(best)) return;
+  const float m = best.v;
+  const double inv = row_inv(p, chunks);
+  const float* x = a.scratch + int64_t(d) * a.V;
+  auto prob = [&](int64_t v) { return float(double(expf(x[v] - m)) * inv); };
+  const int64_t lo = int64_t(blockIdx.x) * kChunk, hi = imin(a.V, lo + kChunk);
+  if (a.confidence == 1) {
+    float second = -INFINITY;
+    for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x)
+      if (v != best.i) second = fmaxf(second, prob(v));
+    const ArgMax sm = block_argmax(ArgMax{second, int64_t(threadIdx.x)}, s.red_v, s.red_i);
+    if (threadIdx.x == 0) p[blockIdx.x].conf = double(sm.v);
+  } else {
+    double e = 0;
+    for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) {
+      const float q = prob(v);
+      if (q > 0) e += double(q) * double(logf(__fadd_rn(q, 1e-10f)));
+    }
+    e = block_sum(e, s.red);
+    if (threadIdx.x == 0) p[blockIdx.x].conf = e;
+  }
+}
+
+__global__ void split_finish_kernel(SampleRowsArgs a, int64_t chunks) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= a.n) return;
+  const Partial* p = static_cast<const Partial*>(a.partials) + int64_t(d) * chunks;
+  const ArgMax best = row_best(p, chunks);
+  if (!usable(best)) {
+    a.out[d] = SampleResult{-1, 0.0, 0.0};
+    return;
+  }
+  const double inv = row_inv(p, chunks);
+  const float m = best.v;
+  const double top = double(float(double(expf(a.scratch[int64_t(d) * a.V + best.i] - m)) * inv));
+  double conf = top;
+  if (a.confidence == 1) {
+    double second = -INFINITY;
+    for (int64_t c = 0; c < chunks; ++c) second = fmax(second, p[c].conf);
+    conf = a.V >= 2 ? top - second : top;
+  } else if (a.confidence == 2) {
+    conf = 0;
+    for (int64_t c = 0; c < chunks; ++c) conf += p[c].conf;
+  }
+  a.out[d] = SampleResult{best.i, top, conf};
+}
+
 __global__ void gather_rows_kernel(const bf16_t* x, const int64_t* rows, int64_t H, bf16_t* out, bool vec) {
   const bf16_t* src = x + rows[blockIdx.x] * H;
   bf16_t* dst = out + int64_t(blockIdx.x) * H;
@@ -437,9 +571,24 @@ void launch_gather_rows(const bf16_t* x, const int64_t* rows, int64_t R, int64_t
   check_launch("gather_rows");
 }
 
+int64_t sample_rows_partial_bytes(const SampleRowsArgs& a) {
+  return split_path(a) ? int64_t(a.n) * chunks_of(a.V) * int64_t(sizeof(Partial)) : 0;
+}
+
 void launch_sample_rows(const SampleRowsArgs& a, cudaStream_t stream) {
   if (a.n == 0) return;
-  sample_rows_kernel<<<unsigned(a.n), kThreads, 0, stream>>>(a);
+  if (!split_path(a)) {
+    sample_rows_kernel<<<unsigned(a.n), kThreads, 0, stream>>>(a);
+    check_launch("sample_rows");
+    return;
+  }
+  if (a.partials == nullptr) check_cuda(cudaErrorInvalidValue, "sample_rows (split path)");
+  const int64_t chunks = chunks_of(a.V);
+  const dim3 grid(unsigned(chunks), unsigned(a.n));
+  split_values_kernel<<<grid, kThreads, 0, stream>>>(a, chunks);
+  split_sum_kernel<<<grid, kThreads, 0, stream>>>(a, chunks);
+  if (a.confidence != 0) split_conf_kernel<<<grid, kThreads, 0, stream>>>(a, chunks);
+  split_finish_kernel<<<unsigned((a.n + 127) / 128), 128, 0, stream>>>(a, chunks);
   check_launch("sample_rows");
 }
 

@@ -40,8 +40,11 @@ struct SampleRowsArgs {
   const int64_t* suppress;  // device [n_suppress]
   int n_suppress;
   float* scratch;  // device F32 [n, V]: the working rows
+  void* partials;  // device, sample_rows_partial_bytes(*this) bytes (none when 0)
   SampleResult* out;  // device [n]
 };
+// The workspace of the split path (greedy Dream rows: temperature 0, no top-p / top-k), 0 for the one-block path.
+int64_t sample_rows_partial_bytes(const SampleRowsArgs& a);
 void launch_sample_rows(const SampleRowsArgs& a, cudaStream_t stream);
 
 }  // namespace dlx::cuda
