@@ -11,6 +11,7 @@
 #                            (issue 15; see profile()).
 #   tools/gpu_test.sh ragged   on the GPU machine: continuous batching's ragged pass with and without the one-launch
 #                            attention (see ragged()).
+#   tools/gpu_test.sh paths  on the GPU machine: a W4A16 decode step with each W4A16 path forced (see paths()).
 #   tools/gpu_test.sh quantize  on the GPU machine: RTN / GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17;
 #                            QUANT_RUNS, QUANT_TESTS: see quantize_timing()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
@@ -257,6 +258,32 @@ for r in json.load(open(sys.argv[1]))["runs"]:
   return $status
 }
 
+# Which W4A16 path a decode step wants (issue 14: on one H100 the B = 8 W4A16 step took 13.95 ms on main and
+# 10.90 ms with session 11's build, docs/PERFORMANCE.md "Session 14"): `bench decode --quant w4a16` at PATHS_BATCH
+# (default 8) with DIFFULEX_W4A16_PATH = auto (the tuner: its choices per weight and M bucket are printed from the
+# JSON's w4a16_paths), then each fixed path; with PATHS_BASE (another diffulex binary) that one's auto run too.
+paths() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} status=0 p bin
+  mkdir -p "$out"
+  for p in auto mma wgmma wgmma_narrow wgmma_tall dequant ${PATHS_BASE:+base}; do
+    bin=$BIN/diffulex
+    [ "$p" = base ] && bin=$PATHS_BASE
+    DIFFULEX_W4A16_PATH=$([ "$p" = base ] && echo auto || echo "$p") timeout 120 "$bin" bench decode --device cuda \
+      --random-config dream-7b --quant w4a16 --batch "${PATHS_BATCH:-8}" --cache dual --tokens-per-step 1 \
+      --gen-length 32 --block 32 --blocks 1 --output "$out/paths_$p.json" >"$out/paths_$p.log" 2>&1 ||
+      { status=1; echo "== $p: failed"; tail -3 "$out/paths_$p.log"; continue; }
+    python3 - "$out/paths_$p.json" "$p" <<'PY' || status=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+print(f"== {sys.argv[2]:13s}", "  ".join(f"B={r['batch']} {r['step_ms_median']:.3f} ms" for r in j["runs"]))
+for c in j.get("w4a16_paths", []) if sys.argv[2] in ("auto", "base") else []:
+    print(f"     [{c['N']} x {c['K']}] g{c['group_size']} M<={c['m_bucket']}: {c['path']}")
+PY
+  done
+  return $status
+}
+
 # Issue 17's timing: RTN, GPTQ and AWQ with the calibration forward and the heavy math on the GPU, on random
 # checkpoints at Dream-7B's widths, 128 x 512 random calibration ids (uniform in [0, 151000), seeded), group
 # 128, `diffulex -v quantize --device cuda` under /usr/bin/time -v (peak RSS). Logs in $OUT; per run it prints
@@ -343,5 +370,6 @@ case "${1:-}" in
   quantize) quantize_timing ;;
   profile) profile ;;
   ragged) ragged ;;
-  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile|ragged" >&2; exit 2 ;;
+  paths) paths ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile|ragged|paths" >&2; exit 2 ;;
 esac

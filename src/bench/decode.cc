@@ -170,6 +170,11 @@ json run_decode_bench(const DecodeBenchArgs& a) {
   if (model->backend().device() == Device::CUDA) {
     const CudaMemoryStats s = cuda_memory_stats(model->backend());
     out["memory"] = {{"activation_peak_bytes", s.activation_peak_bytes}, {"device_used_bytes", s.device_used_bytes}};
+    // The W4A16 path the tuner chose for each packed weight and M bucket the steps met.
+    json choices = json::array();
+    for (const W4A16Choice& c : cuda_w4a16_choices(model->backend()))
+      choices.push_back({{"N", c.N}, {"K", c.K}, {"group_size", c.group_size}, {"m_bucket", c.m_bucket}, {"path", c.path}});
+    out["w4a16_paths"] = choices;
   }
 #endif
   return out;

@@ -759,6 +759,12 @@ class CudaBackend final : public Backend {
     auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, w4a16_bucket(M)));
     return it == w4a16_choice_.end() ? std::string() : it->second;
   }
+  std::vector<W4A16Choice> w4a16_choices() const {
+    std::vector<W4A16Choice> out;
+    for (const auto& [key, path] : w4a16_choice_)
+      out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), std::get<3>(key), path});
+    return out;
+  }
 
  private:
   // The wgmma kernel's variant a path names (-1: not a wgmma path).
@@ -1093,6 +1099,9 @@ int cuda_attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64
 bool cuda_w4a16_tma_weights() { return cuda::w4a16_wgmma_tma_weights(); }
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
   return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M);
+}
+std::vector<W4A16Choice> cuda_w4a16_choices(const Backend& be) {
+  return as_cuda(const_cast<Backend&>(be)).w4a16_choices();
 }
 bool cuda_w4a16_wgmma_available() { return cuda::w4a16_wgmma_available(); }
 

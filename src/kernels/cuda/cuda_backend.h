@@ -46,6 +46,12 @@ void cuda_set_w4a16_splits(Backend& be, int splits);
 int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t group_size);
 // The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
+// Every choice "auto" made so far: weight [N, K], group size, M bucket (the power of two at or above M), path.
+struct W4A16Choice {
+  int64_t N, K, group_size, m_bucket;
+  std::string path;
+};
+std::vector<W4A16Choice> cuda_w4a16_choices(const Backend& be);
 // Whether this GPU and build run the Hopper wgmma W4A16 kernel (src/kernels/cuda/w4a16_wgmma.cu).
 bool cuda_w4a16_wgmma_available();
 // Whether that kernel loads weights and scale words by tensor copies instead of plain bulk copies (process-wide;
