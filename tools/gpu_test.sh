@@ -261,12 +261,13 @@ for r in json.load(open(sys.argv[1]))["runs"]:
 # Which W4A16 path a decode step wants (issue 14: on one H100 the B = 8 W4A16 step took 13.95 ms on main and
 # 10.90 ms with session 11's build, docs/PERFORMANCE.md "Session 14"): `bench decode --quant w4a16` at PATHS_BATCH
 # (default 8) with DIFFULEX_W4A16_PATH = auto (the tuner: its choices per weight and M bucket are printed from the
-# JSON's w4a16_paths), then each fixed path; with PATHS_BASE (another diffulex binary) that one's auto run too.
+# JSON's w4a16_paths), then each fixed path (PATHS_LIST: which, in order); with PATHS_BASE (another diffulex binary)
+# that one's auto run too.
 paths() {
   setup_env
   local out=${OUT:-$ROOT/gpu_out} status=0 p bin
   mkdir -p "$out"
-  for p in auto mma wgmma wgmma_narrow wgmma_tall dequant ${PATHS_BASE:+base}; do
+  for p in ${PATHS_LIST:-auto mma wgmma wgmma_narrow wgmma_tall dequant} ${PATHS_BASE:+base}; do
     bin=$BIN/diffulex
     [ "$p" = base ] && bin=$PATHS_BASE
     DIFFULEX_W4A16_PATH=$([ "$p" = base ] && echo auto || echo "$p") timeout 120 "$bin" bench decode --device cuda \
