@@ -237,7 +237,8 @@ TEST_P(SampleRows, DreamRuleMatchesPlainReference) {
       {0.2f, 0.95f, 0, Confidence::NegEntropy, 0}, {0.7f, 1, 0, Confidence::Prob, 0},
       {1.0f, 0.9f, 0, Confidence::Margin, 4},   {1.0f, 0.5f, 0, Confidence::Prob, 2},
       {0.8f, 1, 50, Confidence::Prob, 0},       {0.6f, 0.9f, 20, Confidence::NegEntropy, 4},
-      {0, 1, 7, Confidence::Margin, 1},
+      {0, 1, 7, Confidence::Margin, 1},         {0, 1, 0, Confidence::Margin, 1},
+      {0, 1, 0, Confidence::Prob, 2},
   };
   struct Set {
     int64_t N, V;
@@ -336,6 +337,38 @@ TEST_P(SampleRows, GumbelRuleAndGuidanceMatchPlainReference) {
     EXPECT_EQ(got[i].token, want.token) << trace() << " dream cfg draw " << i;
     EXPECT_NEAR(got[i].prob, want.prob, 1e-5 * std::max(1.0, want.prob)) << trace();
     EXPECT_NEAR(got[i].confidence, want.confidence, 1e-4) << trace();
+  }
+}
+
+// Rows longer than one chunk of the CUDA backend's split greedy path (16,384 entries): the first maximum when equal
+// maxima sit in different chunks, a row whose only finite logit is in its last chunk, and one with none.
+TEST_P(SampleRows, GreedyRowsAcrossChunks) {
+  const int64_t V = 3 * 16384 + 5;
+  Tensor l = Tensor::zeros(DType::F32, {3, V});
+  float* x = l.data<float>();
+  for (int64_t v = 0; v < V; ++v) {
+    x[v] = float(v % 97) * 0.01f;  // maximum 0.96 at v % 97 == 96, first at v = 96
+    x[V + v] = kNegInf;
+    x[2 * V + v] = kNegInf;
+  }
+  x[20000] = 5.0f;
+  x[40000] = 5.0f;
+  x[V + V - 2] = 1.0f;
+  for (Confidence conf : {Confidence::Prob, Confidence::Margin, Confidence::NegEntropy}) {
+    SCOPED_TRACE(::testing::Message() << trace() << " conf " << int(conf));
+    const RowSampling how{.confidence = conf, .suppress = {3, V - 1}};
+    const std::vector<TokenChoice> got = be_->sample_rows(up(l), how, {RowDraw{0, -1, 0, {}}, RowDraw{1, -1, 0, {}}});
+    ASSERT_EQ(got.size(), 2u);
+    for (int r = 0; r < 2; ++r) {
+      const RefChoice want =
+          reference_dream(reference_dream_row(std::vector<float>(x + r * V, x + (r + 1) * V), how), how, 0);
+      EXPECT_EQ(got[size_t(r)].token, want.token) << "row " << r;
+      EXPECT_NEAR(got[size_t(r)].prob, want.prob, 1e-5 * std::max(1.0, want.prob)) << "row " << r;
+      EXPECT_NEAR(got[size_t(r)].confidence, want.confidence, 1e-4 * std::max(1.0, std::abs(want.confidence)));
+    }
+    EXPECT_EQ(got[0].token, 20000);
+    EXPECT_EQ(got[1].token, V - 2);
+    EXPECT_THROW(be_->sample_rows(up(l), how, {RowDraw{2, -1, 0, {}}}), Error);
   }
 }
 

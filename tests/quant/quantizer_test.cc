@@ -481,6 +481,8 @@ TEST(QuantizerAwq, ScalesFromAnEarlierRunReproduceIt) {
   }
   const std::string file = "/" + quantized_file_name("awq");
   std::ifstream fa(dir / "a" + file, std::ios::binary), fb(dir / "b" + file, std::ios::binary);
+  ASSERT_TRUE(fa && fb);
+  EXPECT_GT(fs::file_size(dir / "a" + file), 0u);
   EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(fa), {}, std::istreambuf_iterator<char>(fb), {}));
   const json jb = json::parse(std::ifstream(dir / "b/quantization_metadata_awq.json"));
   EXPECT_EQ(jb["awq"]["scales_from"], meta);
