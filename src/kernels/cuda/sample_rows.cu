@@ -416,19 +416,30 @@ __global__ void __launch_bounds__(kThreads) split_values_kernel(SampleRowsArgs a
   if (threadIdx.x == 0) static_cast<Partial*>(a.partials)[int64_t(d) * chunks + blockIdx.x].best = best;
 }
 
-__global__ void __launch_bounds__(kThreads) split_sum_kernel(SampleRowsArgs a, int64_t chunks) {
-  __shared__ Shared s;
+// What a split-path block of the later passes works on: its draw's (blockIdx.y) partials and first maximum, the
+// draw's scratch row and the chunk (blockIdx.x) of it.
+struct SplitChunk {
+  Partial* p;
+  ArgMax best;
+  const float* x;
+  int64_t lo, hi;
+};
+__device__ SplitChunk split_chunk(const SampleRowsArgs& a, int64_t chunks) {
   const int d = blockIdx.y;
   Partial* p = static_cast<Partial*>(a.partials) + int64_t(d) * chunks;
-  const ArgMax best = row_best(p, chunks);
-  if (!usable(best)) return;
-  const float m = best.v;
-  const float* x = a.scratch + int64_t(d) * a.V;
-  const int64_t lo = int64_t(blockIdx.x) * kChunk, hi = imin(a.V, lo + kChunk);
+  const int64_t lo = int64_t(blockIdx.x) * kChunk;
+  return {p, row_best(p, chunks), a.scratch + int64_t(d) * a.V, lo, imin(a.V, lo + kChunk)};
+}
+
+__global__ void __launch_bounds__(kThreads) split_sum_kernel(SampleRowsArgs a, int64_t chunks) {
+  __shared__ Shared s;
+  const SplitChunk c = split_chunk(a, chunks);
+  if (!usable(c.best)) return;
+  const float m = c.best.v;
   double sum = 0;
-  for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) sum += double(expf(x[v] - m));
+  for (int64_t v = c.lo + threadIdx.x; v < c.hi; v += blockDim.x) sum += double(expf(c.x[v] - m));
   sum = block_sum(sum, s.red);
-  if (threadIdx.x == 0) p[blockIdx.x].sum = sum;
+  if (threadIdx.x == 0) c.p[blockIdx.x].sum = sum;
 }
 
 // The row's 1 / sum of exp from its chunks' sums, in chunk order.
@@ -440,29 +451,25 @@ __device__ double row_inv(const Partial* p, int64_t chunks) {
 
 __global__ void __launch_bounds__(kThreads) split_conf_kernel(SampleRowsArgs a, int64_t chunks) {
   __shared__ Shared s;
-  const int d = blockIdx.y;
-  Partial* p = static_cast<Partial*>(a.partials) + int64_t(d) * chunks;
-  const ArgMax best = row_best(p, chunks);
-  if (!usable(best)) return;
-  const float m = best.v;
-  const double inv = row_inv(p, chunks);
-  const float* x = a.scratch + int64_t(d) * a.V;
-  auto prob = [&](int64_t v) { return float(double(expf(x[v] - m)) * inv); };
-  const int64_t lo = int64_t(blockIdx.x) * kChunk, hi = imin(a.V, lo + kChunk);
+  const SplitChunk c = split_chunk(a, chunks);
+  if (!usable(c.best)) return;
+  const float m = c.best.v;
+  const double inv = row_inv(c.p, chunks);
+  auto prob = [&](int64_t v) { return float(double(expf(c.x[v] - m)) * inv); };
   if (a.confidence == 1) {
     float second = -INFINITY;
-    for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x)
-      if (v != best.i) second = fmaxf(second, prob(v));
+    for (int64_t v = c.lo + threadIdx.x; v < c.hi; v += blockDim.x)
+      if (v != c.best.i) second = fmaxf(second, prob(v));
     const ArgMax sm = block_argmax(ArgMax{second, int64_t(threadIdx.x)}, s.red_v, s.red_i);
-    if (threadIdx.x == 0) p[blockIdx.x].conf = double(sm.v);
+    if (threadIdx.x == 0) c.p[blockIdx.x].conf = double(sm.v);
   } else {
     double e = 0;
-    for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) {
+    for (int64_t v = c.lo + threadIdx.x; v < c.hi; v += blockDim.x) {
       const float q = prob(v);
       if (q > 0) e += double(q) * double(logf(__fadd_rn(q, 1e-10f)));
     }
     e = block_sum(e, s.red);
-    if (threadIdx.x == 0) p[blockIdx.x].conf = e;
+    if (threadIdx.x == 0) c.p[blockIdx.x].conf = e;
   }
 }
 
