@@ -34,16 +34,20 @@ std::string calib_text(const test::TempDir& dir) {
   return dir / "calib.txt";
 }
 
-// One run on each device with the same options; returns {cpu, cuda} reports.
-std::pair<QuantizeReport, QuantizeReport> both(const test::TempDir& dir, QuantizeOptions o) {
+// o on the shipped model with 6 x 64 calibration tokens, on `device`, written to dir / device.
+QuantizeOptions on(const test::TempDir& dir, QuantizeOptions o, const std::string& device) {
   o.model_path = kModel;
   o.calib.text_path = calib_text(dir);
   o.calib.samples = 6;
   o.calib.seq_len = 64;
-  QuantizeOptions c = o, g = o;
-  c.device = "cpu", c.output_path = dir / "cpu";
-  g.device = "cuda", g.output_path = dir / "cuda";
-  return {quantize_model(c), quantize_model(g)};
+  o.device = device;
+  o.output_path = dir / device;
+  return o;
+}
+
+// One run on each device with the same options; returns {cpu, cuda} reports.
+std::pair<QuantizeReport, QuantizeReport> both(const test::TempDir& dir, const QuantizeOptions& o) {
+  return {quantize_model(on(dir, o, "cpu")), quantize_model(on(dir, o, "cuda"))};
 }
 
 void expect_same_report(const QuantizeReport& c, const QuantizeReport& g) {
@@ -99,21 +103,12 @@ TEST_F(CudaQuantize, GptqActOrderReportMatchesTheCpu) {
 // points were often under 1% apart).
 TEST_F(CudaQuantize, AwqReportMatchesTheCpu) {
   test::TempDir dir;
-  QuantizeOptions g;
-  g.model_path = kModel;
-  g.format = "awq";
-  g.group_size = 64;
-  g.calib.text_path = calib_text(dir);
-  g.calib.samples = 6;
-  g.calib.seq_len = 64;
-  g.device = "cuda";
-  g.output_path = dir / "cuda";
-  const QuantizeReport rg = quantize_model(g);
-  QuantizeOptions c = g;
-  c.device = "cpu";
-  c.output_path = dir / "cpu";
-  c.awq_scales_from = dir / "cuda/quantization_metadata_awq.json";
-  const QuantizeReport rc = quantize_model(c);
+  QuantizeOptions o;
+  o.format = "awq";
+  o.group_size = 64;
+  const QuantizeReport rg = quantize_model(on(dir, o, "cuda"));
+  o.awq_scales_from = dir / "cuda/quantization_metadata_awq.json";
+  const QuantizeReport rc = quantize_model(on(dir, o, "cpu"));
   expect_same_report(rc, rg);
   const nlohmann::json jg = nlohmann::json::parse(std::ifstream(dir / "cuda/quantization_metadata_awq.json"));
   const nlohmann::json jc = nlohmann::json::parse(std::ifstream(dir / "cpu/quantization_metadata_awq.json"));
