@@ -896,10 +896,28 @@ class CudaBackend final : public Backend {
   // the kernels are compared as a graph-captured decode step runs them, without the host launch time that eager
   // timing adds to kernels shorter than their launch. One eager run first: the dequantize path's cuBLASLt call
   // chooses its algorithm by timing, which cannot happen inside a capture.
+  // With DIFFULEX_W4A16_TUNE_COLD=1 every run starts with the L2 cache holding none of its weight, as in a decoding
+  // step, where a layer's weight was last read a whole forward ago: each captured run is preceded by a read through
+  // a buffer twice the L2's size, and the time of those reads alone (timed the same way) is subtracted. Without it,
+  // back-to-back runs of one weight read it from L2 where it fits (50 MB on an H100: Dream-7B's q/k/v, o and down in
+  // int4), which flatters the paths that re-read their weight most.
   template <class F>
   double time_ms(F&& fn) {
     fn();
     bool graphed = true;
+    if (tune_cold_) {
+      if (!evict_buf_.defined()) {
+        cudaDeviceProp prop{};
+        check_cuda(cudaGetDeviceProperties(&prop, 0), "device query");
+        evict_buf_ = empty(DType::U8, {std::max<int64_t>(2 * int64_t(prop.l2CacheSize), 1 << 20) / 16 * 16 + 16});
+        check_cuda(cudaMemsetAsync(evict_buf_.data(), 0, size_t(evict_buf_.numel()), stream_), "W4A16 tuner buffer");
+      }
+      uint32_t* sink = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(evict_buf_.data()) + evict_buf_.numel() - 16);
+      auto evict = [&] { cuda::launch_read_through(evict_buf_.data(), evict_buf_.numel() - 16, sink, stream_); };
+      const double both = cuda_graph_time_ms(*this, [&](int) { evict(), fn(); }, 4, 5, &graphed);
+      const double alone = cuda_graph_time_ms(*this, [&](int) { evict(); }, 4, 5, nullptr);
+      return std::max(both - alone, 0.0);
+    }
     const double ms = cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5, &graphed);
     if (!graphed && !sync_each_op_ && !warned_eager_timing_) {
       warned_eager_timing_ = true;
@@ -915,6 +933,8 @@ class CudaBackend final : public Backend {
     return std::string(v && *v ? v : "auto");
   }();
   bool wgmma_disabled_ = false;
+  bool tune_cold_ = env_flag("DIFFULEX_W4A16_TUNE_COLD");
+  Tensor evict_buf_;  // time_ms's L2-evicting reads (cold timing only)
   int w4a16_splits_ = 0;
   // (N, K, group, M bucket) -> the path auto chose
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
@@ -1019,7 +1039,7 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(hr.data(), res.data(), res.nbytes(), cudaMemcpyDeviceToHost, stream_), "sample_rows");
     check_cuda(cudaStreamSynchronize(stream_), "sample_rows");
     for (size_t i = 0; i < hr.size(); ++i) {
-      check(hr[i].token >= 0, "cuda sample_rows: draw {} (logits row {}) has no finite logit", i, draws[i].row);
+      check(hr[i].token >= 0, "cuda sample_rows: draw {} (logits row {}) has no finite logit, or a NaN", i, draws[i].row);
       out[i] = TokenChoice{hr[i].token, hr[i].prob, hr[i].confidence};
     }
     return out;

@@ -60,7 +60,9 @@ __device__ double block_sum(double v, double* red) {
   return red[0];
 }
 
-// (value, index) maximum: larger value, then lower index; index -1 loses to everything.
+// (value, index) maximum: larger value, then lower index; index -1 loses to everything and a NaN wins over every
+// number, so that a row with a NaN anywhere reduces to NaN and is reported as the host reports it
+// (kernels/row_sampling.cc row_max), instead of the NaN dropping out of the comparisons.
 struct ArgMax {
   float v;
   int64_t i;
@@ -68,6 +70,8 @@ struct ArgMax {
 __device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
   if (a.i < 0) return b;
   if (b.i < 0) return a;
+  const bool a_nan = a.v != a.v, b_nan = b.v != b.v;
+  if (a_nan || b_nan) return a_nan && (!b_nan || a.i < b.i) ? a : b;
   if (b.v > a.v || (b.v == a.v && b.i < a.i)) return b;
   return a;
 }
@@ -240,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(SampleRowsArgs a)
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) best = better(best, ArgMax{x[v], v});
   best = block_argmax(best, s.red_v, s.red_i);
   const float m = best.v;
-  if (!(m > -INFINITY) || m != m) {  // no finite logit (or NaN): the host reports the error
+  if (!(m > -INFINITY) || m != m) {  // no finite logit, or a NaN: the host reports the error
     if (threadIdx.x == 0) a.out[d] = SampleResult{-1, 0.0, 0.0};
     return;
   }
