@@ -193,6 +193,10 @@ class Backend {
   virtual void scale_columns(const Tensor& x, const Tensor& mul, Tensor& out) = 0;
   virtual void fake_quant(const Tensor& w, const Tensor& s, const FakeQuantGrid& grid, bool minus_w, Tensor& out) = 0;
   virtual void synchronize() {}
+  // Same inputs, same outputs from run to run: where the backend picks kernels by timing them (CUDA: cuBLASLt's
+  // algorithm tuner and the W4A16 path tuner), it takes a fixed choice instead, since another kernel rounds bf16
+  // results differently. The quantizer turns it on (docs/QUANTIZER.md: AWQ's searches pick other scales otherwise).
+  virtual void set_reproducible(bool) {}
 
  protected:
   // attention_slots' generic work on slots check_attn_slots has accepted (a backend whose own version falls back to

@@ -259,6 +259,10 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   // resident set is about one layer's source plus the working set instead of the whole mapped file (issue 17). The
   // file's pages stay in the kernel's page cache, reclaimable, as for any file read.
   m->store().release_pages();
+  // The same source, calibration and options give the same checkpoint in every run: on the GPU no kernel is chosen
+  // by timing (a timed choice may differ between runs, and with it the rounding of the bf16 calibration forward,
+  // which moved AWQ's flat-minimum searches to other scales from one run to the next; docs/QUANTIZER.md).
+  m->backend().set_reproducible(true);
   // DIFFULEX_QUANT_SYNC_PHASES=1: phase times that include the device work each phase enqueued (phase_times.h).
   struct SyncOff {
     PhaseTimes& p;

@@ -701,6 +701,10 @@ class CudaBackend final : public Backend {
   }
 
   void synchronize() override { check_cuda(cudaStreamSynchronize(stream_), "synchronize"); }
+  void set_reproducible(bool on) override {
+    gemm_->set_tune(!on);
+    reproducible_ = on;
+  }
 
   void add(Tensor& x, const Tensor& y) override {
     need(x, DType::BF16, "add", "x");
@@ -828,8 +832,9 @@ class CudaBackend final : public Backend {
       if (bias && !fused_bias) cuda::launch_add_bias(y.data<bf16_t>(), bp, bt, M, N, stream_);
     };
     std::string path = w4a16_mode_;
+    if (path == "auto" && reproducible_) path = "mma";  // set_reproducible: no timed choice
     if (path == "auto") {
-      // Timed once per (shape, group, power-of-two M bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
+      // Timed once per (shape, group, M bucket: w4a16_bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
       // kernels always, the wgmma kernel where the GPU runs it, dequantize + cuBLASLt from M = 64 on.
       const auto key = std::make_tuple(N, K, gs, w4a16_bucket(M));
       auto it = w4a16_choice_.find(key);
@@ -886,10 +891,20 @@ class CudaBackend final : public Backend {
     return ok;
   }
 
+  // The tuner's key for M: the power of two at or above M up to 64 (the token tiles of 8 to 64 rows), above that M
+  // rounded up to a multiple of 64 (to 256 past 2048), so that every M of a key gives each kernel variant the same
+  // number of token tiles (64, 128 and 256 rows) and the time measured at the key's first M holds for the others.
+  // A power-of-two key did not (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass took the choice
+  // timed at the 512-row refresh pass, the 256-token "tall" tile, which is full at 512 rows and half empty at the
+  // window's, and the step took 13.9 ms instead of 10.2.
   static int64_t w4a16_bucket(int64_t M) {
-    int64_t bucket = 1;
-    while (bucket < M) bucket *= 2;
-    return bucket;
+    if (M <= 64) {
+      int64_t bucket = 1;
+      while (bucket < M) bucket *= 2;
+      return bucket;
+    }
+    const int64_t q = M <= 2048 ? 64 : 256;
+    return (M + q - 1) / q * q;
   }
 
   // Device time of one run of fn inside a CUDA graph (four runs captured back to back, median of five replays):
@@ -933,6 +948,7 @@ class CudaBackend final : public Backend {
     return std::string(v && *v ? v : "auto");
   }();
   bool wgmma_disabled_ = false;
+  bool reproducible_ = false;  // set_reproducible
   bool tune_cold_ = env_flag("DIFFULEX_W4A16_TUNE_COLD");
   Tensor evict_buf_;  // time_ms's L2-evicting reads (cold timing only)
   int w4a16_splits_ = 0;

@@ -48,9 +48,15 @@ Gemm::Gemm(cudaStream_t stream, DeviceAllocator& alloc) : stream_(stream) {
   workspace_ = alloc.weight(kWorkspaceBytes, "matmul workspace");
   workspace_bytes_ = kWorkspaceBytes;
   const char* tune = std::getenv("DIFFULEX_CUDA_GEMM_TUNE");
-  tune_ = !(tune && std::strcmp(tune, "0") == 0);
+  tune_env_ = tune_ = !(tune && std::strcmp(tune, "0") == 0);
   check_cuda(cudaEventCreate(&ev_start_), "matmul (timing event)");
   check_cuda(cudaEventCreate(&ev_stop_), "matmul (timing event)");
+}
+
+void Gemm::set_tune(bool on) {
+  tune_ = on && tune_env_;
+  plans_.clear();
+  tuned_.clear();
 }
 
 Gemm::~Gemm() {

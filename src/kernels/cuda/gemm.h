@@ -32,6 +32,9 @@ class Gemm {
   void bf16(const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N, int64_t K);
   // f32 x, w, y (no bias).
   void f32(const float* x, const float* w, float* y, int64_t M, int64_t N, int64_t K);
+  // Timed algorithm choice as the environment says (on: unless DIFFULEX_CUDA_GEMM_TUNE=0) or off (the heuristic's
+  // first choice: the same algorithm, hence the same rounding, in every run). Drops the plans made so far.
+  void set_tune(bool on);
 
  private:
   struct Plan;
@@ -47,7 +50,7 @@ class Gemm {
   size_t workspace_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;
   std::map<Key, cublasLtMatmulAlgo_t> tuned_;  // by M bucket (the key's M rounded up to a power of two)
-  bool tune_ = true;
+  bool tune_env_ = true, tune_ = true;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
 };
 
