@@ -760,7 +760,7 @@ class CudaBackend final : public Backend {
   }
   // The path "auto" chose for this shape and M ("" before the first call in that M bucket).
   std::string w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
-    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, w4a16_bucket(M)));
+    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, cuda_w4a16_m_bucket(M)));
     return it == w4a16_choice_.end() ? std::string() : it->second;
   }
   std::vector<W4A16Choice> w4a16_choices() const {
@@ -834,9 +834,9 @@ class CudaBackend final : public Backend {
     std::string path = w4a16_mode_;
     if (path == "auto" && reproducible_) path = "mma";  // set_reproducible: no timed choice
     if (path == "auto") {
-      // Timed once per (shape, group, M bucket: w4a16_bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
+      // Timed once per (shape, group, M bucket: cuda_w4a16_m_bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
       // kernels always, the wgmma kernel where the GPU runs it, dequantize + cuBLASLt from M = 64 on.
-      const auto key = std::make_tuple(N, K, gs, w4a16_bucket(M));
+      const auto key = std::make_tuple(N, K, gs, cuda_w4a16_m_bucket(M));
       auto it = w4a16_choice_.find(key);
       if (it == w4a16_choice_.end()) {
         std::string best = "mma";
@@ -891,48 +891,15 @@ class CudaBackend final : public Backend {
     return ok;
   }
 
-  // The tuner's key for M: the power of two at or above M up to 64 (the token tiles of 8 to 64 rows), above that M
-  // rounded up to a multiple of 64 (to 256 past 2048), so that every M of a key gives each kernel variant the same
-  // number of token tiles (64, 128 and 256 rows) and the time measured at the key's first M holds for the others.
-  // A power-of-two key did not (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass took the choice
-  // timed at the 512-row refresh pass, the 256-token "tall" tile, which is full at 512 rows and half empty at the
-  // window's, and the step took 13.9 ms instead of 10.2.
-  static int64_t w4a16_bucket(int64_t M) {
-    if (M <= 64) {
-      int64_t bucket = 1;
-      while (bucket < M) bucket *= 2;
-      return bucket;
-    }
-    const int64_t q = M <= 2048 ? 64 : 256;
-    return (M + q - 1) / q * q;
-  }
 
   // Device time of one run of fn inside a CUDA graph (four runs captured back to back, median of five replays):
   // the kernels are compared as a graph-captured decode step runs them, without the host launch time that eager
   // timing adds to kernels shorter than their launch. One eager run first: the dequantize path's cuBLASLt call
   // chooses its algorithm by timing, which cannot happen inside a capture.
-  // With DIFFULEX_W4A16_TUNE_COLD=1 every run starts with the L2 cache holding none of its weight, as in a decoding
-  // step, where a layer's weight was last read a whole forward ago: each captured run is preceded by a read through
-  // a buffer twice the L2's size, and the time of those reads alone (timed the same way) is subtracted. Without it,
-  // back-to-back runs of one weight read it from L2 where it fits (50 MB on an H100: Dream-7B's q/k/v, o and down in
-  // int4), which flatters the paths that re-read their weight most.
   template <class F>
   double time_ms(F&& fn) {
     fn();
     bool graphed = true;
-    if (tune_cold_) {
-      if (!evict_buf_.defined()) {
-        cudaDeviceProp prop{};
-        check_cuda(cudaGetDeviceProperties(&prop, 0), "device query");
-        evict_buf_ = empty(DType::U8, {std::max<int64_t>(2 * int64_t(prop.l2CacheSize), 1 << 20) / 16 * 16 + 16});
-        check_cuda(cudaMemsetAsync(evict_buf_.data(), 0, size_t(evict_buf_.numel()), stream_), "W4A16 tuner buffer");
-      }
-      uint32_t* sink = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(evict_buf_.data()) + evict_buf_.numel() - 16);
-      auto evict = [&] { cuda::launch_read_through(evict_buf_.data(), evict_buf_.numel() - 16, sink, stream_); };
-      const double both = cuda_graph_time_ms(*this, [&](int) { evict(), fn(); }, 4, 5, &graphed);
-      const double alone = cuda_graph_time_ms(*this, [&](int) { evict(); }, 4, 5, nullptr);
-      return std::max(both - alone, 0.0);
-    }
     const double ms = cuda_graph_time_ms(*this, [&](int) { fn(); }, 4, 5, &graphed);
     if (!graphed && !sync_each_op_ && !warned_eager_timing_) {
       warned_eager_timing_ = true;
@@ -949,8 +916,6 @@ class CudaBackend final : public Backend {
   }();
   bool wgmma_disabled_ = false;
   bool reproducible_ = false;  // set_reproducible
-  bool tune_cold_ = env_flag("DIFFULEX_W4A16_TUNE_COLD");
-  Tensor evict_buf_;  // time_ms's L2-evicting reads (cold timing only)
   int w4a16_splits_ = 0;
   // (N, K, group, M bucket) -> the path auto chose
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
@@ -1120,6 +1085,22 @@ CudaBackend& as_cuda(Backend& be) {
 }
 
 }  // namespace
+
+// The W4A16 tuner's key for M: the power of two at or above M up to 64 (the token tiles of 8 to 64 rows), above that
+// M rounded up to a multiple of 64 (to 256 past 2048), so that every M of a key gives each kernel variant the same
+// number of token tiles (64, 128 and 256 rows) and the time measured at the key's first M holds for the others.
+// A power-of-two key did not (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass (264 rows: Dream's
+// window reaches back one row) took the choice timed at the key's first M, the 512-row refresh pass: the 256-token
+// "tall" tile, full at 512 rows and half empty at 264. The step took 13.9 ms, 10.2 with the 128-token tile forced.
+int64_t cuda_w4a16_m_bucket(int64_t M) {
+  if (M <= 64) {
+    int64_t bucket = 1;
+    while (bucket < M) bucket *= 2;
+    return bucket;
+  }
+  const int64_t q = M <= 2048 ? 64 : 256;
+  return (M + q - 1) / q * q;
+}
 
 void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
 void cuda_set_w4a16_splits(Backend& be, int splits) { as_cuda(be).set_w4a16_splits(splits); }

@@ -98,25 +98,7 @@ __global__ void fill_random_kernel(void* dst, Elt type, int64_t n, uint64_t seed
   }
 }
 
-// Reads n16 16-byte words (what evicts the L2 cache's earlier lines without leaving dirty ones behind); the xor of
-// everything read is stored only where it equals a value no buffer of zeros gives, so the loads are not removed.
-__global__ void read_through_kernel(const uint4* p, int64_t n16, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n16; i += int64_t(gridDim.x) * blockDim.x) {
-    const uint4 v = p[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-
 }  // namespace
-
-void launch_read_through(const void* buf, int64_t bytes, uint32_t* sink, cudaStream_t stream) {
-  const int64_t n16 = bytes / 16;
-  if (n16 == 0) return;
-  read_through_kernel<<<blocks_for(n16, kThreads), kThreads, 0, stream>>>(static_cast<const uint4*>(buf), n16, sink);
-  check_launch("read_through");
-}
 
 void launch_fill_random(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std, cudaStream_t stream) {
   if (n == 0) return;

@@ -109,11 +109,6 @@ void launch_fake_quant(const float* w, const float* s, int64_t n, int64_t k, int
 void launch_column_abs_sum(const void* x, bool x_bf16, int64_t t, int64_t k, double* sum, cudaStream_t stream);
 
 
-// Reads `bytes` (a multiple of 16; buf 16-byte aligned) of buf: run over a buffer twice the L2 cache's size, it leaves
-// the cache holding none of what the kernels before it read (the W4A16 tuner's cold timing, cuda_backend.cc).
-// sink: one device word, written only in the rare case that keeps the reads from being optimized away.
-void launch_read_through(const void* buf, int64_t bytes, uint32_t* sink, cudaStream_t stream);
-
 // dst[i] = mean + std * z_i with z_i approximately standard normal (sum of four uniforms from a hash of (seed, i));
 // dst is BF16 or F32. Random weights for the bench and test inputs.
 void launch_fill_random(void* dst, Elt type, int64_t n, uint64_t seed, float mean, float std, cudaStream_t stream);
