@@ -372,34 +372,42 @@ TEST_P(SampleRows, GreedyRowsAcrossChunks) {
   }
 }
 
-// A NaN logit anywhere in a row is an error naming it on every backend and every path (greedy rows longer than one
-// chunk of the CUDA split path, the one-block path with temperature, top-p and top-k, the Gumbel rule), also when
-// the NaN is neither the first entry nor in the first chunk; a NaN at a suppressed id is not one (it becomes -inf).
-TEST_P(SampleRows, NanLogitIsAnErrorOnEveryPath) {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (const int64_t V : {int64_t(1000), int64_t(3 * 16384 + 5)}) {
-    for (const int64_t at : {int64_t(1), V / 2 + 7, V - 1}) {
-      Tensor l = rows(1, V, 1.0f);
-      l.data<float>()[at] = nan;
-      RowSampling greedy, hot, gumbel;
-      hot.temperature = 0.8f, hot.top_p = 0.9f, hot.top_k = 20;
-      gumbel.rule = RowSampling::Rule::Gumbel;
-      for (const RowSampling* how : {&greedy, &hot, &gumbel}) {
-        SCOPED_TRACE(::testing::Message() << trace() << " V " << V << " NaN at " << at << " temperature "
-                                          << how->temperature << " rule " << int(how->rule));
-        try {
-          const std::vector<TokenChoice> got = be_->sample_rows(up(l), *how, {RowDraw{0, -1, 0.5, {}}});
-          ADD_FAILURE() << "sampled token " << (got.empty() ? -1 : got[0].token) << " from a row with a NaN";
-        } catch (const Error& e) {
-          EXPECT_NE(std::string(e.what()).find("finite"), std::string::npos) << e.what();
-        }
-        RowSampling suppressed = *how;
-        suppressed.suppress = {at};
-        const std::vector<TokenChoice> got = be_->sample_rows(up(l), suppressed, {RowDraw{0, -1, 0.5, {}}});
-        ASSERT_EQ(got.size(), 1u);
-        EXPECT_NE(got[0].token, at);
-        EXPECT_TRUE(std::isfinite(got[0].prob) && std::isfinite(got[0].confidence));
+// A NaN or +inf logit anywhere in a row is an error naming it on every backend and every path (greedy rows longer
+// than one chunk of the CUDA split path, with each confidence kind; the one-block path with temperature, top-p and
+// top-k; the Gumbel rule), wherever it sits (first entry, middle, last chunk); at a suppressed id it is not one (it
+// becomes -inf).
+TEST_P(SampleRows, NonFiniteLogitIsAnErrorOnEveryPath) {
+  struct Case {
+    float bad;
+    int64_t V, at;
+  };
+  std::vector<Case> cases;
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+    for (const int64_t V : {int64_t(1000), int64_t(3 * 16384 + 5)})
+      for (const int64_t at : {int64_t(0), V / 2 + 7, V - 1}) cases.push_back({bad, V, at});
+  RowSampling greedy, margin, hot, gumbel;
+  margin.confidence = Confidence::Margin;
+  hot.temperature = 0.8f, hot.top_p = 0.9f, hot.top_k = 20;
+  gumbel.rule = RowSampling::Rule::Gumbel;
+  for (const Case& c : cases) {
+    Tensor l = rows(1, c.V, 1.0f);
+    l.data<float>()[c.at] = c.bad;
+    for (const RowSampling* how : {&greedy, &margin, &hot, &gumbel}) {
+      SCOPED_TRACE(::testing::Message() << trace() << " V " << c.V << " " << c.bad << " at " << c.at
+                                        << " temperature " << how->temperature << " rule " << int(how->rule)
+                                        << " confidence " << int(how->confidence));
+      try {
+        const std::vector<TokenChoice> got = be_->sample_rows(up(l), *how, {RowDraw{0, -1, 0.5, {}}});
+        ADD_FAILURE() << "sampled token " << (got.empty() ? -1 : got[0].token) << " from a row with " << c.bad;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("finite"), std::string::npos) << e.what();
       }
+      RowSampling suppressed = *how;
+      suppressed.suppress = {c.at};
+      const std::vector<TokenChoice> got = be_->sample_rows(up(l), suppressed, {RowDraw{0, -1, 0.5, {}}});
+      ASSERT_EQ(got.size(), 1u);
+      EXPECT_NE(got[0].token, c.at);
+      EXPECT_TRUE(std::isfinite(got[0].prob) && std::isfinite(got[0].confidence));
     }
   }
 }

@@ -24,6 +24,7 @@
 #include "kernels/cuda/layer_fusion.h"
 #include "kernels/cuda/linalg.h"
 #include "kernels/cuda/sample_rows.h"
+#include "kernels/cuda/tuner_key.h"
 
 namespace dlx {
 
@@ -760,7 +761,7 @@ class CudaBackend final : public Backend {
   }
   // The path "auto" chose for this shape and M ("" before the first call in that M bucket).
   std::string w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
-    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, cuda_w4a16_m_bucket(M)));
+    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, cuda::tuner_m_bucket(M)));
     return it == w4a16_choice_.end() ? std::string() : it->second;
   }
   std::vector<W4A16Choice> w4a16_choices() const {
@@ -834,9 +835,10 @@ class CudaBackend final : public Backend {
     std::string path = w4a16_mode_;
     if (path == "auto" && reproducible_) path = "mma";  // set_reproducible: no timed choice
     if (path == "auto") {
-      // Timed once per (shape, group, M bucket: cuda_w4a16_m_bucket), as the cuBLASLt tuner does (gemm.cc): the tensor-core
-      // kernels always, the wgmma kernel where the GPU runs it, dequantize + cuBLASLt from M = 64 on.
-      const auto key = std::make_tuple(N, K, gs, cuda_w4a16_m_bucket(M));
+      // Timed once per (shape, group, M bucket: tuner_key.h), as the cuBLASLt tuner does (gemm.cc): the tensor-core
+      // kernels always, the wgmma kernel where the GPU runs it, dequantize + cuBLASLt above 64 rows (a key, so that
+      // every M of the key has the same candidates).
+      const auto key = std::make_tuple(N, K, gs, cuda::tuner_m_bucket(M));
       auto it = w4a16_choice_.find(key);
       if (it == w4a16_choice_.end()) {
         std::string best = "mma";
@@ -854,7 +856,7 @@ class CudaBackend final : public Backend {
             if (cuda::w4a16_wgmma_has_variant(v, M) && wgmma_agrees(y, run_mma, other)) consider(name, other);
           }
         }
-        if (M >= 64) consider("dequant", run_dequant);
+        if (std::get<3>(key) > 64) consider("dequant", run_dequant);
         it = w4a16_choice_.emplace(key, best).first;
       }
       path = it->second;
@@ -1020,7 +1022,8 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(hr.data(), res.data(), res.nbytes(), cudaMemcpyDeviceToHost, stream_), "sample_rows");
     check_cuda(cudaStreamSynchronize(stream_), "sample_rows");
     for (size_t i = 0; i < hr.size(); ++i) {
-      check(hr[i].token >= 0, "cuda sample_rows: draw {} (logits row {}) has no finite logit, or a NaN", i, draws[i].row);
+      check(hr[i].token >= 0, "cuda sample_rows: draw {} (logits row {}) has no finite logit, or a NaN or infinite one", i,
+            draws[i].row);
       out[i] = TokenChoice{hr[i].token, hr[i].prob, hr[i].confidence};
     }
     return out;
@@ -1085,22 +1088,6 @@ CudaBackend& as_cuda(Backend& be) {
 }
 
 }  // namespace
-
-// The W4A16 tuner's key for M: the power of two at or above M up to 64 (the token tiles of 8 to 64 rows), above that
-// M rounded up to a multiple of 64 (to 256 past 2048), so that every M of a key gives each kernel variant the same
-// number of token tiles (64, 128 and 256 rows) and the time measured at the key's first M holds for the others.
-// A power-of-two key did not (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass (264 rows: Dream's
-// window reaches back one row) took the choice timed at the key's first M, the 512-row refresh pass: the 256-token
-// "tall" tile, full at 512 rows and half empty at 264. The step took 13.9 ms, 10.2 with the 128-token tile forced.
-int64_t cuda_w4a16_m_bucket(int64_t M) {
-  if (M <= 64) {
-    int64_t bucket = 1;
-    while (bucket < M) bucket *= 2;
-    return bucket;
-  }
-  const int64_t q = M <= 2048 ? 64 : 256;
-  return (M + q - 1) / q * q;
-}
 
 void cuda_set_w4a16_path(Backend& be, const std::string& mode) { as_cuda(be).set_w4a16_path(mode); }
 void cuda_set_w4a16_splits(Backend& be, int splits) { as_cuda(be).set_w4a16_splits(splits); }

@@ -46,10 +46,8 @@ void cuda_set_w4a16_splits(Backend& be, int splits);
 int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t group_size);
 // The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
-// The W4A16 tuner's key for M (one timed choice per weight and key): the power of two at or above M up to 64, above
-// that M rounded up to a multiple of 64, or of 256 past 2048, so that every M of a key has the same token tiles.
-int64_t cuda_w4a16_m_bucket(int64_t M);
-// Every choice "auto" made so far: weight [N, K], group size, M bucket (cuda_w4a16_m_bucket), path.
+// Every choice "auto" made so far: weight [N, K], group size, M bucket (the tuner's key, src/kernels/cuda/tuner_key.h),
+// path.
 struct W4A16Choice {
   int64_t N, K, group_size, m_bucket;
   std::string path;

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/tuner_key.h"
 
 namespace dlx::cuda {
 
@@ -122,10 +123,8 @@ Gemm::Plan& Gemm::plan(const Key& key, const void* x, const void* w, const void*
     fail("cuda matmul: cuBLASLt has no algorithm for [{}, {}] x [{}, {}]^T in {} ({})", M, K, N, K,
          is_bf16 ? "bf16" : "f32", cublasLtGetStatusString(s));
   p->algo = results[0].algo;
-  int64_t bucket = 1;
-  while (bucket < M) bucket *= 2;
   Key bucket_key = key;
-  std::get<0>(bucket_key) = bucket;
+  std::get<0>(bucket_key) = tuner_m_bucket(M);
   if (found > 1) {
     if (auto t = tuned_.find(bucket_key); t != tuned_.end()) {
       cublasLtMatmulHeuristicResult_t check{};

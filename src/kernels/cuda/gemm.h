@@ -4,9 +4,10 @@
 // given in bf16, is added by the epilogue); fp32 operands (dense --dequant-cache weights) use fp32 compute.
 // Descriptors are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked by timing the
 // heuristic's top 32 candidates on the call's own operands (at M = 288 the tile shapes differ by 10-30%), once per
-// M bucket (M rounded up to a power of two) and the rest of the key: decoding calls the LM head with a different
-// row count nearly every step, and timing each new M cost ~10 ms on the Dream-7B head. Another M of the bucket
-// reuses the tuned algorithm when cuBLASLt accepts it for that M (else it is timed too).
+// M bucket (tuner_key.h: the power of two up to 64, then M rounded up to 64 rows, so that every M of a bucket has
+// the same token tiles) and the rest of the key: decoding calls the LM head with a different row count nearly every
+// step, and timing each new M cost ~10 ms on the Dream-7B head. Another M of the bucket reuses the tuned algorithm
+// when cuBLASLt accepts it for that M (else it is timed too).
 // DIFFULEX_CUDA_GEMM_TUNE=0 takes the heuristic's first choice instead.
 #pragma once
 #include <cublasLt.h>
@@ -49,7 +50,7 @@ class Gemm {
   std::shared_ptr<void> workspace_;
   size_t workspace_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;
-  std::map<Key, cublasLtMatmulAlgo_t> tuned_;  // by M bucket (the key's M rounded up to a power of two)
+  std::map<Key, cublasLtMatmulAlgo_t> tuned_;  // by M bucket (tuner_key.h)
   bool tune_env_ = true, tune_ = true;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
 };

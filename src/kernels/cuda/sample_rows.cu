@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(SampleRowsArgs a)
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) best = better(best, ArgMax{x[v], v});
   best = block_argmax(best, s.red_v, s.red_i);
   const float m = best.v;
-  if (!(m > -INFINITY) || m != m) {  // no finite logit, or a NaN: the host reports the error
+  if (!(m > -INFINITY && m < INFINITY)) {  // no finite logit, a NaN or +inf: the host reports the error
     if (threadIdx.x == 0) a.out[d] = SampleResult{-1, 0.0, 0.0};
     return;
   }
@@ -386,7 +386,8 @@ __device__ ArgMax row_best(const Partial* p, int64_t chunks) {
   for (int64_t c = 0; c < chunks; ++c) best = better(best, p[c].best);
   return best;
 }
-__device__ bool usable(ArgMax b) { return b.v > -INFINITY && b.v == b.v; }
+// A finite maximum (false for NaN, which wins the reductions, for +inf and for a row of -inf).
+__device__ bool usable(ArgMax b) { return b.v > -INFINITY && b.v < INFINITY; }
 
 __global__ void __launch_bounds__(kThreads) split_values_kernel(SampleRowsArgs a, int64_t chunks) {
   __shared__ Shared s;

@@ -11,12 +11,11 @@
 // errors of order 1 (a single wrong group scale in 1/G of the outputs still gives > 1e-2 for the G used here).
 #include <gtest/gtest.h>
 
-#include <map>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <random>
 #include <string>
@@ -26,6 +25,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/tuner_key.h"
 #include "kernels/packed_weight.h"
 #include "test_util.h"
 #include "cuda_test_util.h"
@@ -35,6 +35,35 @@
 #endif
 
 namespace dlx {
+
+// The CUDA tuners keep one timed choice per weight and M key (src/kernels/cuda/tuner_key.h; plain C++, so this runs
+// in every build): every M of a key must give each kernel the same token tiles, or a choice timed at one M is applied
+// where the tiles differ (a power-of-two key took the 256-token tile timed at 512 rows for a 264-row decode window,
+// half empty: docs/PERFORMANCE.md, session 15).
+TEST(CudaTunerKey, EveryMOfAKeyHasTheSameTokenTiles) {
+  auto tiles = [](int64_t M, int64_t nt) { return (M + nt - 1) / nt; };
+  // The token tile the wgmma planner takes for M <= 64 (w4a16_wgmma_plan: 8, 16, 32, 64 rows).
+  auto small_tile = [](int64_t M) { return M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : 64; };
+  std::map<int64_t, int64_t> first;  // key -> its first M
+  for (int64_t M = 1; M <= 4096; ++M) {
+    const int64_t key = cuda::tuner_m_bucket(M);
+    ASSERT_GE(key, M);
+    const int64_t m0 = first.emplace(key, M).first->second;
+    if (M <= 64) {
+      EXPECT_EQ(small_tile(M), small_tile(m0)) << "M " << M << " key " << key;
+      continue;
+    }
+    EXPECT_EQ(tiles(M, 256), tiles(m0, 256)) << "M " << M;
+    if (M <= 2048) {
+      for (int64_t nt : {64, 128}) EXPECT_EQ(tiles(M, nt), tiles(m0, nt)) << "M " << M << " tile " << nt;
+    } else {  // past 2048 a key spans 256 rows: the smaller tiles' counts differ by under 10%
+      EXPECT_LE(tiles(M, 128) - tiles(m0, 128), 1) << "M " << M;
+      EXPECT_LE(tiles(M, 64) - tiles(m0, 64), 3) << "M " << M;
+    }
+  }
+  EXPECT_EQ(cuda::tuner_m_bucket(264), 320);
+  EXPECT_LE(first.size(), 7u + 31u + 8u);  // 1..64, 128..2048 by 64, 2304..4096 by 256: a bounded tuning cost
+}
 
 #ifdef DIFFULEX_HAVE_CUDA
 
@@ -133,34 +162,6 @@ const Case kCases[] = {
     // start and end at different steps.
     {10, 200, 1280, -1, true, false, true},    {4, 300, 1152, 192, false, true, false},
 };
-
-// The path tuner keeps one timed choice per weight and M key (no GPU needed): every M of a key must give each kernel
-// variant the same token tiles, or a choice timed at one M is applied where the tiles differ (a power-of-two key
-// took the 256-token tile timed at 512 rows for a 264-row decode window, half empty: docs/PERFORMANCE.md, session 15).
-TEST(W4A16Tuner, EveryMOfAKeyHasTheSameTokenTiles) {
-  auto tiles = [](int64_t M, int64_t nt) { return (M + nt - 1) / nt; };
-  // The token tile the wgmma planner takes for M <= 64 (w4a16_wgmma_plan: 8, 16, 32, 64 rows).
-  auto small_tile = [](int64_t M) { return M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : 64; };
-  std::map<int64_t, int64_t> first;  // key -> its first M
-  for (int64_t M = 1; M <= 4096; ++M) {
-    const int64_t key = cuda_w4a16_m_bucket(M);
-    ASSERT_GE(key, M);
-    const int64_t m0 = first.emplace(key, M).first->second;
-    if (M <= 64) {
-      EXPECT_EQ(small_tile(M), small_tile(m0)) << "M " << M << " key " << key;
-      continue;
-    }
-    EXPECT_EQ(tiles(M, 256), tiles(m0, 256)) << "M " << M;
-    if (M <= 2048) {
-      for (int64_t nt : {64, 128}) EXPECT_EQ(tiles(M, nt), tiles(m0, nt)) << "M " << M << " tile " << nt;
-    } else {  // past 2048 a key spans 256 rows: the smaller tiles' counts differ by under 10%
-      EXPECT_LE(tiles(M, 128) - tiles(m0, 128), 1) << "M " << M;
-      EXPECT_LE(tiles(M, 64) - tiles(m0, 64), 3) << "M " << M;
-    }
-  }
-  EXPECT_EQ(cuda_w4a16_m_bucket(264), 320);
-  EXPECT_LE(first.size(), 7u + 31u + 8u);  // 1..64, 128..2048 by 64, 2304..4096 by 256: a bounded tuning cost
-}
 
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
   PackedWeight hw = random_w4(72, 256, 64, false, false);
