@@ -163,6 +163,20 @@ const Case kCases[] = {
     {10, 200, 1280, -1, true, false, true},    {4, 300, 1152, 192, false, true, false},
 };
 
+// Backend::set_reproducible (the quantizer's): "auto" times no path (no choice is recorded) and still computes the
+// product.
+TEST_F(W4A16, ReproducibleModeTimesNoPath) {
+  gpu_->set_reproducible(true);
+  const int64_t M = 40, N = 384, K = 512, gs = 128;
+  PackedWeight hw = random_w4(N, K, gs, false, false);
+  PackedWeight dw = gpu_->upload_packed(hw);
+  Tensor x = rand_bf16_f32({M, K});
+  Tensor y = poisoned({M, N});
+  gpu_->matmul_packed(gpu_->from_host_f32(x), dw, nullptr, y);
+  EXPECT_EQ(cuda_w4a16_choice(*gpu_, N, K, gs, M), "");
+  EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), reference(x, hw, nullptr)), kTol) << trace();
+}
+
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
   PackedWeight hw = random_w4(72, 256, 64, false, false);
   PackedWeight dw = gpu_->upload_packed(hw);
