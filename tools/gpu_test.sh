@@ -259,7 +259,8 @@ for r in json.load(open(sys.argv[1]))["runs"]:
 }
 
 # Which W4A16 path a decode step wants (issue 14: on one H100 the B = 8 W4A16 step took 13.95 ms on main and
-# 10.90 ms with session 11's build, docs/PERFORMANCE.md "Session 14"): `bench decode --quant w4a16` at PATHS_BATCH
+# 10.90 ms with session 11's build; this function found the cause, the tuner's M key, docs/PERFORMANCE.md "Session
+# 15"; the next run checks the fix, tuner vs the best forced path): `bench decode --quant w4a16` at PATHS_BATCH
 # (default 8) with DIFFULEX_W4A16_PATH = auto (the tuner: its choices per weight and M bucket are printed from the
 # JSON's w4a16_paths), then each fixed path (PATHS_LIST: which, in order); with PATHS_BASE (another diffulex binary)
 # that one's auto run too.
