@@ -213,6 +213,15 @@ __device__ int64_t kth_tie_index(const float* x, int64_t V, float c, int64_t k, 
   return s.pick;
 }
 
+// Entry v of a draw's row with classifier-free guidance (uncond null: none): u + (cfg_scale + 1) (c - u), scale1 =
+// cfg_scale + 1, in float without contraction, as engine/sampling.h cfg_combine.
+__device__ __forceinline__ float guided(const bf16_t* cond, const bf16_t* uncond, int64_t v, float scale1) {
+  const float c = bf2f(cond[v]);
+  if (!uncond) return c;
+  const float u = bf2f(uncond[v]);
+  return __fadd_rn(u, __fmul_rn(scale1, __fsub_rn(c, u)));
+}
+
 __global__ void __launch_bounds__(kThreads) sample_rows_kernel(SampleRowsArgs a) {
   __shared__ Shared s;
   const int d = blockIdx.x;
@@ -226,11 +235,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(SampleRowsArgs a)
 
   // The working row: cfg combine, temperature, then the suppressed ids.
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    float c = bf2f(cond[v]);
-    if (uncond) {
-      const float u = bf2f(uncond[v]);
-      c = __fadd_rn(u, __fmul_rn(scale1, __fsub_rn(c, u)));
-    }
+    const float c = guided(cond, uncond, v, scale1);
     x[v] = temper ? __fdiv_rn(c, a.temperature) : c;
   }
   __syncthreads();
@@ -408,11 +413,7 @@ __global__ void __launch_bounds__(kThreads) split_values_kernel(SampleRowsArgs a
   float* x = a.scratch + int64_t(d) * V;
   ArgMax best{-INFINITY, -1};
   for (int64_t v = lo + threadIdx.x; v < hi; v += blockDim.x) {
-    float c = bf2f(cond[v]);
-    if (uncond) {
-      const float u = bf2f(uncond[v]);
-      c = __fadd_rn(u, __fmul_rn(scale1, __fsub_rn(c, u)));
-    }
+    float c = guided(cond, uncond, v, scale1);
     if (suppressed[(v - lo) / 32] & (1u << ((v - lo) % 32))) c = -INFINITY;
     x[v] = c;
     best = better(best, ArgMax{c, v});
