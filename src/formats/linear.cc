@@ -111,6 +111,14 @@ const std::vector<LinearKind>& linear_kinds() {
   return kinds;
 }
 
+void Linear::forward_swiglu(Backend& be, const Tensor& x, Tensor& out) const {
+  check(x.rank() == 2 && out_features() % 2 == 0, "{}: SwiGLU over {} outputs (an even count: gate, then up)",
+        spec_.prefix, out_features());
+  Tensor y = be.empty(out.dtype(), {x.dim(0), out_features()});
+  forward(be, x, y);
+  be.silu_mul_fused(y, out);
+}
+
 std::unique_ptr<Linear> load_linear(const LoadContext& ctx, const LinearSpec& spec, const std::string& family) {
   std::string found;
   for (const auto& kind : linear_kinds()) {

@@ -25,6 +25,11 @@ class PackedLinear : public Linear {
     std::call_once(uploaded_, [&] { upload(be); });
     be.matmul_packed(x, dev_, bias_.defined() ? &bias_ : nullptr, y);
   }
+  void forward_swiglu(Backend& be, const Tensor& x, Tensor& out) const override {
+    if (host_bias_.defined()) return Linear::forward_swiglu(be, x, out);
+    std::call_once(uploaded_, [&] { upload(be); });
+    be.matmul_packed_swiglu(x, dev_, out);
+  }
   Tensor dequantize() const override { return dequantize_packed(host_); }
   const PackedWeight& host() const { return host_; }
   const Tensor& host_bias() const { return host_bias_; }

@@ -37,6 +37,14 @@ void Backend::silu_mul_fused(const Tensor& gate_up, Tensor& out) {
   copy(from_host_f32(r), out);
 }
 
+void Backend::matmul_packed_swiglu(const Tensor& x, const PackedWeight& w, Tensor& out) {
+  check(x.rank() == 2 && w.n % 2 == 0, "matmul_packed_swiglu: input {} and a weight of {} rows (an even count: gate, then up)",
+        shape_str(x.shape()), w.n);
+  Tensor y = empty(out.dtype(), {x.dim(0), w.n});
+  matmul_packed(x, w, nullptr, y);
+  silu_mul_fused(y, out);
+}
+
 void Backend::add_rmsnorm(Tensor& h, const Tensor& y, const Tensor& weight, float eps, Tensor& out) {
   add(h, y);
   rmsnorm(h, weight, eps, out);

@@ -17,6 +17,8 @@
 //   add        x [..] += y [..]
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
 //   silu_mul_fused  gate_up [T, 2I] (gate columns, then up)      -> out [T, I]   out = silu(gate) * up
+//   matmul_packed_swiglu  x [M, K], w packed [2I, K] (gate rows, then up), no bias -> out [M, I]: matmul_packed into
+//              [M, 2I], then silu_mul_fused (a backend may fuse them; the same values bit for bit)
 //   split_columns  x [T, N] -> outs[i] [T, n_i] (contiguous), sum n_i = N: the column blocks of x in order
 //   add_rmsnorm  h [T, H] += y [T, H], then out [T, H] = rmsnorm(h, weight)   (the residual add and the next norm)
 //   qkv_rope  qkv [T, Nq + 2 Nkv] (fused q/k/v GEMM output) -> q [T, Hq, D], k [T, Hkv, D] rotated as rope, v [T, Nkv]
@@ -161,6 +163,9 @@ class Backend {
   virtual std::unique_ptr<Graph> capture(const std::function<void()>& body);
   // Generic: through to_host_f32 / from_host_f32 (on the CPU these are the tensors themselves).
   virtual void silu_mul_fused(const Tensor& gate_up, Tensor& out);
+  // Generic: matmul_packed into a buffer of out's dtype, then silu_mul_fused (CUDA: the wgmma W4A16 kernel's SwiGLU
+  // epilogue where it runs).
+  virtual void matmul_packed_swiglu(const Tensor& x, const PackedWeight& w, Tensor& out);
   virtual void split_columns(const Tensor& x, const std::vector<Tensor*>& outs);
   // Generic: one attention() per (batch row, query block) over the key prefix that block sees, on contiguous
   // views of q, k, v and out (so every backend's attention kernel serves it); block <= 0 is attention().

@@ -631,10 +631,19 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
   lin("matmul_o", LinearRole::O, att, tmp);
   report("add_rmsnorm", layer, 0, 5 * act * double(T * H));
   be.add_rmsnorm(h, tmp, lw.ffn_norm, eps, x);
-  if (lw.gate_up.defined() || lw.gate_up_packed) {
+  if (lw.gate_up_packed) {
+    // Gate and up as one packed GEMM with SwiGLU on the two halves of each output row (one kernel where the backend
+    // fuses them: Linear::forward_swiglu).
+    if (observer_.linear)
+      for (LinearRole r : {LinearRole::Gate, LinearRole::Up}) observer_.linear(layer, r, x);
+    if (observer_.op)
+      report_linear("matmul_gate_up", layer, x, lw.gate_up_packed->out_features(),
+                    distinct_bytes(lw.gate_up_packed->held().tensors));
+    lw.gate_up_packed->forward_swiglu(be, x, gate);
+  } else if (lw.gate_up.defined()) {
     // Gate and up as one GEMM over the fused weight, then SwiGLU on the two halves of each output row.
     Tensor gu = be.empty(at, {T, 2 * I});
-    fused("matmul_gate_up", {LinearRole::Gate, LinearRole::Up}, lw.gate_up_packed.get(), lw.gate_up, Tensor(), gu);
+    fused("matmul_gate_up", {LinearRole::Gate, LinearRole::Up}, nullptr, lw.gate_up, Tensor(), gu);
     report("silu_mul", layer, 0, 3 * act * double(T * I));
     be.silu_mul_fused(gu, gate);
   } else {

@@ -358,6 +358,22 @@ class CudaBackend final : public Backend {
     after("matmul_packed");
   }
 
+  // The fused [gate; up] W4A16 GEMM with SwiGLU in the wgmma kernel's epilogue when the path for this shape and M
+  // is a wgmma one (the tuner times the plain product; the epilogue only drops the [M, 2I] round trip and the
+  // silu_mul kernel); otherwise the product and silu_mul_fused.
+  void matmul_packed_swiglu(const Tensor& x, const PackedWeight& w, Tensor& out) override {
+    if (w.layout != kW4A16TileLayout) return Backend::matmul_packed_swiglu(x, w, out);
+    need(x, DType::BF16, "matmul_packed_swiglu", "the input");
+    need(out, DType::BF16, "matmul_packed_swiglu", "the output");
+    const int64_t M = x.rank() == 2 ? x.dim(0) : 0;
+    check(w.n % 2 == 0 && out.rank() == 2 && out.dim(0) == M && out.dim(1) == w.n / 2,
+          "cuda matmul_packed_swiglu: output {} should be [{}, {}] for a weight of {} rows (gate, then up)",
+          shape_str(out.shape()), M, w.n / 2, w.n);
+    Tensor y = empty(DType::BF16, {M, w.n});  // the plain product where the epilogue does not run
+    if (!matmul_w4a16(x, w, nullptr, y, &out)) silu_mul_fused(y, out);
+    after("matmul_packed_swiglu");
+  }
+
   void copy(const Tensor& src, Tensor& dst) override {
     check(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "cuda copy: {} {} into {} {}",
           dtype_name(src.dtype()), shape_str(src.shape()), dtype_name(dst.dtype()), shape_str(dst.shape()));
@@ -778,7 +794,9 @@ class CudaBackend final : public Backend {
                                               : path == "wgmma_tall"   ? cuda::kW4A16Tall
                                                                        : -1;
   }
-  void matmul_w4a16(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y) {
+  // y = x · Wᵀ (+ bias); with swiglu (no bias), the SwiGLU of y into *swiglu instead where the chosen path is a wgmma
+  // one (true returned; y is then not written).
+  bool matmul_w4a16(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y, Tensor* swiglu = nullptr) {
     const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
     check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
           shape_str(x.shape()), K);
@@ -797,7 +815,7 @@ class CudaBackend final : public Backend {
       bt = float_weight(*bias, "matmul_packed", "the bias");
       check(bias->numel() == N, "cuda matmul_packed: bias has {} elements for {} outputs", bias->numel(), N);
     }
-    if (M == 0 || N == 0) return;
+    if (M == 0 || N == 0) return false;
     const bf16_t* xp = x.data<bf16_t>();
     Tensor xperm;
     if (w.perm.defined()) {
@@ -818,12 +836,14 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
-    auto run_wgmma = [&](int variant) {
+    // Into y, or with SwiGLU into swiglu_out.
+    auto run_wgmma = [&](int variant, bf16_t* swiglu_out = nullptr) {
       const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, w4a16_splits_, variant);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
-      cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
-                               partial.defined() ? partial.data<float>() : nullptr, stream_);
+      float* pp = partial.defined() ? partial.data<float>() : nullptr;
+      if (swiglu_out) cuda::launch_w4a16_wgmma_swiglu(p, xp, tiles, sz, gs, swiglu_out, pp, stream_);
+      else cuda::launch_w4a16_wgmma(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(), pp, stream_);
     };
     auto run_dequant = [&] {
       Tensor wd = empty(DType::BF16, {N, K});  // transient: back to the activation pool after the call
@@ -861,9 +881,15 @@ class CudaBackend final : public Backend {
       }
       path = it->second;
     }
+    const int variant = wgmma_variant(path);
+    if (swiglu && !bias && variant >= 0 && cuda::w4a16_wgmma_swiglu_supported(N, swiglu->data())) {
+      run_wgmma(variant, swiglu->data<bf16_t>());
+      return true;
+    }
     if (path == "dequant") run_dequant();
-    else if (wgmma_variant(path) >= 0) run_wgmma(wgmma_variant(path));
+    else if (variant >= 0) run_wgmma(variant);
     else run_mma();
+    return false;
   }
 
   // A self-check before "auto" may pick the wgmma kernel: its output for this call must match the mma.sync kernel's

@@ -16,8 +16,6 @@ __global__ void embedding_kernel(const int64_t* ids, const void* table, Elt tt, 
   for (int64_t h = threadIdx.x; h < H; h += blockDim.x) out[t * H + h] = f2bf(load_elt(table, tt, row * H + h));
 }
 
-__device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
 __global__ void silu_mul_vec(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
     Bf16x8 g, u, o;

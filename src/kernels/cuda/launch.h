@@ -194,6 +194,13 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
 void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
                         int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
                         cudaStream_t stream);
+// The same product over a fused [gate; up] weight (N = 2I rows: gate, then up) with SwiGLU in the epilogue: out[M, I]
+// = silu(y[:, :I]) * y[:, I:], bit for bit launch_w4a16_wgmma into y and launch_silu_mul_fused, without y. p is the
+// plan for N; no bias. Only where w4a16_wgmma_swiglu_supported(N, out) (N % 32 == 0, out 16-byte aligned, the weights
+// by plain bulk copies).
+bool w4a16_wgmma_swiglu_supported(int64_t N, const void* out);
+void launch_w4a16_wgmma_swiglu(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
+                               int64_t group_size, bf16_t* out, float* partial, cudaStream_t stream);
 // out[m, j] = x[m, perm[j]]
 void launch_w4a16_permute(const bf16_t* x, const int32_t* perm, int64_t M, int64_t K, bf16_t* out,
                           cudaStream_t stream);

@@ -522,10 +522,7 @@ __global__ void silu_mul_fused_vec(const uint4* gu, int64_t I8, int64_t n8, uint
     g.u = gu[t * 2 * I8 + c];
     u.u = gu[t * 2 * I8 + I8 + c];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float gf = bf2f(g.h[j]);
-      o.h[j] = f2bf(gf / (1.0f + expf(-gf)) * bf2f(u.h[j]));
-    }
+    for (int j = 0; j < 8; ++j) o.h[j] = f2bf(silu_mul1(bf2f(g.h[j]), bf2f(u.h[j])));
     out[i] = o.u;
   }
 }
@@ -533,8 +530,7 @@ __global__ void silu_mul_fused_vec(const uint4* gu, int64_t I8, int64_t n8, uint
 __global__ void silu_mul_fused_scalar(const bf16_t* gu, int64_t I, int64_t n, bf16_t* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = i / I, c = i - t * I;
-    const float g = bf2f(gu[t * 2 * I + c]);
-    out[i] = f2bf(g / (1.0f + expf(-g)) * bf2f(gu[t * 2 * I + I + c]));
+    out[i] = f2bf(silu_mul1(bf2f(gu[t * 2 * I + c]), bf2f(gu[t * 2 * I + I + c])));
   }
 }
 

@@ -25,6 +25,9 @@ struct W4A16KernelArgs {
   bool tile_in_one_group;  // group_size % 64 == 0
   bool n_even;             // N even: y and the partial sums take paired stores
   bool y_vec;              // N % 8 == 0 and y 16-byte aligned: 16-byte stores along y's rows
+  // wgmma kernel, SwiGLU epilogue (launch_w4a16_wgmma_swiglu): I = N / 2 when the weight is [gate; up] and y is
+  // out [M, I] = silu(gate) * up; 0 otherwise. A block of BN features then takes BN / 2 gate rows and the same up rows.
+  int64_t swiglu_i;
 };
 
 inline W4A16KernelArgs w4a16_kernel_args(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles,

@@ -255,11 +255,16 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       const Unit w = unit_of<NT, C::BN>(a, u);
       int z_group = ONE_GROUP ? w.kt_begin / spg : 0, z_left = ONE_GROUP ? spg - w.kt_begin % spg : 0;
-      const int64_t units_left = a.np / 16 - w.n0 / 16;
-      const uint32_t w_bytes = uint32_t((units_left < C::UNITS ? units_left : C::UNITS) * 512);
-      const uint32_t z_bytes = uint32_t((a.np - w.n0 < C::BN ? a.np - w.n0 : C::BN) * 4);
-      const unsigned char* w_src = reinterpret_cast<const unsigned char*>(a.tiles) +
-                                   (int64_t(w.kt_begin) * (a.np / 16) + w.n0 / 16) * 512;
+      // The block's weight rows as pieces: one run of BN rows from n0 (cut at np), or with the SwiGLU epilogue the
+      // gate rows hn .. hn + BN/2 and the up rows I + hn .. (each cut at I) into the stage's two halves.
+      const int64_t si = a.swiglu_i, hn = w.n0 / 2;
+      const int pieces = si ? 2 : 1;
+      const int64_t rows = si ? min(int64_t(C::BN / 2), si - hn) : min(int64_t(C::BN), a.np - w.n0);
+      const uint32_t w_bytes = uint32_t(rows / 16 * 512), z_bytes = uint32_t(rows * 4);
+      int64_t row0[2] = {si ? hn : w.n0, si + hn};
+      const unsigned char* w_src[2];
+      for (int p = 0; p < pieces; ++p)
+        w_src[p] = reinterpret_cast<const unsigned char*>(a.tiles) + (int64_t(w.kt_begin) * (a.np / 16) + row0[p] / 16) * 512;
       for (int t = 0; t < w.nsteps; ++t, ++g) {
         const int s = g % STAGES;
         if (g >= STAGES) mbar_wait(&empty[s], uint32_t((g / STAGES - 1) & 1));
@@ -276,12 +281,14 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
             tensor_copy_2d(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, &z_map, int(w.n0), ga + gi, &full[s]);
           continue;
         }
-        mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + w_bytes + uint32_t(ng) * z_bytes);
+        mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + uint32_t(pieces) * (w_bytes + uint32_t(ng) * z_bytes));
         tensor_copy_2d(st, &x_map, (w.kt_begin + t) * kBK, int(w.m0), &full[s]);
-        bulk_copy(st + C::X_BYTES, w_src + int64_t(t) * w_step, w_bytes, &full[s]);
-        for (int gi = 0; gi < ng; ++gi)
-          bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4, a.sz + int64_t(ga + gi) * np + w.n0, z_bytes,
-                    &full[s]);
+        for (int p = 0; p < pieces; ++p) {
+          bulk_copy(st + C::X_BYTES + p * (C::W_BYTES / 2), w_src[p] + int64_t(t) * w_step, w_bytes, &full[s]);
+          for (int gi = 0; gi < ng; ++gi)
+            bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4 + p * (C::BN / 2) * 4,
+                      a.sz + int64_t(ga + gi) * np + row0[p], z_bytes, &full[s]);
+        }
       }
     }
     return;
@@ -506,6 +513,25 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
               ys[(8 * j + 2 * tig + e) * C::LD + nl] = f2bf(acc[b][4 * j + 2 * h + e] + bias);
         }
       consumer_sync(C::CONSUMERS);
+      if (a.swiglu_i) {
+        // SwiGLU: features [0, BN/2) of the tile are gate rows hn + f, [BN/2, BN) the up rows I + hn + f; out[m, hn + f]
+        // = silu(gate) * up from the bf16-rounded products, as launch_silu_mul_fused computes it.
+        constexpr int HALF = C::BN / 2, CH = NT * (HALF / 8);
+        const int64_t hn = w.n0 / 2;
+#pragma unroll 4
+        for (int c = ctid; c < CH; c += C::CONSUMERS) {
+          const int r = c / (HALF / 8), cc = c % (HALF / 8);
+          const int64_t m = w.m0 + r, n = hn + cc * 8;
+          if (m >= a.M || n >= a.swiglu_i) continue;  // I % 8 == 0: a chunk is wholly inside or outside
+          Bf16x8 g, u, o;
+          g.u = *reinterpret_cast<const uint4*>(ys + r * C::LD + cc * 8);
+          u.u = *reinterpret_cast<const uint4*>(ys + r * C::LD + HALF + cc * 8);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) o.h[j] = f2bf(silu_mul1(bf2f(g.h[j]), bf2f(u.h[j])));
+          *reinterpret_cast<uint4*>(a.y + m * a.swiglu_i + n) = o.u;
+        }
+        continue;
+      }
       constexpr int CHUNKS = NT * (C::BN / 8);
 #pragma unroll 4
       for (int c = ctid; c < CHUNKS; c += C::CONSUMERS) {
@@ -753,11 +779,17 @@ W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, 
   return p;
 }
 
-void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
-                        int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
-                        cudaStream_t stream) {
+namespace {
+
+void launch_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz, int64_t group_size,
+                  const void* bias, Elt bias_type, bf16_t* y, float* partial, int64_t swiglu_i, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
-  const W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
+  W4A16KernelArgs a = w4a16_kernel_args(p, x, tiles, sz, group_size, bias, bias_type, y, partial);
+  if (swiglu_i) {
+    check(w4a16_wgmma_swiglu_supported(p.N, y) && !bias,
+          "matmul_packed (w4a16 wgmma): no SwiGLU epilogue for N = {} (or with a bias, or tensor-copy weights)", p.N);
+    a.swiglu_i = swiglu_i, a.y_vec = true;
+  }
   check(p.splits == 1 || partial, "matmul_packed (w4a16 wgmma): split-K needs a partial-sum buffer");
   check(w4a16_wgmma_available(), "matmul_packed (w4a16 wgmma): not available on this GPU");
   const int bn = tile_shape_of(p.wg_nt, p.wg_variant).features;
@@ -775,6 +807,24 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
     case 1026: launch_nt<256, 2>(a, one_group, x, stream); break;
     default: fail("matmul_packed (w4a16 wgmma): no token tile {} (variant {})", p.wg_nt, p.wg_variant);
   }
+}
+
+}  // namespace
+
+void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
+                        int64_t group_size, const void* bias, Elt bias_type, bf16_t* y, float* partial,
+                        cudaStream_t stream) {
+  launch_wgmma(p, x, tiles, sz, group_size, bias, bias_type, y, partial, 0, stream);
+}
+
+bool w4a16_wgmma_swiglu_supported(int64_t N, const void* out) {
+  // Each half a whole number of 16-row units (the pieces the producer copies) and of 8-feature output chunks.
+  return N > 0 && N % 32 == 0 && aligned16(out) && !tma_weights_flag();
+}
+
+void launch_w4a16_wgmma_swiglu(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
+                               int64_t group_size, bf16_t* out, float* partial, cudaStream_t stream) {
+  launch_wgmma(p, x, tiles, sz, group_size, nullptr, Elt::BF16, out, partial, p.N / 2, stream);
 }
 
 }  // namespace dlx::cuda

@@ -25,6 +25,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/tuner_key.h"
 #include "kernels/packed_weight.h"
 #include "test_util.h"
@@ -303,6 +304,78 @@ TEST_F(W4A16, NonIntegerZeroFallsBack) {
   EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), want), kTol);
   // Group size 8 (not a multiple of 16) also stays canonical.
   EXPECT_EQ(gpu_->upload_packed(random_w4(16, 64, 8, true, false)).layout, kCanonicalLayout);
+}
+
+// SwiGLU over a fused [gate; up] weight (Backend::matmul_packed_swiglu): on every path the same bits as the plain
+// product followed by silu_mul_fused (the wgmma paths run the kernel's SwiGLU epilogue, the others the two ops).
+// I not a multiple of the 64/128-row half tile (a last tile cut at I), ragged M, one and several groups, act-order,
+// M past one 256-token tile, and a weight of more tiles than the persistent grid (whole waves, then split-K).
+struct SwigluCase {
+  int64_t M, I, K, gs;
+  bool act_order;
+};
+const SwigluCase kSwigluCases[] = {
+    {1, 64, 256, 64, false},    {32, 1040, 512, 128, false}, {33, 208, 704, -1, false}, {264, 512, 384, 32, true},
+    {300, 1040, 1024, 128, false}, {7, 4736, 768, 128, true}, {12, 20480, 1536, 64, false},
+};
+
+TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
+  std::vector<const char*> paths = kernel_paths();
+  paths.push_back("dequant");
+  paths.push_back("auto");
+  for (const char* path : paths) {
+    cuda_set_w4a16_path(*gpu_, path);
+    for (const SwigluCase& c : kSwigluCases) {
+      if (small_only() && c.M * c.I * c.K > 100000000) continue;
+      SCOPED_TRACE(fmt::format("{}, {} path: M {} I {} K {} group {}{}", trace(), path, c.M, c.I, c.K, c.gs,
+                               c.act_order ? " act-order" : ""));
+      PackedWeight dw = gpu_->upload_packed(random_w4(2 * c.I, c.K, c.gs, false, c.act_order));
+      Tensor x = gpu_->from_host_f32(rand_bf16_f32({c.M, c.K}));
+      Tensor y = poisoned({c.M, 2 * c.I}), want = poisoned({c.M, c.I}), got = poisoned({c.M, c.I});
+      gpu_->matmul_packed(x, dw, nullptr, y);
+      gpu_->silu_mul_fused(y, want);
+      gpu_->matmul_packed_swiglu(x, dw, got);
+      const Tensor w = gpu_->to_host_f32(want), g = gpu_->to_host_f32(got);
+      int64_t diff = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) diff += !(w.data<float>()[i] == g.data<float>()[i]);  // NaN counts
+      EXPECT_EQ(diff, 0);
+    }
+  }
+}
+
+// The epilogue itself, by its launcher (the backend falls back to the two ops where it does not apply): every wgmma
+// variant, split-K forced off, to 2 and to 5 splits (the last split of a tile runs the epilogue), against the plain
+// kernel's product and silu_mul_fused.
+TEST_F(W4A16, SwigluEpilogueOfEveryVariantAndSplit) {
+  if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
+  for (const SwigluCase& c : kSwigluCases) {
+    if (c.act_order || (small_only() && c.M * c.I * c.K > 100000000)) continue;  // x in kernel order: no perm here
+    PackedWeight dw = gpu_->upload_packed(random_w4(2 * c.I, c.K, c.gs, false, false));
+    Tensor x = gpu_->from_host_f32(rand_bf16_f32({c.M, c.K}));
+    const int64_t N = 2 * c.I, gs = dw.group_size;
+    for (int variant : {cuda::kW4A16Wide, cuda::kW4A16Narrow, cuda::kW4A16Tall})
+      for (int splits : {1, 2, 5}) {
+        SCOPED_TRACE(fmt::format("{}, M {} I {} K {} group {}, variant {}, splits {}", trace(), c.M, c.I, c.K, c.gs,
+                                 variant, splits));
+        const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(c.M, N, c.K, gs, splits, variant);
+        Tensor y = poisoned({c.M, N}), want = poisoned({c.M, c.I}), got = poisoned({c.M, c.I});
+        ASSERT_TRUE(cuda::w4a16_wgmma_swiglu_supported(N, got.data()));
+        Tensor partial = gpu_->empty(DType::F32, {std::max<int64_t>(1, int64_t(cuda::w4a16_partial_floats(p)))});
+        const auto* tiles = static_cast<const uint32_t*>(dw.qweight.data());
+        const auto* sz = static_cast<const uint32_t*>(dw.scales.data());
+        gpu_->synchronize();
+        cuda::launch_w4a16_wgmma(p, x.data<cuda::bf16_t>(), tiles, sz, gs, nullptr, cuda::Elt::BF16, y.data<cuda::bf16_t>(),
+                                 partial.data<float>(), nullptr);
+        cuda::launch_w4a16_wgmma_swiglu(p, x.data<cuda::bf16_t>(), tiles, sz, gs, got.data<cuda::bf16_t>(), partial.data<float>(),
+                                        nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        gpu_->silu_mul_fused(y, want);
+        const Tensor w = gpu_->to_host_f32(want), g = gpu_->to_host_f32(got);
+        int64_t diff = 0;
+        for (int64_t i = 0; i < w.numel(); ++i) diff += !(w.data<float>()[i] == g.data<float>()[i]);
+        EXPECT_EQ(diff, 0);
+      }
+  }
 }
 
 TEST_F(W4A16, RejectsMismatchedInput) {
