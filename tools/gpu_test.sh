@@ -12,6 +12,10 @@
 #   tools/gpu_test.sh ragged   on the GPU machine: continuous batching's ragged pass with and without the one-launch
 #                            attention (see ragged()).
 #   tools/gpu_test.sh paths  on the GPU machine: a W4A16 decode step with each W4A16 path forced (see paths()).
+#   tools/gpu_test.sh decode  on the GPU machine: the Dream-7B dual-cache decode table, bf16 and W4A16 (see
+#                            decode_table()).
+#   tools/gpu_test.sh tests  on the GPU machine: the tests of TESTS (a gtest filter), memcheck on MEMCHECK (see
+#                            tests_only()).
 #   tools/gpu_test.sh quantize  on the GPU machine: RTN / GPTQ / AWQ quantization timed at Dream-7B's widths (issue 17;
 #                            QUANT_RUNS, QUANT_TESTS: see quantize_timing()).
 #   tools/gpu_test.sh run    on the GPU machine, from the repository root: the CUDA unit tests (every op against the
@@ -158,10 +162,8 @@ w4a16() {
   grep -E "M=" "$out/w4a16_bench.log"
   if [ "${W4A16_DECODE:-0}" = 1 ]; then
     echo "== bench decode / forward, bf16 and W4A16"
+    decode_table || status=1
     for q in none w4a16; do
-      timeout 200 "$BIN/diffulex" bench decode --device cuda --random-config dream-7b --quant $q --batch 1,8,32,64 \
-        --cache dual --tokens-per-step 1,4 --blocks 2 --output "$out/decode_$q.json" >"$out/decode_$q.log" 2>&1 || status=1
-      tail -12 "$out/decode_$q.log"
       timeout 120 "$BIN/diffulex" bench --device cuda --random-config dream-7b --quant $q --batch 1,8,32 --length 288 \
         --block 32 --no-ceilings --output "$out/forward_$q.json" >"$out/forward_$q.log" 2>&1 || status=1
       summarize "$out/forward_$q.json"
@@ -180,12 +182,64 @@ w4a16() {
   return $status
 }
 
+# Chosen tests on the GPU: diffulex_tests --gtest_filter="$TESTS" (default '*Cuda*:W4A16*'), then, with MEMCHECK set,
+# compute-sanitizer memcheck on that filter (small cases). Logs in $OUT/tests.log and $OUT/memcheck.log.
+tests_only() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} status=0
+  mkdir -p "$out"
+  echo "== tests: ${TESTS:-*Cuda*:W4A16*}"
+  timeout "${TESTS_TIMEOUT:-240}" "$BIN/diffulex_tests" --gtest_filter="${TESTS:-*Cuda*:W4A16*}" >"$out/tests.log" 2>&1 ||
+    status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]|Failure|Expected|Which is|seed" "$out/tests.log" | head -40
+  if [ -n "${MEMCHECK:-}" ]; then
+    echo "== compute-sanitizer memcheck: $MEMCHECK"
+    sanitize "$out" memcheck "$MEMCHECK" || status=1
+  fi
+  return $status
+}
+
+# The decode table (issue 14's goal 3, issue 15's goal 2): `bench decode --random-config dream-7b --cache dual
+# --gen-length 32 --block 32 --blocks 1`, graphs on, for each of DECODE_QUANTS (default "w4a16 none") at DECODE_BATCH
+# (default 1,8,32,64) and DECODE_TPS (tokens a step, default 1,4): one line per row (step median, tokens/s) and the
+# W4A16 tuner's choices (w4a16_paths). DECODE_ENV: more W4A16 runs, one per word, each with that environment setting
+# (e.g. "DIFFULEX_W4A16_SWIGLU=1"); DECODE_BASE: another diffulex binary's W4A16 run (same card, same call). JSON and
+# logs in $OUT/decode_<name>.*.
+decode_table() {
+  setup_env
+  local out=${OUT:-$ROOT/gpu_out} status=0 spec name q bin env
+  mkdir -p "$out"
+  local runs=()
+  for q in ${DECODE_QUANTS:-w4a16 none}; do runs+=("$q|$BIN/diffulex|$q|"); done
+  for env in ${DECODE_ENV:-}; do runs+=("w4a16_${env%%=*}|$BIN/diffulex|w4a16|$env"); done
+  [ -n "${DECODE_BASE:-}" ] && runs+=("w4a16_base|$DECODE_BASE|w4a16|")
+  for spec in "${runs[@]}"; do
+    IFS='|' read -r name bin q env <<<"$spec"
+    env $env timeout 200 "$bin" bench decode --device cuda --random-config dream-7b --quant "$q" \
+      --batch "${DECODE_BATCH:-1,8,32,64}" --cache dual --tokens-per-step "${DECODE_TPS:-1,4}" --gen-length 32 \
+      --block 32 --blocks 1 --output "$out/decode_$name.json" >"$out/decode_$name.log" 2>&1 ||
+      { status=1; echo "== $name: failed"; tail -3 "$out/decode_$name.log"; continue; }
+    python3 - "$out/decode_$name.json" "$name" <<'PY' || status=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+for r in j["runs"]:
+    print(f"== {sys.argv[2]:24s} B={r['batch']:>3} tokens/step {r['tokens_per_step']}: step {r['step_ms_median']:8.3f} ms, "
+          f"{r['tokens_per_s']:8.1f} tokens/s")
+paths = j.get("w4a16_paths", [])
+if paths:
+    print("   tuner:", "; ".join(f"[{c['N']}x{c['K']}] M<={c['m_bucket']} {c['path']}" for c in paths))
+PY
+  done
+  return $status
+}
+
 # Where a decode step's device time goes (issue 15): Nsight Compute's duration of every kernel of a Dream-7B
 # dual-cache decode at B = 1 (one block of 32 at 4 tokens a step: 8 steps and the prefill; ncu serializes and
 # replays each kernel, graph nodes included, so the launch gaps are not in these sums), for PROFILE_QUANT (default
 # "w4a16 none"). Per configuration: the CSV in $OUT/ncu_<quant>.csv, the plain bench JSON without ncu beside it (the
 # step time in a graph, to set against the kernels' sum), and tables per kernel name (launches, total ms, mean us)
-# for the run's last decode step and for the whole run.
+# for the run's last decode step and for the whole run. PROFILE_GEMM_DETAIL=1 first profiles one layer's four W4A16
+# GEMMs with every ncu section (bandwidth against DRAM and L2, warp stalls); PROFILE_QUANT="" then skips the rest.
 profile() {
   setup_env
   local out=${OUT:-$ROOT/gpu_out} status=0 q
@@ -193,7 +247,34 @@ profile() {
   local args=(bench decode --device cuda --random-config dream-7b --batch 1 --cache dual --tokens-per-step 4
               --gen-length 32 --block 32 --blocks 1)
   local sk
-  for q in ${PROFILE_QUANT:-w4a16 none}; do
+  if [ "${PROFILE_GEMM_DETAIL:-0}" = 1 ]; then
+    # One layer's four W4A16 GEMMs of a B = 1 step (launches 4000.. of the run: past the tuner and the prefill), every
+    # ncu section: how far each is from the DRAM and L2 bandwidth, and where its warps stall.
+    echo "== W4A16 GEMMs of one B = 1 decode step: ncu --set full"
+    timeout 150 ncu --set full --csv --page raw -k regex:w4a16_wgmma --launch-skip 4000 --launch-count 4 \
+      "$BIN/diffulex" bench decode --device cuda --random-config dream-7b --quant w4a16 --batch 1 --cache dual \
+      --tokens-per-step 1 --gen-length 64 --block 32 --blocks 2 >"$out/ncu_gemms.csv" 2>"$out/ncu_gemms.log" ||
+      { status=1; tail -3 "$out/ncu_gemms.log"; }
+    python3 - "$out/ncu_gemms.csv" <<'PY' || status=1
+import csv, sys
+rows = list(csv.reader(l for l in open(sys.argv[1]) if l.startswith('"')))
+if len(rows) < 3: sys.exit(print("no ncu rows"))
+want = ["launch__grid_size", "gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+        "dram__bytes_read.sum", "lts__throughput.avg.pct_of_peak_sustained_elapsed", "lts__t_bytes.sum",
+        "sm__throughput.avg.pct_of_peak_sustained_elapsed", "smsp__issue_active.avg.pct_of_peak_sustained_active",
+        "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active", "launch__registers_per_thread"]
+for r in rows[2:]:  # rows[1] holds the units
+    d = dict(zip(rows[0], r))
+    print("  ", ", ".join(f"{k.split('__')[1]} {d[k]}" for k in want if k in d))
+    st = []
+    for k, v in d.items():
+        if k.startswith("smsp__average_warps_issue_stalled_") and k.endswith("_per_issue_active.ratio"):
+            try: st.append((k[34:-23], float(v.replace(",", ""))))
+            except ValueError: pass
+    print("     stalls:", ", ".join(f"{k} {v:.2f}" for k, v in sorted(st, key=lambda kv: -kv[1])[:7]))
+PY
+  fi
+  for q in ${PROFILE_QUANT-w4a16 none}; do
     # The plain step, once per split-KV setting of the attention (PROFILE_SPLIT_KV, DIFFULEX_ATTENTION_SPLIT_KV
     # values; launch.h); ncu below runs with the environment as given.
     for sk in ${PROFILE_SPLIT_KV:-${DIFFULEX_ATTENTION_SPLIT_KV:-0}}; do
@@ -373,5 +454,7 @@ case "${1:-}" in
   profile) profile ;;
   ragged) ragged ;;
   paths) paths ;;
-  *) echo "usage: tools/gpu_test.sh pack|run|w4a16|quantize|profile|ragged|paths" >&2; exit 2 ;;
+  decode) decode_table ;;
+  tests) tests_only ;;
+  *) echo "usage: tools/gpu_test.sh pack|run|tests|w4a16|quantize|profile|ragged|paths|decode" >&2; exit 2 ;;
 esac

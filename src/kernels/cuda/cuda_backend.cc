@@ -54,6 +54,15 @@ Elt float_weight(const Tensor& t, const char* op, const char* what) {
   }
 }
 
+// cuda_set_w4a16_swiglu (cuda_backend.h): the wgmma kernel's SwiGLU epilogue, from DIFFULEX_W4A16_SWIGLU=1.
+bool& w4a16_swiglu_flag() {
+  static bool on = [] {
+    const char* v = std::getenv("DIFFULEX_W4A16_SWIGLU");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
 void same_numel(const Tensor& a, const Tensor& b, const char* op) {
   check(a.numel() == b.numel(), "cuda {}: shapes {} and {} differ in size", op, shape_str(a.shape()),
         shape_str(b.shape()));
@@ -362,7 +371,7 @@ class CudaBackend final : public Backend {
   // is a wgmma one (the tuner times the plain product; the epilogue only drops the [M, 2I] round trip and the
   // silu_mul kernel); otherwise the product and silu_mul_fused.
   void matmul_packed_swiglu(const Tensor& x, const PackedWeight& w, Tensor& out) override {
-    if (w.layout != kW4A16TileLayout) return Backend::matmul_packed_swiglu(x, w, out);
+    if (w.layout != kW4A16TileLayout || !w4a16_swiglu_flag()) return Backend::matmul_packed_swiglu(x, w, out);
     need(x, DType::BF16, "matmul_packed_swiglu", "the input");
     need(out, DType::BF16, "matmul_packed_swiglu", "the output");
     const int64_t M = x.rank() == 2 ? x.dim(0) : 0;
@@ -1121,6 +1130,8 @@ int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t gro
   return cuda::w4a16_wgmma_plan(M, N, K, group_size).splits;
 }
 void cuda_set_w4a16_tma_weights(bool on) { cuda::w4a16_wgmma_set_tma_weights(on); }
+void cuda_set_w4a16_swiglu(bool on) { w4a16_swiglu_flag() = on; }
+bool cuda_w4a16_swiglu() { return w4a16_swiglu_flag(); }
 void cuda_set_attention_split_kv(int mode) { cuda::set_attention_split_kv(mode); }
 int cuda_attention_split_kv_mode() { return cuda::attention_split_kv_mode(); }
 int cuda_attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64_t D, int64_t block, int64_t q_offset) {

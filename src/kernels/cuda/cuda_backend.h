@@ -59,6 +59,11 @@ bool cuda_w4a16_wgmma_available();
 // default off, DIFFULEX_W4A16_TMA_WEIGHTS=1 turns it on; src/kernels/cuda/launch.h says why).
 void cuda_set_w4a16_tma_weights(bool on);
 bool cuda_w4a16_tma_weights();
+// Whether the fused [gate; up] W4A16 GEMM runs SwiGLU in the wgmma kernel's epilogue (Backend::matmul_packed_swiglu;
+// process-wide): default off until its first GPU run (tests/kernels/cuda/w4a16_test.cc `W4A16.Swiglu*`, and the decode
+// step with and without it); DIFFULEX_W4A16_SWIGLU=1 turns it on. Off, the product and silu_mul_fused run as before.
+void cuda_set_w4a16_swiglu(bool on);
+bool cuda_w4a16_swiglu();
 // Split-KV attention for short query windows (src/kernels/cuda/launch.h; process-wide): -1 the rule, 0 or 1 never
 // (default; DIFFULEX_ATTENTION_SPLIT_KV=1 turns the rule on), n >= 2 that many splits wherever there are two key
 // tiles. And the split count attention takes at a shape (1: unsplit).

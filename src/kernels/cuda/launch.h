@@ -80,6 +80,11 @@ void launch_attention_slots(const bf16_t* q, const AttnSlotDesc* slots, int n, b
 
 // out = silu(gate) * up over n elements (out may alias gate or up).
 void launch_silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t stream);
+// out[t, i] = silu(gu[t, i]) * gu[t, I + i]   (gu bf16 [T, 2I]: the fused gate/up GEMM's output)
+void launch_silu_mul_fused(const bf16_t* gu, int64_t T, int64_t I, bf16_t* out, cudaStream_t stream);
+// out[t, :] = x[t, col : col + n]   (x bf16 [T, N]; out contiguous [T, n])
+void launch_split_columns(const bf16_t* x, int64_t T, int64_t N, int64_t col, int64_t n, bf16_t* out,
+                          cudaStream_t stream);
 // x += y over n elements.
 void launch_add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t stream);
 // y[m, n] += bias[n]   (y bf16 [M, N])

@@ -515,63 +515,7 @@ __global__ void gather_rows_kernel(const bf16_t* x, const int64_t* rows, int64_t
   }
 }
 
-__global__ void silu_mul_fused_vec(const uint4* gu, int64_t I8, int64_t n8, uint4* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / I8, c = i - t * I8;
-    Bf16x8 g, u, o;
-    g.u = gu[t * 2 * I8 + c];
-    u.u = gu[t * 2 * I8 + I8 + c];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) o.h[j] = f2bf(silu_mul1(bf2f(g.h[j]), bf2f(u.h[j])));
-    out[i] = o.u;
-  }
-}
-
-__global__ void silu_mul_fused_scalar(const bf16_t* gu, int64_t I, int64_t n, bf16_t* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / I, c = i - t * I;
-    out[i] = f2bf(silu_mul1(bf2f(gu[t * 2 * I + c]), bf2f(gu[t * 2 * I + I + c])));
-  }
-}
-
-// out[t, :] = x[t, col : col + n]: one column block of a [T, N] matrix, 16 bytes per access when aligned.
-__global__ void split_cols_vec(const uint4* x, int64_t N8, int64_t col8, int64_t n8, int64_t total, uint4* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / n8, c = i - t * n8;
-    out[i] = x[t * N8 + col8 + c];
-  }
-}
-
-__global__ void split_cols_scalar(const bf16_t* x, int64_t N, int64_t col, int64_t n, int64_t total, bf16_t* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / n, c = i - t * n;
-    out[i] = x[t * N + col + c];
-  }
-}
-
 }  // namespace
-
-void launch_split_columns(const bf16_t* x, int64_t T, int64_t N, int64_t col, int64_t n, bf16_t* out,
-                          cudaStream_t stream) {
-  if (T == 0 || n == 0) return;
-  if (N % 8 == 0 && col % 8 == 0 && n % 8 == 0 && aligned16(x) && aligned16(out))
-    split_cols_vec<<<blocks_for(T * n / 8, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(x), N / 8, col / 8,
-                                                                   n / 8, T * n / 8, reinterpret_cast<uint4*>(out));
-  else
-    split_cols_scalar<<<blocks_for(T * n, 256), 256, 0, stream>>>(x, N, col, n, T * n, out);
-  check_launch("split_columns");
-}
-
-void launch_silu_mul_fused(const bf16_t* gu, int64_t T, int64_t I, bf16_t* out, cudaStream_t stream) {
-  const int64_t n = T * I;
-  if (n == 0) return;
-  if (I % 8 == 0 && aligned16(gu) && aligned16(out))
-    silu_mul_fused_vec<<<blocks_for(n / 8, 256), 256, 0, stream>>>(reinterpret_cast<const uint4*>(gu), I / 8, n / 8,
-                                                                  reinterpret_cast<uint4*>(out));
-  else
-    silu_mul_fused_scalar<<<blocks_for(n, 256), 256, 0, stream>>>(gu, I, n, out);
-  check_launch("silu_mul_fused");
-}
 
 void launch_gather_rows(const bf16_t* x, const int64_t* rows, int64_t R, int64_t H, bf16_t* out, cudaStream_t stream) {
   if (R == 0 || H == 0) return;

@@ -1,5 +1,5 @@
-// Host entry points of sample_rows.cu: the samplers' row pipeline (kernels/row_sampling.h), the row gather and
-// the SwiGLU of the fused gate/up GEMM on the GPU. Plain C++ (no CUDA type headers beyond the runtime API), like launch.h.
+// Host entry points of sample_rows.cu: the samplers' row pipeline (kernels/row_sampling.h) and the row gather of the
+// LM head on the GPU. Plain C++ (no CUDA type headers beyond the runtime API), like launch.h.
 #pragma once
 #include <cstdint>
 
@@ -11,13 +11,6 @@ namespace dlx::cuda {
 
 // out[r, :] = x[rows[r], :]   (x bf16 [T, H], rows device I64 [R], already range-checked on the host)
 void launch_gather_rows(const bf16_t* x, const int64_t* rows, int64_t R, int64_t H, bf16_t* out, cudaStream_t stream);
-
-// out[t, i] = silu(gu[t, i]) * gu[t, I + i]   (gu bf16 [T, 2I]: the fused gate/up GEMM's output)
-void launch_silu_mul_fused(const bf16_t* gu, int64_t T, int64_t I, bf16_t* out, cudaStream_t stream);
-
-// out[t, :] = x[t, col : col + n]   (x bf16 [T, N]; out contiguous [T, n])
-void launch_split_columns(const bf16_t* x, int64_t T, int64_t N, int64_t col, int64_t n, bf16_t* out,
-                          cudaStream_t stream);
 
 struct SampleDraw {
   int64_t row, uncond_row;

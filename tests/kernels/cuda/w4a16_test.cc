@@ -320,6 +320,11 @@ const SwigluCase kSwigluCases[] = {
 };
 
 TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
+  struct Restore {  // the process-wide flag goes back even when an assertion or a throw ends the test early
+    bool saved = cuda_w4a16_swiglu();
+    ~Restore() { cuda_set_w4a16_swiglu(saved); }
+  } restore;
+  cuda_set_w4a16_swiglu(true);
   std::vector<const char*> paths = kernel_paths();
   paths.push_back("dequant");
   paths.push_back("auto");
