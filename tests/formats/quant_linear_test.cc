@@ -245,6 +245,38 @@ TEST(QuantLinear, FusedPackedLayersStackTheirRows) {
   EXPECT_EQ(odd.get(), before);
 }
 
+// Linear::forward_swiglu over a fused [gate; up] packed layer: the same floats as forward() then silu_mul_fused, with
+// a bias (Linear's generic form) and without (Backend::matmul_packed_swiglu); an odd width is refused.
+TEST(QuantLinear, ForwardSwigluIsForwardThenSiluMul) {
+  std::mt19937_64 rng(34);
+  for (bool bias : {false, true}) {
+    std::vector<std::unique_ptr<Linear>> parts;
+    for (int i = 0; i < 2; ++i) {
+      Tensors ts = gptq_tensors(test::random_codes(4, 48, 128, 32, false, false, rng), true, false);
+      if (bias) ts.push_back({kPrefix + ".bias", test::random_tensor(DType::F16, {48}, rng)});
+      test::TempDir dir;
+      auto store = test::write_checkpoint(dir, ts);
+      QuantConfig q = gptq_config(4, 32, false);
+      parts.push_back(load(*store, &q, spec_of(48, 128, bias)));
+    }
+    auto fused = fuse_packed_linears({&parts[0], &parts[1]}, cpu());
+    ASSERT_TRUE(fused != nullptr);
+    Tensor x = test::random_tensor(DType::F32, {5, 128}, rng);
+    Tensor y = Tensor::zeros(DType::F32, {5, 96}), want = Tensor::zeros(DType::F32, {5, 48});
+    fused->forward(cpu(), x, y);
+    cpu().silu_mul_fused(y, want);
+    Tensor got = Tensor::zeros(DType::F32, {5, 48});
+    fused->forward_swiglu(cpu(), x, got);
+    for (int64_t i = 0; i < want.numel(); ++i) ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << bias << " " << i;
+  }
+  test::TempDir dir;
+  auto store = test::write_checkpoint(dir, gptq_tensors(test::random_codes(4, 15, 128, 32, false, false, rng), true, false));
+  QuantConfig q = gptq_config(4, 32, false);
+  std::unique_ptr<Linear> odd = load(*store, &q, spec_of(15, 128));
+  Tensor x = Tensor::zeros(DType::F32, {2, 128}), out = Tensor::zeros(DType::F32, {2, 7});
+  EXPECT_THROW(odd->forward_swiglu(cpu(), x, out), Error);
+}
+
 // A packed layer keeps its bias on the host (fusion stacks host biases and never reads one back from a device):
 // a bias that lives in a device's memory is refused when the layer is made. The tensor below only claims to be on
 // CUDA; nothing reads it.
