@@ -566,7 +566,14 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
   const LayerWeights& lw = layers_[size_t(layer)];
   Tensor& h = st.h;
   Tensor x = be.empty(at, {T, H}), tmp = be.empty(at, {T, H});
-  Tensor q = be.empty(at, {T, Nq}), k = be.empty(at, {T, Nkv}), v = be.empty(at, {T, Nkv});
+  // A cached window of one sequence (bf16 / f32 cache): its keys and values are produced straight into the window's
+  // rows of the layer's cache, which are contiguous there, so attend() copies nothing (cache_window_rows).
+  Tensor q = be.empty(at, {T, Nq}), k, v;
+  if (st.slots.size() == 1 && !st.ragged) {
+    k = cache_window_rows(st.slots[0], layer, true);
+    v = cache_window_rows(st.slots[0], layer, false);
+  }
+  if (!k.defined()) k = be.empty(at, {T, Nkv}), v = be.empty(at, {T, Nkv});
   Tensor att = be.empty(at, {T, Nq});
   Tensor gate = be.empty(at, {T, I});
   auto lin = [&](const char* name, LinearRole r, const Tensor& in, Tensor& out) {
@@ -690,6 +697,12 @@ AttnCost attention_cost(const ModelConfig& c, double act, const AttnSlot& s) {
 
 // Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
 // cache after the window's entries are written into it), writing its rows of att.
+Tensor Model::cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const {
+  if (!s.cache || s.cache->fp8 || s.B != 1 || s.cache->B != 1 || s.offset != 0) return Tensor();
+  const Tensor& c = (keys ? s.cache->k : s.cache->v)[size_t(layer)];
+  return c.reshape({s.L, cfg_.num_kv_heads * cfg_.head_dim}).slice_rows(s.begin, s.end);
+}
+
 void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att) {
   Backend& be = *backend_;
   const DType at = be.act_dtype();
@@ -713,12 +726,16 @@ void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tens
   Tensor& ck = cache.k[size_t(layer)];
   Tensor& cv = cache.v[size_t(layer)];
   const int64_t full = s.L;
-  report(cache.fp8 ? "kv_quantize_fp8" : "kv_write", layer, 0, cache.fp8 ? cost.quantize : cost.write);
-  if (!cache.fp8) {  // every batch row's window at once
+  const Tensor in_place = cache_window_rows(s, layer, true);
+  if (in_place.defined() && in_place.data() == ks.data()) {
+    // layer_pass produced k and v in the cache already.
+  } else if (!cache.fp8) {  // every batch row's window at once
+    report("kv_write", layer, 0, cost.write);
     Tensor dk = ck.reshape({B * full, row}), dv = cv.reshape({B * full, row});
     be.copy_row_blocks(ks, B, dk, full, s.begin);
     be.copy_row_blocks(vs, B, dv, full, s.begin);
   } else {
+    report("kv_quantize_fp8", layer, 0, cost.quantize);
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r0 = b * full + s.begin, r1 = b * full + s.end;
       Tensor dk = ck.reshape({B * full, row}).slice_rows(r0, r1), dv = cv.reshape({B * full, row}).slice_rows(r0, r1);
