@@ -578,6 +578,12 @@ template <> struct Tile<128, 0> { static constexpr int MB = 2, WGS = 2, STAGES =
 template <> struct Tile<64, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 8, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
 template <> struct Tile<256, 2> { static constexpr int MB = 1, WGS = 2, STAGES = 4, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 2, FOLD_ACCS = 0; };
+// Variant 3 ("deep", up to 32 tokens): the small tiles with as many stages as two blocks an SM leave room for (about
+// 100 KB of ring a block instead of 48-60): at M <= 32 the kernel waits on its loads (docs/PERFORMANCE.md, fourth
+// version), so more of them in flight is the experiment; the tuner keeps it where it is faster.
+template <> struct Tile<8, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 14, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 4; };
+template <> struct Tile<16, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 12, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 2; };
+template <> struct Tile<32, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 9, MINB = 2, REGS = 96, ACCS = 2, FOLD_ACCS = 1; };
 
 // What the planner needs of a token tile's configuration: output features a block, blocks an SM.
 struct TileShape {
@@ -589,9 +595,9 @@ constexpr TileShape tile_shape() {
 }
 TileShape tile_shape_of(int nt, int v) {
   switch (nt) {
-    case 8: return tile_shape<8, 0>();
-    case 16: return tile_shape<16, 0>();
-    case 32: return tile_shape<32, 0>();
+    case 8: return v ? tile_shape<8, 3>() : tile_shape<8, 0>();
+    case 16: return v ? tile_shape<16, 3>() : tile_shape<16, 0>();
+    case 32: return v ? tile_shape<32, 3>() : tile_shape<32, 0>();
     case 64: return v ? tile_shape<64, 1>() : tile_shape<64, 0>();
     case 128: return v ? tile_shape<128, 1>() : tile_shape<128, 0>();
     default: return tile_shape<256, 2>();
@@ -750,15 +756,20 @@ void w4a16_wgmma_set_tma_weights(bool on) { tma_weights_flag() = on; }
 bool w4a16_wgmma_tma_weights() { return tma_weights_flag(); }
 
 bool w4a16_wgmma_has_variant(int variant, int64_t M) {
-  return variant == kW4A16Wide || (variant == kW4A16Narrow && M > 32) || (variant == kW4A16Tall && M > 128);
+  return variant == kW4A16Wide || (variant == kW4A16Narrow && M > 32) || (variant == kW4A16Tall && M > 128) ||
+         (variant == kW4A16Deep && M <= 32);
 }
 
 W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits, int variant) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
   W4A16Args p{};
   p.M = M, p.N = N, p.K = K;
-  // kTall runs at any M it is asked for (the tests force it on small M too); kNarrow only where it differs.
-  p.wg_variant = variant == kW4A16Tall ? kW4A16Tall : variant == kW4A16Narrow && M > 32 ? kW4A16Narrow : kW4A16Wide;
+  // kTall runs at any M it is asked for (the tests force it on small M too); kNarrow and kDeep only where they
+  // differ.
+  p.wg_variant = variant == kW4A16Tall                ? kW4A16Tall
+                 : variant == kW4A16Narrow && M > 32  ? kW4A16Narrow
+                 : variant == kW4A16Deep && M <= 32   ? kW4A16Deep
+                                                      : kW4A16Wide;
   p.wg_nt = p.wg_variant == kW4A16Tall ? 256 : M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
   const TileShape ts = tile_shape_of(p.wg_nt, p.wg_variant);
   p.minb = ts.minb;
@@ -798,8 +809,11 @@ void launch_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
   const bool one_group = a.tile_in_one_group;
   switch (p.wg_nt * 4 + p.wg_variant) {
     case 32: launch_nt<8, 0>(a, one_group, x, stream); break;
+    case 35: launch_nt<8, 3>(a, one_group, x, stream); break;
     case 64: launch_nt<16, 0>(a, one_group, x, stream); break;
+    case 67: launch_nt<16, 3>(a, one_group, x, stream); break;
     case 128: launch_nt<32, 0>(a, one_group, x, stream); break;
+    case 131: launch_nt<32, 3>(a, one_group, x, stream); break;
     case 256: launch_nt<64, 0>(a, one_group, x, stream); break;
     case 257: launch_nt<64, 1>(a, one_group, x, stream); break;
     case 512: launch_nt<128, 0>(a, one_group, x, stream); break;

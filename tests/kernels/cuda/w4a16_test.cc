@@ -195,7 +195,8 @@ TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
 // The paths this GPU runs: the wgmma kernel on compute capability 9.0 (sm_90a machine code) only.
 std::vector<const char*> kernel_paths() {
   std::vector<const char*> p{"mma"};
-  if (cuda_w4a16_wgmma_available()) p.push_back("wgmma"), p.push_back("wgmma_narrow"), p.push_back("wgmma_tall");
+  if (cuda_w4a16_wgmma_available())
+    p.push_back("wgmma"), p.push_back("wgmma_narrow"), p.push_back("wgmma_tall"), p.push_back("wgmma_deep");
   return p;
 }
 
@@ -245,7 +246,7 @@ TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
     bool saved = cuda_w4a16_tma_weights();
     ~Restore() { cuda_set_w4a16_tma_weights(saved); }
   } restore;
-  for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall"}) {
+  for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall", "wgmma_deep"}) {
     cuda_set_w4a16_path(*gpu_, path);
     for (const Case& c : kCases) {
       if (small_only() && c.M * c.N * c.K > 600000000) continue;
@@ -358,7 +359,7 @@ TEST_F(W4A16, SwigluEpilogueOfEveryVariantAndSplit) {
     PackedWeight dw = gpu_->upload_packed(random_w4(2 * c.I, c.K, c.gs, false, false));
     Tensor x = gpu_->from_host_f32(rand_bf16_f32({c.M, c.K}));
     const int64_t N = 2 * c.I, gs = dw.group_size;
-    for (int variant : {cuda::kW4A16Wide, cuda::kW4A16Narrow, cuda::kW4A16Tall})
+    for (int variant : {cuda::kW4A16Wide, cuda::kW4A16Narrow, cuda::kW4A16Tall, cuda::kW4A16Deep})
       for (int splits : {1, 2, 5}) {
         SCOPED_TRACE(fmt::format("{}, M {} I {} K {} group {}, variant {}, splits {}", trace(), c.M, c.I, c.K, c.gs,
                                  variant, splits));
