@@ -49,9 +49,9 @@ class Linear {
   // lives only in a fused Linear and was never run alone holds nothing.
   virtual HeldTensors held() const = 0;
   virtual void forward(Backend& be, const Tensor& x, Tensor& y) const = 0;
-  // A fused [gate; up] weight (out_features = 2I: gate rows, then up) with SwiGLU: out [M, I] = silu(gate) * up,
-  // bit for bit forward() and Backend::silu_mul_fused. Generic: exactly that; a packed weight without bias lets the
-  // backend fuse the two (Backend::matmul_packed_swiglu).
+  // A fused [gate; up] weight (out_features = 2I: gate rows, then up) with SwiGLU: out [M, I] = silu(gate) * up, as
+  // forward() and Backend::silu_mul_fused compute it. Generic: exactly those two; a packed weight without bias lets
+  // the backend fuse them (Backend::matmul_packed_swiglu: the same up to the product's fp32 summation order).
   virtual void forward_swiglu(Backend& be, const Tensor& x, Tensor& out) const;
   // The effective weight as F32 [out, in] on the host (tests, debugging, --dequant-cache).
   virtual Tensor dequantize() const = 0;

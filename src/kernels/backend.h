@@ -18,7 +18,8 @@
 //   copy       dst [..] = src [..]  (same dtype and element count; views made by slice_rows)
 //   silu_mul_fused  gate_up [T, 2I] (gate columns, then up)      -> out [T, I]   out = silu(gate) * up
 //   matmul_packed_swiglu  x [M, K], w packed [2I, K] (gate rows, then up), no bias -> out [M, I]: matmul_packed into
-//              [M, 2I], then silu_mul_fused (a backend may fuse them; the same values bit for bit)
+//              [M, 2I], then silu_mul_fused (a backend may fuse them: the same values up to the fp32 summation order
+//              of the product)
 //   split_columns  x [T, N] -> outs[i] [T, n_i] (contiguous), sum n_i = N: the column blocks of x in order
 //   add_rmsnorm  h [T, H] += y [T, H], then out [T, H] = rmsnorm(h, weight)   (the residual add and the next norm)
 //   qkv_rope  qkv [T, Nq + 2 Nkv] (fused q/k/v GEMM output) -> q [T, Hq, D], k [T, Hkv, D] rotated as rope, v [T, Nkv]

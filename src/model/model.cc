@@ -700,7 +700,11 @@ AttnCost attention_cost(const ModelConfig& c, double act, const AttnSlot& s) {
 Tensor Model::cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const {
   if (!s.cache || s.cache->fp8 || s.B != 1 || s.cache->B != 1 || s.offset != 0) return Tensor();
   const Tensor& c = (keys ? s.cache->k : s.cache->v)[size_t(layer)];
-  return c.reshape({s.L, cfg_.num_kv_heads * cfg_.head_dim}).slice_rows(s.begin, s.end);
+  const int64_t row = cfg_.num_kv_heads * cfg_.head_dim;
+  // Rows of 256-byte multiples only: every window then starts as aligned as the cache (cuBLASLt keys its plans by the
+  // output's alignment, and a plan first needed inside a graph capture ends the capture).
+  if (row * int64_t(dtype_size(c.dtype())) % 256 != 0) return Tensor();
+  return c.reshape({s.L, row}).slice_rows(s.begin, s.end);
 }
 
 void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att) {

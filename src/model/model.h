@@ -270,7 +270,8 @@ class Model {
   bool graphs_ = graphs_default();
   void attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att);
   // The rows of a slot's window in the layer's key (or value) cache as one contiguous [width, Hkv * D] view, where
-  // they are contiguous: one sequence (B = 1), a bf16 / f32 cache, the pass's only slot. Undefined otherwise.
+  // they are contiguous: one sequence (B = 1), a bf16 / f32 cache, the pass's only slot, rows of a multiple of 256
+  // bytes. Undefined otherwise.
   Tensor cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const;
   void attend_slots(int64_t layer, const ForwardState& st, const Tensor& q, const Tensor& k, const Tensor& v,
                     Tensor& att);

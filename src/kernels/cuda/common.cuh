@@ -24,7 +24,7 @@ __device__ __forceinline__ float load_elt(const void* p, Elt t, int64_t i) {
 }
 
 // SwiGLU of one element, silu(g) * u in fp32 (every kernel that computes it: silu_mul, silu_mul_fused and the wgmma
-// W4A16 kernel's SwiGLU epilogue, which must give the same bits).
+// W4A16 kernel's SwiGLU epilogue: the same bits from the same bf16 inputs).
 __device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 // 8 bf16 in one 16-byte word.

@@ -261,10 +261,8 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       const int pieces = si ? 2 : 1;
       const int64_t rows = si ? min(int64_t(C::BN / 2), si - hn) : min(int64_t(C::BN), a.np - w.n0);
       const uint32_t w_bytes = uint32_t(rows / 16 * 512), z_bytes = uint32_t(rows * 4);
-      int64_t row0[2] = {si ? hn : w.n0, si + hn};
-      const unsigned char* w_src[2];
-      for (int p = 0; p < pieces; ++p)
-        w_src[p] = reinterpret_cast<const unsigned char*>(a.tiles) + (int64_t(w.kt_begin) * (a.np / 16) + row0[p] / 16) * 512;
+      const int64_t row_a = si ? hn : w.n0, row_b = si + hn;  // the pieces' first rows (row_b: SwiGLU's up rows)
+      const unsigned char* w_base = reinterpret_cast<const unsigned char*>(a.tiles) + int64_t(w.kt_begin) * w_step;
       for (int t = 0; t < w.nsteps; ++t, ++g) {
         const int s = g % STAGES;
         if (g >= STAGES) mbar_wait(&empty[s], uint32_t((g / STAGES - 1) & 1));
@@ -283,11 +281,15 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
         }
         mbar_arrive_expect_tx(&full[s], uint32_t(C::X_BYTES) + uint32_t(pieces) * (w_bytes + uint32_t(ng) * z_bytes));
         tensor_copy_2d(st, &x_map, (w.kt_begin + t) * kBK, int(w.m0), &full[s]);
-        for (int p = 0; p < pieces; ++p) {
-          bulk_copy(st + C::X_BYTES + p * (C::W_BYTES / 2), w_src[p] + int64_t(t) * w_step, w_bytes, &full[s]);
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          if (p == pieces) break;
+          const int64_t r0 = p ? row_b : row_a;
+          bulk_copy(st + C::X_BYTES + p * (C::W_BYTES / 2), w_base + int64_t(t) * w_step + r0 / 16 * 512, w_bytes,
+                    &full[s]);
           for (int gi = 0; gi < ng; ++gi)
             bulk_copy(st + C::X_BYTES + C::W_BYTES + gi * C::BN * 4 + p * (C::BN / 2) * 4,
-                      a.sz + int64_t(ga + gi) * np + row0[p], z_bytes, &full[s]);
+                      a.sz + int64_t(ga + gi) * np + r0, z_bytes, &full[s]);
         }
       }
     }

@@ -25,7 +25,6 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/tuner_key.h"
 #include "kernels/packed_weight.h"
 #include "test_util.h"
@@ -33,6 +32,8 @@
 
 #ifdef DIFFULEX_HAVE_CUDA
 #include <cuda_runtime_api.h>
+
+#include "kernels/cuda/launch.h"
 #endif
 
 namespace dlx {
@@ -320,6 +321,31 @@ const SwigluCase kSwigluCases[] = {
     {300, 1040, 1024, 128, false}, {7, 4736, 768, 128, true}, {12, 20480, 1536, 64, false},
 };
 
+// The fused SwiGLU against the product then silu_mul_fused. Bit for bit where the fused launch's split tiles are
+// the plain launch's (no tile split, or all of them); otherwise (only the last wave's tiles split, which in the fused
+// launch hold other rows) the same product to the fp32 summation order: every output written, at most 1 % of them
+// different and those by at most a few bf16 steps, and the whole within 1e-3. A wrong row, group or half gives errors
+// of order 1.
+void expect_swiglu_equal(const Tensor& want, const Tensor& got, bool exact) {
+  int64_t diff = 0, far = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const float w = want.data<float>()[i], g = got.data<float>()[i];
+    if (w == g) continue;
+    ++diff;  // NaN (an unwritten output) counts
+    if (!(std::abs(g - w) <= 0.03f * std::abs(w) + 1e-6f)) ++far;
+  }
+  if (exact) {
+    EXPECT_EQ(diff, 0);
+  } else {
+    EXPECT_EQ(far, 0);
+    EXPECT_LE(diff, want.numel() / 100) << "of " << want.numel();
+    EXPECT_LT(test::rel_error(got, want), 1e-3);
+  }
+}
+
+// Whether the fused launch splits the same rows as the plain one (see expect_swiglu_equal).
+bool swiglu_same_splits(const cuda::W4A16Args& p) { return p.splits == 1 || p.dp_tiles == 0; }
+
 TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
   struct Restore {  // the process-wide flag goes back even when an assertion or a throw ends the test early
     bool saved = cuda_w4a16_swiglu();
@@ -341,17 +367,22 @@ TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
       gpu_->matmul_packed(x, dw, nullptr, y);
       gpu_->silu_mul_fused(y, want);
       gpu_->matmul_packed_swiglu(x, dw, got);
-      const Tensor w = gpu_->to_host_f32(want), g = gpu_->to_host_f32(got);
-      int64_t diff = 0;
-      for (int64_t i = 0; i < w.numel(); ++i) diff += !(w.data<float>()[i] == g.data<float>()[i]);  // NaN counts
-      EXPECT_EQ(diff, 0);
+      // The path that ran: the forced one, or the tuner's choice; the epilogue only on wgmma paths.
+      const std::string ran = std::string(path) == "auto" ? cuda_w4a16_choice(*gpu_, 2 * c.I, c.K, dw.group_size, c.M)
+                                                          : std::string(path);
+      const int variant = ran == "wgmma" ? cuda::kW4A16Wide : ran == "wgmma_narrow" ? cuda::kW4A16Narrow
+                        : ran == "wgmma_tall" ? cuda::kW4A16Tall : ran == "wgmma_deep" ? cuda::kW4A16Deep : -1;
+      const bool exact = variant < 0 ||
+                         swiglu_same_splits(cuda::w4a16_wgmma_plan(c.M, 2 * c.I, c.K, dw.group_size, 0, variant));
+      expect_swiglu_equal(gpu_->to_host_f32(want), gpu_->to_host_f32(got), exact);
     }
   }
 }
 
 // The epilogue itself, by its launcher (the backend falls back to the two ops where it does not apply): every wgmma
 // variant, split-K forced off, to 2 and to 5 splits (the last split of a tile runs the epilogue), against the plain
-// kernel's product and silu_mul_fused.
+// kernel's product and silu_mul_fused; the I = 20480 case has more tiles than a 132-SM grid, so its last wave is
+// split and the comparison is the tolerant one.
 TEST_F(W4A16, SwigluEpilogueOfEveryVariantAndSplit) {
   if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
   for (const SwigluCase& c : kSwigluCases) {
@@ -376,10 +407,7 @@ TEST_F(W4A16, SwigluEpilogueOfEveryVariantAndSplit) {
                                         nullptr);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         gpu_->silu_mul_fused(y, want);
-        const Tensor w = gpu_->to_host_f32(want), g = gpu_->to_host_f32(got);
-        int64_t diff = 0;
-        for (int64_t i = 0; i < w.numel(); ++i) diff += !(w.data<float>()[i] == g.data<float>()[i]);
-        EXPECT_EQ(diff, 0);
+        expect_swiglu_equal(gpu_->to_host_f32(want), gpu_->to_host_f32(got), swiglu_same_splits(p));
       }
   }
 }
