@@ -227,7 +227,8 @@ for r in j["runs"]:
           f"{r['tokens_per_s']:8.1f} tokens/s")
 paths = j.get("w4a16_paths", [])
 if paths:
-    print("   tuner:", "; ".join(f"[{c['N']}x{c['K']}] M<={c['m_bucket']} {c['path']}" for c in paths))
+    print(f"   SwiGLU epilogue {'on' if j.get('w4a16_swiglu_epilogue') else 'off'}; tuner:",
+          "; ".join(f"[{c['N']}x{c['K']}] M<={c['m_bucket']} {c['path']}" for c in paths))
 PY
   done
   return $status
