@@ -104,6 +104,10 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
           cuda_set_w4a16_path(*be, "wgmma_deep");
           row["ms_wgmma_deep"] = time(packed, pw.size());
         }
+        if (M > 256) {  // token tiles fitted to M (launch.h W4A16Variant)
+          cuda_set_w4a16_path(*be, "wgmma_fit");
+          row["ms_wgmma_fit"] = time(packed, pw.size());
+        }
         if (M > 128) {  // 256-token tiles (launch.h W4A16Variant)
           cuda_set_w4a16_path(*be, "wgmma_tall");
           row["ms_wgmma_tall"] = time(packed, pw.size());
@@ -138,11 +142,11 @@ nlohmann::json run_w4a16_kernel_bench(const W4A16BenchArgs& a) {
       row["cublas_over_w4a16"] = row["ms_cublas_bf16"].get<double>() / row["ms_w4a16"].get<double>();
       rows.push_back(row);
       fmt::print(stderr,
-                 "{:<15} M={:<5} w4a16 {:.4f} ms ({}; mma {:.4f} wgmma {:.4f} narrow {:.4f} tall {:.4f} deep {:.4f}) cublas {:.4f} floor {:.4f}  x{:.2f} floor"
+                 "{:<15} M={:<5} w4a16 {:.4f} ms ({}; mma {:.4f} wgmma {:.4f} narrow {:.4f} tall {:.4f} deep {:.4f} fit {:.4f}) cublas {:.4f} floor {:.4f}  x{:.2f} floor"
                  "  [eager: w4a16 {:.4f} cublas {:.4f}]\n",
                  s.name, M, row["ms_w4a16"].get<double>(), row["path"].get<std::string>(), row["ms_mma"].get<double>(),
                  row.value("ms_wgmma", 0.0), row.value("ms_wgmma_narrow", 0.0), row.value("ms_wgmma_tall", 0.0),
-                 row.value("ms_wgmma_deep", 0.0), row["ms_cublas_bf16"].get<double>(), floor,
+                 row.value("ms_wgmma_deep", 0.0), row.value("ms_wgmma_fit", 0.0), row["ms_cublas_bf16"].get<double>(), floor,
                  row["w4a16_over_floor"].get<double>(), row["ms_w4a16_stream"].get<double>(),
                  row["ms_cublas_bf16_stream"].get<double>());
     }

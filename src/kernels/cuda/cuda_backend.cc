@@ -768,13 +768,14 @@ class CudaBackend final : public Backend {
   }
 
   // "auto" (time the candidate paths once per shape and M bucket), "mma" (w4a16_mma.cu), "wgmma" (w4a16_wgmma.cu,
-  // compute capability 9.0 only; "wgmma_narrow", "wgmma_tall" and "wgmma_deep" its other tile variants, launch.h
-  // W4A16Variant)
+  // compute capability 9.0 only; "wgmma_narrow", "wgmma_tall", "wgmma_deep" and "wgmma_fit" its other tile variants,
+  // launch.h W4A16Variant)
   // or "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
   void set_w4a16_path(const std::string& mode) {
     const bool wgmma = wgmma_variant(mode) >= 0;
     check(mode == "auto" || mode == "mma" || wgmma || mode == "dequant",
-          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, wgmma_tall, wgmma_deep, dequant)", mode);
+          "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, wgmma_tall, wgmma_deep, wgmma_fit, dequant)",
+          mode);
     check(!wgmma || cuda::w4a16_wgmma_available(),
           "cuda: the wgmma W4A16 path needs a compute capability 9.0 GPU (H100/H200) and a build with sm_90a");
     w4a16_mode_ = mode;
@@ -803,6 +804,7 @@ class CudaBackend final : public Backend {
     return path == "wgmma" ? cuda::kW4A16Wide : path == "wgmma_narrow" ? cuda::kW4A16Narrow
                                               : path == "wgmma_tall"   ? cuda::kW4A16Tall
                                               : path == "wgmma_deep"   ? cuda::kW4A16Deep
+                                              : path == "wgmma_fit"    ? cuda::kW4A16Fit
                                                                        : -1;
   }
   // y = x · Wᵀ (+ bias); with swiglu (no bias), the SwiGLU of y into *swiglu instead where the chosen path is a wgmma
@@ -881,7 +883,7 @@ class CudaBackend final : public Backend {
         auto wide = [&] { run_wgmma(cuda::kW4A16Wide); };
         if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, wide)) {
           consider("wgmma", wide);
-          for (const char* name : {"wgmma_narrow", "wgmma_tall", "wgmma_deep"}) {
+          for (const char* name : {"wgmma_narrow", "wgmma_tall", "wgmma_deep", "wgmma_fit"}) {
             const int v = wgmma_variant(name);
             auto other = [&] { run_wgmma(v); };
             if (cuda::w4a16_wgmma_has_variant(v, M) && wgmma_agrees(y, run_mma, other)) consider(name, other);

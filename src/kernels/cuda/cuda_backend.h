@@ -38,7 +38,8 @@ CudaMemoryStats cuda_memory_stats(Backend& be);
 // The W4A16 matmul path: "auto" (default; DIFFULEX_W4A16_PATH overrides), "mma" (the mma.sync kernel,
 // src/kernels/cuda/w4a16_mma.cu), "wgmma" (the Hopper kernel, w4a16_wgmma.cu), "wgmma_narrow" (its 128-feature
 // blocks for M > 32; the same as "wgmma" below), "wgmma_tall" (its 256-token x 128-feature tiles, at any M),
-// "wgmma_deep" (its 8-32-token tiles with about twice the stages, M <= 32; the same as "wgmma" above) or
+// "wgmma_deep" (its 8-32-token tiles with about twice the stages, M <= 32; the same as "wgmma" above), "wgmma_fit"
+// (136-176-token tiles that M fills nearly whole, M > 256; the same as "wgmma" below) or
 // "dequant" (transient bf16 weight + cuBLASLt).
 void cuda_set_w4a16_path(Backend& be, const std::string& mode);
 // Split-K of the W4A16 kernels: 0 (default) the planners' choice, > 0 that many (at most one per k step of 64);

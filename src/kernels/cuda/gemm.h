@@ -4,7 +4,7 @@
 // given in bf16, is added by the epilogue); fp32 operands (dense --dequant-cache weights) use fp32 compute.
 // Descriptors are cached per (shape, dtype, bias, pointer alignment). The algorithm is picked by timing the
 // heuristic's top 32 candidates on the call's own operands (at M = 288 the tile shapes differ by 10-30%), once per
-// M bucket (tuner_key.h: the power of two up to 64, then M rounded up to 64 rows, so that every M of a bucket has
+// M bucket (tuner_key.h: the power of two up to 64, then M rounded up to 64 or 32 rows, so that every M of a bucket has
 // the same token tiles) and the rest of the key: decoding calls the LM head with a different row count nearly every
 // step, and timing each new M cost ~10 ms on the Dream-7B head. Another M of the bucket reuses the tuned algorithm
 // when cuBLASLt accepts it for that M (else it is timed too).

@@ -185,8 +185,10 @@ bool w4a16_wgmma_available();
 // - kNarrow (M > 32): 128-feature blocks at 64 and 128 tokens, twice the tiles for the narrow shapes at mid M;
 // - kTall (M > 128 in "auto"; any M when forced): 256 tokens x 128 features, one m64n256k16 wgmma a k16 slice and
 //   warpgroup, half the dequantization per multiply-add of the 128-token tiles, for the tensor-bound large M;
-// - kDeep (M <= 32): the 8-32-token tiles of kWide with about twice the stages in flight (9-14 instead of 6-8).
-enum W4A16Variant { kW4A16Wide = 0, kW4A16Narrow = 1, kW4A16Tall = 2, kW4A16Deep = 3 };
+// - kDeep (M <= 32): the 8-32-token tiles of kWide with about twice the stages in flight (9-14 instead of 6-8);
+// - kFit (M > 256): kTall's 128-feature tile with 136, 144 or 176 tokens (tuner_key.h fit_token_tile), so that M splits
+//   into nearly full token tiles (264 rows: 2 x 144, not 3 x 128 or 2 x 256).
+enum W4A16Variant { kW4A16Wide = 0, kW4A16Narrow = 1, kW4A16Tall = 2, kW4A16Deep = 3, kW4A16Fit = 4 };
 bool w4a16_wgmma_has_variant(int variant, int64_t M);
 // How the wgmma kernel's producer loads a stage's weight units and scale words: false (default) by plain bulk
 // copies (cp.async.bulk), true by tensor copies through tensor maps (cp.async.bulk.tensor, as the activations

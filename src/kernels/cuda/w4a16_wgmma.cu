@@ -48,6 +48,7 @@
 #include "core/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ptx.cuh"
+#include "kernels/cuda/tuner_key.h"
 #include "kernels/cuda/w4a16_tiles.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
@@ -586,6 +587,11 @@ template <> struct Tile<128, 1> { static constexpr int MB = 1, WGS = 2, STAGES =
 template <> struct Tile<8, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 14, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 4; };
 template <> struct Tile<16, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 12, MINB = 2, REGS = 96, ACCS = 4, FOLD_ACCS = 2; };
 template <> struct Tile<32, 3> { static constexpr int MB = 1, WGS = 2, STAGES = 9, MINB = 2, REGS = 96, ACCS = 2, FOLD_ACCS = 1; };
+// Variant 4 ("fit", M > 256): the tall tile's shape (128 features, one wgmma a k16 slice and warpgroup) with 136, 144
+// or 176 tokens (tuner_key.h fit_token_tile), so that M splits into nearly full token tiles (~175-192 KB a block).
+template <> struct Tile<136, 4> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
+template <> struct Tile<144, 4> { static constexpr int MB = 1, WGS = 2, STAGES = 6, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
+template <> struct Tile<176, 4> { static constexpr int MB = 1, WGS = 2, STAGES = 5, MINB = 1, REGS = 232, ACCS = 1, FOLD_ACCS = 0; };
 
 // What the planner needs of a token tile's configuration: output features a block, blocks an SM.
 struct TileShape {
@@ -602,6 +608,9 @@ TileShape tile_shape_of(int nt, int v) {
     case 32: return v ? tile_shape<32, 3>() : tile_shape<32, 0>();
     case 64: return v ? tile_shape<64, 1>() : tile_shape<64, 0>();
     case 128: return v ? tile_shape<128, 1>() : tile_shape<128, 0>();
+    case 136: return tile_shape<136, 4>();
+    case 144: return tile_shape<144, 4>();
+    case 176: return tile_shape<176, 4>();
     default: return tile_shape<256, 2>();
   }
 }
@@ -759,20 +768,27 @@ bool w4a16_wgmma_tma_weights() { return tma_weights_flag(); }
 
 bool w4a16_wgmma_has_variant(int variant, int64_t M) {
   return variant == kW4A16Wide || (variant == kW4A16Narrow && M > 32) || (variant == kW4A16Tall && M > 128) ||
-         (variant == kW4A16Deep && M <= 32);
+         (variant == kW4A16Deep && M <= 32) || (variant == kW4A16Fit && M > 256);
 }
 
 W4A16Args w4a16_wgmma_plan(int64_t M, int64_t N, int64_t K, int64_t group_size, int force_splits, int variant) {
   const W4A16Dims d = w4a16_dims(N, K, group_size);
   W4A16Args p{};
   p.M = M, p.N = N, p.K = K;
-  // kTall runs at any M it is asked for (the tests force it on small M too); kNarrow and kDeep only where they
-  // differ.
+  // kTall runs at any M it is asked for (the tests force it on small M too); kNarrow, kDeep and kFit only where
+  // they differ.
   p.wg_variant = variant == kW4A16Tall                ? kW4A16Tall
                  : variant == kW4A16Narrow && M > 32  ? kW4A16Narrow
                  : variant == kW4A16Deep && M <= 32   ? kW4A16Deep
+                 : variant == kW4A16Fit && M > 256    ? kW4A16Fit
                                                       : kW4A16Wide;
-  p.wg_nt = p.wg_variant == kW4A16Tall ? 256 : M <= 8 ? 8 : M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128;
+  p.wg_nt = p.wg_variant == kW4A16Tall  ? 256
+            : p.wg_variant == kW4A16Fit ? fit_token_tile(M)
+            : M <= 8                    ? 8
+            : M <= 16                   ? 16
+            : M <= 32                   ? 32
+            : M <= 64                   ? 64
+                                        : 128;
   const TileShape ts = tile_shape_of(p.wg_nt, p.wg_variant);
   p.minb = ts.minb;
   const int bn = ts.features;
@@ -820,6 +836,9 @@ void launch_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, co
     case 257: launch_nt<64, 1>(a, one_group, x, stream); break;
     case 512: launch_nt<128, 0>(a, one_group, x, stream); break;
     case 513: launch_nt<128, 1>(a, one_group, x, stream); break;
+    case 548: launch_nt<136, 4>(a, one_group, x, stream); break;
+    case 580: launch_nt<144, 4>(a, one_group, x, stream); break;
+    case 708: launch_nt<176, 4>(a, one_group, x, stream); break;
     case 1026: launch_nt<256, 2>(a, one_group, x, stream); break;
     default: fail("matmul_packed (w4a16 wgmma): no token tile {} (variant {})", p.wg_nt, p.wg_variant);
   }

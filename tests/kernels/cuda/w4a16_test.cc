@@ -56,6 +56,10 @@ TEST(CudaTunerKey, EveryMOfAKeyHasTheSameTokenTiles) {
       continue;
     }
     EXPECT_EQ(tiles(M, 256), tiles(m0, 256)) << "M " << M;
+    if (M > 256) {  // the fit variant's tile is the key's, and its count within one (two of 15 or more past 2048)
+      EXPECT_EQ(cuda::fit_token_tile(M), cuda::fit_token_tile(m0)) << "M " << M;
+      EXPECT_LE(tiles(M, cuda::fit_token_tile(M)) - tiles(m0, cuda::fit_token_tile(M)), M <= 2048 ? 1 : 2) << "M " << M;
+    }
     if (M <= 2048) {
       for (int64_t nt : {64, 128}) EXPECT_EQ(tiles(M, nt), tiles(m0, nt)) << "M " << M << " tile " << nt;
     } else {  // past 2048 a key spans 256 rows: the smaller tiles' counts differ by under 10%
@@ -63,8 +67,14 @@ TEST(CudaTunerKey, EveryMOfAKeyHasTheSameTokenTiles) {
       EXPECT_LE(tiles(M, 64) - tiles(m0, 64), 3) << "M " << M;
     }
   }
-  EXPECT_EQ(cuda::tuner_m_bucket(264), 320);
-  EXPECT_LE(first.size(), 7u + 31u + 8u);  // 1..64, 128..2048 by 64, 2304..4096 by 256: a bounded tuning cost
+  EXPECT_EQ(cuda::tuner_m_bucket(264), 288);
+  // The fitted tiles of the decode windows and the B = 1 forward (fit_token_tile): nearly full tiles.
+  EXPECT_EQ(cuda::fit_token_tile(264), 144);
+  EXPECT_EQ(cuda::fit_token_tile(288), 144);
+  EXPECT_EQ(cuda::fit_token_tile(528), 136);
+  EXPECT_EQ(cuda::fit_token_tile(1056), 176);
+  EXPECT_EQ(cuda::fit_token_tile(2112), 144);
+  EXPECT_EQ(first.size(), 7u + 3u + 56u + 8u);  // 1..64, 128..256 by 64, 288..2048 by 32, 2304..4096 by 256
 }
 
 #ifdef DIFFULEX_HAVE_CUDA
@@ -197,7 +207,7 @@ TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
 std::vector<const char*> kernel_paths() {
   std::vector<const char*> p{"mma"};
   if (cuda_w4a16_wgmma_available())
-    p.push_back("wgmma"), p.push_back("wgmma_narrow"), p.push_back("wgmma_tall"), p.push_back("wgmma_deep");
+    for (const char* v : {"wgmma", "wgmma_narrow", "wgmma_tall", "wgmma_deep", "wgmma_fit"}) p.push_back(v);
   return p;
 }
 
@@ -247,7 +257,7 @@ TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
     bool saved = cuda_w4a16_tma_weights();
     ~Restore() { cuda_set_w4a16_tma_weights(saved); }
   } restore;
-  for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall", "wgmma_deep"}) {
+  for (const char* path : {"wgmma", "wgmma_narrow", "wgmma_tall", "wgmma_deep", "wgmma_fit"}) {
     cuda_set_w4a16_path(*gpu_, path);
     for (const Case& c : kCases) {
       if (small_only() && c.M * c.N * c.K > 600000000) continue;
@@ -371,7 +381,8 @@ TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
       const std::string ran = std::string(path) == "auto" ? cuda_w4a16_choice(*gpu_, 2 * c.I, c.K, dw.group_size, c.M)
                                                           : std::string(path);
       const int variant = ran == "wgmma" ? cuda::kW4A16Wide : ran == "wgmma_narrow" ? cuda::kW4A16Narrow
-                        : ran == "wgmma_tall" ? cuda::kW4A16Tall : ran == "wgmma_deep" ? cuda::kW4A16Deep : -1;
+                        : ran == "wgmma_tall" ? cuda::kW4A16Tall : ran == "wgmma_deep" ? cuda::kW4A16Deep
+                        : ran == "wgmma_fit" ? cuda::kW4A16Fit : -1;
       const bool exact = variant < 0 ||
                          swiglu_same_splits(cuda::w4a16_wgmma_plan(c.M, 2 * c.I, c.K, dw.group_size, 0, variant));
       expect_swiglu_equal(gpu_->to_host_f32(want), gpu_->to_host_f32(got), exact);
@@ -390,7 +401,7 @@ TEST_F(W4A16, SwigluEpilogueOfEveryVariantAndSplit) {
     PackedWeight dw = gpu_->upload_packed(random_w4(2 * c.I, c.K, c.gs, false, false));
     Tensor x = gpu_->from_host_f32(rand_bf16_f32({c.M, c.K}));
     const int64_t N = 2 * c.I, gs = dw.group_size;
-    for (int variant : {cuda::kW4A16Wide, cuda::kW4A16Narrow, cuda::kW4A16Tall, cuda::kW4A16Deep})
+    for (int variant : {cuda::kW4A16Wide, cuda::kW4A16Narrow, cuda::kW4A16Tall, cuda::kW4A16Deep, cuda::kW4A16Fit})
       for (int splits : {1, 2, 5}) {
         SCOPED_TRACE(fmt::format("{}, M {} I {} K {} group {}, variant {}, splits {}", trace(), c.M, c.I, c.K, c.gs,
                                  variant, splits));
