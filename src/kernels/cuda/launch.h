@@ -160,7 +160,7 @@ struct W4A16Args {
   int splits = 1, kt_per_split = 0;
   int minb = 2;       // resident blocks per SM the configuration is built for
   bool fold = false;  // scales and zero points applied per group in fp32 (group size a multiple of 128, M <= 32)
-  int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128, 256)
+  int wg_nt = 0;      // wgmma kernel (w4a16_wgmma.cu): tokens a tile (8, 16, 32, 64, 128, 136, 144, 176, 256)
   int wg_variant = 0;  // wgmma kernel: a W4A16Variant
   int64_t dp_tiles = 0;  // wgmma kernel: the first tiles, whole waves of the persistent grid, run unsplit
   int64_t partial_floats = 0;  // fp32 partial sums split-K needs (w4a16_partial_floats)

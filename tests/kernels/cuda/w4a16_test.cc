@@ -173,6 +173,8 @@ const Case kCases[] = {
     // of K (20 k steps) with split-K ranges inside it, and a group of 3 k steps (192), so that splits and groups
     // start and end at different steps.
     {10, 200, 1280, -1, true, false, true},    {4, 300, 1152, 192, false, true, false},
+    // The fitted token tiles (tuner_key.h fit_token_tile): 2 x 144 at 264 rows (a B = 8 decode window), 2 x 144 at 288.
+    {264, 1000, 512, 128, false, true, true},  {288, 520, 640, 64, true, false, false},
 };
 
 // Backend::set_reproducible (the quantizer's): "auto" times no path (no choice is recorded) and still computes the
