@@ -1,6 +1,7 @@
 // The M key of the CUDA backend's two timing tuners (the cuBLASLt algorithm in gemm.cc, the W4A16 path in
-// cuda_backend.cc): one timed choice per weight shape and key, reused for every M of the key. Plain C++, no CUDA
-// headers, so that its test runs in every build.
+// cuda_backend.cc): one timed choice per weight shape and key, reused for every M of the key; and the W4A16 "fit"
+// tile, which is chosen from the key so that the choice holds for the whole key. Plain C++, no CUDA headers, so that
+// its test runs in every build.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
