@@ -350,7 +350,7 @@ paths() {
   setup_env
   local out=${OUT:-$ROOT/gpu_out} status=0 p bin
   mkdir -p "$out"
-  for p in ${PATHS_LIST:-auto mma wgmma wgmma_narrow wgmma_tall dequant} ${PATHS_BASE:+base}; do
+  for p in ${PATHS_LIST:-auto mma wgmma wgmma_narrow wgmma_tall wgmma_fit dequant} ${PATHS_BASE:+base}; do
     bin=$BIN/diffulex
     [ "$p" = base ] && bin=$PATHS_BASE
     DIFFULEX_W4A16_PATH=$([ "$p" = base ] && echo auto || echo "$p") timeout 120 "$bin" bench decode --device cuda \
