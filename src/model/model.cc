@@ -455,8 +455,10 @@ void Model::report_linear(const char* name, int64_t layer, const Tensor& x, int6
   report(name, layer, 2 * M * N * K, act * (M * K + M * N) + double(weight_bytes));
 }
 
-void Model::run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const {
+void Model::run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y,
+                       bool swiglu) const {
   if (observer_.op) report_linear(name, layer, x, lin.out_features(), distinct_bytes(lin.held().tensors));
+  if (swiglu) return lin.forward_swiglu(*backend_, x, y);
   Tensor y2 = y.reshape({x.dim(0), lin.out_features()});
   lin.forward(*backend_, x, y2);
 }
@@ -580,11 +582,15 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
     if (observer_.linear) observer_.linear(layer, r, in);
     run_linear(name, layer, *lw.linear[int(r)], in, out);
   };
+  // The input x of the parts of a fused weight, for the linear observer.
+  auto observe = [&](std::initializer_list<LinearRole> parts) {
+    if (observer_.linear)
+      for (LinearRole r : parts) observer_.linear(layer, r, x);
+  };
   // A fused weight (dense `w` and `bias`, or a packed Linear) over x: each part's input is observed, one GEMM.
   auto fused = [&](const char* name, std::initializer_list<LinearRole> parts, const Linear* packed, const Tensor& w,
                    const Tensor& bias, Tensor& out) {
-    if (observer_.linear)
-      for (LinearRole r : parts) observer_.linear(layer, r, x);
+    observe(parts);
     if (packed) return run_linear(name, layer, *packed, x, out);
     if (observer_.op) report_linear(name, layer, x, w.dim(0), distinct_bytes({w, bias}));
     be.matmul(x, w, bias.defined() ? &bias : nullptr, out);
@@ -641,12 +647,8 @@ void Model::layer_pass(int64_t layer, ForwardState& st, bool defer_residual) {
   if (lw.gate_up_packed) {
     // Gate and up as one packed GEMM with SwiGLU on the two halves of each output row (one kernel where the backend
     // fuses them: Linear::forward_swiglu).
-    if (observer_.linear)
-      for (LinearRole r : {LinearRole::Gate, LinearRole::Up}) observer_.linear(layer, r, x);
-    if (observer_.op)
-      report_linear("matmul_gate_up", layer, x, lw.gate_up_packed->out_features(),
-                    distinct_bytes(lw.gate_up_packed->held().tensors));
-    lw.gate_up_packed->forward_swiglu(be, x, gate);
+    observe({LinearRole::Gate, LinearRole::Up});
+    run_linear("matmul_gate_up", layer, *lw.gate_up_packed, x, gate, true);
   } else if (lw.gate_up.defined()) {
     // Gate and up as one GEMM over the fused weight, then SwiGLU on the two halves of each output row.
     Tensor gu = be.empty(at, {T, 2 * I});
@@ -695,8 +697,6 @@ AttnCost attention_cost(const ModelConfig& c, double act, const AttnSlot& s) {
 
 }  // namespace
 
-// Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
-// cache after the window's entries are written into it), writing its rows of att.
 Tensor Model::cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const {
   if (!s.cache || s.cache->fp8 || s.B != 1 || s.cache->B != 1 || s.offset != 0) return Tensor();
   const Tensor& c = (keys ? s.cache->k : s.cache->v)[size_t(layer)];
@@ -707,6 +707,8 @@ Tensor Model::cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) con
   return c.reshape({s.L, row}).slice_rows(s.begin, s.end);
 }
 
+// Slot s's attention in `layer`: its rows of q attend to its own keys and values (those of its window, or its
+// cache after the window's entries are written into it), writing its rows of att.
 void Model::attend(int64_t layer, const AttnSlot& s, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& att) {
   Backend& be = *backend_;
   const DType at = be.act_dtype();

@@ -275,7 +275,10 @@ class Model {
   Tensor cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const;
   void attend_slots(int64_t layer, const ForwardState& st, const Tensor& q, const Tensor& k, const Tensor& v,
                     Tensor& att);
-  void run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y) const;
+  // y = lin(x), reported to the op observer first; swiglu: y = the SwiGLU of a fused [gate; up] lin
+  // (Linear::forward_swiglu).
+  void run_linear(const char* name, int64_t layer, const Linear& lin, const Tensor& x, Tensor& y,
+                  bool swiglu = false) const;
   void report(const char* name, int64_t layer, double flops, double bytes) const;
   void report_linear(const char* name, int64_t layer, const Tensor& x, int64_t n, size_t weight_bytes) const;
   Tensor logits_to_host(const Tensor& logits) const;

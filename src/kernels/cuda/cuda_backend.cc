@@ -54,15 +54,6 @@ Elt float_weight(const Tensor& t, const char* op, const char* what) {
   }
 }
 
-// cuda_set_w4a16_swiglu (cuda_backend.h): the wgmma kernel's SwiGLU epilogue, from DIFFULEX_W4A16_SWIGLU=1.
-bool& w4a16_swiglu_flag() {
-  static bool on = [] {
-    const char* v = std::getenv("DIFFULEX_W4A16_SWIGLU");
-    return v && std::string(v) == "1";
-  }();
-  return on;
-}
-
 void same_numel(const Tensor& a, const Tensor& b, const char* op) {
   check(a.numel() == b.numel(), "cuda {}: shapes {} and {} differ in size", op, shape_str(a.shape()),
         shape_str(b.shape()));
@@ -71,6 +62,12 @@ void same_numel(const Tensor& a, const Tensor& b, const char* op) {
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);
   return v && *v && std::strcmp(v, "0") != 0;
+}
+
+// cuda_set_w4a16_swiglu (cuda_backend.h): the wgmma kernel's SwiGLU epilogue, from DIFFULEX_W4A16_SWIGLU.
+bool& w4a16_swiglu_flag() {
+  static bool on = env_flag("DIFFULEX_W4A16_SWIGLU");
+  return on;
 }
 
 // A small host input (token ids, positions, key mask) mirrored on the device. The copy is redone only when the
@@ -378,8 +375,8 @@ class CudaBackend final : public Backend {
     check(w.n % 2 == 0 && out.rank() == 2 && out.dim(0) == M && out.dim(1) == w.n / 2,
           "cuda matmul_packed_swiglu: output {} should be [{}, {}] for a weight of {} rows (gate, then up)",
           shape_str(out.shape()), M, w.n / 2, w.n);
-    Tensor y = empty(DType::BF16, {M, w.n});  // the plain product where the epilogue does not run
-    if (!matmul_w4a16(x, w, nullptr, y, &out)) silu_mul_fused(y, out);
+    Tensor y;  // the plain product, made only where the epilogue does not run (or the tuner times the paths)
+    if (M > 0 && w.n > 0 && !matmul_w4a16(x, w, nullptr, y, &out)) silu_mul_fused(y, out);
     after("matmul_packed_swiglu");
   }
 
@@ -808,13 +805,15 @@ class CudaBackend final : public Backend {
                                                                        : -1;
   }
   // y = x · Wᵀ (+ bias); with swiglu (no bias), the SwiGLU of y into *swiglu instead where the chosen path is a wgmma
-  // one (true returned; y is then not written).
+  // one (true returned). With swiglu, y comes undefined and is made here where the plain product is needed (the
+  // tuner's timing, a path without the epilogue).
   bool matmul_w4a16(const Tensor& x, const PackedWeight& w, const Tensor* bias, Tensor& y, Tensor* swiglu = nullptr) {
     const int64_t M = x.rank() == 2 ? x.dim(0) : 0, K = w.k, N = w.n, gs = w.group_size;
     check(x.rank() == 2 && x.dim(1) == K, "cuda matmul_packed: input {} does not match the weight's {} input features",
           shape_str(x.shape()), K);
-    check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cuda matmul_packed: output {} should be [{}, {}]",
-          shape_str(y.shape()), M, N);
+    if (!swiglu)
+      check(y.rank() == 2 && y.dim(0) == M && y.dim(1) == N, "cuda matmul_packed: output {} should be [{}, {}]",
+            shape_str(y.shape()), M, N);
     check(cuda::w4a16_supported(w.bits, K, gs), "cuda matmul_packed: W4A16 tiles with {} bits, K {}, group size {}",
           w.bits, K, gs);
     const cuda::W4A16Dims d = cuda::w4a16_dims(N, K, gs);
@@ -829,6 +828,9 @@ class CudaBackend final : public Backend {
       check(bias->numel() == N, "cuda matmul_packed: bias has {} elements for {} outputs", bias->numel(), N);
     }
     if (M == 0 || N == 0) return false;
+    auto plain_y = [&] {
+      if (!y.defined()) y = empty(DType::BF16, {M, N});
+    };
     const bf16_t* xp = x.data<bf16_t>();
     Tensor xperm;
     if (w.perm.defined()) {
@@ -874,6 +876,7 @@ class CudaBackend final : public Backend {
       const auto key = std::make_tuple(N, K, gs, cuda::tuner_m_bucket(M));
       auto it = w4a16_choice_.find(key);
       if (it == w4a16_choice_.end()) {
+        plain_y();
         std::string best = "mma";
         double t_best = time_ms(run_mma);
         auto consider = [&](const char* name, auto&& fn) {
@@ -899,6 +902,7 @@ class CudaBackend final : public Backend {
       run_wgmma(variant, swiglu->data<bf16_t>());
       return true;
     }
+    plain_y();
     if (path == "dequant") run_dequant();
     else if (variant >= 0) run_wgmma(variant);
     else run_mma();
@@ -931,7 +935,6 @@ class CudaBackend final : public Backend {
     }
     return ok;
   }
-
 
   // Device time of one run of fn inside a CUDA graph (four runs captured back to back, median of five replays):
   // the kernels are compared as a graph-captured decode step runs them, without the host launch time that eager

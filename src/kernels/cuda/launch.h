@@ -207,8 +207,8 @@ void launch_w4a16_wgmma(const W4A16Args& p, const bf16_t* x, const uint32_t* til
 // plan for N; no bias. Bit for bit where the plan splits no tile along K or every tile (dp_tiles 0); otherwise the
 // split tiles (the last, partial wave's) hold other rows than in the plain launch (a fused tile is gate and up rows),
 // so a row summed as split partials in one is summed in one run in the other: the same product to the fp32 summation
-// order, a few outputs one bf16 step apart. Only where w4a16_wgmma_swiglu_supported(N, out) (N % 32 == 0, out 16-byte aligned, the weights
-// by plain bulk copies).
+// order, a few outputs one bf16 step apart. Only where w4a16_wgmma_swiglu_supported(N, out) (N % 32 == 0, out
+// 16-byte aligned, the weights by plain bulk copies).
 bool w4a16_wgmma_swiglu_supported(int64_t N, const void* out);
 void launch_w4a16_wgmma_swiglu(const W4A16Args& p, const bf16_t* x, const uint32_t* tiles, const uint32_t* sz,
                                int64_t group_size, bf16_t* out, float* partial, cudaStream_t stream);

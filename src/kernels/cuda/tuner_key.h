@@ -11,10 +11,9 @@ namespace dlx::cuda {
 // The power of two at or above M up to 64 (token tiles of 8 to 64 rows), above that M rounded up to a multiple of 64
 // (of 32 from 256 to 2048, of 256 past 2048), so that every M of a key gives each kernel the same number of token
 // tiles of 64, 128 and 256 rows (and of the fitted tiles below), and the time measured at the key's first M holds for
-// the others. A power-of-two key did not
-// (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass (264 rows: Dream's window reaches back one
-// row) took the W4A16 choice timed at the key's first M, the 512-row refresh pass: the 256-token "tall" tile, full at
-// 512 rows and half empty at 264. The step took 13.9 ms, 10.2 with the 128-token tile forced. Past 2048 a key spans
+// the others. A power-of-two key did not (docs/PERFORMANCE.md, session 15): a B = 8 decode step's window pass (264
+// rows: Dream's window reaches back one row) took the W4A16 choice timed at the key's first M, the 512-row refresh
+// pass: the 256-token "tall" tile, full at 512 rows and half empty at 264. The step took 13.9 ms, 10.2 with the 128-token tile forced. Past 2048 a key spans
 // 256 rows (the count of keys, each tuned once, stays bounded: 7 up to 64, 3 up to 256, 56 up to 2048, one per 256
 // rows above).
 inline int64_t tuner_m_bucket(int64_t M) {
