@@ -769,7 +769,7 @@ class CudaBackend final : public Backend {
   // launch.h W4A16Variant)
   // or "dequant" (bf16 scratch + cuBLASLt). DIFFULEX_W4A16_PATH sets the initial mode.
   void set_w4a16_path(const std::string& mode) {
-    const bool wgmma = wgmma_variant(mode) >= 0;
+    const bool wgmma = cuda::w4a16_wgmma_variant_of(mode.c_str()) >= 0;
     check(mode == "auto" || mode == "mma" || wgmma || mode == "dequant",
           "cuda: unknown W4A16 path '{}' (auto, mma, wgmma, wgmma_narrow, wgmma_tall, wgmma_deep, wgmma_fit, dequant)",
           mode);
@@ -796,14 +796,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // The wgmma kernel's variant a path names (-1: not a wgmma path).
-  static int wgmma_variant(const std::string& path) {
-    return path == "wgmma" ? cuda::kW4A16Wide : path == "wgmma_narrow" ? cuda::kW4A16Narrow
-                                              : path == "wgmma_tall"   ? cuda::kW4A16Tall
-                                              : path == "wgmma_deep"   ? cuda::kW4A16Deep
-                                              : path == "wgmma_fit"    ? cuda::kW4A16Fit
-                                                                       : -1;
-  }
   // y = x · Wᵀ (+ bias); with swiglu (no bias), the SwiGLU of y into *swiglu instead where the chosen path is a wgmma
   // one (true returned). With swiglu, y comes undefined and is made here where the plain product is needed (the
   // tuner's timing, a path without the epilogue).
@@ -887,7 +879,7 @@ class CudaBackend final : public Backend {
         if (cuda::w4a16_wgmma_available() && wgmma_agrees(y, run_mma, wide)) {
           consider("wgmma", wide);
           for (const char* name : {"wgmma_narrow", "wgmma_tall", "wgmma_deep", "wgmma_fit"}) {
-            const int v = wgmma_variant(name);
+            const int v = cuda::w4a16_wgmma_variant_of(name);
             auto other = [&] { run_wgmma(v); };
             if (cuda::w4a16_wgmma_has_variant(v, M) && wgmma_agrees(y, run_mma, other)) consider(name, other);
           }
@@ -897,7 +889,7 @@ class CudaBackend final : public Backend {
       }
       path = it->second;
     }
-    const int variant = wgmma_variant(path);
+    const int variant = cuda::w4a16_wgmma_variant_of(path.c_str());
     if (swiglu && !bias && variant >= 0 && cuda::w4a16_wgmma_swiglu_supported(N, swiglu->data())) {
       run_wgmma(variant, swiglu->data<bf16_t>());
       return true;

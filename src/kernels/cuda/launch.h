@@ -6,6 +6,7 @@
 // kernel reads elementwise (embedding table, norm weight, bias) come in any float dtype listed by Elt.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include <cuda_runtime_api.h>
 
@@ -189,6 +190,14 @@ bool w4a16_wgmma_available();
 // - kFit (M > 256): kTall's 128-feature tile with 136, 144 or 176 tokens (tuner_key.h fit_token_tile), so that M splits
 //   into nearly full token tiles (264 rows: 2 x 144, not 3 x 128 or 2 x 256).
 enum W4A16Variant { kW4A16Wide = 0, kW4A16Narrow = 1, kW4A16Tall = 2, kW4A16Deep = 3, kW4A16Fit = 4 };
+// The variant a W4A16 path name forces (DIFFULEX_W4A16_PATH, cuda_set_w4a16_path: "wgmma", "wgmma_narrow",
+// "wgmma_tall", "wgmma_deep", "wgmma_fit"); -1 for a path that is not the wgmma kernel's.
+inline int w4a16_wgmma_variant_of(const char* path) {
+  const char* names[] = {"wgmma", "wgmma_narrow", "wgmma_tall", "wgmma_deep", "wgmma_fit"};
+  for (int v = 0; v < 5; ++v)
+    if (std::strcmp(path, names[v]) == 0) return v;
+  return -1;
+}
 bool w4a16_wgmma_has_variant(int variant, int64_t M);
 // How the wgmma kernel's producer loads a stage's weight units and scale words: false (default) by plain bulk
 // copies (cp.async.bulk), true by tensor copies through tensor maps (cp.async.bulk.tensor, as the activations

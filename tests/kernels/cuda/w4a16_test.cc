@@ -382,9 +382,7 @@ TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
       // The path that ran: the forced one, or the tuner's choice; the epilogue only on wgmma paths.
       const std::string ran = std::string(path) == "auto" ? cuda_w4a16_choice(*gpu_, 2 * c.I, c.K, dw.group_size, c.M)
                                                           : std::string(path);
-      const int variant = ran == "wgmma" ? cuda::kW4A16Wide : ran == "wgmma_narrow" ? cuda::kW4A16Narrow
-                        : ran == "wgmma_tall" ? cuda::kW4A16Tall : ran == "wgmma_deep" ? cuda::kW4A16Deep
-                        : ran == "wgmma_fit" ? cuda::kW4A16Fit : -1;
+      const int variant = cuda::w4a16_wgmma_variant_of(ran.c_str());
       const bool exact = variant < 0 ||
                          swiglu_same_splits(cuda::w4a16_wgmma_plan(c.M, 2 * c.I, c.K, dw.group_size, 0, variant));
       expect_swiglu_equal(gpu_->to_host_f32(want), gpu_->to_host_f32(got), exact);
