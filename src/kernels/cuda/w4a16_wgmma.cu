@@ -240,6 +240,13 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
   const int K = int(a.K), gs = int(a.gs), groups = int(a.groups), np = int(a.np);
 
   if (tid == 0) {
+    // The activations' tensor map into the descriptor cache while the barriers are set up (the first copy would
+    // otherwise fetch it first).
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map)) : "memory");
+    if (tma_weights)
+      asm volatile("prefetch.tensormap [%0];\n prefetch.tensormap [%1];\n" ::"l"(reinterpret_cast<uint64_t>(&w_map)),
+                   "l"(reinterpret_cast<uint64_t>(&z_map))
+                   : "memory");
     for (int s = 0; s < STAGES; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 4 * WGS);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -488,12 +495,31 @@ __global__ void __launch_bounds__(128 * WGS + 128, MINB)
       for (int b = 0; b < MB; ++b)
 #pragma unroll
         for (int e = 0; e < NT / 2; ++e) acc[b][e] = 0.0f;
-      for (int sp = 0; sp < a.splits; ++sp) {
-        const float* src = a.partial + (w.tail * a.splits + sp) * int64_t(SLOTS * C::CONSUMERS) + ctid;
+      // The small tiles (a few partial values a thread) load R splits' partials before adding any, so that their L2
+      // round trips overlap instead of making a chain of `splits` of them after the arrival counter's; the sum is in
+      // split order either way. The larger tiles have enough loads in flight a split (and no registers to spare).
+      constexpr int R = SLOTS <= 4 ? 4 : SLOTS <= 8 ? 2 : 1;  // <= 16 more registers (the small tiles have ~80)
+      const float* src = a.partial + w.tail * a.splits * int64_t(SLOTS * C::CONSUMERS) + ctid;
+      for (int sp = 0; sp < a.splits; sp += R) {
+        if constexpr (R == 1) {
 #pragma unroll
-        for (int b = 0; b < MB; ++b)
+          for (int b = 0; b < MB; ++b)
 #pragma unroll
-          for (int e = 0; e < NT / 2; ++e) acc[b][e] += __ldcg(src + (b * NT / 2 + e) * C::CONSUMERS);
+            for (int e = 0; e < NT / 2; ++e)
+              acc[b][e] += __ldcg(src + (sp * SLOTS + b * NT / 2 + e) * int64_t(C::CONSUMERS));
+        } else {
+          float v[R][SLOTS];
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int i = 0; i < SLOTS; ++i)
+              v[r][i] = sp + r < a.splits ? __ldcg(src + ((sp + r) * SLOTS + i) * int64_t(C::CONSUMERS)) : 0.0f;
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int i = 0; i < SLOTS; ++i)
+              if (sp + r < a.splits) acc[i / (NT / 2)][i % (NT / 2)] += v[r][i];
+        }
       }
     }
 
