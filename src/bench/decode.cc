@@ -173,11 +173,13 @@ json run_decode_bench(const DecodeBenchArgs& a) {
     // The W4A16 path the tuner chose for each packed weight and M bucket the steps met.
     json choices = json::array();
     for (const W4A16Choice& c : cuda_w4a16_choices(model->backend()))
-      choices.push_back({{"N", c.N}, {"K", c.K}, {"group_size", c.group_size}, {"m_bucket", c.m_bucket}, {"path", c.path}});
+      choices.push_back({{"N", c.N}, {"K", c.K}, {"group_size", c.group_size}, {"m_bucket", c.m_bucket}, {"path", c.path},
+                         {"splits", c.splits}});
     out["w4a16_paths"] = choices;
     // Switches that are off by default until measured (cuda_backend.h): whether this run had them on.
     out["w4a16_swiglu_epilogue"] = cuda_w4a16_swiglu();
     out["w4a16_tma_weights"] = cuda_w4a16_tma_weights();
+    out["w4a16_tune_splits"] = cuda_w4a16_tune_splits();
   }
 #endif
   return out;

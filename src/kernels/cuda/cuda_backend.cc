@@ -69,6 +69,11 @@ bool& w4a16_swiglu_flag() {
   static bool on = env_flag("DIFFULEX_W4A16_SWIGLU");
   return on;
 }
+// cuda_set_w4a16_tune_splits (cuda_backend.h): the tuner also times split-K counts, from DIFFULEX_W4A16_TUNE_SPLITS.
+bool& w4a16_tune_splits_flag() {
+  static bool on = env_flag("DIFFULEX_W4A16_TUNE_SPLITS");
+  return on;
+}
 
 // A small host input (token ids, positions, key mask) mirrored on the device. The copy is redone only when the
 // bytes change; it is enqueued on the backend's stream, so kernels queued earlier still read the old contents.
@@ -783,15 +788,18 @@ class CudaBackend final : public Backend {
     check(splits >= 0, "cuda: W4A16 split count {} is negative", splits);
     w4a16_splits_ = splits;
   }
-  // The path "auto" chose for this shape and M ("" before the first call in that M bucket).
-  std::string w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
-    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, cuda::tuner_m_bucket(M)));
-    return it == w4a16_choice_.end() ? std::string() : it->second;
+  // What "auto" chose for this shape and M (an empty path before the first call in that M bucket).
+  W4A16Choice w4a16_choice(int64_t N, int64_t K, int64_t group_size, int64_t M) const {
+    const int64_t bucket = cuda::tuner_m_bucket(M);
+    auto it = w4a16_choice_.find(std::make_tuple(N, K, group_size, bucket));
+    W4A16Choice c{N, K, group_size, bucket, "", 0};
+    if (it != w4a16_choice_.end()) c.path = it->second.path, c.splits = it->second.splits;
+    return c;
   }
   std::vector<W4A16Choice> w4a16_choices() const {
     std::vector<W4A16Choice> out;
-    for (const auto& [key, path] : w4a16_choice_)
-      out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), std::get<3>(key), path});
+    for (const auto& [key, pick] : w4a16_choice_)
+      out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), std::get<3>(key), pick.path, pick.splits});
     return out;
   }
 
@@ -843,9 +851,9 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
-    // Into y, or with SwiGLU into swiglu_out.
-    auto run_wgmma = [&](int variant, bf16_t* swiglu_out = nullptr) {
-      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, w4a16_splits_, variant);
+    // Into y, or with SwiGLU into swiglu_out; `splits` k-splits (0: set_w4a16_splits's count, else the planner's).
+    auto run_wgmma = [&](int variant, bf16_t* swiglu_out = nullptr, int splits = 0) {
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, splits ? splits : w4a16_splits_, variant);
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       float* pp = partial.defined() ? partial.data<float>() : nullptr;
@@ -860,6 +868,7 @@ class CudaBackend final : public Backend {
       if (bias && !fused_bias) cuda::launch_add_bias(y.data<bf16_t>(), bp, bt, M, N, stream_);
     };
     std::string path = w4a16_mode_;
+    int tuned_splits = 0;  // the tuner's split-K count for a wgmma path (0: the planner's)
     if (path == "auto" && reproducible_) path = "mma";  // set_reproducible: no timed choice
     if (path == "auto") {
       // Timed once per (shape, group, M bucket: tuner_key.h), as the cuBLASLt tuner does (gemm.cc): the tensor-core
@@ -885,18 +894,34 @@ class CudaBackend final : public Backend {
           }
         }
         if (std::get<3>(key) > 64) consider("dequant", run_dequant);
-        it = w4a16_choice_.emplace(key, best).first;
+        W4A16Pick pick{best, 0};
+        // The split-K count of the chosen wgmma tile up to 64 rows, where the tiles are fewer than the GPU's blocks
+        // and the planner's model (w4a16_tiles.cuh w4a16_pick_splits) decides how far K is split: that model
+        // charges a block the bandwidth of one of 264, so it splits much, and each split adds its share of the
+        // reduction's fixed cost (partials written, a counter, the last split's reads). Timed like the paths; kept
+        // only where faster than the planner's count. Splits of at least 3 k steps, as the planner's.
+        const int bv = cuda::w4a16_wgmma_variant_of(best.c_str());
+        if (w4a16_tune_splits_flag() && w4a16_splits_ == 0 && bv >= 0 && std::get<3>(key) <= 64) {
+          const int planned = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, bv).splits;
+          for (int sp : {1, 2, 3, 4, 6, 8, 12}) {
+            if (sp == planned || (sp > 1 && sp > d.kt / 3)) continue;
+            const double t = time_ms([&] { run_wgmma(bv, nullptr, sp); });
+            if (t < t_best) t_best = t, pick.splits = sp;
+          }
+        }
+        it = w4a16_choice_.emplace(key, pick).first;
       }
-      path = it->second;
+      path = it->second.path;
+      tuned_splits = it->second.splits;
     }
     const int variant = cuda::w4a16_wgmma_variant_of(path.c_str());
     if (swiglu && !bias && variant >= 0 && cuda::w4a16_wgmma_swiglu_supported(N, swiglu->data())) {
-      run_wgmma(variant, swiglu->data<bf16_t>());
+      run_wgmma(variant, swiglu->data<bf16_t>(), tuned_splits);
       return true;
     }
     plain_y();
     if (path == "dequant") run_dequant();
-    else if (variant >= 0) run_wgmma(variant);
+    else if (variant >= 0) run_wgmma(variant, nullptr, tuned_splits);
     else run_mma();
     return false;
   }
@@ -953,8 +978,12 @@ class CudaBackend final : public Backend {
   bool wgmma_disabled_ = false;
   bool reproducible_ = false;  // set_reproducible
   int w4a16_splits_ = 0;
-  // (N, K, group, M bucket) -> the path auto chose
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::string> w4a16_choice_;
+  // (N, K, group, M bucket) -> the path auto chose, and for a wgmma path its split-K count (0: the planner's)
+  struct W4A16Pick {
+    std::string path;
+    int splits = 0;
+  };
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, W4A16Pick> w4a16_choice_;
   // --- end of the W4A16 path --------------------------------------------------------------------------------------
 
   // ---- SwiGLU of the fused gate/up GEMM, rows for the LM head and the samplers (sample_rows.cu) ----
@@ -1138,8 +1167,13 @@ int cuda_attention_kv_splits(int64_t B, int64_t Lq, int64_t S, int64_t Hq, int64
 }
 bool cuda_w4a16_tma_weights() { return cuda::w4a16_wgmma_tma_weights(); }
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
-  return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M);
+  return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M).path;
 }
+int cuda_w4a16_choice_splits(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
+  return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M).splits;
+}
+void cuda_set_w4a16_tune_splits(bool on) { w4a16_tune_splits_flag() = on; }
+bool cuda_w4a16_tune_splits() { return w4a16_tune_splits_flag(); }
 std::vector<W4A16Choice> cuda_w4a16_choices(const Backend& be) {
   return as_cuda(const_cast<Backend&>(be)).w4a16_choices();
 }

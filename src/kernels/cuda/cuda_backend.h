@@ -46,14 +46,21 @@ void cuda_set_w4a16_path(Backend& be, const std::string& mode);
 // a measurement knob. And the split count the wgmma planner chooses for its widest tile at [M] x [N, K].
 void cuda_set_w4a16_splits(Backend& be, int splits);
 int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t group_size);
-// The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call).
+// The path "auto" chose for a W4A16 weight [N, K] at M rows (one of the above; "" before its first call), and the
+// split-K count it chose for a wgmma path (0: the planner's; see cuda_set_w4a16_tune_splits).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
+int cuda_w4a16_choice_splits(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
 // Every choice "auto" made so far: weight [N, K], group size, M bucket (the tuner's key, src/kernels/cuda/tuner_key.h),
-// path.
+// path, split-K count (0: the planner's).
 struct W4A16Choice {
   int64_t N, K, group_size, m_bucket;
   std::string path;
+  int splits = 0;
 };
+// Whether "auto" also times split-K counts of the chosen wgmma tile up to 64 rows (1, 2, 3, 4, 6, 8, 12 beside the
+// planner's; process-wide): default off until measured on a GPU; DIFFULEX_W4A16_TUNE_SPLITS=1 turns it on.
+void cuda_set_w4a16_tune_splits(bool on);
+bool cuda_w4a16_tune_splits();
 std::vector<W4A16Choice> cuda_w4a16_choices(const Backend& be);
 // Whether this GPU and build run the Hopper wgmma W4A16 kernel (src/kernels/cuda/w4a16_wgmma.cu).
 bool cuda_w4a16_wgmma_available();

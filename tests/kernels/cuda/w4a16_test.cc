@@ -191,6 +191,54 @@ TEST_F(W4A16, ReproducibleModeTimesNoPath) {
   EXPECT_LT(test::rel_error(gpu_->to_host_f32(y), reference(x, hw, nullptr)), kTol) << trace();
 }
 
+// The tuner with split-K counts among its candidates (cuda_set_w4a16_tune_splits): the choice at M <= 64 is the
+// planner's count (0) or one of the candidates, "auto" gives the reference's product, and it is bit for bit the
+// chosen wgmma tile forced with the chosen count (so the count recorded is the one that runs).
+TEST_F(W4A16, TunedSplitCountsRunAsChosen) {
+  if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
+  struct Restore {
+    bool saved = cuda_w4a16_tune_splits();
+    ~Restore() { cuda_set_w4a16_tune_splits(saved); }
+  } restore;
+  cuda_set_w4a16_tune_splits(true);
+  int tuned = 0;
+  for (const Case& c : kCases) {
+    if (c.M > 64 || (small_only() && c.M * c.N * c.K > 600000000)) continue;
+    SCOPED_TRACE(trace() + ", " + describe(c, "auto"));
+    PackedWeight hw = random_w4(c.N, c.K, c.gs, c.sym, c.act_order);
+    PackedWeight dw = gpu_->upload_packed(hw);
+    Tensor x = rand_bf16_f32({c.M, c.K});
+    Tensor gx = gpu_->from_host_f32(x);
+    Tensor b = c.bias ? test::random_tensor(DType::BF16, {c.N}, rng_, 0.1f) : Tensor();
+    Tensor gb = c.bias ? gpu_->upload(b) : Tensor();
+    cuda_set_w4a16_path(*gpu_, "auto");
+    Tensor y = poisoned({c.M, c.N});
+    gpu_->matmul_packed(gx, dw, c.bias ? &gb : nullptr, y);
+    const Tensor got = gpu_->to_host_f32(y);
+    EXPECT_LT(test::rel_error(got, reference(x, hw, c.bias ? &b : nullptr)), kTol);
+    const std::string path = cuda_w4a16_choice(*gpu_, c.N, c.K, dw.group_size, c.M);
+    const int splits = cuda_w4a16_choice_splits(*gpu_, c.N, c.K, dw.group_size, c.M);
+    if (cuda::w4a16_wgmma_variant_of(path.c_str()) < 0) {
+      EXPECT_EQ(splits, 0) << path;
+      continue;
+    }
+    EXPECT_TRUE(splits == 0 || splits == 1 || splits == 2 || splits == 3 || splits == 4 || splits == 6 ||
+                splits == 8 || splits == 12)
+        << splits;
+    tuned += splits != 0;
+    cuda_set_w4a16_path(*gpu_, path);
+    cuda_set_w4a16_splits(*gpu_, splits);
+    Tensor forced = poisoned({c.M, c.N});
+    gpu_->matmul_packed(gx, dw, c.bias ? &gb : nullptr, forced);
+    cuda_set_w4a16_splits(*gpu_, 0);
+    const Tensor want = gpu_->to_host_f32(forced);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) diff += !(got.data<float>()[i] == want.data<float>()[i]);
+    EXPECT_EQ(diff, 0) << path << " with " << splits << " splits";
+  }
+  std::printf("[ info ] %d of the cases took a split count other than the planner's\n", tuned);
+}
+
 TEST_F(W4A16, UploadPackedUsesTheTileLayout) {
   PackedWeight hw = random_w4(72, 256, 64, false, false);
   PackedWeight dw = gpu_->upload_packed(hw);
@@ -383,8 +431,9 @@ TEST_F(W4A16, SwigluMatchesTheProductThenSiluMul) {
       const std::string ran = std::string(path) == "auto" ? cuda_w4a16_choice(*gpu_, 2 * c.I, c.K, dw.group_size, c.M)
                                                           : std::string(path);
       const int variant = cuda::w4a16_wgmma_variant_of(ran.c_str());
-      const bool exact = variant < 0 ||
-                         swiglu_same_splits(cuda::w4a16_wgmma_plan(c.M, 2 * c.I, c.K, dw.group_size, 0, variant));
+      const int splits = std::string(path) == "auto" ? cuda_w4a16_choice_splits(*gpu_, 2 * c.I, c.K, dw.group_size, c.M) : 0;
+      const bool exact =
+          variant < 0 || swiglu_same_splits(cuda::w4a16_wgmma_plan(c.M, 2 * c.I, c.K, dw.group_size, splits, variant));
       expect_swiglu_equal(gpu_->to_host_f32(want), gpu_->to_host_f32(got), exact);
     }
   }
