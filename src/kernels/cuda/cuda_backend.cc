@@ -59,19 +59,22 @@ void same_numel(const Tensor& a, const Tensor& b, const char* op) {
         shape_str(b.shape()));
 }
 
-bool env_flag(const char* name) {
+// An environment switch: unset or empty gives `fallback`, "0" off, anything else on.
+bool env_flag(const char* name, bool fallback = false) {
   const char* v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
+  if (!v || !*v) return fallback;
+  return std::strcmp(v, "0") != 0;
 }
 
-// cuda_set_w4a16_swiglu (cuda_backend.h): the wgmma kernel's SwiGLU epilogue, from DIFFULEX_W4A16_SWIGLU.
+// cuda_set_w4a16_swiglu (cuda_backend.h): the wgmma kernel's SwiGLU epilogue; on unless DIFFULEX_W4A16_SWIGLU=0.
 bool& w4a16_swiglu_flag() {
-  static bool on = env_flag("DIFFULEX_W4A16_SWIGLU");
+  static bool on = env_flag("DIFFULEX_W4A16_SWIGLU", true);
   return on;
 }
-// cuda_set_w4a16_tune_splits (cuda_backend.h): the tuner also times split-K counts, from DIFFULEX_W4A16_TUNE_SPLITS.
+// cuda_set_w4a16_tune_splits (cuda_backend.h): the tuner also times split-K counts; on unless
+// DIFFULEX_W4A16_TUNE_SPLITS=0.
 bool& w4a16_tune_splits_flag() {
-  static bool on = env_flag("DIFFULEX_W4A16_TUNE_SPLITS");
+  static bool on = env_flag("DIFFULEX_W4A16_TUNE_SPLITS", true);
   return on;
 }
 

@@ -58,7 +58,8 @@ struct W4A16Choice {
   int splits = 0;
 };
 // Whether "auto" also times split-K counts of the chosen wgmma tile up to 64 rows (1, 2, 3, 4, 6, 8, 12 beside the
-// planner's; process-wide): default off until measured on a GPU; DIFFULEX_W4A16_TUNE_SPLITS=1 turns it on.
+// planner's; process-wide): default on (a Dream-7B B = 1 decode step 3.70 -> 3.56 ms on the H100, docs/PERFORMANCE.md
+// session 17); DIFFULEX_W4A16_TUNE_SPLITS=0 turns it off.
 void cuda_set_w4a16_tune_splits(bool on);
 bool cuda_w4a16_tune_splits();
 std::vector<W4A16Choice> cuda_w4a16_choices(const Backend& be);
@@ -69,8 +70,9 @@ bool cuda_w4a16_wgmma_available();
 void cuda_set_w4a16_tma_weights(bool on);
 bool cuda_w4a16_tma_weights();
 // Whether the fused [gate; up] W4A16 GEMM runs SwiGLU in the wgmma kernel's epilogue (Backend::matmul_packed_swiglu;
-// process-wide): default off until its first GPU run (tests/kernels/cuda/w4a16_test.cc `W4A16.Swiglu*`, and the decode
-// step with and without it); DIFFULEX_W4A16_SWIGLU=1 turns it on. Off, the product and silu_mul_fused run as before.
+// process-wide): default on (a Dream-7B B = 32 decode step 23.9 -> 22.9 ms on the H100, docs/PERFORMANCE.md session
+// 17; tests/kernels/cuda/w4a16_test.cc `W4A16.Swiglu*`); DIFFULEX_W4A16_SWIGLU=0 turns it off: the product and
+// silu_mul_fused then run as two ops.
 void cuda_set_w4a16_swiglu(bool on);
 bool cuda_w4a16_swiglu();
 // Split-KV attention for short query windows (src/kernels/cuda/launch.h; process-wide): -1 the rule, 0 or 1 never

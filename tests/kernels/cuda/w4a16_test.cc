@@ -384,15 +384,21 @@ const SwigluCase kSwigluCases[] = {
 // The fused SwiGLU against the product then silu_mul_fused. Bit for bit where the fused launch's split tiles are
 // the plain launch's (no tile split, or all of them); otherwise (only the last wave's tiles split, which in the fused
 // launch hold other rows) the same product to the fp32 summation order: every output written, at most 1 % of them
-// different and those by at most a few bf16 steps, and the whole within 1e-3. A wrong row, group or half gives errors
-// of order 1.
+// different and those by at most a few bf16 steps (or 1e-3 of the outputs' RMS), and the whole within 1e-3. A wrong
+// row, group or half gives errors of order 1.
 void expect_swiglu_equal(const Tensor& want, const Tensor& got, bool exact) {
+  double sq = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) sq += double(want.data<float>()[i]) * want.data<float>()[i];
+  const float rms = float(std::sqrt(sq / double(std::max<int64_t>(1, want.numel()))));
   int64_t diff = 0, far = 0;
   for (int64_t i = 0; i < want.numel(); ++i) {
     const float w = want.data<float>()[i], g = got.data<float>()[i];
     if (w == g) continue;
     ++diff;  // NaN (an unwritten output) counts
-    if (!(std::abs(g - w) <= 0.03f * std::abs(w) + 1e-6f)) ++far;
+    // Relative to the value, and to the outputs' scale for a value near zero: a gate or up sum that cancels to a
+    // small fraction of its terms carries the summation order's fp32 difference as a large relative one (seen on the
+    // H100: one output of 245,760 at M 12, I 20480, tall tile, 2 and 5 splits).
+    if (!(std::abs(g - w) <= 0.03f * std::abs(w) + 1e-3f * rms)) ++far;
   }
   if (exact) {
     EXPECT_EQ(diff, 0);
