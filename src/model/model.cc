@@ -124,6 +124,16 @@ bool graphs_from_env() {
   const char* v = std::getenv("DIFFULEX_CUDA_GRAPHS");
   return !(v && std::strcmp(v, "0") == 0);
 }
+
+// On unless DIFFULEX_KV_IN_PLACE=0: a one-sequence window's keys and values are produced into the cache
+// (Model::cache_window_rows); off, into their own tensors and copied, as for a batch (an A/B knob).
+bool kv_in_place_from_env() {
+  static const bool on = [] {
+    const char* v = std::getenv("DIFFULEX_KV_IN_PLACE");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
 }  // namespace
 
 bool Model::graphs_default() { return graphs_from_env(); }
@@ -698,7 +708,8 @@ AttnCost attention_cost(const ModelConfig& c, double act, const AttnSlot& s) {
 }  // namespace
 
 Tensor Model::cache_window_rows(const AttnSlot& s, int64_t layer, bool keys) const {
-  if (!s.cache || s.cache->fp8 || s.B != 1 || s.cache->B != 1 || s.offset != 0) return Tensor();
+  if (!kv_in_place_from_env() || !s.cache || s.cache->fp8 || s.B != 1 || s.cache->B != 1 || s.offset != 0)
+    return Tensor();
   const Tensor& c = (keys ? s.cache->k : s.cache->v)[size_t(layer)];
   const int64_t row = cfg_.num_kv_heads * cfg_.head_dim;
   // Rows of 256-byte multiples only: every window then starts as aligned as the cache (cuBLASLt keys its plans by the
