@@ -184,15 +184,24 @@ class CudaBackend final : public Backend {
     // fp16 weights become bf16: the GEMMs and kernels take bf16 (same range as f32, 8 mantissa bits).
     const DType dt = host.dtype() == DType::F16 ? DType::BF16 : host.dtype();
     auto block = alloc_->weight(host.nbytes(), "upload");
+    // On the backend's stream, waited for before returning. A plain cudaMemcpy runs on the legacy default stream,
+    // which the backend's non-blocking stream does not wait for, and from pageable memory it may return once the
+    // bytes are staged, before they land: a kernel queued next on stream_ could read the block first (two GPU
+    // quantizer runs of one model wrote different bytes, once in five on an H100: docs/QUANTIZER.md, "Reproducible
+    // runs").
+    auto copy = [&](const void* src) {
+      check_cuda(cudaMemcpyAsync(block.get(), src, host.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
+      check_cuda(cudaStreamSynchronize(stream_), "upload");
+    };
     if (dt != host.dtype()) {
       std::vector<uint16_t> tmp(size_t(host.numel()));
       const uint16_t* src = host.data<uint16_t>();
       parallel_for(host.numel(), 1 << 16, [&](int64_t a, int64_t b) {
         for (int64_t i = a; i < b; ++i) tmp[size_t(i)] = f32_to_bf16(f16_to_f32(src[i]));
       });
-      check_cuda(cudaMemcpy(block.get(), tmp.data(), host.nbytes(), cudaMemcpyHostToDevice), "upload");
+      copy(tmp.data());
     } else {
-      check_cuda(cudaMemcpy(block.get(), host.data(), host.nbytes(), cudaMemcpyHostToDevice), "upload");
+      copy(host.data());
     }
     void* p = block.get();
     return Tensor(dt, host.shape(), p, std::move(block), Device::CUDA);
