@@ -82,7 +82,8 @@ setup_env() {
   if [ -f "$BIN/lib.tar.xz" ] && [ ! -d "$BIN/lib" ]; then tar -C "$BIN" -xJf "$BIN/lib.tar.xz"; fi
   local bin
   for bin in "$BIN"/*.xz "$BIN"/*/*.xz; do  # the binaries (pack) and any other build carried beside them, e.g. base/
-    [ "$bin" = "$BIN/lib.tar.xz" ] || { [ -f "$bin" ] && [ ! -e "${bin%.xz}" ] && xz -dk "$bin" && chmod +x "${bin%.xz}"; }
+    case $bin in *.tar.xz) continue ;; esac  # the libraries, unpacked above (or a carried build's own)
+    [ -f "$bin" ] && [ ! -e "${bin%.xz}" ] && xz -dk "$bin" && chmod +x "${bin%.xz}"
   done
   if [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
   mkdir -p "$ROOT/build-cuda" && cp "$BIN/diffulex" "$ROOT/build-cuda/diffulex"

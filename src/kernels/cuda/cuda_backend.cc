@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "core/error.h"
@@ -189,6 +190,11 @@ class CudaBackend final : public Backend {
     // bytes are staged, before they land: a kernel queued next on stream_ could read the block first (two GPU
     // quantizer runs of one model wrote different bytes, once in five on an H100: docs/QUANTIZER.md, "Reproducible
     // runs").
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    check_cuda(cudaStreamIsCapturing(stream_, &capturing), "upload");
+    check(capturing == cudaStreamCaptureStatusNone,
+          "cuda upload: {} bytes during a CUDA graph capture (uploads belong before the capture: the eager pass)",
+          host.nbytes());
     auto copy = [&](const void* src) {
       check_cuda(cudaMemcpyAsync(block.get(), src, host.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
       check_cuda(cudaStreamSynchronize(stream_), "upload");
@@ -808,6 +814,7 @@ class CudaBackend final : public Backend {
     if (it != w4a16_choice_.end()) c.path = it->second.path, c.splits = it->second.splits;
     return c;
   }
+  int w4a16_last_wgmma_splits() const { return last_wgmma_splits_; }
   std::vector<W4A16Choice> w4a16_choices() const {
     std::vector<W4A16Choice> out;
     for (const auto& [key, pick] : w4a16_choice_)
@@ -863,9 +870,11 @@ class CudaBackend final : public Backend {
       cuda::launch_w4a16(p, xp, tiles, sz, gs, bp, bt, y.data<bf16_t>(),
                          partial.defined() ? partial.data<float>() : nullptr, stream_);
     };
-    // Into y, or with SwiGLU into swiglu_out; `splits` k-splits (0: set_w4a16_splits's count, else the planner's).
+    // Into y, or with SwiGLU into swiglu_out; with set_w4a16_splits's count if one is set, else `splits` k-splits
+    // (0: the planner's count).
     auto run_wgmma = [&](int variant, bf16_t* swiglu_out = nullptr, int splits = 0) {
-      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, splits ? splits : w4a16_splits_, variant);
+      const cuda::W4A16Args p = cuda::w4a16_wgmma_plan(M, N, K, gs, w4a16_splits_ ? w4a16_splits_ : splits, variant);
+      last_wgmma_splits_ = p.splits;
       Tensor partial;
       if (p.splits > 1) partial = empty(DType::F32, {int64_t(cuda::w4a16_partial_floats(p))});
       float* pp = partial.defined() ? partial.data<float>() : nullptr;
@@ -911,15 +920,20 @@ class CudaBackend final : public Backend {
         // and the planner's model (w4a16_tiles.cuh w4a16_pick_splits) decides how far K is split: that model
         // charges a block the bandwidth of one of 264, so it splits much, and each split adds its share of the
         // reduction's fixed cost (partials written, a counter, the last split's reads). Timed like the paths; kept
-        // only where faster than the planner's count. Splits of at least 3 k steps, as the planner's.
+        // only where faster than the planner's count, and checked like a path. Splits of at least 3 k steps, as
+        // the planner's; a count is the one its plan runs (a request rounds to whole k steps a split: 6 of 20 steps
+        // are 5 splits of 4), each timed once.
         const int bv = cuda::w4a16_wgmma_variant_of(best.c_str());
         if (w4a16_tune_splits_flag() && w4a16_splits_ == 0 && bv >= 0 && std::get<3>(key) <= 64) {
-          const int planned = cuda::w4a16_wgmma_plan(M, N, K, gs, 0, bv).splits;
-          for (int sp : {1, 2, 3, 4, 6, 8, 12}) {
-            if (sp == planned || (sp > 1 && sp > d.kt / 3)) continue;
+          std::set<int> tried{cuda::w4a16_wgmma_plan(M, N, K, gs, 0, bv).splits};
+          for (int want : {1, 2, 3, 4, 6, 8, 12}) {
+            const int sp = cuda::w4a16_wgmma_plan(M, N, K, gs, want, bv).splits;
+            if ((want > 1 && want > d.kt / 3) || !tried.insert(sp).second) continue;
             const double t = time_ms([&] { run_wgmma(bv, nullptr, sp); });
             if (t < t_best) t_best = t, pick.splits = sp;
           }
+          if (pick.splits && !wgmma_agrees(y, run_mma, [&] { run_wgmma(bv, nullptr, pick.splits); }))
+            pick = {"mma", 0};
         }
         it = w4a16_choice_.emplace(key, pick).first;
       }
@@ -988,6 +1002,7 @@ class CudaBackend final : public Backend {
     return std::string(v && *v ? v : "auto");
   }();
   bool wgmma_disabled_ = false;
+  int last_wgmma_splits_ = 0;  // the split count of the last wgmma launch (w4a16_last_wgmma_splits)
   bool reproducible_ = false;  // set_reproducible
   int w4a16_splits_ = 0;
   // (N, K, group, M bucket) -> the path auto chose, and for a wgmma path its split-K count (0: the planner's)
@@ -1183,6 +1198,9 @@ std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t g
 }
 int cuda_w4a16_choice_splits(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M) {
   return as_cuda(const_cast<Backend&>(be)).w4a16_choice(N, K, group_size, M).splits;
+}
+int cuda_w4a16_last_wgmma_splits(const Backend& be) {
+  return as_cuda(const_cast<Backend&>(be)).w4a16_last_wgmma_splits();
 }
 void cuda_set_w4a16_tune_splits(bool on) { w4a16_tune_splits_flag() = on; }
 bool cuda_w4a16_tune_splits() { return w4a16_tune_splits_flag(); }

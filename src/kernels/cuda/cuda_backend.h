@@ -50,6 +50,8 @@ int cuda_w4a16_wgmma_planned_splits(int64_t M, int64_t N, int64_t K, int64_t gro
 // split-K count it chose for a wgmma path (0: the planner's; see cuda_set_w4a16_tune_splits).
 std::string cuda_w4a16_choice(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
 int cuda_w4a16_choice_splits(const Backend& be, int64_t N, int64_t K, int64_t group_size, int64_t M);
+// The split-K count the backend's last wgmma W4A16 launch ran with (1: unsplit; 0 before any), for the tests.
+int cuda_w4a16_last_wgmma_splits(const Backend& be);
 // Every choice "auto" made so far: weight [N, K], group size, M bucket (the tuner's key, src/kernels/cuda/tuner_key.h),
 // path, split-K count (0: the planner's).
 struct W4A16Choice {

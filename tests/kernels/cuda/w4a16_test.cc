@@ -192,8 +192,9 @@ TEST_F(W4A16, ReproducibleModeTimesNoPath) {
 }
 
 // The tuner with split-K counts among its candidates (cuda_set_w4a16_tune_splits): the choice at M <= 64 is the
-// planner's count (0) or one of the candidates, "auto" gives the reference's product, and it is bit for bit the
-// chosen wgmma tile forced with the chosen count (so the count recorded is the one that runs).
+// planner's count (0) or a count a plan runs; "auto" gives the reference's product; the launch runs the chosen count
+// (the planner's where 0), and a count forced by cuda_set_w4a16_splits still overrides it in "auto"; the output is
+// bit for bit the chosen wgmma tile forced with the chosen count.
 TEST_F(W4A16, TunedSplitCountsRunAsChosen) {
   if (!cuda_w4a16_wgmma_available()) GTEST_SKIP() << "no wgmma kernel on this GPU";
   struct Restore {
@@ -218,23 +219,32 @@ TEST_F(W4A16, TunedSplitCountsRunAsChosen) {
     EXPECT_LT(test::rel_error(got, reference(x, hw, c.bias ? &b : nullptr)), kTol);
     const std::string path = cuda_w4a16_choice(*gpu_, c.N, c.K, dw.group_size, c.M);
     const int splits = cuda_w4a16_choice_splits(*gpu_, c.N, c.K, dw.group_size, c.M);
-    if (cuda::w4a16_wgmma_variant_of(path.c_str()) < 0) {
+    const int variant = cuda::w4a16_wgmma_variant_of(path.c_str());
+    if (variant < 0) {
       EXPECT_EQ(splits, 0) << path;
       continue;
     }
-    EXPECT_TRUE(splits == 0 || splits == 1 || splits == 2 || splits == 3 || splits == 4 || splits == 6 ||
-                splits == 8 || splits == 12)
-        << splits;
+    const int runs = cuda::w4a16_wgmma_plan(c.M, c.N, c.K, dw.group_size, splits, variant).splits;
+    if (splits) EXPECT_EQ(runs, splits) << "the recorded count is not one a plan runs";
+    EXPECT_EQ(cuda_w4a16_last_wgmma_splits(*gpu_), runs) << path;
     tuned += splits != 0;
+    // A forced count overrides the tuned one in "auto".
+    const int force = splits == 2 ? 3 : 2;
+    cuda_set_w4a16_splits(*gpu_, force);
+    Tensor y2 = poisoned({c.M, c.N});
+    gpu_->matmul_packed(gx, dw, c.bias ? &gb : nullptr, y2);
+    EXPECT_EQ(cuda_w4a16_last_wgmma_splits(*gpu_),
+              cuda::w4a16_wgmma_plan(c.M, c.N, c.K, dw.group_size, force, variant).splits);
+    // The chosen tile forced with the chosen count: the same bits.
     cuda_set_w4a16_path(*gpu_, path);
-    cuda_set_w4a16_splits(*gpu_, splits);
+    cuda_set_w4a16_splits(*gpu_, runs);
     Tensor forced = poisoned({c.M, c.N});
     gpu_->matmul_packed(gx, dw, c.bias ? &gb : nullptr, forced);
     cuda_set_w4a16_splits(*gpu_, 0);
     const Tensor want = gpu_->to_host_f32(forced);
     int64_t diff = 0;
     for (int64_t i = 0; i < got.numel(); ++i) diff += !(got.data<float>()[i] == want.data<float>()[i]);
-    EXPECT_EQ(diff, 0) << path << " with " << splits << " splits";
+    EXPECT_EQ(diff, 0) << path << " with " << runs << " splits";
   }
   std::printf("[ info ] %d of the cases took a split count other than the planner's\n", tuned);
 }
