@@ -176,7 +176,7 @@ json run_decode_bench(const DecodeBenchArgs& a) {
       choices.push_back({{"N", c.N}, {"K", c.K}, {"group_size", c.group_size}, {"m_bucket", c.m_bucket}, {"path", c.path},
                          {"splits", c.splits}});
     out["w4a16_paths"] = choices;
-    // Switches that are off by default until measured (cuda_backend.h): whether this run had them on.
+    // The W4A16 switches (cuda_backend.h; each has an environment variable): whether this run had them on.
     out["w4a16_swiglu_epilogue"] = cuda_w4a16_swiglu();
     out["w4a16_tma_weights"] = cuda_w4a16_tma_weights();
     out["w4a16_tune_splits"] = cuda_w4a16_tune_splits();

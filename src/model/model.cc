@@ -118,20 +118,20 @@ namespace {
 // refresh pass's.
 constexpr size_t kMaxGraphs = 16;
 
-// On unless DIFFULEX_CUDA_GRAPHS=0 (the eager path, for A/B timing and debugging). tests/kernels/cuda/cuda_graph_test.cc
-// checks graph replay against eager execution on the GPU (docs/CUDA.md).
-bool graphs_from_env() {
-  const char* v = std::getenv("DIFFULEX_CUDA_GRAPHS");
+// A switch that is on unless the variable is "0".
+bool on_unless_zero(const char* name) {
+  const char* v = std::getenv(name);
   return !(v && std::strcmp(v, "0") == 0);
 }
+
+// On unless DIFFULEX_CUDA_GRAPHS=0 (the eager path, for A/B timing and debugging). tests/kernels/cuda/cuda_graph_test.cc
+// checks graph replay against eager execution on the GPU (docs/CUDA.md).
+bool graphs_from_env() { return on_unless_zero("DIFFULEX_CUDA_GRAPHS"); }
 
 // On unless DIFFULEX_KV_IN_PLACE=0: a one-sequence window's keys and values are produced into the cache
 // (Model::cache_window_rows); off, into their own tensors and copied, as for a batch (an A/B knob).
 bool kv_in_place_from_env() {
-  static const bool on = [] {
-    const char* v = std::getenv("DIFFULEX_KV_IN_PLACE");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
+  static const bool on = on_unless_zero("DIFFULEX_KV_IN_PLACE");
   return on;
 }
 }  // namespace

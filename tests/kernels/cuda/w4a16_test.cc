@@ -139,6 +139,13 @@ struct Case {
   bool sym, act_order, bias;
 };
 
+// Outputs of two runs that are not bit for bit equal (a NaN, i.e. an unwritten output, counts).
+int64_t unequal(const Tensor& a, const Tensor& b) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) n += !(a.data<float>()[i] == b.data<float>()[i]);
+  return n;
+}
+
 std::string describe(const Case& c, const char* path) {
   return fmt::format("{} path: M {} N {} K {} group {} {}{}{}", path, c.M, c.N, c.K, c.gs, c.sym ? "sym" : "asym",
                      c.act_order ? " act-order" : "", c.bias ? " bias" : "");
@@ -225,7 +232,9 @@ TEST_F(W4A16, TunedSplitCountsRunAsChosen) {
       continue;
     }
     const int runs = cuda::w4a16_wgmma_plan(c.M, c.N, c.K, dw.group_size, splits, variant).splits;
-    if (splits) EXPECT_EQ(runs, splits) << "the recorded count is not one a plan runs";
+    if (splits) {
+      EXPECT_EQ(runs, splits) << "the recorded count is not one a plan runs";
+    }
     EXPECT_EQ(cuda_w4a16_last_wgmma_splits(*gpu_), runs) << path;
     tuned += splits != 0;
     // A forced count overrides the tuned one in "auto".
@@ -241,10 +250,7 @@ TEST_F(W4A16, TunedSplitCountsRunAsChosen) {
     Tensor forced = poisoned({c.M, c.N});
     gpu_->matmul_packed(gx, dw, c.bias ? &gb : nullptr, forced);
     cuda_set_w4a16_splits(*gpu_, 0);
-    const Tensor want = gpu_->to_host_f32(forced);
-    int64_t diff = 0;
-    for (int64_t i = 0; i < got.numel(); ++i) diff += !(got.data<float>()[i] == want.data<float>()[i]);
-    EXPECT_EQ(diff, 0) << path << " with " << runs << " splits";
+    EXPECT_EQ(unequal(got, gpu_->to_host_f32(forced)), 0) << path << " with " << runs << " splits";
   }
   std::printf("[ info ] %d of the cases took a split count other than the planner's\n", tuned);
 }
@@ -332,10 +338,7 @@ TEST_F(W4A16, TmaWeightCopiesGiveTheSameBits) {
         gpu_->matmul_packed(x, dw, c.bias ? &gb : nullptr, y);
         got[tma] = gpu_->to_host_f32(y);
       }
-      int64_t diff = 0;
-      for (int64_t i = 0; i < got[0].numel(); ++i)
-        diff += !(got[0].data<float>()[i] == got[1].data<float>()[i]);  // NaN (an unwritten output) counts too
-      EXPECT_EQ(diff, 0);
+      EXPECT_EQ(unequal(got[0], got[1]), 0);
     }
   }
 }
